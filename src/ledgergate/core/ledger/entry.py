@@ -1,0 +1,27 @@
+"""Ledger entry drafts: what protocol sessions hand to the ledger writer.
+
+A ``Draft`` is an entry before it has a place in a stream (no stream, seq, prev_hash or
+entry_hash yet). The ledger writer seals drafts in order (see ``chain``). Pure data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One event to be recorded.
+
+    ``fields`` holds the entry's body (session_id, connection, identity, source,
+    direction, chunk, command, decision, outcome, ...): JSON types only, integers (never
+    floats), text as ``str``. ``payloads`` are raw bytes kept apart from the entry and
+    addressed by their SHA-256 hex digest (the entry names the digest); the writer
+    stores them encrypted so retention can delete them while the chain still verifies.
+    """
+
+    ts_ns: int
+    kind: str
+    fields: dict[str, Any]
+    payloads: tuple[tuple[str, bytes], ...] = field(default=())

@@ -1,0 +1,136 @@
+"""What the ledger says about a session: commands and chunks turned into entry drafts.
+
+Owns the mapping from protocol facts (``CommandSeen``, ``ChunkSeen``) to ``Draft``s at a
+connection's recording level:
+- ``metadata``: digests, sizes and counts only; no statement text.
+- ``redacted``: statement text with every literal replaced by ``?``; parameters as a
+  digest; no payloads.
+- ``full``: as redacted, plus the raw frames (statement, parameters, result bytes) kept
+  as payloads apart from the entries, addressed by SHA-256, stored encrypted.
+Pure: no clock (timestamps come on the facts), no I/O.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from typing import Any
+
+from ledgergate.core.ledger.entry import Draft
+from ledgergate.core.sqltext import redact, split_statements
+from ledgergate.wire.pg.events import ChunkSeen, CommandSeen
+
+__all__ = ["SessionRecorder"]
+
+RECORDING_LEVELS = ("metadata", "redacted", "full")
+
+
+class SessionRecorder:
+    """Builds drafts for one session. ``base`` holds the fields every entry of the
+    session carries (session_id, connection, identity, source)."""
+
+    __slots__ = ("base", "cmd_seq", "encoding", "full", "level")
+
+    def __init__(self, base: dict[str, Any], level: str, encoding: str = "utf-8") -> None:
+        if level not in RECORDING_LEVELS:
+            raise ValueError(f"unknown recording level {level!r}")
+        self.base = base
+        self.level = level
+        self.full = level == "full"
+        self.encoding = encoding
+        self.cmd_seq = 0
+
+    def event(self, ts_ns: int, kind: str, **fields: Any) -> Draft:
+        return Draft(ts_ns, kind, {**self.base, **fields})
+
+    def drafts(self, seen: tuple[CommandSeen | ChunkSeen, ...]) -> list[Draft]:
+        out: list[Draft] = []
+        for s in seen:
+            if isinstance(s, ChunkSeen):
+                out.append(self.chunk(s))
+            else:
+                out.extend(self.command(s))
+        return out
+
+    def chunk(self, c: ChunkSeen) -> Draft:
+        digest = sha256(c.data).hexdigest()
+        chunk: dict[str, Any] = {
+            "seq": c.seq,
+            "size": len(c.data),
+            "rows": c.rows,
+            "sha256_in": digest,
+            "sha256_out": digest,
+        }
+        fields = {
+            **self.base,
+            "direction": c.direction,
+            "chunk": chunk,
+            "outcome": "forwarded" if c.delivered else "failed",
+        }
+        if c.tags:
+            fields["tags"] = [t.decode("ascii", "replace") for t in c.tags]
+        if self.full:
+            chunk["payload"] = digest
+            return Draft(c.ts_ns, "chunk", fields, ((digest, c.data),))
+        return Draft(c.ts_ns, "chunk", fields)
+
+    def _text(self, raw: bytes) -> str:
+        return raw.decode(self.encoding, "replace")
+
+    def command(self, c: CommandSeen) -> list[Draft]:
+        payloads: tuple[tuple[str, bytes], ...] = ()
+        payload_digest = None
+        if self.full:
+            payload_digest = sha256(c.raw).hexdigest()
+            payloads = ((payload_digest, c.raw),)
+        if c.op == "query":
+            text = self._text(c.text or b"")
+            stmts = split_statements(text) or ("",)
+            out = []
+            for i, stmt in enumerate(stmts):
+                cmd = self._cmd(c.op, stmt)
+                if i == 0 and payload_digest:
+                    cmd["payload"] = payload_digest
+                if len(stmts) > 1:
+                    cmd["part"] = [i + 1, len(stmts)]
+                out.append(
+                    Draft(
+                        c.ts_ns,
+                        "command",
+                        {**self.base, "command": cmd},
+                        payloads if i == 0 else (),
+                    )
+                )
+            return out
+        if c.op == "parse":
+            cmd = self._cmd("parse", self._text(c.text or b""))
+            cmd["statement"] = self._text(c.statement or b"")
+        elif c.op == "bind":
+            self.cmd_seq += 1
+            cmd = {
+                "seq": self.cmd_seq,
+                "op": "bind",
+                "statement": self._text(c.statement or b""),
+                "portal": self._text(c.portal or b""),
+                "params": {"count": c.nparams, "sha256": sha256(c.raw[5:]).hexdigest()},
+            }
+        else:
+            self.cmd_seq += 1
+            cmd = {
+                "seq": self.cmd_seq,
+                "op": c.op,
+                "text": self._text(c.text or b""),
+                "args_sha256": sha256(c.raw[5:]).hexdigest(),
+            }
+        if payload_digest:
+            cmd["payload"] = payload_digest
+        return [Draft(c.ts_ns, "command", {**self.base, "command": cmd}, payloads)]
+
+    def _cmd(self, op: str, stmt: str) -> dict[str, Any]:
+        self.cmd_seq += 1
+        cmd: dict[str, Any] = {
+            "seq": self.cmd_seq,
+            "op": op,
+            "text_sha256": sha256(stmt.encode(self.encoding, "replace")).hexdigest(),
+        }
+        cmd["text"] = None if self.level == "metadata" else redact(stmt)
+        return cmd

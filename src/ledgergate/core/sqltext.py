@@ -1,0 +1,65 @@
+"""SQL text as the ledger records it: statements split, literals redacted.
+
+Owns what a ``command`` entry says about a statement at each recording level. Uses
+PostgreSQL's own scanner (pglast / libpg_query), never regular expressions, so quoting,
+dollar quotes, comments and escapes are handled as the server handles them. Pure; results
+are cached per distinct text because the same statements repeat (prepared and ORM SQL).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pglast import parser
+
+__all__ = ["redact", "split_statements"]
+
+_LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+# Distinct statement texts kept; pgbench-style workloads with inlined literals miss
+# anyway, ORMs and prepared statements hit.
+_CACHE = 4096
+# Past this size a statement is recorded by digest and size only (scanning a 100 MB
+# INSERT to redact it would stall the session).
+MAX_SCAN = 1 << 20
+
+
+@lru_cache(maxsize=_CACHE)
+def redact(sql: str) -> str:
+    """``sql`` with every literal replaced by ``?`` (strings, numbers, bit strings).
+
+    Identifiers, keywords, operators, parameters ($1) and comments' absence are kept;
+    comments are dropped because they can carry data. Text that the scanner rejects is
+    replaced by a marker instead of being recorded raw.
+    """
+    if len(sql) > MAX_SCAN:
+        return f"<statement of {len(sql)} characters, not redacted: too large>"
+    try:
+        tokens = parser.scan(sql)
+    except Exception:  # pglast raises its own ParseError; any failure means: don't record raw
+        return "<statement the SQL scanner rejects; text withheld>"
+    out: list[str] = []
+    prev_end = -1
+    for t in tokens:
+        if t.name in _COMMENTS:
+            continue
+        if prev_end >= 0 and t.start > prev_end + 1:
+            out.append(" ")
+        out.append("?" if t.name in _LITERALS else sql[t.start : t.end + 1])
+        prev_end = t.end
+    return "".join(out)
+
+
+@lru_cache(maxsize=_CACHE)
+def split_statements(sql: str) -> tuple[str, ...]:
+    """The statements of a simple-query string (one Query may carry several)."""
+    if ";" not in sql.rstrip().rstrip(";"):
+        s = sql.strip().rstrip(";").strip()
+        return (s,) if s else ()
+    if len(sql) > MAX_SCAN:
+        return (sql,)
+    try:
+        parts = parser.split(sql, with_parser=False)
+    except Exception:  # an unscannable string is still one command to record
+        return (sql,)
+    return tuple(p for p in (x.strip() for x in parts) if p)

@@ -1,0 +1,707 @@
+"""The asyncio shell of the PostgreSQL gateway: sockets, TLS, backend connections.
+
+Owns one client connection from accept to close: runs the sans-IO handshakes
+(``wire.pg.handshake``), checks the token, opens the backend with the held credential,
+then hands bytes to the sans-IO ``Relay`` from Protocol callbacks (no awaits on the hot
+path) and carries out the actions it returns, in order. Also routes CancelRequests.
+Must not parse protocol bytes itself, and must never put the backend credential in an
+error, a log line or a ledger entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from ledgergate.core.config import Connection
+from ledgergate.core.recording import SessionRecorder
+from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
+from ledgergate.wire.pg import messages as m
+from ledgergate.wire.pg.events import (
+    Action,
+    Authenticate,
+    BackendReady,
+    CancelBackend,
+    ClientClosed,
+    ClientData,
+    Close,
+    Committed,
+    Fail,
+    Record,
+    SendToClient,
+    SendToServer,
+    ServerClosed,
+    ServerData,
+    StartClientTls,
+    StartServerTls,
+    TlsStarted,
+)
+from ledgergate.wire.pg.handshake import BackendHandshake, FrontendHandshake
+from ledgergate.wire.pg.session import MAX_HELD, Relay
+
+__all__ = ["AuthResult", "PgGateway"]
+
+log = logging.getLogger("ledgergate.pg")
+now_ns = time.time_ns
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    ok: bool
+    identity: dict[str, Any] | None
+    token_id: str | None
+    reason: str | None
+
+
+Authenticator = Callable[[str], Awaitable[AuthResult]]
+
+
+class _Registration:
+    """What a CancelRequest needs to reach the right backend."""
+
+    __slots__ = ("backend_secret", "conn", "session")
+
+    def __init__(self, conn: Connection, backend_secret: bytes, session: PgSession) -> None:
+        self.conn = conn
+        self.backend_secret = backend_secret
+        self.session = session
+
+
+class _Side(asyncio.Protocol):
+    """One socket's callbacks, forwarded to the session; queues data during handshakes."""
+
+    def __init__(self, session: PgSession, client: bool) -> None:
+        self.s = session
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.relaying = False
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.relaying:
+            if self.client:
+                self.s.on_client_data(data)
+            else:
+                self.s.on_server_data(data)
+        else:
+            self.queue.put_nowait(data)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+        if self.relaying:
+            if self.client:
+                self.s.on_client_closed()
+            else:
+                self.s.on_server_closed()
+        else:
+            self.queue.put_nowait(None)
+
+    def pause_writing(self) -> None:
+        self.s.peer_paused(self.client)
+
+    def resume_writing(self) -> None:
+        self.s.peer_resumed(self.client)
+
+    async def read(self) -> bytes:
+        data = await self.queue.get()
+        if data is None:
+            raise ConnectionResetError("peer closed the connection")
+        return data
+
+
+class PgSession:
+    """One client connection through the gateway."""
+
+    def __init__(self, gw: PgGateway, client: _Side) -> None:
+        self.gw = gw
+        self.c = client
+        self.s: _Side | None = None
+        self.relay = Relay()
+        self.recorder: SessionRecorder | None = None
+        self.session_id = "s_" + secrets.token_hex(10)
+        self.source: dict[str, Any] = {"ip": None, "port": None}
+        self.conn: Connection | None = None
+        self.identity: dict[str, Any] | None = None
+        self.closed = False
+        self.close_reason = ""
+        self.done = asyncio.Event()
+        self._paused_server = set[str]()
+        self._paused_client = set[str]()
+        self.registration: tuple[int, bytes] | None = None
+
+    # -- handshake (a task; awaits are fine here) ------------------------------------------
+    async def run(self) -> None:
+        ct = self.c.transport
+        assert ct is not None
+        peer = ct.get_extra_info("peername") or ("?", 0)
+        self.source = {"ip": str(peer[0]), "port": int(peer[1])}
+        try:
+            async with asyncio.timeout(self.gw.handshake_timeout):
+                ok = await self._handshake()
+        except TimeoutError:
+            self._reject(
+                "handshake timed out",
+                m.error_response("08P01", "ledgergate: the startup handshake took too long"),
+            )
+            ok = False
+        except (ConnectionError, OSError) as e:
+            self._reject(f"client went away during the handshake ({type(e).__name__})", b"")
+            ok = False
+        except LedgerUnavailable:
+            self._reject_no_ledger()
+            ok = False
+        if ok:
+            await self.done.wait()
+
+    def _reject(self, reason: str, to_client: bytes, **fields: Any) -> None:
+        ct = self.c.transport
+        if to_client and ct is not None and not ct.is_closing():
+            ct.write(to_client)
+        if ct is not None:
+            ct.close()
+        if self.s is not None and self.s.transport is not None:
+            self.s.transport.close()
+        base = self._base()
+        base.update(fields)
+        try:
+            self.gw.sink.submit(
+                [
+                    SessionRecorder(base, "metadata").event(
+                        now_ns(), "session.reject", reason=reason
+                    )
+                ],
+                durable=False,
+            )
+        except LedgerUnavailable:
+            pass
+        log.info("session %s rejected: %s", self.session_id, reason)
+
+    def _reject_no_ledger(self) -> None:
+        ct = self.c.transport
+        if ct is not None and not ct.is_closing():
+            ct.write(
+                m.error_response(
+                    "58000",
+                    "ledgergate: the audit ledger is unavailable; "
+                    "refusing traffic until it can be written",
+                )
+            )
+            ct.close()
+        log.error("session %s refused: ledger unavailable", self.session_id)
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "connection": self.conn.name if self.conn else None,
+            "identity": self.identity,
+            "source": self.source,
+        }
+
+    async def _handshake(self) -> bool:
+        gw = self.gw
+        front = FrontendHandshake(
+            tls_available=gw.tls is not None,
+            allow_plaintext=gw.allow_plaintext,
+            connections=gw.connections,
+        )
+        auth: Authenticate | None = None
+        while auth is None:
+            data = await self.c.read()
+            actions = front.feed(ClientData(data, now_ns()))
+            for a in actions:
+                match a:
+                    case SendToClient(data=d):
+                        assert self.c.transport is not None
+                        self.c.transport.write(d)
+                    case StartClientTls():
+                        await self._client_tls()
+                        for b in front.feed(TlsStarted()):
+                            if isinstance(b, SendToClient):
+                                assert self.c.transport is not None
+                                self.c.transport.write(b.data)
+                            elif isinstance(b, Fail):
+                                self._reject(b.reason, b.to_client)
+                                return False
+                            elif isinstance(b, Authenticate):
+                                auth = b
+                    case CancelBackend(pid=pid, secret=sec):
+                        await gw.cancel(pid, sec, self.source)
+                        assert self.c.transport is not None
+                        self.c.transport.close()
+                        return False
+                    case Close():
+                        assert self.c.transport is not None
+                        self.c.transport.close()
+                        return False
+                    case Fail(reason=r, to_client=tc):
+                        conn_name = front.connection
+                        self.conn = gw.connections.get(conn_name or "")
+                        self._reject(r, tc, claimed_user=front.user, requested=conn_name)
+                        return False
+                    case Authenticate():
+                        auth = a
+                    case _:
+                        raise AssertionError(f"unexpected handshake action {a!r}")
+        self.conn = gw.connections[front.connection or ""]
+        user = front.user or ""
+        tls = self._tls_info(self.c.transport)
+        try:
+            token = auth.password.decode("utf-8")
+        except UnicodeDecodeError:
+            token = ""
+        result = await gw.authenticate(token)
+        if not result.ok:
+            self.identity = {"kind": "unknown", "subject": user, "groups": []}
+            await gw.sink.commit(
+                [
+                    SessionRecorder(self._base(), "metadata").event(
+                        now_ns(),
+                        "auth.fail",
+                        reason=result.reason or "authentication failed",
+                        claimed_user=user,
+                        tls=tls,
+                        outcome="refused",
+                    )
+                ]
+            )
+            self._reject_quiet(
+                m.error_response("28P01", f'password authentication failed for user "{user}"')
+            )
+            return False
+        self.identity = result.identity
+        self.recorder = SessionRecorder(self._base(), self.conn.recording)
+        await gw.sink.commit(
+            [
+                self.recorder.event(
+                    now_ns(), "auth.ok", token_id=result.token_id, claimed_user=user, tls=tls
+                )
+            ]
+        )
+        ready = await self._backend(auth)
+        if ready is None:
+            return False
+        # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
+        secret = secrets.token_bytes(max(4, len(ready.secret)))
+        self.registration = (ready.pid, secret)
+        gw.cancel_registry[(ready.pid, secret)] = _Registration(self.conn, ready.secret, self)
+        backend_tls = (
+            self.s is not None
+            and self.s.transport is not None
+            and self.s.transport.get_extra_info("ssl_object") is not None
+        )
+        app_name = (auth.startup.get(b"application_name") or b"").decode("utf-8", "replace")
+        await gw.sink.commit(
+            [
+                self.recorder.event(
+                    now_ns(),
+                    "session.open",
+                    client={
+                        "application_name": app_name,
+                        "user": user,
+                        "database": self.conn.name,
+                        "protocol": f"{auth.startup.major}.{auth.startup.minor}",
+                    },
+                    tls=tls,
+                    backend={"pid": ready.pid, "tls": backend_tls},
+                    recording=self.conn.recording,
+                )
+            ]
+        )
+        greet = (
+            ready.negotiate
+            + m.auth_ok()
+            + ready.greeting
+            + m.backend_key_data(ready.pid, secret)
+            + m.ready_for_query(ready.status)
+        )
+        self._start_relay(greet, front.leftover())
+        return True
+
+    def _reject_quiet(self, to_client: bytes) -> None:
+        ct = self.c.transport
+        if ct is not None:
+            ct.write(to_client)
+            ct.close()
+
+    @staticmethod
+    def _tls_info(t: asyncio.Transport | None) -> dict[str, Any] | None:
+        if t is None:
+            return None
+        so = t.get_extra_info("ssl_object")
+        if so is None:
+            return None
+        c = so.cipher()
+        return {"version": so.version(), "cipher": c[0] if c else None}
+
+    async def _client_tls(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.gw.tls is not None and self.c.transport is not None
+        self.c.relaying = False
+        new = await loop.start_tls(
+            self.c.transport,
+            self.c,
+            self.gw.tls,
+            server_side=True,
+            ssl_handshake_timeout=self.gw.handshake_timeout,
+        )
+        if new is None:
+            raise ConnectionResetError("TLS handshake failed")
+        self.c.transport = new
+
+    async def _backend(self, auth: Authenticate) -> BackendReady | None:
+        conn = self.conn
+        assert conn is not None and self.recorder is not None
+        loop = asyncio.get_running_loop()
+        try:
+            password = self.gw.password_for(conn)
+        except Exception:
+            self._fail_backend("the connection's credential cannot be resolved")
+            return None
+        try:
+            async with asyncio.timeout(conn.connect_timeout):
+                _, side = await loop.create_connection(
+                    lambda: _Side(self, False), conn.host, conn.port
+                )
+        except (OSError, TimeoutError) as e:
+            self._fail_backend(f"could not connect to the server ({type(e).__name__})")
+            return None
+        self.s = side
+        hs = BackendHandshake(
+            user=conn.credentials.user,
+            password=password,
+            database=conn.database,
+            client=auth.startup,
+            sslmode=conn.sslmode,
+            nonce=secrets.token_bytes(18),
+            connection=conn.name,
+        )
+        pending = hs.start()
+        while True:
+            for a in pending:
+                match a:
+                    case SendToServer(data=d):
+                        assert side.transport is not None
+                        side.transport.write(d)
+                    case StartServerTls():
+                        try:
+                            assert side.transport is not None
+                            new = await loop.start_tls(
+                                side.transport,
+                                side,
+                                self.gw.backend_tls(conn),
+                                server_side=False,
+                                server_hostname=conn.host
+                                if conn.sslmode == "verify-full"
+                                else None,
+                                ssl_handshake_timeout=conn.connect_timeout,
+                            )
+                        except (OSError, ssl.SSLError) as e:
+                            self._fail_backend(f"TLS to the server failed ({type(e).__name__})")
+                            return None
+                        assert new is not None
+                        side.transport = new
+                        pending = hs.feed(TlsStarted())
+                        break
+                    case BackendReady():
+                        return a
+                    case Fail(reason=r, to_client=tc):
+                        self._fail_backend(r, tc)
+                        return None
+                    case _:
+                        raise AssertionError(f"unexpected backend action {a!r}")
+            else:
+                try:
+                    async with asyncio.timeout(conn.connect_timeout):
+                        data = await side.read()
+                except (ConnectionError, TimeoutError):
+                    self._fail_backend("the server closed the connection during startup")
+                    return None
+                pending = hs.feed(ServerData(data, now_ns()))
+
+    def _fail_backend(self, reason: str, to_client: bytes = b"") -> None:
+        assert self.conn is not None
+        if not to_client:
+            to_client = m.error_response(
+                "08006", f'ledgergate: connection "{self.conn.name}" is unavailable: {reason}'
+            )
+        self._reject(f"backend unavailable: {reason}", to_client)
+
+    # -- relay (Protocol callbacks; no awaits) ---------------------------------------------
+    def _start_relay(self, greeting: bytes, leftover: bytes) -> None:
+        assert self.c.transport is not None and self.s is not None
+        self.ct = self.c.transport
+        assert self.s.transport is not None
+        self.st = self.s.transport
+        self.ct.write(greeting)
+        self.gw.sink.on_failure.append(self._ledger_failed)
+        # Drain bytes that arrived while we were in the handshake, then switch to callbacks.
+        for side in (self.s, self.c):
+            while not side.queue.empty():
+                data = side.queue.get_nowait()
+                if data is None:
+                    (self.on_client_closed if side.client else self.on_server_closed)()
+                    return
+                (self.on_client_data if side.client else self.on_server_data)(data)
+            side.relaying = True
+        if leftover:
+            self.on_client_data(leftover)
+
+    def on_client_data(self, data: bytes) -> None:
+        self._dispatch(self.relay.feed(ClientData(data, now_ns())))
+        if self.relay.held_bytes > MAX_HELD:
+            self._pause_client("held")
+
+    def on_server_data(self, data: bytes) -> None:
+        self._dispatch(self.relay.feed(ServerData(data, now_ns())))
+        if self.gw.sink.congested:
+            self._pause_server("ledger")
+            self.gw.sink.when_uncongested(lambda: self._resume_server("ledger"))
+
+    def on_client_closed(self) -> None:
+        self._dispatch(self.relay.feed(ClientClosed(now_ns())))
+
+    def on_server_closed(self) -> None:
+        self._dispatch(self.relay.feed(ServerClosed(now_ns())))
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        for a in actions:
+            match a:
+                case SendToClient(data=d):
+                    self.ct.write(d)
+                case SendToServer(data=d):
+                    self.st.write(d)
+                case Record(seen=seen, durable=durable, ticket=ticket):
+                    assert self.recorder is not None
+                    try:
+                        fut = self.gw.sink.submit(self.recorder.drafts(seen), durable=durable)
+                    except LedgerUnavailable as e:
+                        self._ledger_failed(e)
+                        return
+                    if fut is not None:
+                        fut.add_done_callback(lambda f, t=ticket: self._committed(t, f))
+                case Close(reason=r):
+                    self._close(r)
+                case (
+                    StartClientTls()
+                    | StartServerTls()
+                    | Authenticate()
+                    | CancelBackend()
+                    | BackendReady()
+                    | Fail()
+                ):
+                    raise AssertionError(f"handshake action {a!r} during relay")
+                case _:
+                    assert_never(a)
+
+    def _committed(self, ticket: int, fut: asyncio.Future[None]) -> None:
+        if self.closed:
+            return
+        if fut.exception() is not None:
+            self._ledger_failed(fut.exception())
+            return
+        self._dispatch(self.relay.feed(Committed(ticket)))
+        if self.relay.held_bytes <= MAX_HELD:
+            self._resume_client("held")
+
+    def _ledger_failed(self, err: BaseException | None) -> None:
+        if self.closed:
+            return
+        log.error("session %s stopped: the ledger cannot be written", self.session_id)
+        self.ct.write(
+            m.error_response(
+                "58000", "ledgergate: the audit ledger cannot be written; the session is stopped"
+            )
+        )
+        self._close("ledger unavailable", record=False)
+
+    def _close(self, reason: str, *, record: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.relay.closed = True
+        if self.registration is not None:
+            self.gw.cancel_registry.pop(self.registration, None)
+        self.ct.close()
+        self.st.close()
+        if record and self.recorder is not None:
+            try:
+                self.gw.sink.submit(
+                    [
+                        self.recorder.event(
+                            now_ns(),
+                            "session.close",
+                            outcome=reason,
+                            stats=self.relay.stats.as_dict(),
+                        )
+                    ],
+                    durable=False,
+                )
+            except LedgerUnavailable:
+                pass
+        self.done.set()
+
+    # -- flow control -------------------------------------------------------------------
+    def peer_paused(self, client: bool) -> None:
+        # The client's socket buffer is full: stop reading the server, and vice versa.
+        if client:
+            self._pause_server("client-buffer")
+        else:
+            self._pause_client("server-buffer")
+
+    def peer_resumed(self, client: bool) -> None:
+        if client:
+            self._resume_server("client-buffer")
+        else:
+            self._resume_client("server-buffer")
+
+    def _pause_server(self, why: str) -> None:
+        if not self._paused_server and self.s and self.s.transport:
+            self.s.transport.pause_reading()
+        self._paused_server.add(why)
+
+    def _resume_server(self, why: str) -> None:
+        self._paused_server.discard(why)
+        if not self._paused_server and self.s and self.s.transport and not self.closed:
+            self.s.transport.resume_reading()
+
+    def _pause_client(self, why: str) -> None:
+        if not self._paused_client and self.c.transport:
+            self.c.transport.pause_reading()
+        self._paused_client.add(why)
+
+    def _resume_client(self, why: str) -> None:
+        self._paused_client.discard(why)
+        if not self._paused_client and self.c.transport and not self.closed:
+            self.c.transport.resume_reading()
+
+
+class PgGateway:
+    """The PostgreSQL listener: accepts clients, tracks sessions, routes cancels."""
+
+    def __init__(
+        self,
+        *,
+        connections: dict[str, Connection],
+        passwords: Callable[[Connection], str | None],
+        authenticate: Authenticator,
+        sink: LedgerSink,
+        tls: ssl.SSLContext | None,
+        allow_plaintext: bool,
+        handshake_timeout: float,
+    ) -> None:
+        self.connections = connections
+        self.password_for = passwords
+        self.authenticate = authenticate
+        self.sink = sink
+        self.tls = tls
+        self.allow_plaintext = allow_plaintext
+        self.handshake_timeout = handshake_timeout
+        self.cancel_registry: dict[tuple[int, bytes], _Registration] = {}
+        self.sessions: set[PgSession] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._backend_tls: dict[str, ssl.SSLContext] = {}
+        self.server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            self._accept, host, port, reuse_address=True, backlog=512
+        )
+        return self.server
+
+    def _accept(self) -> _Side:
+        session = PgSession.__new__(PgSession)
+        side = _Side(session, True)
+        session.__init__(self, side)  # type: ignore[misc]
+        task = asyncio.get_running_loop().create_task(self._serve(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return side
+
+    async def _serve(self, session: PgSession) -> None:
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session %s failed", session.session_id)
+            if session.c.transport is not None:
+                session.c.transport.write(
+                    m.error_response("XX000", "ledgergate: internal error; the session is closed")
+                )
+                session.c.transport.close()
+            if session.s is not None and session.s.transport is not None:
+                session.s.transport.close()
+        finally:
+            self.sessions.discard(session)
+
+    def backend_tls(self, conn: Connection) -> ssl.SSLContext:
+        ctx = self._backend_tls.get(conn.name)
+        if ctx is None:
+            if conn.sslmode == "verify-full":
+                ctx = ssl.create_default_context(cafile=conn.sslrootcert)
+            else:  # prefer / require: encrypt, don't verify (libpq's meaning)
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._backend_tls[conn.name] = ctx
+        return ctx
+
+    async def cancel(self, pid: int, secret: bytes, source: dict[str, Any]) -> None:
+        reg = self.cancel_registry.get((pid, secret))
+        if reg is None:
+            log.info("cancel request for an unknown session from %s", source.get("ip"))
+            return
+        conn = reg.conn
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(conn.connect_timeout):
+                r, w = await asyncio.open_connection(conn.host, conn.port)
+                if conn.sslmode != "disable":
+                    w.write(m.ssl_request())
+                    await w.drain()
+                    answer = await r.readexactly(1)
+                    if answer == b"S":
+                        await w.start_tls(
+                            self.backend_tls(conn),
+                            server_hostname=conn.host if conn.sslmode == "verify-full" else None,
+                        )
+                w.write(m.cancel_request(pid, reg.backend_secret))
+                await w.drain()
+                w.close()
+            outcome = "sent"
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            outcome = f"failed ({type(e).__name__})"
+        del loop
+        rec = reg.session.recorder
+        if rec is not None:
+            self.sink.submit(
+                [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)],
+                durable=False,
+            )
+
+    async def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for s in list(self.sessions):
+            if s.recorder is not None and not s.closed and s.relay is not None and hasattr(s, "ct"):
+                s.ct.write(m.error_response("57P01", "ledgergate: the gateway is shutting down"))
+                s._close("gateway shutdown")
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,108 @@
+"""Loading the configuration file and resolving what it points to.
+
+Owns: reading the YAML file, resolving ``env:VAR`` / ``file:PATH`` secrets, and the
+default locations under the data directory (store, TLS certificate, ledger key). Never
+logs or returns a secret in an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ledgergate.core.config import Config, ConfigError, Connection, parse_config
+
+__all__ = ["Settings", "load_settings", "resolve_secret"]
+
+DEFAULT_CONFIG_NAMES = ("ledgergate.yaml", "ledgergate.yml")
+
+
+def resolve_secret(spec: str | None, *, what: str) -> str | None:
+    """``env:VAR`` → the variable, ``file:PATH`` → the file's first line, else the literal.
+
+    Errors name ``what`` (e.g. ``connections.demo.credentials.password``) and the source,
+    never the value.
+    """
+    if spec is None:
+        return None
+    if spec.startswith("env:"):
+        var = spec[4:]
+        val = os.environ.get(var)
+        if val is None:
+            raise ConfigError(f"{what}: environment variable {var} is not set")
+        return val
+    if spec.startswith("file:"):
+        path = Path(spec[5:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+        return text.splitlines()[0] if text else ""
+    return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A validated configuration plus the paths derived from it."""
+
+    config: Config
+    source: Path | None  # the file it came from, if any
+    data_dir: Path
+    store_url: str
+    tls_cert: Path
+    tls_key: Path
+    ledger_key: Path
+    payload_key: Path
+    gateway_name: str
+    stream: str
+
+    def backend_password(self, conn: Connection) -> str | None:
+        return resolve_secret(
+            conn.credentials.password, what=f"connections.{conn.name}.credentials.password"
+        )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, data_dir: str | None = None
+) -> Settings:
+    """Read ``path`` (or ./ledgergate.yaml if present, else the embedded default)."""
+    source: Path | None = None
+    doc: object = {}
+    if path is None:
+        for name in DEFAULT_CONFIG_NAMES:
+            if Path(name).is_file():
+                path = name
+                break
+    if path is not None:
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration file {source}: {e.strerror}") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source} is not valid YAML: {e}") from None
+    cfg = parse_config(doc)
+    base = source.parent if source is not None else Path.cwd()
+    ddir = Path(data_dir) if data_dir else Path(cfg.data_dir)
+    if not ddir.is_absolute():
+        ddir = (base / ddir).resolve()
+    store = cfg.store or f"sqlite:///{ddir / 'ledgergate.db'}"
+    gw = cfg.gateway_name or socket.gethostname()
+    return Settings(
+        config=cfg,
+        source=source,
+        data_dir=ddir,
+        store_url=store,
+        tls_cert=Path(cfg.tls.cert) if cfg.tls.cert else ddir / "tls" / "server.crt",
+        tls_key=Path(cfg.tls.key) if cfg.tls.key else ddir / "tls" / "server.key",
+        ledger_key=Path(cfg.ledger.key) if cfg.ledger.key else ddir / "keys" / "ledger.ed25519",
+        payload_key=ddir / "keys" / "payload.key",
+        gateway_name=gw,
+        stream=cfg.ledger.stream or f"gateway@{gw}",
+    )
