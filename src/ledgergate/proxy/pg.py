@@ -11,6 +11,8 @@ error, a log line or a ledger entry.
 from __future__ import annotations
 
 import asyncio
+import functools
+import contextlib
 import logging
 import secrets
 import ssl
@@ -85,8 +87,10 @@ class _Side(asyncio.Protocol):
         self.closed = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its API.
+        self.transport = transport  # type: ignore[assignment]
+        if self.client:
+            self.s.gw.start_session(self.s)
 
     def data_received(self, data: bytes) -> None:
         if self.relaying:
@@ -126,9 +130,9 @@ class _Side(asyncio.Protocol):
 class PgSession:
     """One client connection through the gateway."""
 
-    def __init__(self, gw: PgGateway, client: _Side) -> None:
+    def __init__(self, gw: PgGateway) -> None:
         self.gw = gw
-        self.c = client
+        self.c = _Side(self, True)
         self.s: _Side | None = None
         self.relay = Relay()
         self.recorder: SessionRecorder | None = None
@@ -142,6 +146,7 @@ class PgSession:
         self._paused_server = set[str]()
         self._paused_client = set[str]()
         self.registration: tuple[int, bytes] | None = None
+        self.relaying = False
 
     # -- handshake (a task; awaits are fine here) ------------------------------------------
     async def run(self) -> None:
@@ -177,17 +182,10 @@ class PgSession:
             self.s.transport.close()
         base = self._base()
         base.update(fields)
-        try:
+        with contextlib.suppress(LedgerUnavailable):
             self.gw.sink.submit(
-                [
-                    SessionRecorder(base, "metadata").event(
-                        now_ns(), "session.reject", reason=reason
-                    )
-                ],
-                durable=False,
+                [SessionRecorder(base, "metadata").event(now_ns(), "session.reject", reason=reason)]
             )
-        except LedgerUnavailable:
-            pass
         log.info("session %s rejected: %s", self.session_id, reason)
 
     def _reject_no_ledger(self) -> None:
@@ -447,6 +445,14 @@ class PgSession:
         assert self.s.transport is not None
         self.st = self.s.transport
         self.ct.write(greeting)
+        self.relaying = True
+        log.info(
+            "session %s open: %s via %r from %s",
+            self.session_id,
+            (self.identity or {}).get("subject"),
+            self.conn.name if self.conn else None,
+            self.source["ip"],
+        )
         self.gw.sink.on_failure.append(self._ledger_failed)
         # Drain bytes that arrived while we were in the handshake, then switch to callbacks.
         for side in (self.s, self.c):
@@ -487,12 +493,13 @@ class PgSession:
                 case Record(seen=seen, durable=durable, ticket=ticket):
                     assert self.recorder is not None
                     try:
-                        fut = self.gw.sink.submit(self.recorder.drafts(seen), durable=durable)
+                        self.gw.sink.submit(
+                            self.recorder.drafts(seen),
+                            functools.partial(self._committed, ticket) if durable else None,
+                        )
                     except LedgerUnavailable as e:
                         self._ledger_failed(e)
                         return
-                    if fut is not None:
-                        fut.add_done_callback(lambda f, t=ticket: self._committed(t, f))
                 case Close(reason=r):
                     self._close(r)
                 case (
@@ -507,11 +514,17 @@ class PgSession:
                 case _:
                     assert_never(a)
 
-    def _committed(self, ticket: int, fut: asyncio.Future[None]) -> None:
+    def terminate(self, code: str, message: str, reason: str) -> None:
+        """End a relaying session from the gateway's side with a FATAL error."""
+        if self.relaying and not self.closed:
+            self.ct.write(m.error_response(code, message))
+            self._close(reason)
+
+    def _committed(self, ticket: int, err: BaseException | None) -> None:
         if self.closed:
             return
-        if fut.exception() is not None:
-            self._ledger_failed(fut.exception())
+        if err is not None:
+            self._ledger_failed(err)
             return
         self._dispatch(self.relay.feed(Committed(ticket)))
         if self.relay.held_bytes <= MAX_HELD:
@@ -538,8 +551,9 @@ class PgSession:
             self.gw.cancel_registry.pop(self.registration, None)
         self.ct.close()
         self.st.close()
+        log.info("session %s closed: %s", self.session_id, reason)
         if record and self.recorder is not None:
-            try:
+            with contextlib.suppress(LedgerUnavailable):
                 self.gw.sink.submit(
                     [
                         self.recorder.event(
@@ -548,11 +562,8 @@ class PgSession:
                             outcome=reason,
                             stats=self.relay.stats.as_dict(),
                         )
-                    ],
-                    durable=False,
+                    ]
                 )
-            except LedgerUnavailable:
-                pass
         self.done.set()
 
     # -- flow control -------------------------------------------------------------------
@@ -625,13 +636,12 @@ class PgGateway:
         return self.server
 
     def _accept(self) -> _Side:
-        session = PgSession.__new__(PgSession)
-        side = _Side(session, True)
-        session.__init__(self, side)  # type: ignore[misc]
+        return PgSession(self).c
+
+    def start_session(self, session: PgSession) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return side
 
     async def _serve(self, session: PgSession) -> None:
         self.sessions.add(session)
@@ -667,7 +677,6 @@ class PgGateway:
             log.info("cancel request for an unknown session from %s", source.get("ip"))
             return
         conn = reg.conn
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(conn.connect_timeout):
                 r, w = await asyncio.open_connection(conn.host, conn.port)
@@ -686,21 +695,17 @@ class PgGateway:
             outcome = "sent"
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
             outcome = f"failed ({type(e).__name__})"
-        del loop
         rec = reg.session.recorder
         if rec is not None:
             self.sink.submit(
-                [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)],
-                durable=False,
+                [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
             )
 
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
         for s in list(self.sessions):
-            if s.recorder is not None and not s.closed and s.relay is not None and hasattr(s, "ct"):
-                s.ct.write(m.error_response("57P01", "ledgergate: the gateway is shutting down"))
-                s._close("gateway shutdown")
+            s.terminate("57P01", "ledgergate: the gateway is shutting down", "gateway shutdown")
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:

@@ -282,9 +282,12 @@ class BackendHandshake:
             if self.state in (_B.READY, _B.FAILED):
                 break
         self._split.consume(consumed)
-        if self.state is _B.READY and self._split.buf:
+        if self._is_ready() and self._split.buf:
             return self._fail("backend sent data after ReadyForQuery")
         return out
+
+    def _is_ready(self) -> bool:
+        return self.state is _B.READY
 
     def _message(self, tag: int, body: bytes, raw: bytes) -> list[Action]:
         if tag == ord("E"):

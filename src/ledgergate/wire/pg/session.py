@@ -157,7 +157,7 @@ class Relay:
                 raw = bytes(buf[s:e])
                 if len(raw) < 9:
                     raise FrameError("truncated FunctionCall")
-                seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)))
+                seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0]))
             elif tag == _X:
                 self.terminated = True
             elif tag not in _FRONTEND:
@@ -217,13 +217,13 @@ class Relay:
                 self._hdr = b""
                 t = hdr[0]
                 (ln,) = _unpack_i(hdr, 1)
-                if t == _D:
+                if t in (_D, _d):
                     rows += 1
                 pos = need + ln - 4
         while pos + 5 <= n:
             t = data[pos]
             (ln,) = _unpack_i(data, pos + 1)
-            if t == _D:
+            if t in (_D, _d):
                 rows += 1
             elif t == _C and pos + 1 + ln <= n:
                 tags.append(read_cstr(data, pos + 5)[0])
