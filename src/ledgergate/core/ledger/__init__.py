@@ -1,0 +1,1 @@
+"""The tamper-evident ledger: entries, hash chain, Merkle tree, signed checkpoints."""

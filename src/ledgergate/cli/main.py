@@ -1,0 +1,28 @@
+"""The ``ledgergate`` command: thin commands over services."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ledgergate",
+    help="Identity-aware gateway that records every command and chunk on a verifiable ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from ledgergate.cli import audit, serve, sessions, token
+
+    serve.register(app)
+    app.add_typer(token.app, name="token", help="Mint, list and revoke gateway tokens.")
+    app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
+    app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

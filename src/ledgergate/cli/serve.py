@@ -1,0 +1,139 @@
+"""``ledgergate serve``: start the gateway (thin: settings → services.gateway)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledgergate.core.config import ConfigError, parse_duration
+from ledgergate.services.config import load_settings
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("-c", "--config", help="YAML configuration file.", show_default=False)
+]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: ConfigOpt = None,
+        data_dir: Annotated[str | None, typer.Option(help="Override data_dir.")] = None,
+        listen: Annotated[
+            str | None, typer.Option(help="Override the PostgreSQL listener address.")
+        ] = None,
+        demo_token_ttl: Annotated[
+            str, typer.Option(help="TTL of the demo token (embedded default only).")
+        ] = "8h",
+    ) -> None:
+        """Start the gateway. Without -c and without ./ledgergate.yaml it runs the embedded
+        default: SQLite store, generated TLS certificate and ledger key under the data
+        directory, and a demo connection to a local PostgreSQL when one answers."""
+        from ledgergate.services import gateway as gw
+        from ledgergate.services import tokens
+        from ledgergate.store import open_store
+
+        try:
+            settings = load_settings(config, data_dir=data_dir)
+        except ConfigError as e:
+            typer.echo(f"ledgergate: {e}", err=True)
+            raise typer.Exit(2) from None
+        cfg = settings.config
+        if listen:
+            cfg = cfg.model_copy(
+                update={
+                    "listeners": cfg.listeners.model_copy(
+                        update={
+                            "postgres": cfg.listeners.postgres.model_copy(
+                                update={"address": listen}
+                            )
+                        }
+                    )
+                }
+            )
+            settings = dataclasses.replace(settings, config=cfg)
+        logging.basicConfig(
+            level=cfg.log_level.upper(),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        embedded = settings.source is None
+        connections = list(cfg.connections)
+        if embedded and not connections:
+            if not listen:
+                cfg = cfg.model_copy(
+                    update={
+                        "listeners": cfg.listeners.model_copy(
+                            update={
+                                "postgres": cfg.listeners.postgres.model_copy(
+                                    update={"address": "127.0.0.1:15432"}
+                                )
+                            }
+                        )
+                    }
+                )
+                settings = dataclasses.replace(settings, config=cfg)
+            demo = gw.demo_connection()
+            if demo is not None:
+                connections.append(demo)
+        try:
+            for c in connections:
+                settings.backend_password(c)
+        except ConfigError as e:
+            typer.echo(f"ledgergate: {e}", err=True)
+            raise typer.Exit(2) from None
+        runtime = gw.GatewayRuntime(settings=settings, connections=connections)
+
+        def ready(rt: gw.GatewayRuntime) -> None:
+            assert rt.bound is not None
+            host, port = rt.bound
+            shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
+            typer.echo(f"ledgergate: listening for PostgreSQL clients on {host}:{port}")
+            typer.echo(
+                f"ledgergate: data directory {settings.data_dir}; ledger stream {settings.stream}"
+            )
+            if not connections:
+                typer.echo(
+                    "ledgergate: no connections configured (and no local PostgreSQL on "
+                    "127.0.0.1:5432 for the demo); write a ledgergate.yaml, see README"
+                )
+            for c in connections:
+                typer.echo(
+                    f"ledgergate: connection {c.name!r} -> {c.address}/{c.database} "
+                    f"(recording: {c.recording})"
+                )
+            if embedded and connections:
+                store = open_store(settings.store_url)
+                from ledgergate.services.keys import load_or_create_ledger_signer
+                from ledgergate.services.ledger import LedgerWriter
+
+                signer = load_or_create_ledger_signer(
+                    settings.ledger_key, f"ledgergate/{settings.gateway_name}"
+                )
+                w = LedgerWriter.open(store, f"cli@{settings.gateway_name}", signer, shared=True)
+                tok, _ = tokens.create_token(
+                    store,
+                    w,
+                    identity="demo",
+                    kind="user",
+                    ttl_ns=parse_duration(demo_token_ttl),
+                    now_ns=time.time_ns(),
+                    created_by="serve (demo)",
+                )
+                w.close(time.time_ns())
+                typer.echo(
+                    "ledgergate: demo token for identity 'demo' (shown once, "
+                    f"expires in {demo_token_ttl}):"
+                )
+                typer.echo(
+                    f'\n  psql "host={shown} port={port} dbname=demo user=demo '
+                    f'password={tok} sslmode=require"\n'
+                )
+            typer.echo("ledgergate: press Ctrl-C to stop (a final checkpoint is signed)")
+
+        gw.run_gateway(runtime, on_ready=ready)

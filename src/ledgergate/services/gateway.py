@@ -1,0 +1,158 @@
+"""Running the gateway: wiring settings, keys, store, ledger sink and listeners.
+
+Owns the process lifecycle of ``ledgergate serve``: first-start generation of the TLS
+certificate and ledger key, the embedded demo connection, the ledger sink, the
+PostgreSQL listener, periodic and shutdown checkpoints, and a clean stop on SIGINT or
+SIGTERM. Never prints or logs a backend secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ledgergate.core.config import Connection, Credentials, split_address
+from ledgergate.proxy.pg import AuthResult, PgGateway
+from ledgergate.proxy.sink import LedgerSink
+from ledgergate.services import keys, tokens
+from ledgergate.services.config import Settings
+from ledgergate.services.ledger import LedgerWriter
+from ledgergate.store import open_store
+
+__all__ = ["GatewayRuntime", "demo_connection", "run_gateway"]
+
+log = logging.getLogger("ledgergate")
+
+
+def demo_connection(
+    address: str = "127.0.0.1:5432", database: str = "postgres"
+) -> Connection | None:
+    """The embedded default's demo: a local PostgreSQL, if one answers on ``address``."""
+    host, port = split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            pass
+    except OSError:
+        return None
+    return Connection(
+        name="demo",
+        address=address,
+        database=database,
+        credentials=Credentials(user="postgres", password=None),
+        sslmode="prefer",
+        recording="redacted",
+    )
+
+
+@dataclass
+class GatewayRuntime:
+    settings: Settings
+    connections: list[Connection]
+    gateway: PgGateway | None = None
+    sink: LedgerSink | None = None
+    bound: tuple[str, int] | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _auth_pool: ThreadPoolExecutor | None = None
+
+    def server_tls(self) -> ssl.SSLContext:
+        s = self.settings
+        hostnames = [s.gateway_name, "localhost"]
+        cert, key = keys.load_or_create_tls(s.tls_cert, s.tls_key, hostnames)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        signer = keys.load_or_create_ledger_signer(s.ledger_key, f"ledgergate/{s.gateway_name}")
+        cipher = keys.PayloadCipher(keys.load_or_create_payload_key(s.payload_key))
+        lcfg = s.config.ledger
+
+        def open_writer() -> LedgerWriter:
+            return LedgerWriter.open(
+                open_store(s.store_url),
+                s.stream,
+                signer,
+                checkpoint_every_entries=lcfg.checkpoint_every_entries,
+                checkpoint_every_seconds=lcfg.checkpoint_every_seconds,
+                fsync=lcfg.fsync,
+                cipher=cipher,
+            )
+
+        loop = asyncio.get_running_loop()
+        self.sink = LedgerSink(
+            open_writer,
+            depth=lcfg.queue_depth,
+            checkpoint_seconds=lcfg.checkpoint_every_seconds,
+            loop=loop,
+            threaded=lcfg.fsync,
+        )
+        await self.sink.start()
+        # Token checks run on one thread with its own store handle (SQLite handles are
+        # per thread); they happen once per connection, never per query.
+        self._auth_pool = ThreadPoolExecutor(1, thread_name_prefix="auth")
+        local = {}
+
+        def check(token: str) -> AuthResult:
+            st = local.get("store")
+            if st is None:
+                st = local["store"] = open_store(s.store_url)
+            r = tokens.authenticate(st, token, time.time_ns())
+            return AuthResult(r.ok, r.identity, r.token_id, r.reason)
+
+        async def authenticate(token: str) -> AuthResult:
+            return await loop.run_in_executor(self._auth_pool, check, token)
+
+        passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in self.connections}
+        pl = s.config.listeners.postgres
+        self.gateway = PgGateway(
+            connections={c.name: c for c in self.connections},
+            passwords=lambda c: passwords[c.name],
+            authenticate=authenticate,
+            sink=self.sink,
+            tls=self.server_tls(),
+            allow_plaintext=pl.allow_plaintext,
+            handshake_timeout=pl.handshake_timeout,
+        )
+        host, port = split_address(pl.address, 15432)
+        server = await self.gateway.listen(host, port)
+        sock = server.sockets[0].getsockname()
+        self.bound = (str(sock[0]), int(sock[1]))
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.shutdown()
+        if self.sink is not None:
+            await self.sink.close()
+        if self._auth_pool is not None:
+            self._auth_pool.shutdown(wait=False)
+
+
+def run_gateway(runtime: GatewayRuntime, *, on_ready: Callable[[GatewayRuntime], None]) -> None:
+    """Run until SIGINT/SIGTERM, on uvloop when available."""
+
+    async def main() -> None:
+        await runtime.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runtime.stopping.set)
+        on_ready(runtime)
+        await runtime.stopping.wait()
+        log.info("shutting down: closing sessions and writing the final checkpoint")
+        await runtime.stop()
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

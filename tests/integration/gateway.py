@@ -1,0 +1,124 @@
+"""A real ``ledgergate serve`` process for integration tests.
+
+Starts the gateway as users do (the console script with a YAML file), waits until it
+listens, mints tokens through the CLI, and can stop it gracefully or with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BIN = Path(sys.executable).parent / "ledgergate"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    def __init__(
+        self,
+        workdir: Path,
+        connections: list[dict[str, Any]],
+        *,
+        env: dict[str, str] | None = None,
+        allow_plaintext: bool = False,
+        ledger: dict[str, Any] | None = None,
+        handshake_timeout: float = 5.0,
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.config_path = workdir / "ledgergate.yaml"
+        self.log_path = workdir / "gateway.log"
+        self.env = {**os.environ, **(env or {})}
+        doc: dict[str, Any] = {
+            "data_dir": str(workdir / "data"),
+            "gateway_name": "test-gw",
+            "listeners": {"postgres": {
+                "address": f"127.0.0.1:{self.port}",
+                "allow_plaintext": allow_plaintext,
+                "handshake_timeout": handshake_timeout,
+            }},
+            "ledger": {"checkpoint_every_entries": 200, "checkpoint_every_seconds": 2,
+                       **(ledger or {})},
+            "connections": connections,
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(doc))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "ledgergate.db"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN), *args, "-c", str(self.config_path)],
+            capture_output=True, text=True, env=self.env, check=check, timeout=120,
+        )
+
+    def token(self, identity: str = "alice", kind: str = "user", ttl: str = "1h") -> str:
+        out = self.cli("token", "create", "--identity", identity, "--kind", kind, "--ttl", ttl)
+        return out.stdout.strip().splitlines()[-1].strip()
+
+    def start(self, timeout: float = 30.0) -> Gateway:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", "-c", str(self.config_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log_path.read_text()}")
+            if b"listening for PostgreSQL" in self.log_path.read_bytes():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway did not start: {self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        self.log.close()
+        return rc
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def dsn(self, token: str, connection: str = "app", user: str = "alice",
+            sslmode: str = "require", **extra: str) -> str:
+        parts = [f"host=127.0.0.1 port={self.port} dbname={connection} user={user} "
+                 f"password={token} sslmode={sslmode}"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def url(self, token: str, connection: str = "app", user: str = "alice",
+            scheme: str = "postgresql") -> str:
+        return f"{scheme}://{user}:{token}@127.0.0.1:{self.port}/{connection}?sslmode=require"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
