@@ -55,7 +55,7 @@ def show(session_id: str, config: ConfigOpt = None, json_: JsonOpt = False) -> N
             what += f" #{c['seq']} {c['op']}: {c.get('text') or c.get('statement') or c.get('text_sha256')}"
         elif what == "chunk":
             ch = e["chunk"]
-            what += (f" {e['direction']} #{ch['seq']}: {ch['rows']} rows {ch['size']} B "
+            what += (f" {e['direction']} #{ch['seq']}: {ch.get('rows', ch.get('messages'))} rows/msgs {ch['size']} B "
                      f"sha256 {ch['sha256_out'][:16]}… {e.get('outcome')}")
         else:
             extra = e.get("outcome") or e.get("reason") or ""

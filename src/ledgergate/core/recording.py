@@ -56,10 +56,12 @@ class SessionRecorder:
         chunk: dict[str, Any] = {
             "seq": c.seq,
             "size": len(c.data),
-            "rows": c.rows,
             "sha256_in": digest,
             "sha256_out": digest,
         }
+        # Server-side COPY OUT sends one CopyData per row; clients batch COPY IN data
+        # freely, so there the count is of messages, not rows.
+        chunk["rows" if c.direction == "s2c" else "messages"] = c.rows
         fields = {
             **self.base,
             "direction": c.direction,

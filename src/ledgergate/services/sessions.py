@@ -127,7 +127,7 @@ def replay(store: SqliteStore, session_id: str, out: IO[str], *, speed: float = 
                     continue
             arrow = "<-" if e.get("direction") == "s2c" else "->"
             tags = f" {', '.join(e['tags'])}" if e.get("tags") else ""
-            out.write(f"   {arrow} chunk {ch['seq']}: {ch['rows']} row(s), {ch['size']} bytes{tags}"
+            out.write(f"   {arrow} chunk {ch['seq']}: {ch.get('rows', ch.get('messages'))} row(s)/message(s), {ch['size']} bytes{tags}"
                       f" [{e.get('outcome')}]\n")
         else:
             detail = e.get("outcome") or e.get("reason") or ""
