@@ -1,3 +1,10 @@
+"""Suite-wide settings: hypothesis profiles, chosen with HYPOTHESIS_PROFILE.
+
+``ci`` (the default) keeps the suite fast; ``deep`` is for a hand-run fuzzing session:
+``HYPOTHESIS_PROFILE=deep scripts/test tests/wire``. The package is installed editable
+into .venv, so no path handling is needed here.
+"""
+
 import os
 
 from hypothesis import settings
@@ -5,3 +12,4 @@ from hypothesis import settings
 settings.register_profile("ci", max_examples=100, deadline=None)
 settings.register_profile("deep", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+pytest_plugins = ["tests.integration.fixtures"]

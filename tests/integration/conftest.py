@@ -1,56 +1,52 @@
+"""Fixtures for tests against real servers: throwaway PostgreSQL clusters (`pg`, shared by
+the session, and `pg_cluster_factory` for per-test variants). Gateway processes have
+their own fixtures in tests/integration/fixtures.py.
+
+Every test under tests/integration/ gets the ``integration`` marker, so
+``pytest -m 'not integration'`` runs the fast part alone.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.gateway import Gateway
-from tests.integration.pgcluster import PgCluster
+from tests.integration.pgcluster import PgCluster, PgClusterFactory
+
+_HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "integration" in str(item.fspath):
+        if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:
-    """A SCRAM + TLS cluster shared by the session, with an `app` database."""
-    c = PgCluster().start()
-    c.psql("CREATE DATABASE app")
+    """The session's shared cluster: SCRAM over TLS (plaintext also accepted), password
+    required, with an ``app`` database. Tests must not change its global state."""
+    with PgCluster() as cluster:
+        cluster.psql("CREATE DATABASE app")
+        yield cluster
+
+
+@pytest.fixture
+def pg_cluster_factory() -> Iterator[PgClusterFactory]:
+    """Start extra clusters for one test: ``pg_cluster_factory(auth="md5")``; keyword
+    arguments are PgCluster's. All of them are stopped and deleted after the test."""
+    started: list[PgCluster] = []
+
+    def make(**options: Any) -> PgCluster:
+        cluster = PgCluster(**options)
+        started.append(cluster)
+        return cluster.start()
+
     try:
-        yield c
+        yield make
     finally:
-        c.stop()
-
-
-def app_connection(pg: PgCluster, **over: object) -> dict[str, object]:
-    conn: dict[str, object] = {
-        "name": "app", "type": "postgres", "address": f"127.0.0.1:{pg.port}", "database": "app",
-        "credentials": {"user": "postgres", "password": "env:APP_DB_PASSWORD"},
-        "sslmode": "require", "recording": "redacted",
-    }
-    conn.update(over)
-    return conn
-
-
-@pytest.fixture
-def gateway_factory(tmp_path: Path, pg: PgCluster) -> Iterator[object]:
-    started: list[Gateway] = []
-
-    def make(connections: list[dict[str, object]] | None = None, **kw: object) -> Gateway:
-        gw = Gateway(tmp_path / f"gw{len(started)}", connections or [app_connection(pg)],
-                     env={"APP_DB_PASSWORD": pg.password}, **kw)  # type: ignore[arg-type]
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.stop()
-
-
-@pytest.fixture
-def gateway(gateway_factory) -> Gateway:  # type: ignore[no-untyped-def]
-    return gateway_factory().start()
+        for cluster in reversed(started):
+            cluster.stop()

@@ -45,13 +45,18 @@ class Gateway:
         doc: dict[str, Any] = {
             "data_dir": str(workdir / "data"),
             "gateway_name": "test-gw",
-            "listeners": {"postgres": {
-                "address": f"127.0.0.1:{self.port}",
-                "allow_plaintext": allow_plaintext,
-                "handshake_timeout": handshake_timeout,
-            }},
-            "ledger": {"checkpoint_every_entries": 200, "checkpoint_every_seconds": 2,
-                       **(ledger or {})},
+            "listeners": {
+                "postgres": {
+                    "address": f"127.0.0.1:{self.port}",
+                    "allow_plaintext": allow_plaintext,
+                    "handshake_timeout": handshake_timeout,
+                }
+            },
+            "ledger": {
+                "checkpoint_every_entries": 200,
+                "checkpoint_every_seconds": 2,
+                **(ledger or {}),
+            },
             "connections": connections,
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +74,11 @@ class Gateway:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN), *args, "-c", str(self.config_path)],
-            capture_output=True, text=True, env=self.env, check=check, timeout=120,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=check,
+            timeout=120,
         )
 
     def token(self, identity: str = "alice", kind: str = "user", ttl: str = "1h") -> str:
@@ -77,16 +86,19 @@ class Gateway:
         return out.stdout.strip().splitlines()[-1].strip()
 
     def start(self, timeout: float = 30.0) -> Gateway:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "-c", str(self.config_path)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_path.read_text()}")
-            if b"listening for PostgreSQL" in self.log_path.read_bytes():
+            if b"listening for PostgreSQL" in self.log_path.read_bytes()[offset:]:
                 return self
             time.sleep(0.05)
         raise TimeoutError(f"gateway did not start: {self.log_path.read_text()}")
@@ -109,15 +121,24 @@ class Gateway:
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def dsn(self, token: str, connection: str = "app", user: str = "alice",
-            sslmode: str = "require", **extra: str) -> str:
-        parts = [f"host=127.0.0.1 port={self.port} dbname={connection} user={user} "
-                 f"password={token} sslmode={sslmode}"]
+    def dsn(
+        self,
+        token: str,
+        connection: str = "app",
+        user: str = "alice",
+        sslmode: str = "require",
+        **extra: str,
+    ) -> str:
+        parts = [
+            f"host=127.0.0.1 port={self.port} dbname={connection} user={user} "
+            f"password={token} sslmode={sslmode}"
+        ]
         parts += [f"{k}={v}" for k, v in extra.items()]
         return " ".join(parts)
 
-    def url(self, token: str, connection: str = "app", user: str = "alice",
-            scheme: str = "postgresql") -> str:
+    def url(
+        self, token: str, connection: str = "app", user: str = "alice", scheme: str = "postgresql"
+    ) -> str:
         return f"{scheme}://{user}:{token}@127.0.0.1:{self.port}/{connection}?sslmode=require"
 
     def logs(self) -> str:

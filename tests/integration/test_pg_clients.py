@@ -20,8 +20,13 @@ from tests.integration.pgcluster import PgCluster
 
 
 def psql(dsn: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", *args, dsn], input=input,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", *args, dsn],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def ledger_kinds(gw: Gateway) -> list[tuple[str, dict]]:
@@ -30,20 +35,32 @@ def ledger_kinds(gw: Gateway) -> list[tuple[str, dict]]:
     return [(k, json.loads(c)) for k, c in rows]
 
 
-def test_psql_simple_multi_statement_and_copy(gateway: Gateway, pg: PgCluster) -> None:
+def test_psql_simple_multi_statement_and_copy(gateway: Gateway, pgc: PgCluster) -> None:
     tok = gateway.token()
-    sql = ("CREATE TABLE IF NOT EXISTS t1 (id int primary key, name text);"
-           "TRUNCATE t1; INSERT INTO t1 VALUES (1, 'one'), (2, 'two');"
-           "SELECT * FROM t1 ORDER BY id; SELECT pg_backend_pid() > 0")
+    sql = (
+        "CREATE TABLE IF NOT EXISTS t1 (id int primary key, name text);"
+        "TRUNCATE t1; INSERT INTO t1 VALUES (1, 'one'), (2, 'two');"
+        "SELECT * FROM t1 ORDER BY id; SELECT pg_backend_pid() > 0"
+    )
     via = psql(gateway.dsn(tok), "-At", "-c", sql)
     assert via.returncode == 0, via.stderr
-    direct = psql(pg.dsn("app"), "-At", "-c", "SELECT * FROM t1 ORDER BY id; SELECT pg_backend_pid() > 0")
+    direct = psql(
+        pgc.dsn(dbname="app"),
+        "-At",
+        "-c",
+        "SELECT * FROM t1 ORDER BY id; SELECT pg_backend_pid() > 0",
+    )
     assert via.stdout.endswith(direct.stdout) and "INSERT 0 2" in via.stdout
     # COPY FROM STDIN and COPY TO STDOUT
     data = "".join(f"{i}\tname-{i}\n" for i in range(10, 5010))
     r = psql(gateway.dsn(tok), "-c", "COPY t1 FROM STDIN", input=data)
     assert r.returncode == 0, r.stderr
-    out = psql(gateway.dsn(tok), "-At", "-c", "COPY (SELECT * FROM t1 WHERE id >= 10 ORDER BY id) TO STDOUT")
+    out = psql(
+        gateway.dsn(tok),
+        "-At",
+        "-c",
+        "COPY (SELECT * FROM t1 WHERE id >= 10 ORDER BY id) TO STDOUT",
+    )
     assert out.stdout == data
     kinds = ledger_kinds(gateway)
     texts = [d["command"]["text"] for k, d in kinds if k == "command"]
@@ -54,7 +71,9 @@ def test_psql_simple_multi_statement_and_copy(gateway: Gateway, pg: PgCluster) -
     assert all(d["chunk"]["messages"] >= 1 for d in c2s)
     s2c_rows = sum(d["chunk"]["rows"] for k, d in kinds if k == "chunk" and d["direction"] == "s2c")
     assert s2c_rows >= 5000 + 2
-    assert all(d["chunk"]["sha256_in"] == d["chunk"]["sha256_out"] for k, d in kinds if k == "chunk")
+    assert all(
+        d["chunk"]["sha256_in"] == d["chunk"]["sha256_out"] for k, d in kinds if k == "chunk"
+    )
     assert gateway.cli("audit", "verify").returncode == 0
 
 
@@ -63,7 +82,10 @@ def test_psycopg_extended_pipeline_notify_and_pid(gateway: Gateway) -> None:
     with psycopg.connect(gateway.dsn(tok, user="svc-etl"), autocommit=True) as conn:
         pid = conn.info.backend_pid
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
-        assert conn.execute("SELECT %s::int + %s::int, %s::text", (2, 3, "x")).fetchone() == (5, "x")
+        assert conn.execute("SELECT %s::int + %s::int, %s::text", (2, 3, "x")).fetchone() == (
+            5,
+            "x",
+        )
         conn.execute("CREATE TABLE IF NOT EXISTS t2 (id int, v text)")
         with conn.pipeline():
             for i in range(50):
@@ -108,8 +130,14 @@ def test_asyncpg_and_sqlalchemy(gateway: Gateway) -> None:
     tok = gateway.token()
 
     async def go() -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="alice", password=tok,
-                                     database="app", ssl="require")
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=gateway.port,
+            user="alice",
+            password=tok,
+            database="app",
+            ssl="require",
+        )
         try:
             stmt = await conn.prepare("SELECT g, md5(g::text) FROM generate_series(1, $1) g")
             rows = await stmt.fetch(1000)
@@ -140,12 +168,22 @@ def test_pgbench_through_the_gateway(gateway: Gateway) -> None:
     tok = gateway.token("bench", kind="service")
     env = {"PGPASSWORD": tok, "PGSSLMODE": "require", "PATH": "/usr/bin:/bin"}
     base = ["-h", "127.0.0.1", "-p", str(gateway.port), "-U", "bench"]
-    r = subprocess.run(["pgbench", "-i", "-s", "1", "-q", *base, "app"], env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        ["pgbench", "-i", "-s", "1", "-q", *base, "app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     for mode in ("simple", "extended", "prepared"):
-        r = subprocess.run(["pgbench", "-n", "-c", "4", "-j", "2", "-t", "200", "-M", mode, *base, "app"],
-                           env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["pgbench", "-n", "-c", "4", "-j", "2", "-t", "200", "-M", mode, *base, "app"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         assert "number of failed transactions: 0" in r.stdout
     assert gateway.cli("audit", "verify").returncode == 0

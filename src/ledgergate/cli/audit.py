@@ -1,86 +1,91 @@
-"""``ledgergate audit``: verify, prove, export (thin over services.audit)."""
+"""``ledgergate audit``: verify the ledger or a bundle, prove entries, export bundles
+(thin over services.audit).
+
+Exit codes: 0 verified, 1 a problem was found (the first changed, removed or reordered
+entry is named), 2 usage or configuration error. Output says which key was trusted.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ledgergate.cli._common import ConfigOpt, JsonOpt, emit_json, parse_time, settings, signer, store
-from ledgergate.core.ledger.checkpoint import CheckpointError, Verifier
-from ledgergate.core.ledger.verify import verify_proof_document
+from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, KeyOpt, emit_json, fail, parse_time
+from ledgergate.core.ledger.checkpoint import Verifier
 from ledgergate.services import audit
+from ledgergate.services.keys import KeyError_, parse_verifier_keys
+from ledgergate.services.ledger import LedgerUnavailable
+from ledgergate.store import StoreError
 
-app = typer.Typer(no_args_is_help=True)
-KeyOpt = Annotated[str | None, typer.Option("--key", help="Trusted verifier key (vkey string or file).")]
+app = typer.Typer(no_args_is_help=True, help="Verify, prove and export the ledger.")
 
-
-def _verifiers(key: str | None) -> list[Verifier] | None:
-    if key is None:
-        return None
-    text = Path(key).read_text().strip() if Path(key).is_file() else key
-    try:
-        return [Verifier.from_vkey(line) for line in text.splitlines() if line.strip()]
-    except CheckpointError as e:
-        typer.echo(f"ledgergate: bad --key: {e}", err=True)
-        raise typer.Exit(2) from None
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("-o", "--out", help="Write to this file instead of stdout.", show_default=False),
+]
 
 
-def _report(rep: audit.AuditReport, json_: bool) -> None:
-    if json_:
-        emit_json(rep.as_dict())
-    else:
-        for k in rep.trusted_keys:
-            typer.echo(f"trusted key: {k}")
-        for s in rep.streams:
-            state = "ok" if s.ok else "FAILED"
-            typer.echo(f"{s.stream}: {state}: {s.entries} entries, {s.checkpoints_verified} signed "
-                       "checkpoints verified")
+def _render(rep: audit.AuditReport, what: str) -> None:
+    for s in rep.streams:
+        signed = s.latest_checkpoint.size if s.latest_checkpoint else 0
+        if s.ok:
+            typer.echo(
+                f"ok      {s.stream}: {s.entries} entries, {s.checkpoints_verified} signed "
+                f"checkpoints verified (signed up to {signed})"
+            )
+        else:
             for p in s.problems:
-                typer.echo(f"  {p.kind}: {p.message}")
-        typer.echo("ledger verified" if rep.ok else "LEDGER VERIFICATION FAILED")
-    raise typer.Exit(0 if rep.ok else 1)
+                where = f" [entry {p.seq}]" if p.seq is not None else ""
+                typer.echo(f"FAILED  {s.stream}{where}: {p.message}")
+    for err in rep.errors:
+        typer.echo(f"FAILED  {err}")
+    for k in rep.trusted_keys:
+        typer.echo(f"trusted key ({rep.key_source}): {k}")
+    if rep.ok:
+        typer.echo(f"{what} verified: {rep.entries} entries in {len(rep.streams)} streams")
+    else:
+        typer.echo(f"{what} does NOT verify: {rep.first_problem()}")
 
 
 @app.command()
 def verify(
-    bundle: Annotated[Path | None, typer.Option(help="Verify an exported bundle instead of the store.")] = None,
-    key: KeyOpt = None, config: ConfigOpt = None, json_: JsonOpt = False,
-) -> None:
-    """Check chain, Merkle tree and signed checkpoints; exit 1 naming the first bad entry."""
-    vs = _verifiers(key)
-    if bundle is not None:
-        try:
-            rep = audit.verify_bundle(bundle, vs)
-        except (OSError, ValueError, KeyError) as e:
-            typer.echo(f"ledgergate: {e}", err=True)
-            raise typer.Exit(2) from None
-        if vs is None:
-            typer.echo("note: trusting the keys named in the bundle; pass --key to pin one", err=True)
-        _report(rep, json_)
-    s = settings(config)
-    _report(audit.verify_store(store(s), vs or [signer(s).verifier]), json_)
-
-
-@app.command()
-def export(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle file to write.")],
-    format: Annotated[str, typer.Option(help="Bundle format.")] = "jsonl",
-    since: Annotated[str | None, typer.Option(help="ISO time or -1h")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO time or -1h")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Verify an exported bundle instead of the store."),
+    ] = None,
+    key: KeyOpt = None,
     config: ConfigOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
-    """Export entries and checkpoints as a bundle that `audit verify --bundle` accepts."""
-    if format != "jsonl":
-        raise typer.BadParameter("only jsonl is supported")
-    s = settings(config)
-    with output.open("w", encoding="utf-8") as f:
-        n = audit.export_jsonl(store(s), f, [signer(s).vkey], since_ns=parse_time(since),
-                               until_ns=parse_time(until))
-    typer.echo(f"exported {n} entries to {output}")
+    """Verify every entry, the hash chains and the signed checkpoints."""
+    if bundle is not None:
+        vs: list[Verifier] | None = None
+        if key is not None:
+            try:
+                vs = parse_verifier_keys(key)
+            except KeyError_ as e:
+                fail(str(e), 2)
+        rep = audit.verify_bundle(bundle, vs)
+        what = f"bundle {bundle}"
+    else:
+        with Env(config) as env:
+            verifiers, source = env.verifiers(key)
+            try:
+                rep = audit.verify_store(env.store, verifiers, key_source=source)
+            except StoreError as e:
+                fail(str(e))
+        what = "ledger"
+    if json_:
+        emit_json(rep.as_dict())
+    else:
+        _render(rep, what)
+    if not rep.ok:
+        raise typer.Exit(1)
 
 
 def _stream_seq(ref: str) -> tuple[str, int]:
@@ -90,51 +95,137 @@ def _stream_seq(ref: str) -> tuple[str, int]:
     return stream, int(seq)
 
 
-def _out(doc: dict[str, object], output: Path | None) -> None:
+def _write(doc: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    if output:
-        output.write_text(text)
-        typer.echo(f"wrote {output}", err=True)
-    else:
+    if out is None:
         sys.stdout.write(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}", err=True)
 
 
 @app.command()
-def prove(ref: str, output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-          config: ConfigOpt = None) -> None:
-    """Inclusion proof of entry STREAM:SEQ against a signed checkpoint."""
-    s = settings(config)
+def prove(
+    ref: Annotated[str, typer.Argument(metavar="STREAM:SEQ", help="The entry to prove.")],
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Inclusion proof of one entry against a signed checkpoint (verifiable offline)."""
     stream, seq = _stream_seq(ref)
-    try:
-        doc = audit.prove_inclusion(store(s), stream, seq, [signer(s).verifier])
-    except LookupError as e:
-        typer.echo(f"ledgergate: {e}", err=True)
-        raise typer.Exit(1) from None
-    _out(doc, output)
+    with Env(config) as env:
+        verifiers, _ = env.verifiers(None)
+        try:
+            doc = audit.prove_inclusion(
+                env.store,
+                stream,
+                seq,
+                verifiers=verifiers,
+                signer=env.signer(create=False),
+                now_ns=time.time_ns(),
+            )
+        except (audit.ProofError, StoreError) as e:
+            fail(str(e))
+    _write(doc, out)
 
 
 @app.command()
-def consistency(stream: str, old: int, new: int,
-                output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-                config: ConfigOpt = None) -> None:
-    """Consistency proof between two signed checkpoints of a stream."""
-    s = settings(config)
-    try:
-        doc = audit.prove_consistency(store(s), stream, old, new, [signer(s).verifier])
-    except LookupError as e:
-        typer.echo(f"ledgergate: {e}", err=True)
-        raise typer.Exit(1) from None
-    _out(doc, output)
+def consistency(
+    stream: Annotated[str, typer.Argument(help="The stream, e.g. gateway@host.")],
+    old: Annotated[int, typer.Argument(help="Size of the older signed checkpoint.")],
+    new: Annotated[
+        int | None, typer.Argument(help="Size of the newer one (default: the latest).")
+    ] = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Consistency proof: the older signed tree is a prefix of the newer one."""
+    with Env(config) as env:
+        verifiers, _ = env.verifiers(None)
+        try:
+            doc = audit.prove_consistency(env.store, stream, old, new, verifiers=verifiers)
+        except (audit.ProofError, StoreError) as e:
+            fail(str(e))
+    _write(doc, out)
 
 
 @app.command("verify-proof")
-def verify_proof(path: Path, key: KeyOpt = None, config: ConfigOpt = None) -> None:
-    """Verify a proof document offline (with --key, no store or config needed)."""
-    vs = _verifiers(key)
-    if vs is None:
-        vs = [signer(settings(config)).verifier]
+def verify_proof(
+    path: Annotated[Path, typer.Argument(help="A proof document from prove/consistency.")],
+    key: KeyOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Verify a proof offline: with --key, nothing but the proof and the key is needed."""
+    if key is not None:
+        try:
+            verifiers = parse_verifier_keys(key)
+        except KeyError_ as e:
+            fail(str(e), 2)
+        source = "--key"
+    else:
+        with Env(config) as env:
+            verifiers, source = env.verifiers(None)
     try:
-        typer.echo(verify_proof_document(json.loads(path.read_text()), vs))
-    except (OSError, ValueError, KeyError, CheckpointError) as e:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        fail(f"cannot read the proof {path}: {e}")
+    try:
+        summary = audit.verify_proof(doc, verifiers)
+    except audit.ProofError as e:
         typer.echo(f"PROOF FAILED: {e}")
         raise typer.Exit(1) from None
+    typer.echo(f"proof verified: {summary}")
+    for v in verifiers:
+        typer.echo(f"trusted key ({source}): {v.vkey}")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("-o", "--out", help="The bundle file to write.")],
+    format: Annotated[str, typer.Option("--format", help="Bundle format (jsonl).")] = "jsonl",
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 time or relative (-1h).", show_default=False)
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="ISO 8601 time or relative (-1h).", show_default=False)
+    ] = None,
+    checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoint",
+            help="Verify each stream and sign its current head first, so the whole "
+            "export is covered by signatures (needs the ledger key).",
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Export entries and checkpoints as a bundle `audit verify --bundle` checks offline.
+
+    Streams are exported from their first entry (a chain verifies only from its start);
+    --since/--until select the streams with entries in that range, each ending at the
+    first signed checkpoint after --until.
+    """
+    if format != "jsonl":
+        fail("only --format jsonl is supported", 2)
+    since_ns, until_ns = parse_time(since), parse_time(until)
+    with Env(config) as env:
+        signer = env.signer(create=False)
+        try:
+            if checkpoint:
+                if signer is None:
+                    fail("--checkpoint needs the ledger key", 2)
+                now = time.time_ns()
+                for stream in env.store.streams():
+                    audit.sign_head(env.store, stream, signer, now)
+            vkeys = [signer.vkey] if signer is not None else []
+            tmp = out.with_name(out.name + ".partial")
+            with tmp.open("w", encoding="utf-8") as f:
+                summary = audit.export_jsonl(
+                    env.store, f, since_ns=since_ns, until_ns=until_ns, vkeys=vkeys
+                )
+            tmp.replace(out)
+        except (StoreError, LedgerUnavailable, audit.ProofError, OSError) as e:
+            fail(f"export failed: {e}")
+    typer.echo(
+        f"exported {summary.entries} entries and {summary.checkpoints} signed checkpoints "
+        f"of {len(summary.streams)} streams to {out}"
+    )

@@ -1,79 +1,143 @@
-"""``ledgergate sessions``: list, show, replay (thin over services.sessions)."""
+"""``ledgergate sessions``: list, show and replay recorded sessions (thin over
+services.sessions)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledgergate.cli._common import ConfigOpt, JsonOpt, emit_json, fmt_ns, parse_time, settings, store
+from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, emit_json, fail, fmt_ns, parse_time
 from ledgergate.services import sessions
-from ledgergate.services.keys import PayloadCipher, load_or_create_payload_key
+from ledgergate.store import StoreError
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="List, show and replay recorded sessions.")
+
+TimeOpt = Annotated[
+    str | None, typer.Option(help="ISO 8601 time or relative (-1h).", show_default=False)
+]
 
 
 @app.command("list")
 def list_(
-    identity: Annotated[str | None, typer.Option()] = None,
-    connection: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option(help="ISO time or -1h")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO time or -1h")] = None,
-    limit: int = 100, config: ConfigOpt = None, json_: JsonOpt = False,
+    identity: Annotated[
+        str | None, typer.Option(help="Only this identity (subject).", show_default=False)
+    ] = None,
+    connection: Annotated[
+        str | None, typer.Option(help="Only this connection.", show_default=False)
+    ] = None,
+    since: TimeOpt = None,
+    until: TimeOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many sessions.")] = 100,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Recorded sessions, newest first."""
-    rows = sessions.list_sessions(store(settings(config)), identity=identity, connection=connection,
-                                  since_ns=parse_time(since), until_ns=parse_time(until), limit=limit)
+    since_ns, until_ns = parse_time(since), parse_time(until)
+    with Env(config) as env:
+        try:
+            rows = sessions.list_sessions(
+                env.store,
+                identity=identity,
+                connection=connection,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                limit=limit,
+            )
+        except StoreError as e:
+            fail(str(e))
     if json_:
-        emit_json(rows)
+        emit_json([r.as_dict() for r in rows])
         return
-    t = Table("session", "opened", "identity", "connection", "source", "closed", "outcome", "commands")
+    t = Table("session", "opened", "identity", "connection", "source", "outcome", "commands")
+    t.columns[0].no_wrap = True
     for r in rows:
-        t.add_row(r["session_id"], fmt_ns(r["opened_ns"]), (r["identity"] or {}).get("subject", "-"),
-                  r["connection"] or "-", (r["source"] or {}).get("ip") or "-", fmt_ns(r["closed_ns"]),
-                  r["outcome"] or "open", str((r["stats"] or {}).get("commands", "-")))
+        src = r.source or {}
+        t.add_row(
+            r.session_id,
+            fmt_ns(r.opened_ns, short=True),
+            r.subject or "-",
+            r.connection or "-",
+            f"{src.get('ip')}:{src.get('port')}" if src else "-",
+            r.outcome or ("open" if r.closed_ns is None else "-"),
+            str((r.stats or {}).get("commands", "-")),
+        )
     Console().print(t)
 
 
+def _describe(e: dict[str, Any]) -> str:
+    kind = str(e.get("kind"))
+    if kind == "command":
+        c = e.get("command") or {}
+        text = c.get("text") or c.get("statement") or f"sha256 {str(c.get('text_sha256'))[:16]}…"
+        return f"command #{c.get('seq')} {c.get('op')}: {text}"
+    if kind == "chunk":
+        ch = e.get("chunk") or {}
+        count = f"{ch['rows']} rows" if "rows" in ch else f"{ch.get('messages', 0)} msgs"
+        tags = f" {', '.join(e['tags'])}" if e.get("tags") else ""
+        return (
+            f"chunk {e.get('direction')} #{ch.get('seq')}: {count}, {ch.get('size')} B, "
+            f"sha256 {str(ch.get('sha256_out'))[:16]}… {e.get('outcome')}{tags}"
+        )
+    extra = e.get("outcome") or e.get("reason") or ""
+    return f"{kind} {extra}".rstrip()
+
+
 @app.command()
-def show(session_id: str, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """The session's timeline: every entry in order."""
-    rows = sessions.session_timeline(store(settings(config)), session_id)
+def show(
+    session_id: Annotated[str, typer.Argument(help="The session id.")],
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """A session's timeline: every entry in order."""
+    with Env(config) as env:
+        try:
+            rows = sessions.session_timeline(env.store, session_id)
+        except StoreError as e:
+            fail(str(e))
     if not rows:
-        typer.echo(f"ledgergate: no session {session_id}", err=True)
-        raise typer.Exit(1)
+        fail(f"no session {session_id}")
     if json_:
         emit_json(rows)
         return
-    for e in rows:
-        what = e["kind"]
-        if what == "command":
-            c = e["command"]
-            what += f" #{c['seq']} {c['op']}: {c.get('text') or c.get('statement') or c.get('text_sha256')}"
-        elif what == "chunk":
-            ch = e["chunk"]
-            what += (f" {e['direction']} #{ch['seq']}: {ch.get('rows', ch.get('messages'))} rows/msgs {ch['size']} B "
-                     f"sha256 {ch['sha256_out'][:16]}… {e.get('outcome')}")
-        else:
-            extra = e.get("outcome") or e.get("reason") or ""
-            what += f" {extra}"
-        typer.echo(f"{fmt_ns(e['ts_ns'])}  {e['entry']}  {what}")
+    for doc in rows:
+        typer.echo(
+            f"{fmt_ns(doc.get('ts_ns'))}  {doc.get('stream')}:{doc.get('seq')}  {_describe(doc)}"
+        )
 
 
 @app.command()
 def replay(
-    session_id: str,
-    speed: Annotated[float, typer.Option(help="Playback speed factor.")] = 1.0,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Don't reproduce the timing.")] = False,
+    session_id: Annotated[str, typer.Argument(help="The session id.")],
+    speed: Annotated[
+        float, typer.Option(min=0, help="Playback speed factor (2 = twice as fast).")
+    ] = 1.0,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not reproduce the timing.")
+    ] = False,
+    max_idle: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Wait at most this many seconds between entries.", show_default=False
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Re-emit the session's commands and results in their original order and timing."""
-    s = settings(config)
-    cipher = PayloadCipher(load_or_create_payload_key(s.payload_key)) if s.payload_key.exists() else None
-    n = sessions.replay(store(s), session_id, sys.stdout, speed=0 if no_wait else speed, cipher=cipher)
+    with Env(config) as env:
+        try:
+            n = sessions.replay(
+                env.store,
+                session_id,
+                speed=0 if no_wait else speed,
+                out=sys.stdout,
+                cipher=env.cipher(),
+                max_idle=max_idle,
+            )
+        except StoreError as e:
+            fail(str(e))
     if n == 0:
-        typer.echo(f"ledgergate: no session {session_id}", err=True)
-        raise typer.Exit(1)
+        fail(f"no session {session_id}")

@@ -16,7 +16,7 @@ from hashlib import sha256
 from typing import Any
 
 from ledgergate.core.ledger.entry import Draft
-from ledgergate.core.sqltext import redact, split_statements
+from ledgergate.core.sqltext import redact, redact_simple, split_statements
 from ledgergate.wire.pg.events import ChunkSeen, CommandSeen
 
 __all__ = ["SessionRecorder"]
@@ -134,5 +134,8 @@ class SessionRecorder:
             "op": op,
             "text_sha256": sha256(stmt.encode(self.encoding, "replace")).hexdigest(),
         }
-        cmd["text"] = None if self.level == "metadata" else redact(stmt)
+        if self.level == "metadata":
+            cmd["text"] = None
+        else:
+            cmd["text"] = redact_simple(stmt) if op == "query" else redact(stmt)
         return cmd

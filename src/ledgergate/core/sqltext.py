@@ -8,11 +8,14 @@ are cached per distinct text because the same statements repeat (prepared and OR
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from pglast import parser
 
-__all__ = ["redact", "split_statements"]
+__all__ = ["redact", "redact_simple", "split_statements"]
+
+_PLACEHOLDER = re.compile(r"\$\d+")
 
 _LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -48,6 +51,23 @@ def redact(sql: str) -> str:
         out.append("?" if t.name in _LITERALS else sql[t.start : t.end + 1])
         prev_end = t.end
     return "".join(out)
+
+
+@lru_cache(maxsize=_CACHE)
+def redact_simple(sql: str) -> str:
+    """``redact`` for simple-protocol text, where ``$n`` cannot be a bound parameter.
+
+    Fast path: libpg_query's normalizer (C, about 3x faster than walking the scanner's
+    tokens in Python) replaces every constant with ``$n``; those become ``?``. Text with
+    comments takes the scanner path, because the normalizer keeps comments.
+    """
+    if "--" in sql or "/*" in sql or len(sql) > MAX_SCAN:
+        return redact(sql)
+    try:
+        normalized = parser.normalize(sql)
+    except Exception:  # not parseable: the scanner decides what can be recorded
+        return redact(sql)
+    return _PLACEHOLDER.sub("?", normalized)
 
 
 @lru_cache(maxsize=_CACHE)

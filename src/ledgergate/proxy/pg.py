@@ -11,8 +11,8 @@ error, a log line or a ledger entry.
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import logging
 import secrets
 import ssl

@@ -1,139 +1,446 @@
-"""Audit use-cases: verify the store or a bundle, export bundles, inclusion and
-consistency proofs. Shared by the CLI and the API; reads only digests and entries."""
+"""Audit use-cases: verify the store or an exported bundle, export bundles, build and
+check inclusion and consistency proofs. Shared by the CLI and the API.
+
+Owns what is read from where and how results are reported; the cryptographic checks are
+``core.ledger.verify``'s. Reads entries and digests only, never payloads. A bundle or a
+proof is trusted only through a checkpoint signed by a key the caller trusts.
+
+Bundle format (JSON lines, UTF-8):
+  {"type":"ledgergate-bundle","version":1,"vkeys":[...],"streams":{stream: entries}}
+  {"type":"entry","stream":S,"seq":N,"entry_hash":hex,"entry":"<canonical JSON text>"}
+  {"type":"checkpoint","stream":S,"size":N,"note":"<signed note>"}
+Streams are exported whole from their first entry (a hash chain verifies only from its
+start). A time range selects the streams with entries in it and ends each stream at the
+first signed checkpoint covering the range's last entry, so every exported entry is
+covered by a signature; without an end, streams are exported up to their head.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from ledgergate.core.ledger.chain import StreamState
-from ledgergate.core.ledger.checkpoint import Verifier, parse_checkpoint
+from ledgergate.core.ledger.checkpoint import CheckpointError, Signer, Verifier
 from ledgergate.core.ledger.verify import (
+    CHECKPOINT_SIGNATURE,
+    Problem,
     StreamReport,
     build_consistency_document,
     build_inclusion_document,
+    verify_proof_document,
     verify_stream,
 )
-from ledgergate.store.sqlite import SqliteStore
+from ledgergate.services.keys import KeyError_, verifier_from_vkey
+from ledgergate.services.ledger import checkpoint_stream
+from ledgergate.store.base import CheckpointRow, Store
 
-__all__ = ["AuditReport", "export_jsonl", "prove_consistency", "prove_inclusion",
-           "verify_bundle", "verify_store"]
+__all__ = [
+    "BUNDLE_TYPE",
+    "AuditReport",
+    "ExportSummary",
+    "ProofError",
+    "export_jsonl",
+    "prove_consistency",
+    "prove_inclusion",
+    "sign_head",
+    "verify_bundle",
+    "verify_proof",
+    "verify_store",
+]
+
+BUNDLE_TYPE = "ledgergate-bundle"
+BUNDLE_VERSION = 1
+
+
+class ProofError(ValueError):
+    """A proof that cannot be built or does not verify; the message says why."""
 
 
 @dataclass
 class AuditReport:
+    """The result of verifying a store or a bundle."""
+
     streams: list[StreamReport] = field(default_factory=list)
     trusted_keys: list[str] = field(default_factory=list)
+    key_source: str = ""
+    errors: list[str] = field(default_factory=list)  # not tied to one stream
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.streams)
+        return not self.errors and all(s.ok for s in self.streams)
+
+    @property
+    def entries(self) -> int:
+        return sum(s.entries for s in self.streams)
+
+    def problems(self) -> list[Problem]:
+        return [p for s in self.streams for p in s.problems]
+
+    def first_problem(self) -> str | None:
+        if self.errors:
+            return self.errors[0]
+        ps = self.problems()
+        return ps[0].message if ps else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "trusted_keys": self.trusted_keys,
-            "streams": [{
-                "stream": s.stream, "entries": s.entries, "checkpoints_verified": s.checkpoints_verified,
-                "latest_checkpoint_size": s.latest_checkpoint.size if s.latest_checkpoint else None,
-                "problems": [{"kind": p.kind, "seq": p.seq, "message": p.message} for p in s.problems],
-            } for s in self.streams],
+            "key_source": self.key_source,
+            "errors": self.errors,
+            "streams": [
+                {
+                    "stream": s.stream,
+                    "ok": s.ok,
+                    "entries": s.entries,
+                    "checkpoints_verified": s.checkpoints_verified,
+                    "signed_size": s.latest_checkpoint.size if s.latest_checkpoint else 0,
+                    "problems": [
+                        {"kind": p.kind, "seq": p.seq, "message": p.message} for p in s.problems
+                    ],
+                }
+                for s in self.streams
+            ],
         }
 
 
-def verify_store(store: SqliteStore, verifiers: list[Verifier]) -> AuditReport:
-    rep = AuditReport(trusted_keys=[v.vkey for v in verifiers])
-    states = store.stream_states()
+def _require_signature(rep: StreamReport) -> None:
+    # Without a trusted signature a stream proves nothing: anyone can build a hash chain.
+    # The writer signs a checkpoint with a stream's first append, so a stream with
+    # entries and no verified checkpoint lost its checkpoints or was never ours.
+    if rep.ok and rep.entries and rep.checkpoints_verified == 0:
+        rep.problems.append(
+            Problem(
+                CHECKPOINT_SIGNATURE,
+                None,
+                f"{rep.stream}: no checkpoint signed by a trusted key covers its "
+                f"{rep.entries} entries",
+            )
+        )
+
+
+def verify_store(
+    store: Store, verifiers: Sequence[Verifier], *, key_source: str = ""
+) -> AuditReport:
+    """Verify every stream of the store: entries, chain, signed checkpoints, and the
+    writer's own record of each stream (its state row), which catches a deleted tail
+    even when its checkpoints were deleted too."""
+    vs = list(verifiers)
+    rep = AuditReport(trusted_keys=[v.vkey for v in vs], key_source=key_source)
     for stream in store.streams():
-        size_head = states.get(stream)
-        exp_size = exp_head = None
-        if size_head is not None:
-            st = StreamState.from_record(stream, size_head[1])
-            exp_size, exp_head = st.size, st.head_hash
-        notes = [n for _, _, n in store.checkpoints(stream)]
-        rep.streams.append(verify_stream(stream, store.iter_entries(stream), notes, verifiers,
-                                         expected_size=exp_size, expected_head=exp_head))
+        try:
+            srep = verify_store_stream(store, stream, vs)
+        except ValueError:
+            rep.errors.append(f"{stream}: the stored stream state is corrupt")
+            continue
+        _require_signature(srep)
+        rep.streams.append(srep)
     return rep
 
 
-def export_jsonl(store: SqliteStore, out: IO[str], vkeys: list[str], *,
-                 since_ns: int | None = None, until_ns: int | None = None) -> int:
-    """Write a bundle. Whole streams are exported (a chain verifies only from its start);
-    ``since``/``until`` select the streams that have entries in that window."""
-    out.write(json.dumps({"type": "ledgergate-bundle", "version": 1, "vkeys": vkeys}) + "\n")
-    n = 0
-    for stream in store.streams():
-        if since_ns is not None or until_ns is not None:
-            hit = store.query_entries("stream=? AND ts_ns>=? AND ts_ns<? LIMIT 1",
-                                      (stream, since_ns or 0, until_ns or 2**63 - 1))
-            if not hit:
-                continue
-        for seq, data, h in store.iter_entries(stream):
-            out.write(json.dumps({"type": "entry", "stream": stream, "seq": seq,
-                                  "entry_hash": h.hex(), "entry": data.decode("utf-8")},
-                                 ensure_ascii=False) + "\n")
+# -- export ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    streams: dict[str, int]  # stream -> entries exported
+    checkpoints: int
+
+    @property
+    def entries(self) -> int:
+        return sum(self.streams.values())
+
+
+def _export_stop(
+    store: Store, stream: str, until_ns: int | None
+) -> tuple[int, list[CheckpointRow]]:
+    """How many entries of the stream to export, and the checkpoints within them."""
+    rec = store.get_stream_state(stream)
+    if rec is not None:
+        head = StreamState.from_record(stream, rec).size
+    else:
+        last = store.max_seq(stream)
+        head = 0 if last is None else last + 1
+    cps = store.checkpoints(stream)
+    stop = head
+    if until_ns is not None:
+        last_in_range = store.last_seq_before(stream, until_ns)
+        if last_in_range is not None:
+            covering = [c.size for c in cps if c.size > last_in_range]
+            if covering:
+                stop = min(min(covering), head)
+    return stop, [c for c in cps if c.size <= stop]
+
+
+def export_jsonl(
+    store: Store,
+    out: IO[str],
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    vkeys: Sequence[str] = (),
+) -> ExportSummary:
+    """Write a bundle (see the module docstring) of the streams with entries in
+    [since_ns, until_ns) (all streams without a range)."""
+    if since_ns is None and until_ns is None:
+        streams = store.streams()
+    else:
+        streams = store.streams_between(since_ns, until_ns)
+    plan = {s: _export_stop(store, s, until_ns) for s in streams}
+    header = {
+        "type": BUNDLE_TYPE,
+        "version": BUNDLE_VERSION,
+        "vkeys": list(vkeys),
+        "streams": {s: stop for s, (stop, _) in plan.items()},
+        "range": {"since_ns": since_ns, "until_ns": until_ns},
+    }
+    out.write(json.dumps(header, ensure_ascii=False) + "\n")
+    counts: dict[str, int] = {}
+    ncp = 0
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for stream, (stop, cps) in plan.items():
+        n = 0
+        for seq, data, h in store.iter_entries(stream, 0, stop):
+            line = {
+                "type": "entry",
+                "stream": stream,
+                "seq": seq,
+                "entry_hash": h.hex(),
+                "entry": data.decode("utf-8"),
+            }
+            out.write(dumps(line) + "\n")
             n += 1
-        for size, _, note in store.checkpoints(stream):
-            out.write(json.dumps({"type": "checkpoint", "stream": stream, "size": size,
-                                  "note": note}) + "\n")
-    return n
+        for c in cps:
+            out.write(
+                dumps({"type": "checkpoint", "stream": stream, "size": c.size, "note": c.note})
+                + "\n"
+            )
+            ncp += 1
+        counts[stream] = n
+    return ExportSummary(counts, ncp)
 
 
-def _bundle_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                yield json.loads(line)
-            except ValueError:
-                raise ValueError(f"{path}:{i}: not a JSON line") from None
-
-
-def verify_bundle(path: Path, verifiers: list[Verifier] | None = None) -> AuditReport:
-    lines = _bundle_lines(path)
-    head = next(lines, None)
-    if not head or head.get("type") != "ledgergate-bundle":
-        raise ValueError(f"{path} is not a ledgergate bundle")
-    if verifiers is None:
-        verifiers = [Verifier.from_vkey(k) for k in head.get("vkeys", [])]
+def verify_bundle(path: Path, verifiers: Sequence[Verifier] | None = None) -> AuditReport:
+    """Verify a bundle file. ``verifiers`` default to the keys the bundle names, which
+    proves only that the bundle is internally consistent; pass the gateway's published
+    key to prove it came from that gateway. The report says which key was trusted."""
+    rep = AuditReport()
     entries: dict[str, list[tuple[int, bytes, bytes]]] = {}
     notes: dict[str, list[str]] = {}
-    for d in lines:
-        if d.get("type") == "entry":
-            entries.setdefault(d["stream"], []).append(
-                (int(d["seq"]), d["entry"].encode("utf-8"), bytes.fromhex(d["entry_hash"])))
-        elif d.get("type") == "checkpoint":
-            notes.setdefault(d["stream"], []).append(d["note"])
-    rep = AuditReport(trusted_keys=[v.vkey for v in verifiers])
-    for stream in sorted(set(entries) | set(notes)):
-        rows = entries.get(stream, [])  # in file order: a reordered bundle must be caught
-        rep.streams.append(verify_stream(stream, rows, notes.get(stream, []), verifiers))
+    header: dict[str, Any] | None = None
+    try:
+        f = path.open(encoding="utf-8")
+    except OSError as e:
+        rep.errors.append(f"cannot read {path}: {e.strerror}")
+        return rep
+    with f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                d = json.loads(line)
+                if not isinstance(d, dict):
+                    raise ValueError
+                kind = d.get("type")
+                if lineno == 1:
+                    if kind != BUNDLE_TYPE or d.get("version") != BUNDLE_VERSION:
+                        rep.errors.append(f"{path} is not a version-1 ledgergate bundle")
+                        return rep
+                    header = d
+                elif kind == "entry":
+                    entries.setdefault(str(d["stream"]), []).append(
+                        (int(d["seq"]), d["entry"].encode("utf-8"), bytes.fromhex(d["entry_hash"]))
+                    )
+                elif kind == "checkpoint":
+                    notes.setdefault(str(d["stream"]), []).append(str(d["note"]))
+                else:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError, AttributeError):
+                rep.errors.append(f"{path}:{lineno}: not a valid bundle line (altered?)")
+    if header is None:
+        rep.errors.append(f"{path} is empty")
+        return rep
+    if verifiers is None:
+        try:
+            vs = [verifier_from_vkey(str(k)) for k in header.get("vkeys", [])]
+        except KeyError_ as e:
+            rep.errors.append(f"the bundle's verifier key is malformed: {e}")
+            return rep
+        rep.key_source = "the keys named in the bundle (proves consistency, not origin)"
+    else:
+        vs = list(verifiers)
+        rep.key_source = "the given key"
+    rep.trusted_keys = [v.vkey for v in vs]
+    if not vs:
+        rep.errors.append("no verifier key: the bundle names none; pass --key")
+    expected = header.get("streams")
+    sizes: dict[str, Any] = expected if isinstance(expected, dict) else {}
+    for stream in sorted(set(entries) | set(notes) | set(sizes)):
+        exp = sizes.get(stream)
+        srep = verify_stream(
+            stream,
+            entries.get(stream, []),  # in file order: a reordered bundle is caught
+            notes.get(stream, []),
+            vs,
+            expected_size=exp if isinstance(exp, int) else None,
+        )
+        _require_signature(srep)
+        rep.streams.append(srep)
     return rep
 
 
-def _covering_checkpoint(store: SqliteStore, stream: str, min_size: int,
-                         verifiers: list[Verifier]) -> tuple[int, str]:
-    for size, _, note in reversed(store.checkpoints(stream)):
-        if size >= min_size:
-            parse_checkpoint(note, verifiers)
-            return size, note
-    raise LookupError(f"no signed checkpoint of {stream} covers entry {min_size - 1} yet "
-                      "(the gateway signs one every few seconds and at shutdown)")
+def sign_head(store: Store, stream: str, signer: Signer, now_ns: int) -> str | None:
+    """Sign a checkpoint of the stream's stored head, after verifying the whole stream
+    with the signer's key (a key holder other than the stream's writer must not put its
+    signature on entries it has not checked). Returns the note, or None if the head is
+    already signed. Raises ``ProofError`` if the stream does not verify."""
+    last = store.latest_checkpoint(stream)
+    rec = store.get_stream_state(stream)
+    if rec is None:
+        return None
+    state = StreamState.from_record(stream, rec)
+    if state.size == 0 or (last is not None and last.size >= state.size):
+        return None
+    rep = verify_store_stream(store, stream, [signer.verifier])
+    if not rep.ok:
+        raise ProofError(f"refusing to sign {stream}: {rep.problems[0].message}")
+    return checkpoint_stream(store, stream, signer, now_ns)
 
 
-def prove_inclusion(store: SqliteStore, stream: str, seq: int, verifiers: list[Verifier]) -> dict[str, Any]:
-    data = store.entry(stream, seq)
-    if data is None:
-        raise LookupError(f"no entry {stream}:{seq}")
-    size, note = _covering_checkpoint(store, stream, seq + 1, verifiers)
-    return build_inclusion_document(stream, seq, data, store.leaf_hashes(stream, size), note, size)
+def verify_store_stream(store: Store, stream: str, verifiers: Sequence[Verifier]) -> StreamReport:
+    """Verify one stream of the store (see ``verify_store``)."""
+    exp_size = exp_head = None
+    rec = store.get_stream_state(stream)
+    if rec is not None:
+        st = StreamState.from_record(stream, rec)
+        exp_size, exp_head = st.size, st.head_hash
+    notes = [c.note for c in store.checkpoints(stream)]
+    return verify_stream(
+        stream,
+        store.iter_entries(stream),
+        notes,
+        list(verifiers),
+        expected_size=exp_size,
+        expected_head=exp_head,
+    )
 
 
-def prove_consistency(store: SqliteStore, stream: str, old: int, new: int,
-                      verifiers: list[Verifier]) -> dict[str, Any]:
-    cps = {size: note for size, _, note in store.checkpoints(stream)}
-    if old not in cps or new not in cps:
-        raise LookupError(f"{stream} has signed checkpoints at sizes {sorted(cps)}; pick two of them")
-    return build_consistency_document(stream, store.leaf_hashes(stream, new), cps[old], old, cps[new], new)
+# -- proofs ----------------------------------------------------------------------------------
+class _HashArray(Sequence[bytes]):
+    """Leaf hashes packed in one buffer: 32 bytes per entry instead of ~100 for a list
+    of bytes objects (a proof over a 10-million-entry stream needs 320 MB, not 1 GB)."""
+
+    def __init__(self, hashes: Iterable[bytes]) -> None:
+        buf = bytearray()
+        for h in hashes:
+            buf += h
+        self._buf = bytes(buf)
+
+    def __len__(self) -> int:
+        return len(self._buf) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._buf[i * 32 : i * 32 + 32]
+
+
+def _hashes(store: Store, stream: str, size: int) -> _HashArray:
+    hashes = _HashArray(store.iter_entry_hashes(stream, size))
+    if len(hashes) != size:
+        raise ProofError(
+            f"{stream} has {len(hashes)} entries below its checkpoint of size {size}: "
+            "the store was altered (run `ledgergate audit verify`)"
+        )
+    return hashes
+
+
+def prove_inclusion(
+    store: Store,
+    stream: str,
+    seq: int,
+    *,
+    verifiers: Sequence[Verifier] = (),
+    signer: Signer | None = None,
+    now_ns: int | None = None,
+) -> dict[str, Any]:
+    """An inclusion proof of entry ``stream:seq`` against the latest signed checkpoint
+    covering it. When none covers it yet and ``signer`` is given, a checkpoint of the
+    head is signed first. With ``verifiers`` the proof is checked before it is returned."""
+    entry = store.get_entry(stream, seq)
+    if entry is None:
+        raise ProofError(f"no entry {stream}:{seq}")
+    cp = store.latest_checkpoint(stream)
+    if (cp is None or cp.size <= seq) and signer is not None:
+        if now_ns is None:
+            raise ValueError("now_ns is needed to sign a checkpoint")
+        sign_head(store, stream, signer, now_ns)
+        cp = store.latest_checkpoint(stream)
+    if cp is None or cp.size <= seq:
+        raise ProofError(
+            f"no signed checkpoint of {stream} covers entry {seq} yet (the gateway signs one "
+            "every few seconds and at shutdown; or run this with access to the ledger key)"
+        )
+    doc = build_inclusion_document(
+        stream, seq, entry.canonical, _hashes(store, stream, cp.size), cp.note, cp.size
+    )
+    if verifiers:
+        verify_proof(doc, verifiers)
+    return doc
+
+
+def prove_consistency(
+    store: Store,
+    stream: str,
+    old_size: int,
+    new_size: int | None = None,
+    *,
+    verifiers: Sequence[Verifier] = (),
+) -> dict[str, Any]:
+    """A consistency proof between the stream's signed checkpoints at ``old_size`` and
+    ``new_size`` (default: the latest): the older tree is a prefix of the newer."""
+    cps = {c.size: c for c in store.checkpoints(stream)}
+    if not cps:
+        raise ProofError(f"{stream} has no signed checkpoints")
+    if new_size is None:
+        new_size = max(cps)
+    missing = [s for s in (old_size, new_size) if s not in cps]
+    if missing:
+        sizes = [str(s) for s in sorted(cps)]
+        shown = ", ".join(sizes if len(sizes) <= 10 else [*sizes[:5], "…", *sizes[-5:]])
+        raise ProofError(
+            f"{stream} has no signed checkpoint at size {missing[0]}; "
+            f"its checkpoints are at sizes {shown}"
+        )
+    if not 0 < old_size <= new_size:
+        raise ProofError("the old size must be positive and not above the new size")
+    old, new = cps[old_size], cps[new_size]
+    doc = build_consistency_document(
+        stream, _hashes(store, stream, new_size), old.note, old_size, new.note, new_size
+    )
+    if verifiers:
+        verify_proof(doc, verifiers)
+    return doc
+
+
+def verify_proof(doc: Any, verifiers: Iterable[Verifier]) -> str:
+    """Check an inclusion or consistency proof offline; return a one-line summary or
+    raise ``ProofError`` saying what failed."""
+    if not isinstance(doc, dict):
+        raise ProofError("not a ledgergate proof document")
+    try:
+        return verify_proof_document(doc, list(verifiers))
+    except CheckpointError as e:
+        raise ProofError(f"the checkpoint does not verify: {e}") from None
+    except (KeyError, TypeError, AttributeError, UnicodeError) as e:
+        raise ProofError(f"malformed proof document ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ProofError(str(e)) from None

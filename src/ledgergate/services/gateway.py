@@ -24,7 +24,7 @@ from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys, tokens
 from ledgergate.services.config import Settings
 from ledgergate.services.ledger import LedgerWriter
-from ledgergate.store import open_store
+from ledgergate.store import Store, open_store
 
 __all__ = ["GatewayRuntime", "demo_connection", "run_gateway"]
 
@@ -100,7 +100,7 @@ class GatewayRuntime:
         # Token checks run on one thread with its own store handle (SQLite handles are
         # per thread); they happen once per connection, never per query.
         self._auth_pool = ThreadPoolExecutor(1, thread_name_prefix="auth")
-        local = {}
+        local: dict[str, Store] = {}
 
         def check(token: str) -> AuthResult:
             st = local.get("store")

@@ -1,106 +1,268 @@
-"""Appending to a ledger stream: seal drafts, commit them with the stream state, sign
-checkpoints every N entries / T seconds / at close.
+"""Appending to a ledger stream: seal drafts, commit them, sign checkpoints.
 
-``LedgerWriter`` is synchronous and confined to one thread. A gateway owns its stream and
-trusts its in-memory state; the CLI's stream is shared by processes, so it re-reads the
-state under the write lock (``shared=True``).
+``LedgerWriter`` is synchronous and confined to one thread (the gateway's writer thread,
+or the CLI's main thread). Each ``append`` commits the sealed entries, their encrypted
+payloads and the new stream state in ONE transaction, so the stored stream state always
+matches the stored entries (the auditor relies on it to catch a deleted tail). A signed
+checkpoint is added to that same transaction every N entries or T seconds.
+
+Two ownership modes:
+- ``shared=False`` (a gateway's own stream): the in-memory state is the truth; drafts are
+  sealed before the write lock is taken, so the lock is held only for the inserts.
+- ``shared=True`` (the CLI's stream, appended to by several processes): the state is
+  re-read under the write lock and the drafts sealed inside the transaction.
+
+Any failure rolls the in-memory state back and raises ``LedgerUnavailable``; the caller
+(the gateway) then fails closed. Never logs entry contents or payloads.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ledgergate.core.ledger.chain import Chain, SealedEntry, StreamState
 from ledgergate.core.ledger.checkpoint import Checkpoint, Signer
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.services.keys import PayloadCipher
-from ledgergate.store.sqlite import SqliteStore
+from ledgergate.store.base import CheckpointRow, EntryRow, Store
 
-__all__ = ["LedgerUnavailable", "LedgerWriter"]
+__all__ = ["LedgerUnavailable", "LedgerWriter", "checkpoint_stream", "load_stream_state"]
 
 
 class LedgerUnavailable(RuntimeError):
-    pass
+    """The ledger could not be written; nothing of the failed append was kept."""
+
+
+def load_stream_state(store: Store, stream: str) -> StreamState:
+    """The stream's committed state, or its genesis if nothing was ever appended."""
+    rec = store.get_stream_state(stream)
+    return StreamState.from_record(stream, rec) if rec else StreamState.genesis(stream)
+
+
+def checkpoint_stream(store: Store, stream: str, signer: Signer, now_ns: int) -> str | None:
+    """Sign and store a checkpoint of the stream's committed head if none covers it yet
+    (any process holding the ledger key may do this); return the note, or None."""
+    with store.transaction():
+        state = load_stream_state(store, stream)
+        last = store.latest_checkpoint(stream)
+        if state.size == 0 or (last is not None and last.size >= state.size):
+            return None
+        return _sign(store, signer, state, now_ns)
+
+
+def _sign(store: Store, signer: Signer, state: StreamState, now_ns: int) -> str:
+    root = state.tree.root()
+    note = signer.sign(Checkpoint(state.stream, state.size, root, now_ns))
+    store.put_checkpoint(CheckpointRow(state.stream, state.size, now_ns, root, note))
+    return note
+
+
+def _subject(identity: object) -> str | None:
+    if type(identity) is dict:
+        s = identity.get("subject")
+        return s if type(s) is str else None
+    return identity if type(identity) is str else None
 
 
 class LedgerWriter:
-    def __init__(self, store: SqliteStore, stream: str, signer: Signer, *,
-                 checkpoint_every_entries: int, checkpoint_every_seconds: float,
-                 cipher: PayloadCipher | None, shared: bool) -> None:
+    """Appends to one stream. Use ``LedgerWriter.open``."""
+
+    def __init__(
+        self,
+        store: Store,
+        stream: str,
+        signer: Signer,
+        *,
+        checkpoint_every_entries: int,
+        checkpoint_every_seconds: float,
+        cipher: PayloadCipher | None,
+        shared: bool,
+        owns_store: bool,
+    ) -> None:
+        if checkpoint_every_entries < 1 or checkpoint_every_seconds <= 0:
+            raise ValueError("checkpoint intervals must be positive")
         self.store = store
         self.stream = stream
         self.signer = signer
-        self.every_n = checkpoint_every_entries
-        self.every_s = checkpoint_every_seconds
+        self.every_entries = checkpoint_every_entries
+        self.every_ns = int(checkpoint_every_seconds * 1e9)
         self.cipher = cipher
         self.shared = shared
-        self.state = self._load()
-        cps = store.checkpoints(stream)
-        self._cp_size = cps[-1][0] if cps else 0
-        self._cp_time = time.monotonic()
+        self.owns_store = owns_store
+        self.closed = False
+        self._state = load_stream_state(store, stream)
+        self._cp_size, self._cp_ns = self._last_checkpoint()
 
     @classmethod
-    def open(cls, store: SqliteStore, stream: str, signer: Signer, *,
-             checkpoint_every_entries: int = 1000, checkpoint_every_seconds: float = 10.0,
-             fsync: bool = False, cipher: PayloadCipher | None = None,
-             shared: bool = False) -> LedgerWriter:
-        del fsync  # the store was opened with its synchronous mode
-        return cls(store, stream, signer, checkpoint_every_entries=checkpoint_every_entries,
-                   checkpoint_every_seconds=checkpoint_every_seconds, cipher=cipher, shared=shared)
+    def open(
+        cls,
+        store: Store,
+        stream: str,
+        signer: Signer,
+        *,
+        checkpoint_every_entries: int = 1000,
+        checkpoint_every_seconds: float = 10.0,
+        fsync: bool = False,
+        cipher: PayloadCipher | None = None,
+        shared: bool = False,
+        owns_store: bool = True,
+    ) -> LedgerWriter:
+        """Resume ``stream`` from its stored state (or start it). ``fsync``: every commit
+        reaches the disk before ``append`` returns. ``owns_store``: ``close`` closes the
+        store too."""
+        if checkpoint_every_entries < 1 or checkpoint_every_seconds <= 0:
+            raise ValueError("checkpoint intervals must be positive")
+        try:
+            store.set_durable(fsync)
+            return cls(
+                store,
+                stream,
+                signer,
+                checkpoint_every_entries=checkpoint_every_entries,
+                checkpoint_every_seconds=checkpoint_every_seconds,
+                cipher=cipher,
+                shared=shared,
+                owns_store=owns_store,
+            )
+        except Exception as e:
+            raise LedgerUnavailable(f"the ledger stream {stream} cannot be opened: {e}") from e
 
-    def _load(self) -> StreamState:
-        rec = self.store.stream_state(self.stream)
-        return StreamState.from_record(self.stream, rec) if rec else StreamState.genesis(self.stream)
+    def _last_checkpoint(self) -> tuple[int, int | None]:
+        cp = self.store.latest_checkpoint(self.stream)
+        return (cp.size, cp.ts_ns) if cp else (0, None)
 
-    def append(self, drafts: Sequence[Draft], now_ns: int) -> list[SealedEntry]:
+    @property
+    def size(self) -> int:
+        return self._state.size
+
+    @property
+    def head_hash(self) -> bytes:
+        return self._state.head_hash
+
+    @property
+    def checkpointed_size(self) -> int:
+        return self._cp_size
+
+    # -- appending ------------------------------------------------------------------------
+    def _seal(
+        self, chain: Chain, drafts: Sequence[Draft], now_ns: int
+    ) -> tuple[list[SealedEntry], list[EntryRow], list[tuple[str, bytes, int]]]:
+        sealed: list[SealedEntry] = []
+        rows: list[EntryRow] = []
+        payloads: list[tuple[str, bytes, int]] = []
+        seen: set[str] = set()
+        seal = chain.seal
+        cipher = self.cipher
+        for d in drafts:
+            e = seal(d)
+            sealed.append(e)
+            f = d.fields
+            rows.append(
+                EntryRow(
+                    e.stream,
+                    e.seq,
+                    e.ts_ns,
+                    e.kind,
+                    f.get("session_id"),
+                    _subject(f.get("identity")),
+                    f.get("connection"),
+                    e.canonical,
+                    e.entry_hash,
+                )
+            )
+            for digest, raw in d.payloads:
+                if digest in seen:
+                    continue
+                if cipher is None:
+                    raise LedgerUnavailable("a payload was recorded but no payload key is set")
+                seen.add(digest)
+                payloads.append((digest, cipher.seal(digest, raw), now_ns))
+        return sealed, rows, payloads
+
+    def _due(self, size: int, now_ns: int) -> bool:
+        if size - self._cp_size >= self.every_entries:
+            return True
+        return self._cp_ns is None or now_ns - self._cp_ns >= self.every_ns
+
+    def append(
+        self,
+        drafts: Sequence[Draft],
+        now_ns: int,
+        *,
+        also: Callable[[Store], None] | None = None,
+    ) -> list[SealedEntry]:
+        """Seal ``drafts`` in order and commit them (with their payloads and the stream
+        state, and a checkpoint when one is due) in one transaction. ``also`` runs inside
+        that transaction on the writer's store, so an admin change and its ledger entry
+        commit together or not at all."""
+        if self.closed:
+            raise LedgerUnavailable(f"the ledger writer of {self.stream} is closed")
         if not drafts:
             return []
-        st = self.store
+        saved = self._state.copy()
+        saved_cp = (self._cp_size, self._cp_ns)
+        store = self.store
+        note: str | None = None
         try:
-            with st.tx():
+            if not self.shared:
+                chain = Chain(self._state)
+                sealed, rows, payloads = self._seal(chain, drafts, now_ns)
+            with store.transaction():
                 if self.shared:
-                    self.state = self._load()
-                saved = self.state.copy()
-                chain = Chain(self.state)
-                rows = []
-                payloads = []
-                sealed = []
-                for d in drafts:
-                    e = chain.seal(d)
-                    sealed.append(e)
-                    f = d.fields
-                    ident = f.get("identity")
-                    rows.append((e.stream, e.seq, e.ts_ns, e.kind, f.get("session_id"),
-                                 ident.get("subject") if isinstance(ident, dict) else None,
-                                 f.get("connection"), e.canonical, e.entry_hash))
-                    for digest, raw in d.payloads:
-                        blob = self.cipher.seal(digest, raw) if self.cipher else raw
-                        payloads.append((digest, blob, now_ns))
-                st.insert_entries(rows)
+                    self._state = load_stream_state(store, self.stream)
+                    saved = self._state.copy()
+                    self._cp_size, self._cp_ns = self._last_checkpoint()
+                    chain = Chain(self._state)
+                    sealed, rows, payloads = self._seal(chain, drafts, now_ns)
+                if also is not None:
+                    also(store)
+                store.insert_entries(rows)
                 if payloads:
-                    st.put_payloads(payloads)
-                st.put_stream_state(self.stream, self.state.to_record(), self.state.size, now_ns)
-                if self.shared or self.state.size - self._cp_size >= self.every_n or \
-                        time.monotonic() - self._cp_time >= self.every_s:
-                    self._checkpoint(now_ns)
-        except Exception as e:
-            self.state = saved if "saved" in locals() else self._load()
-            raise LedgerUnavailable(f"ledger append failed: {e}") from e
+                    store.put_payloads(payloads)
+                state = self._state
+                store.put_stream_state(self.stream, state.to_record(), now_ns)
+                if self._due(state.size, now_ns):
+                    note = _sign(store, self.signer, state, now_ns)
+        except BaseException as e:
+            self._state = saved
+            self._cp_size, self._cp_ns = saved_cp
+            if isinstance(e, LedgerUnavailable) or not isinstance(e, Exception):
+                raise
+            raise LedgerUnavailable(f"ledger append to {self.stream} failed: {e}") from e
+        if note is not None:
+            self._cp_size, self._cp_ns = self._state.size, now_ns
         return sealed
 
-    def _checkpoint(self, now_ns: int) -> str | None:
-        if self.state.size == 0 or self.state.size == self._cp_size:
-            return None
-        note = self.signer.sign(Checkpoint(self.stream, self.state.size, self.state.tree.root(), now_ns))
-        self.store.put_checkpoint(self.stream, self.state.size, now_ns, note)
-        self._cp_size = self.state.size
-        self._cp_time = time.monotonic()
+    # -- checkpoints and shutdown -----------------------------------------------------------
+    def checkpoint(self, now_ns: int) -> str | None:
+        """Sign and store the head if it moved since the last checkpoint."""
+        if self.closed:
+            raise LedgerUnavailable(f"the ledger writer of {self.stream} is closed")
+        try:
+            if self.shared:
+                note = checkpoint_stream(self.store, self.stream, self.signer, now_ns)
+                self._state = load_stream_state(self.store, self.stream)
+                self._cp_size, self._cp_ns = self._last_checkpoint()
+                return note
+            state = self._state
+            if state.size == 0 or state.size <= self._cp_size:
+                return None
+            with self.store.transaction():
+                note = _sign(self.store, self.signer, state, now_ns)
+        except LedgerUnavailable:
+            raise
+        except Exception as e:
+            raise LedgerUnavailable(f"checkpoint of {self.stream} failed: {e}") from e
+        self._cp_size, self._cp_ns = state.size, now_ns
         return note
 
-    def checkpoint(self, now_ns: int) -> str | None:
-        with self.store.tx():
-            return self._checkpoint(now_ns)
-
     def close(self, now_ns: int) -> None:
-        self.checkpoint(now_ns)
+        """Write the final checkpoint; close the store if the writer owns it."""
+        if self.closed:
+            return
+        try:
+            self.checkpoint(now_ns)
+        finally:
+            self.closed = True
+            if self.owns_store:
+                self.store.close()

@@ -1,135 +1,282 @@
-"""Reading sessions back: list, timeline, replay. Shared by the CLI and the API."""
+"""Reading recorded sessions back: list, timeline, replay. Shared by the CLI and the API.
+
+Owns the queries over session entries and the replay loop (order, timing, rendering).
+Sessions are found by their ``session.open`` entries and completed by their
+``session.close``; a session's timeline is its entries in stream order. Replay shows the
+recorded text of commands and, where the connection recorded payloads (``full``), the
+decoded results as psql would print them (see ``services.psql``); otherwise chunk
+metadata. Read-only: never writes the store, never prints a payload it cannot verify.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
-from ledgergate.services.keys import PayloadCipher
-from ledgergate.store.sqlite import SqliteStore
-from ledgergate.wire.pg.frames import FrameError, iter_messages
+from ledgergate.services.keys import PayloadCipher, PayloadError
+from ledgergate.services.psql import PsqlRenderer, frontend_query_text
+from ledgergate.store.base import EntryRow, Store
 
-__all__ = ["list_sessions", "replay", "session_timeline"]
+__all__ = ["SessionSummary", "list_sessions", "replay", "session_timeline"]
 
 
-def list_sessions(store: SqliteStore, *, identity: str | None = None, connection: str | None = None,
-                  since_ns: int | None = None, until_ns: int | None = None,
-                  limit: int = 100) -> list[dict[str, Any]]:
-    where = "kind='session.open'"
-    args: list[Any] = []
-    if identity:
-        where += " AND identity=?"
-        args.append(identity)
-    if connection:
-        where += " AND connection=?"
-        args.append(connection)
-    if since_ns is not None:
-        where += " AND ts_ns>=?"
-        args.append(since_ns)
-    if until_ns is not None:
-        where += " AND ts_ns<?"
-        args.append(until_ns)
-    where += " ORDER BY ts_ns DESC LIMIT ?"
-    args.append(limit)
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_id: str
+    opened_ns: int
+    entry: str  # stream:seq of the session.open entry
+    identity: dict[str, Any] | None
+    connection: str | None
+    source: dict[str, Any] | None
+    client: dict[str, Any] | None
+    tls: dict[str, Any] | None
+    recording: str | None
+    closed_ns: int | None
+    outcome: str | None
+    stats: dict[str, Any] | None
+
+    @property
+    def subject(self) -> str | None:
+        return self.identity.get("subject") if isinstance(self.identity, dict) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "opened_ns": self.opened_ns,
+            "entry": self.entry,
+            "identity": self.identity,
+            "connection": self.connection,
+            "source": self.source,
+            "client": self.client,
+            "tls": self.tls,
+            "recording": self.recording,
+            "closed_ns": self.closed_ns,
+            "outcome": self.outcome,
+            "stats": self.stats,
+        }
+
+
+def _doc(row: EntryRow) -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(row.canonical)
+    return d
+
+
+def _dict(v: object) -> dict[str, Any] | None:
+    return v if isinstance(v, dict) else None
+
+
+def list_sessions(
+    store: Store,
+    identity: str | None = None,
+    connection: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    limit: int = 100,
+) -> list[SessionSummary]:
+    """Sessions opened in [since_ns, until_ns), newest first, by identity subject and
+    connection name when given."""
+    opens = store.find_entries(
+        kinds=("session.open",),
+        identity=identity,
+        connection=connection,
+        since_ns=since_ns,
+        until_ns=until_ns,
+        newest_first=True,
+        limit=limit,
+    )
+    ids = [r.session_id for r in opens if r.session_id]
+    closes: dict[str, dict[str, Any]] = {}
+    if ids:
+        for r in store.find_entries(kinds=("session.close",), session_ids=ids):
+            if r.session_id:
+                closes[r.session_id] = _doc(r)
     out = []
-    for _stream, _seq, ts, _kind, data in store.query_entries(where, args):
-        doc = json.loads(data)
-        closes = store.query_entries("session_id=? AND kind='session.close'", (doc["session_id"],))
-        close = json.loads(closes[0][4]) if closes else None
-        out.append({
-            "session_id": doc["session_id"], "opened_ns": ts, "identity": doc.get("identity"),
-            "connection": doc.get("connection"), "source": doc.get("source"),
-            "client": doc.get("client"), "tls": doc.get("tls"),
-            "closed_ns": close["ts_ns"] if close else None,
-            "outcome": close.get("outcome") if close else None,
-            "stats": close.get("stats") if close else None,
-        })
+    for r in opens:
+        d = _doc(r)
+        c = closes.get(r.session_id or "")
+        out.append(
+            SessionSummary(
+                session_id=str(d.get("session_id")),
+                opened_ns=r.ts_ns,
+                entry=f"{r.stream}:{r.seq}",
+                identity=_dict(d.get("identity")),
+                connection=d.get("connection"),
+                source=_dict(d.get("source")),
+                client=_dict(d.get("client")),
+                tls=_dict(d.get("tls")),
+                recording=d.get("recording"),
+                closed_ns=c["ts_ns"] if c else None,
+                outcome=c.get("outcome") if c else None,
+                stats=_dict(c.get("stats")) if c else None,
+            )
+        )
     return out
 
 
-def session_timeline(store: SqliteStore, session_id: str) -> list[dict[str, Any]]:
-    rows = store.query_entries("session_id=? ORDER BY ts_ns, stream, seq", (session_id,))
-    out = []
-    for stream, seq, _ts, _kind, data in rows:
-        doc = json.loads(data)
-        doc["entry"] = f"{stream}:{seq}"
-        out.append(doc)
-    return out
+def session_timeline(store: Store, session_id: str) -> list[dict[str, Any]]:
+    """Every entry of the session (its canonical documents), in stream order."""
+    rows = store.find_entries(session_ids=(session_id,))
+    rows.sort(key=lambda r: (r.stream, r.seq))
+    return [_doc(r) for r in rows]
 
 
-def _render_backend(data: bytes) -> list[str]:
-    """Backend messages of a recorded chunk as psql would show them (text format)."""
-    lines: list[str] = []
-    try:
-        msgs = list(iter_messages(data))
-    except FrameError:
-        return [f"<{len(data)} bytes: partial frames>"]
-    for tag, body in msgs:
-        if tag == b"T":
-            n = int.from_bytes(body[:2], "big")
-            pos, names = 2, []
-            for _ in range(n):
-                end = body.index(b"\x00", pos)
-                names.append(body[pos:end].decode("utf-8", "replace"))
-                pos = end + 1 + 18
-            lines.append(" | ".join(names))
-            lines.append("-+-".join("-" * max(len(x), 1) for x in names))
-        elif tag == b"D":
-            n = int.from_bytes(body[:2], "big")
-            pos, vals = 2, []
-            for _ in range(n):
-                ln = int.from_bytes(body[pos : pos + 4], "big", signed=True)
-                pos += 4
-                if ln < 0:
-                    vals.append("")
-                else:
-                    vals.append(body[pos : pos + ln].decode("utf-8", "replace"))
-                    pos += ln
-            lines.append(" | ".join(vals))
-        elif tag == b"C":
-            lines.append(f"({body.rstrip(bytes(1)).decode('ascii', 'replace')})")
-        elif tag == b"E":
-            fields = dict((chr(f[0]), f[1:].decode("utf-8", "replace")) for f in body.split(b"\x00") if f)
-            lines.append(f"{fields.get('S', 'ERROR')}:  {fields.get('M', '')}")
-        elif tag == b"d":
-            lines.append(body.decode("utf-8", "replace").rstrip("\n"))
-    return lines
+# -- replay ----------------------------------------------------------------------------------
+def _short(h: object) -> str:
+    return f"{h[:12]}…" if isinstance(h, str) else "-"
 
 
-def replay(store: SqliteStore, session_id: str, out: IO[str], *, speed: float = 1.0,
-           cipher: PayloadCipher | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Re-emit commands and result chunks in order with their original timing (divided
-    by ``speed``; 0 = no waiting). Returns the number of entries replayed."""
-    timeline = session_timeline(store, session_id)
-    last = None
-    for e in timeline:
-        ts = e["ts_ns"]
-        if last is not None and speed > 0:
-            sleep(max(0.0, (ts - last) / 1e9 / speed))
-        last = ts
-        kind = e["kind"]
+def _who(e: dict[str, Any]) -> str:
+    ident = _dict(e.get("identity")) or {}
+    src = _dict(e.get("source")) or {}
+    who = f"{ident.get('subject', '?')} ({ident.get('kind', '?')})"
+    if src:
+        who += f" from {src.get('ip')}:{src.get('port')}"
+    return who
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    kind = e.get("kind")
+    if kind == "session.open":
+        client = _dict(e.get("client")) or {}
+        app = client.get("application_name") or "client"
+        return (
+            f"-- session {e.get('session_id')} opened by {_who(e)} with {app} "
+            f"on {e.get('connection')} (recording: {e.get('recording')})"
+        )
+    if kind == "session.close":
+        st = _dict(e.get("stats")) or {}
+        return (
+            f"-- session closed: {e.get('outcome')} ({st.get('commands', 0)} commands, "
+            f"{st.get('rows', 0)} rows, {st.get('bytes_s2c', 0)} bytes to the client)"
+        )
+    if kind == "auth.ok":
+        return f"-- authenticated {_who(e)} with token {e.get('token_id')}"
+    if kind == "auth.fail":
+        return f"-- authentication failed for {e.get('claimed_user')!r}: {e.get('reason')}"
+    detail = e.get("outcome") or e.get("reason") or ""
+    return f"-- {kind} {detail}".rstrip()
+
+
+def _chunk_line(e: dict[str, Any], note: str = "") -> str:
+    ch = _dict(e.get("chunk")) or {}
+    arrow = "<-" if e.get("direction") == "s2c" else "->"
+    count = f"{ch['rows']} rows" if "rows" in ch else f"{ch.get('messages', 0)} messages"
+    line = f"{arrow} chunk {ch.get('seq')}: {count}, {ch.get('size')} bytes, "
+    if ch.get("sha256_in") != ch.get("sha256_out"):
+        line += f"sha256 in {_short(ch.get('sha256_in'))} out {_short(ch.get('sha256_out'))}"
+    else:
+        line += f"sha256 {_short(ch.get('sha256_out'))}"
+    line += f" [{e.get('outcome')}]"
+    if e.get("tags"):
+        line += " " + ", ".join(map(str, e["tags"]))
+    return line + note
+
+
+class _Replayer:
+    def __init__(self, store: Store, cipher: PayloadCipher | None, out: IO[str]) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.out = out
+        self.results = PsqlRenderer()
+        self.raw_shown = False  # the raw text of a multi-statement query was printed
+
+    def payload(self, digest: object) -> tuple[bytes | None, str]:
+        if not isinstance(digest, str):
+            return None, ""
+        if self.cipher is None:
+            return None, " (payload recorded; no payload key to read it)"
+        blob = self.store.get_payload(digest)
+        if blob is None:
+            return None, " (payload purged)"
+        try:
+            return self.cipher.open(digest, blob), ""
+        except PayloadError as e:
+            return None, f" ({e})"
+
+    def write(self, lines: list[str]) -> None:
+        for line in lines:
+            self.out.write(line + "\n")
+
+    def command(self, e: dict[str, Any]) -> None:
+        c = _dict(e.get("command")) or {}
+        prompt = f"{e.get('connection') or ''}=> "
+        part = c.get("part")
+        if isinstance(part, list) and part and part[0] != 1 and self.raw_shown:
+            return  # the whole raw query was printed with its first part
+        self.raw_shown = False
+        raw, _ = self.payload(c.get("payload"))
+        text = frontend_query_text(raw) if raw is not None else None
+        if text is not None:
+            self.raw_shown = isinstance(part, list)
+        op = c.get("op")
+        if op == "bind":
+            params = _dict(c.get("params")) or {}
+            stmt = c.get("statement") or "unnamed statement"
+            self.write([f"-- bind {stmt} with {params.get('count', 0)} parameter(s)"])
+            return
+        if text is None:
+            text = c.get("text")
+        if text is None:
+            text = f"<statement text not recorded, sha256 {_short(c.get('text_sha256'))}>"
+        if op == "function":
+            self.write([f"-- function call {text}"])
+            return
+        if op == "parse" and c.get("statement"):
+            self.write([f"-- prepare {c['statement']}"])
+        self.write([prompt + line if i == 0 else line for i, line in enumerate(text.split("\n"))])
+
+    def chunk(self, e: dict[str, Any]) -> None:
+        ch = _dict(e.get("chunk")) or {}
+        data, note = self.payload(ch.get("payload"))
+        if data is not None and e.get("direction") == "s2c":
+            self.write(self.results.feed(data))
+            return
+        self.write([_chunk_line(e, note)])
+
+    def entry(self, e: dict[str, Any]) -> None:
+        kind = e.get("kind")
         if kind == "command":
-            c = e["command"]
-            text = c.get("text") or f"<statement {c.get('text_sha256', '')[:16]}…>"
-            if c.get("op") == "bind":
-                text = f"BIND {c.get('statement') or '(unnamed)'} with {c['params']['count']} parameter(s)"
-            out.write(f"=> {text}\n")
+            self.command(e)
         elif kind == "chunk":
-            ch = e["chunk"]
-            blob = store.payload(ch["payload"]) if ch.get("payload") else None
-            if blob is not None and cipher is not None:
-                data = cipher.open(ch["payload"], blob)
-                if e.get("direction") == "s2c":
-                    for line in _render_backend(data):
-                        out.write(f"   {line}\n")
-                    continue
-            arrow = "<-" if e.get("direction") == "s2c" else "->"
-            tags = f" {', '.join(e['tags'])}" if e.get("tags") else ""
-            out.write(f"   {arrow} chunk {ch['seq']}: {ch.get('rows', ch.get('messages'))} row(s)/message(s), {ch['size']} bytes{tags}"
-                      f" [{e.get('outcome')}]\n")
+            self.chunk(e)
         else:
-            detail = e.get("outcome") or e.get("reason") or ""
-            out.write(f"-- {kind} {detail}\n")
+            if kind == "session.close":
+                self.write(self.results.flush())
+            self.write([_event_line(e)])
+
+
+def replay(
+    store: Store,
+    session_id: str,
+    *,
+    speed: float = 1.0,
+    out: IO[str],
+    sleep: Callable[[float], None] = time.sleep,
+    cipher: PayloadCipher | None = None,
+    max_idle: float | None = None,
+) -> int:
+    """Re-emit the session's commands and results in their recorded order, waiting the
+    recorded time between entries divided by ``speed`` (0: no waiting; ``max_idle``
+    caps any one wait, in seconds). Returns how many entries were replayed."""
+    if speed < 0:
+        raise ValueError("speed cannot be negative")
+    timeline = session_timeline(store, session_id)
+    r = _Replayer(store, cipher, out)
+    last: int | None = None
+    for e in timeline:
+        ts = e.get("ts_ns")
+        if speed > 0 and last is not None and isinstance(ts, int):
+            wait = max(0.0, (ts - last) / 1e9 / speed)
+            if max_idle is not None:
+                wait = min(wait, max_idle)
+            if wait > 0:
+                out.flush()
+                sleep(wait)
+        if isinstance(ts, int):
+            last = ts
+        r.entry(e)
+    r.write(r.results.flush())
     return len(timeline)

@@ -1,5 +1,50 @@
-"""Persistence: one interface, engines behind it (SQLite now)."""
+"""Persistence: one interface (``Store``), engines behind it, chosen by URL.
 
-from ledgergate.store.sqlite import SqliteStore, open_store
+``open_store("sqlite:///abs/path.db")`` opens (and creates, with its parent directories
+and schema) an SQLite database. A PostgreSQL engine will answer ``postgresql://`` URLs
+behind the same interface.
+"""
 
-__all__ = ["SqliteStore", "open_store"]
+from __future__ import annotations
+
+from pathlib import Path
+
+from ledgergate.store.base import CheckpointRow, EntryRow, Store, StoreError, TokenRow
+from ledgergate.store.sqlite import SqliteStore, open_sqlite
+
+__all__ = [
+    "CheckpointRow",
+    "EntryRow",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "TokenRow",
+    "open_store",
+    "sqlite_path",
+]
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:`` URL: ``sqlite:///abs/path.db`` and
+    ``sqlite:////abs/path.db`` name an absolute path, ``sqlite:rel/path.db`` a relative one."""
+    if not url.startswith("sqlite:"):
+        raise StoreError(f"not an SQLite store URL: {url.split(':', 1)[0]}:")
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]  # the empty authority of sqlite://
+        if rest.startswith("//"):
+            rest = rest[1:]  # SQLAlchemy's sqlite://// spelling of an absolute path
+    rest = rest.split("?", 1)[0]
+    if not rest.strip("/") or rest.strip("/") == ":memory:":
+        raise StoreError("an SQLite store needs a file path (sqlite:///abs/path.db)")
+    return Path(rest)
+
+
+def open_store(url: str, *, durable: bool = False) -> Store:
+    """Open the store a URL names. ``durable``: fsync every commit (see ``Store``)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return open_sqlite(sqlite_path(url), durable=durable)
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError("the PostgreSQL store engine is not available yet; use sqlite:///PATH")
+    raise StoreError(f"unsupported store URL scheme {scheme!r} (use sqlite:///abs/path.db)")

@@ -1,54 +1,109 @@
-"""Verifying a ledger stream and offline proofs.
+"""Verifying a ledger stream: the auditor's walk over stored entries and checkpoints.
 
-``verify_stream`` walks a stream's entries in stored order in linear time and O(log n)
-memory: it recomputes each entry's hash, checks the chain link and position, feeds the
-Merkle compact range, and checks every signed checkpoint against the tree at its size.
-It names the FIRST entry that was changed, removed or reordered, and a truncated tail.
-Pure: rows and notes come in as arguments.
+Owns ``verify_stream``. It walks one stream's stored rows in order, in linear time and
+O(log n) memory (plus the list of checkpoints): it re-hashes every entry, checks its
+place (``seq``) and its link (``prev_hash``), feeds a ``CompactRange`` and compares the
+root with every trusted checkpoint when the tree reaches that checkpoint's size. It
+reports the FIRST entry problem, then every checkpoint note that is malformed,
+untrusted, mis-signed or for another stream. After the first entry problem it only
+counts the remaining rows (and looks for the missing entry, to tell a removal from a
+reordering).
+
+How the first problem is classified, at the first row that is not entry ``p``:
+- the row names seq ``p`` but its bytes do not hash to the stored ``entry_hash``, it
+  names another stream, or it is stored under another seq: ``changed`` at ``p``;
+- it names seq ``p`` but its ``prev_hash`` is not entry ``p-1``'s hash: ``changed`` at
+  ``p-1`` (edited, and its stored hash recomputed), or at ``p`` when a matching signed
+  checkpoint vouches for entry ``p-1``;
+- it names a later seq ``s``: entry ``p`` is not in its place. If entry ``p`` (linked to
+  entry ``p-1``) turns up further on: ``reordered`` at ``p``. Otherwise ``removed`` at
+  ``p`` (entries ``p..s-1`` are gone), or ``changed`` at ``p`` if the row's bytes do not
+  match its stored hash either;
+- it names an earlier seq: ``inserted`` at ``p``;
+- the tree at a trusted checkpoint's size has another root: ``changed`` at the last
+  entry if the next entry's link confirms it, else ``checkpoint_mismatch`` at the first
+  entry after the last matching checkpoint;
+- every row is fine but a trusted checkpoint (or the writer's stream state) counts more
+  entries: ``truncated`` at the first missing seq.
+
+Proof documents live in ``proofs``; their names are re-exported here.
+
+Must not: do I/O, read the clock or log: rows, notes and keys come in as arguments.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from ledgergate.core.ledger.chain import GENESIS
-from ledgergate.core.ledger.checkpoint import Checkpoint, CheckpointError, Verifier, parse_checkpoint
-from ledgergate.core.ledger.merkle import (
-    CompactRange,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    verify_consistency,
-    verify_inclusion,
+from ledgergate.core.ledger.chain import GENESIS_HASH, ChainError, entry_link
+from ledgergate.core.ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Verifier,
+    parse_checkpoint,
+)
+from ledgergate.core.ledger.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from ledgergate.core.ledger.proofs import (
+    CONSISTENCY_TYPE,
+    INCLUSION_TYPE,
+    ProofError,
+    build_consistency_document,
+    build_inclusion_document,
+    verify_consistency_document,
+    verify_inclusion_document,
+    verify_proof_document,
 )
 
 __all__ = [
+    "CHANGED",
+    "CHECKPOINT_MALFORMED",
+    "CHECKPOINT_MISMATCH",
+    "CHECKPOINT_ORIGIN",
+    "CHECKPOINT_SIGNATURE",
+    "CONSISTENCY_TYPE",
+    "INCLUSION_TYPE",
+    "INSERTED",
+    "REMOVED",
+    "REORDERED",
+    "TRUNCATED",
     "Problem",
+    "ProofError",
     "StreamReport",
     "build_consistency_document",
     "build_inclusion_document",
+    "verify_consistency_document",
+    "verify_inclusion_document",
     "verify_proof_document",
     "verify_stream",
 ]
 
+# Problem kinds
+CHANGED = "changed"
+REMOVED = "removed"
+REORDERED = "reordered"
+INSERTED = "inserted"
+TRUNCATED = "truncated"
+CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # trusted, but not the root of the entries
+CHECKPOINT_SIGNATURE = "checkpoint_signature"  # bad signature, or no trusted signer
+CHECKPOINT_ORIGIN = "checkpoint_origin"  # signed for another stream
+CHECKPOINT_MALFORMED = "checkpoint_malformed"
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    kind: str  # changed | removed | reordered | truncated | checkpoint
-    seq: int | None
-    message: str
+    kind: str  # one of the kinds above
+    seq: int | None  # the first entry concerned; None for a checkpoint note
+    message: str  # names the stream and the entry or checkpoint
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamReport:
     stream: str
-    entries: int = 0
+    entries: int = 0  # rows read
+    verified_size: int = 0  # entries [0, verified_size) re-hashed and chained
     checkpoints_verified: int = 0
-    latest_checkpoint: Checkpoint | None = None
+    latest_checkpoint: Checkpoint | None = None  # the largest one that matched
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -56,158 +111,239 @@ class StreamReport:
         return not self.problems
 
 
+def _link(data: bytes) -> tuple[str, int, bytes] | str:
+    try:
+        return entry_link(data)
+    except ChainError as e:
+        return str(e)
+
+
+def _load_checkpoints(
+    stream: str, notes: Iterable[str], verifiers: Sequence[Verifier]
+) -> tuple[list[Checkpoint], list[Problem]]:
+    """The trusted checkpoints of ``stream`` by size, and a problem per rejected note."""
+    cps: list[Checkpoint] = []
+    problems: list[Problem] = []
+    for i, note in enumerate(notes, 1):
+        try:
+            cp = parse_checkpoint(note, verifiers)
+        except CheckpointError as e:
+            kind = CHECKPOINT_MALFORMED if e.reason == "malformed" else CHECKPOINT_SIGNATURE
+            problems.append(Problem(kind, None, f"{stream}: checkpoint #{i} rejected: {e}"))
+            continue
+        if cp.origin != stream:
+            msg = f"{stream}: checkpoint #{i} (size {cp.size}) is signed for {cp.origin!r}"
+            problems.append(Problem(CHECKPOINT_ORIGIN, None, msg))
+            continue
+        cps.append(cp)
+    cps.sort(key=lambda c: c.size)
+    return cps, problems
+
+
+@dataclass(slots=True)
+class _Missing:
+    """Entry ``seq`` was not in its place: position ``seq`` held entry ``found``."""
+
+    seq: int
+    prev: bytes  # entry seq-1's hash: the real entry seq links to it
+    found: int
+    hash_changed: bool  # the row's bytes did not match its stored hash either
+    needle: bytes  # a cheap pre-filter: the real entry's bytes contain it
+
+
 def verify_stream(
     stream: str,
     rows: Iterable[tuple[int, bytes, bytes]],
     checkpoint_notes: Iterable[str],
-    verifiers: list[Verifier],
+    verifiers: Iterable[Verifier],
     *,
     expected_size: int | None = None,
     expected_head: bytes | None = None,
 ) -> StreamReport:
-    """``rows``: (seq as stored, canonical bytes, stored entry_hash), ordered by seq.
-
-    ``expected_size``/``expected_head``: the writer's own record of the stream (its state
-    row), so a tail deleted together with its checkpoints is still caught.
-    """
+    """Verify one stream. ``rows``: (seq as stored, canonical bytes, stored entry_hash)
+    in the store's order. ``expected_size``/``expected_head``: the writer's own record
+    of the stream (its state row), which catches a tail deleted with its checkpoints."""
     rep = StreamReport(stream)
-    cps: list[Checkpoint] = []
-    for note in checkpoint_notes:
-        try:
-            cp = parse_checkpoint(note, verifiers)
-        except CheckpointError as e:
-            rep.problems.append(Problem("checkpoint", None, f"{stream}: a checkpoint does not verify: {e}"))
-            continue
-        if cp.origin != stream:
-            rep.problems.append(Problem("checkpoint", None,
-                                        f"{stream}: a checkpoint names another stream ({cp.origin})"))
-            continue
-        cps.append(cp)
-    cps.sort(key=lambda c: c.size)
-    ci = 0
+    cps, note_problems = _load_checkpoints(stream, checkpoint_notes, list(verifiers))
+    ncps, ci = len(cps), 0
     tree = CompactRange()
-    prev = GENESIS
-    # hashes of recent entries, to tell a reorder from a removal
-    first_bad: Problem | None = None
+    append = tree.append
+    prev = GENESIS_HASH
+    anchored = 0  # entries [0, anchored) are vouched for by a matching checkpoint
+    first: Problem | None = None
+    missing: _Missing | None = None
+    cp_bad: Checkpoint | None = None  # mismatched after the previous row
+    while ci < ncps and cps[ci].size == 0:
+        if cps[ci].root != EMPTY_ROOT:
+            cp_bad = cps[ci]
+        ci += 1
+    pos = -1
     for pos, (stored_seq, data, stored_hash) in enumerate(rows):
-        rep.entries += 1
-        if first_bad is not None:
+        if first is not None:
+            if missing is not None and missing.needle in data:
+                first, missing = _look_for(stream, pos, data, missing, first)
             continue
+        link = _link(data)
+        if cp_bad is not None:
+            first = _after_mismatch(stream, pos, link, prev, cp_bad, anchored)
+            continue
+        if isinstance(link, str):
+            first = Problem(CHANGED, pos, f"{stream} entry {pos} was changed: {link}")
+            continue
+        d_stream, d_seq, d_prev = link
         h = leaf_hash(data)
-        try:
-            doc = json.loads(data)
-            seq = doc["seq"]
-            doc_stream = doc["stream"]
-            doc_prev = bytes.fromhex(doc["prev_hash"])
-        except (ValueError, KeyError, TypeError):
-            first_bad = Problem("changed", stored_seq, f"{stream} entry {stored_seq} was changed: "
-                                "it is not a valid entry document")
+        if d_seq != pos or d_stream != stream or h != stored_hash or stored_seq != pos:
+            first, missing = _out_of_place(stream, pos, stored_seq, link, h != stored_hash, prev)
             continue
-        if h != stored_hash:
-            first_bad = Problem("changed", stored_seq,
-                                f"{stream} entry {stored_seq} was changed: its content does not "
-                                "match its hash")
-            continue
-        if doc_stream != stream:
-            first_bad = Problem("changed", stored_seq,
-                                f"{stream} entry {stored_seq} belongs to stream {doc_stream}")
-            continue
-        if seq != pos or stored_seq != pos or doc_prev != prev:
-            if seq > pos or stored_seq > pos:
-                first_bad = Problem("removed", pos, f"{stream} entry {pos} was removed "
-                                    f"(the entry after {pos - 1} is {max(seq, stored_seq)})")
-            else:
-                first_bad = Problem("reordered", pos, f"{stream} entries were reordered at "
-                                    f"position {pos}: found entry {seq} there")
+        if d_prev != prev:
+            first = _broken_link(stream, pos, anchored)
             continue
         prev = h
-        tree.append(h)
-        while ci < len(cps) and cps[ci].size == tree.size:
-            if cps[ci].root != tree.root():
-                first_bad = Problem("checkpoint", pos, f"{stream}: the signed checkpoint at size "
-                                    f"{tree.size} does not match entries 0..{pos}")
-                break
-            rep.checkpoints_verified += 1
-            rep.latest_checkpoint = cps[ci]
+        append(h)
+        size = pos + 1
+        while ci < ncps and cps[ci].size == size:
+            cp = cps[ci]
             ci += 1
-        while ci < len(cps) and cps[ci].size < tree.size:
-            ci += 1  # duplicate sizes already checked
-    if first_bad is not None:
-        rep.problems.append(first_bad)
-        return rep
-    if ci < len(cps):
-        rep.problems.append(Problem("truncated", tree.size,
-                                    f"{stream} was truncated: a signed checkpoint covers "
-                                    f"{cps[-1].size} entries but only {tree.size} exist "
-                                    f"(entries {tree.size}.. were removed)"))
-    elif expected_size is not None and expected_size > tree.size:
-        rep.problems.append(Problem("truncated", tree.size,
-                                    f"{stream} was truncated: the gateway recorded {expected_size} "
-                                    f"entries but only {tree.size} exist"))
-    elif expected_head is not None and expected_size == tree.size and expected_head != prev:
-        rep.problems.append(Problem("changed", tree.size - 1,
-                                    f"{stream}: the last entry does not match the gateway's record"))
+            if cp.root == tree.root():
+                rep.checkpoints_verified += 1
+                rep.latest_checkpoint = cp
+                anchored = size
+            elif cp_bad is None:
+                cp_bad = cp
+    rep.entries = pos + 1
+    rep.verified_size = tree.size
+    if first is None and cp_bad is not None:
+        first = _mismatch(stream, cp_bad, anchored)
+    if first is None:
+        first = _tail(stream, tree.size, prev, cps[ci:], expected_size, expected_head)
+    if first is not None:
+        rep.problems.append(first)
+    rep.problems.extend(note_problems)
     return rep
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
+def _out_of_place(
+    stream: str,
+    pos: int,
+    stored_seq: int,
+    link: tuple[str, int, bytes],
+    hash_changed: bool,
+    prev: bytes,
+) -> tuple[Problem, _Missing | None]:
+    d_stream, d_seq, _ = link
+    if d_stream != stream:
+        msg = f"{stream} entry {pos} was changed: it names stream {d_stream!r}"
+        return Problem(CHANGED, pos, msg), None
+    if d_seq == pos:
+        if hash_changed:
+            msg = f"{stream} entry {pos} was changed: its content does not match its entry_hash"
+        else:
+            msg = f"{stream} entry {pos} was changed: it is stored as seq {stored_seq}"
+        return Problem(CHANGED, pos, msg), None
+    if d_seq < pos:
+        msg = f"{stream}: an entry was inserted at position {pos}: a copy of entry {d_seq}"
+        return Problem(INSERTED, pos, msg), None
+    m = _Missing(pos, prev, d_seq, hash_changed and stored_seq == pos, b'"seq":%d' % pos)
+    if m.hash_changed:
+        msg = (
+            f"{stream} entry {pos} was changed: its content does not match its entry_hash "
+            f"(it now claims to be entry {d_seq})"
+        )
+        return Problem(CHANGED, pos, msg), m
+    gone = f"entry {pos} is" if d_seq == pos + 1 else f"entries {pos}..{d_seq - 1} are"
+    msg = f"{stream} entry {pos} was removed: {gone} missing (position {pos} holds entry {d_seq})"
+    return Problem(REMOVED, pos, msg), m
 
 
-def build_inclusion_document(
-    stream: str, seq: int, canonical: bytes, leaf_hashes: list[bytes], note: str, size: int,
-) -> dict[str, Any]:
-    return {
-        "type": "ledgergate-inclusion-proof",
-        "stream": stream,
-        "seq": seq,
-        "entry": canonical.decode("utf-8"),
-        "entry_hash": leaf_hash(canonical).hex(),
-        "tree_size": size,
-        "proof": [h.hex() for h in inclusion_proof(leaf_hashes, seq, size)],
-        "checkpoint": note,
-    }
+def _look_for(
+    stream: str, pos: int, data: bytes, m: _Missing, first: Problem
+) -> tuple[Problem, _Missing | None]:
+    """Is the row at ``pos`` the missing entry? Then it was reordered, not removed."""
+    link = _link(data)
+    if isinstance(link, str) or link[1:] != (m.seq, m.prev) or link[0] != stream:
+        return first, m
+    msg = (
+        f"{stream} entries were reordered: entry {m.seq} is at position {pos}, and "
+        f"position {m.seq} holds entry {m.found}"
+    )
+    return Problem(REORDERED, m.seq, msg), None
 
 
-def build_consistency_document(
-    stream: str, leaf_hashes: list[bytes], old_note: str, old_size: int, new_note: str, new_size: int,
-) -> dict[str, Any]:
-    return {
-        "type": "ledgergate-consistency-proof",
-        "stream": stream,
-        "old": old_note,
-        "new": new_note,
-        "old_size": old_size,
-        "new_size": new_size,
-        "proof": [h.hex() for h in consistency_proof(leaf_hashes, old_size, new_size)],
-    }
+def _broken_link(stream: str, pos: int, anchored: int) -> Problem:
+    if pos == 0:
+        msg = f"{stream} entry 0 was changed: its prev_hash is not 64 zeros"
+        return Problem(CHANGED, 0, msg)
+    if anchored == pos:  # entry pos-1 is vouched for by a matching signed checkpoint
+        msg = (
+            f"{stream} entry {pos} was changed: its prev_hash does not match entry "
+            f"{pos - 1}, which a signed checkpoint vouches for"
+        )
+        return Problem(CHANGED, pos, msg)
+    msg = (
+        f"{stream} entry {pos - 1} was changed after it was sealed (its entry_hash was "
+        f"recomputed): entry {pos}'s prev_hash no longer matches it"
+    )
+    return Problem(CHANGED, pos - 1, msg)
 
 
-def verify_proof_document(doc: dict[str, Any], verifiers: list[Verifier]) -> str:
-    """Verify an inclusion or consistency proof offline; return a one-line summary or
-    raise ValueError saying what failed."""
-    kind = doc.get("type")
-    if kind == "ledgergate-inclusion-proof":
-        cp = parse_checkpoint(doc["checkpoint"], verifiers)
-        data = doc["entry"].encode("utf-8")
-        h = leaf_hash(data)
-        entry = json.loads(data)
-        if entry.get("stream") != doc["stream"] or entry.get("seq") != doc["seq"]:
-            raise ValueError("the entry does not name the stream and position the proof claims")
-        if cp.origin != doc["stream"] or cp.size != doc["tree_size"]:
-            raise ValueError("the checkpoint is for another stream or size")
-        proof = [bytes.fromhex(x) for x in doc["proof"]]
-        if not verify_inclusion(h, doc["seq"], cp.size, proof, cp.root):
-            raise ValueError("the inclusion proof does not lead to the checkpoint's root")
-        return (f"entry {doc['stream']}:{doc['seq']} ({entry.get('kind')}) is included in the "
-                f"signed tree of size {cp.size}")
-    if kind == "ledgergate-consistency-proof":
-        old = parse_checkpoint(doc["old"], verifiers)
-        new = parse_checkpoint(doc["new"], verifiers)
-        if old.origin != new.origin:
-            raise ValueError("the checkpoints are for different streams")
-        proof = [bytes.fromhex(x) for x in doc["proof"]]
-        if not verify_consistency(old.size, new.size, old.root, new.root, proof):
-            raise ValueError("the checkpoints are not consistent: history was rewritten")
-        return f"{old.origin}: tree of size {old.size} is a prefix of the tree of size {new.size}"
-    raise ValueError("not a ledgergate proof document")
+def _after_mismatch(
+    stream: str,
+    pos: int,
+    link: tuple[str, int, bytes] | str,
+    prev: bytes,
+    cp: Checkpoint,
+    anchored: int,
+) -> Problem:
+    """The row after a mismatched checkpoint: does its link pin the changed entry?"""
+    if pos > 0 and not isinstance(link, str) and link[:2] == (stream, pos) and link[2] != prev:
+        msg = (
+            f"{stream} entry {pos - 1} was changed after it was sealed (its entry_hash "
+            f"was recomputed): neither the signed checkpoint at size {pos} nor entry "
+            f"{pos}'s prev_hash match it"
+        )
+        return Problem(CHANGED, pos - 1, msg)
+    return _mismatch(stream, cp, anchored)
+
+
+def _mismatch(stream: str, cp: Checkpoint, anchored: int) -> Problem:
+    if cp.size == 0:
+        msg = f"{stream}: the signed checkpoint at size 0 does not have the empty tree's root"
+        return Problem(CHECKPOINT_MISMATCH, 0, msg)
+    msg = (
+        f"{stream}: the signed checkpoint at size {cp.size} does not match entries "
+        f"0..{cp.size - 1}: one of entries {anchored}..{cp.size - 1} was changed and "
+        "the chain rewritten after it"
+    )
+    return Problem(CHECKPOINT_MISMATCH, anchored, msg)
+
+
+def _tail(
+    stream: str,
+    size: int,
+    head: bytes,
+    beyond: list[Checkpoint],
+    expected_size: int | None,
+    expected_head: bytes | None,
+) -> Problem | None:
+    """Problems visible only once every row was read: a missing tail, a changed head."""
+    if beyond:
+        n = beyond[-1].size
+        msg = (
+            f"{stream} was truncated: a signed checkpoint covers {n} entries but only "
+            f"{size} exist (entries {size}..{n - 1} were removed)"
+        )
+        return Problem(TRUNCATED, size, msg)
+    if expected_size is not None and expected_size > size:
+        msg = (
+            f"{stream} was truncated: the gateway's stream state records {expected_size} "
+            f"entries but only {size} exist (entries {size}..{expected_size - 1} were "
+            "removed)"
+        )
+        return Problem(TRUNCATED, size, msg)
+    if expected_head is not None and expected_size == size and size and expected_head != head:
+        msg = (
+            f"{stream} entry {size - 1} was changed after it was sealed: it does not "
+            "match the gateway's stream state record"
+        )
+        return Problem(CHANGED, size - 1, msg)
+    return None

@@ -220,6 +220,7 @@ class BackendHandshake:
         self.tls = False
         self._split = FrameSplitter(max_message=1 << 20)
         self._scram: ScramClient | None = None
+        self._scram_verified = False
         self._greeting = bytearray()
         self._negotiate = b""
         self._pid = 0
@@ -335,6 +336,9 @@ class BackendHandshake:
     def _auth(self, body: bytes) -> list[Action]:
         (code,) = _I.unpack_from(body, 0)
         if code == 0:
+            if self._scram is not None and not self._scram_verified:
+                # Skipping SASLFinal would skip the server's proof that it knows the password.
+                raise ProtocolError("AuthenticationOk before the SCRAM exchange completed")
             self.state = _B.GREETING
             return []
         if code == 3:
@@ -361,5 +365,6 @@ class BackendHandshake:
             if self._scram is None:
                 raise ProtocolError("SASLFinal without SASL")
             self._scram.verify(body[4:])
+            self._scram_verified = True
             return []
         raise ProtocolError(f"unsupported authentication method {code}")

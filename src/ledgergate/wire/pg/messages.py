@@ -203,8 +203,9 @@ def parse_error_fields(body: bytes) -> dict[str, str]:
 
 def parse_query(body: bytes) -> bytes:
     """Query ('Q'): the SQL text without its NUL."""
-    if not body or body[-1] != 0:
-        raise FrameError("Query message is not NUL-terminated")
+    if not body or body.find(b"\x00") != len(body) - 1:
+        # PostgreSQL reads up to the first NUL and refuses bytes after it.
+        raise FrameError("Query message is not one NUL-terminated string")
     return body[:-1]
 
 

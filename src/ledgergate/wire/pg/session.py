@@ -8,7 +8,8 @@ Rules:
 - A read of client bytes that carries a command (Query, Parse, Bind, FunctionCall) is
   held until the shell reports ``Committed`` for its durable ``Record``; later client
   bytes queue behind it so order is kept.
-- Every read of server bytes yields one ``ChunkSeen`` recorded before it is sent on.
+- Every read of server bytes yields one ``ChunkSeen`` recorded before it is sent on;
+  after ``ClientClosed`` such reads are still recorded, with ``delivered=False``.
 - A client frame with an unknown type or an absurd length is a protocol error: the client
   gets a FATAL ErrorResponse and the session closes. The backend is trusted to frame.
 No sockets, clocks or logging: timestamps arrive on the events.
@@ -35,7 +36,7 @@ from ledgergate.wire.pg.events import (
     ServerClosed,
     ServerData,
 )
-from ledgergate.wire.pg.frames import FrameError, FrameSplitter, read_cstr
+from ledgergate.wire.pg.frames import FrameError, FrameSplitter
 
 __all__ = ["Relay", "SessionStats"]
 
@@ -48,6 +49,14 @@ _Q, _P, _B, _F, _X, _d = (ord(c) for c in "QPBFXd")
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
 # checks ``held_bytes``); they are never dropped.
 MAX_HELD = 8 << 20
+# CommandComplete tags are short ("INSERT 0 1000000"); a longer body is cut here so a
+# tag split across reads never buffers more than this.
+MAX_TAG = 256
+
+
+def _tag_of(body: bytes | bytearray) -> bytes:
+    """A CommandComplete body's tag: up to its NUL, bounded by MAX_TAG."""
+    return bytes(body[:MAX_TAG]).split(b"\x00", 1)[0]
 
 
 class SessionStats:
@@ -81,6 +90,7 @@ class Relay:
         self.held_bytes = 0
         self._skip = 0  # bytes of a server frame that continue into the next read
         self._hdr = b""  # a server frame header split across reads
+        self._tag: bytearray | None = None  # a CommandComplete body split across reads
         self._s_seq = 0
         self._c_seq = 0
         self.client_open = True
@@ -94,6 +104,12 @@ class Relay:
             return []
         if isinstance(event, ServerData):
             return self._server(event.data, event.ts_ns)
+        if not self.client_open:
+            # The client is gone: only server bytes still in flight are recorded
+            # (undelivered) until the server side closes too.
+            if isinstance(event, ServerClosed):
+                self.closed = True
+            return []
         if isinstance(event, ClientData):
             try:
                 return self._client(event.data, event.ts_ns)
@@ -103,7 +119,6 @@ class Relay:
             return self._release(event.ticket)
         if isinstance(event, ClientClosed):
             self.client_open = False
-            self.closed = True
             return [Close("client terminated" if self.terminated else "client disconnected")]
         if isinstance(event, ServerClosed):
             self.closed = True
@@ -207,7 +222,13 @@ class Relay:
         rows = 0
         tags: list[bytes] = []
         pos = self._skip
-        if self._hdr:
+        if self._tag is not None:  # the rest of a CommandComplete begun in earlier reads
+            if len(self._tag) < MAX_TAG:
+                self._tag += data[: min(pos, MAX_TAG)]
+            if pos <= n:
+                tags.append(_tag_of(self._tag))
+                self._tag = None
+        elif self._hdr:
             need = 5 - len(self._hdr)
             if n < need:
                 self._hdr += data
@@ -217,16 +238,24 @@ class Relay:
                 self._hdr = b""
                 t = hdr[0]
                 (ln,) = _unpack_i(hdr, 1)
+                pos = need + (ln if ln >= 4 else 4) - 4
                 if t in (_D, _d):
                     rows += 1
-                pos = need + ln - 4
+                elif t == _C:
+                    if pos <= n:
+                        tags.append(_tag_of(data[need:pos]))
+                    else:
+                        self._tag = bytearray(data[need : need + MAX_TAG])
         while pos + 5 <= n:
             t = data[pos]
             (ln,) = _unpack_i(data, pos + 1)
             if t in (_D, _d):
                 rows += 1
-            elif t == _C and pos + 1 + ln <= n:
-                tags.append(read_cstr(data, pos + 5)[0])
+            elif t == _C:
+                if pos + 1 + ln <= n:
+                    tags.append(_tag_of(data[pos + 5 : pos + 1 + ln]))
+                else:
+                    self._tag = bytearray(data[pos + 5 : pos + 5 + MAX_TAG])
             pos += 1 + (ln if ln >= 4 else 4)
         if pos < n:
             self._hdr = data[pos:]

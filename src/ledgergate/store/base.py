@@ -1,0 +1,176 @@
+"""The store interface: what services may ask of persistence, whatever the engine.
+
+Owns the shape of stored rows (entries, stream states, checkpoints, payloads, tokens)
+and the operations on them. Engines (SQLite now, PostgreSQL later) implement ``Store``;
+services never see SQL, a connection object or an engine's exceptions (engines raise
+``StoreError``). No business rules here: hashing, sealing, signing and token policy
+live in ``core`` and ``services``.
+
+Concurrency contract: one ``Store`` instance is used by one thread at a time (open one
+per thread); several instances, in several processes, may share one database. Writes
+happen inside ``transaction()``; reads outside a transaction see the latest commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "CheckpointRow",
+    "EntryRow",
+    "Store",
+    "StoreError",
+    "TokenRow",
+]
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unreachable, locked too long, corrupt, a
+    newer schema). The message never contains row contents."""
+
+
+class EntryRow(NamedTuple):
+    """One sealed ledger entry as stored. ``session_id``, ``identity`` (the subject)
+    and ``connection`` are copies of entry fields kept in indexed columns for search;
+    the canonical document is the only authority."""
+
+    stream: str
+    seq: int
+    ts_ns: int
+    kind: str
+    session_id: str | None
+    identity: str | None
+    connection: str | None
+    canonical: bytes
+    entry_hash: bytes
+
+
+class CheckpointRow(NamedTuple):
+    stream: str
+    size: int
+    ts_ns: int
+    root: bytes
+    note: str  # the signed note; ``size``/``root`` are search copies of its body
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: str
+    token_hash: bytes
+    identity: str
+    kind: str
+    created_ns: int
+    expires_ns: int
+    revoked_ns: int | None
+    last_used_ns: int | None
+    created_by: str | None
+
+
+class Store(Protocol):
+    """Persistence for the ledger and tokens. See the module docstring for threading."""
+
+    url: str
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A write transaction holding the database's write lock from its start (so a
+        read of the stream state inside it cannot be overtaken by another writer).
+        Commits on normal exit, rolls back on an exception. Not re-entrant."""
+        ...
+
+    def set_durable(self, durable: bool) -> None:
+        """``True``: every commit reaches the disk before it returns (survives power
+        loss). ``False``: a commit survives the death of the process, not of the host."""
+        ...
+
+    # -- ledger: streams -------------------------------------------------------------
+    def get_stream_state(self, stream: str) -> bytes | None: ...
+
+    def put_stream_state(self, stream: str, state: bytes, updated_ns: int) -> None: ...
+
+    def stream_states(self) -> dict[str, bytes]: ...
+
+    def streams(self) -> list[str]:
+        """Every stream named by a state, an entry or a checkpoint, sorted."""
+        ...
+
+    def streams_between(self, since_ns: int | None, until_ns: int | None) -> list[str]:
+        """Streams with at least one entry with ``since_ns <= ts_ns < until_ns``."""
+        ...
+
+    # -- ledger: entries ------------------------------------------------------------
+    def insert_entries(self, rows: Sequence[EntryRow]) -> None: ...
+
+    def iter_entries(
+        self, stream: str, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, canonical, entry_hash) of the stream's entries with ``start <= seq <
+        stop``, in seq order, streamed (constant memory)."""
+        ...
+
+    def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
+        """entry_hash of entries ``0 <= seq < stop`` in seq order."""
+        ...
+
+    def get_entry(self, stream: str, seq: int) -> EntryRow | None: ...
+
+    def max_seq(self, stream: str) -> int | None: ...
+
+    def last_seq_before(self, stream: str, until_ns: int) -> int | None:
+        """Highest seq of the stream with ``ts_ns < until_ns``."""
+        ...
+
+    def find_entries(
+        self,
+        *,
+        kinds: Sequence[str] = (),
+        session_ids: Sequence[str] = (),
+        identity: str | None = None,
+        connection: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[EntryRow]:
+        """Entries matching every given filter, ordered by (ts_ns, stream, seq)."""
+        ...
+
+    # -- ledger: checkpoints and payloads --------------------------------------------
+    def put_checkpoint(self, row: CheckpointRow) -> None:
+        """Store a signed checkpoint; one already stored at (stream, size) is kept."""
+        ...
+
+    def checkpoints(self, stream: str) -> list[CheckpointRow]:
+        """The stream's checkpoints, by size."""
+        ...
+
+    def latest_checkpoint(self, stream: str) -> CheckpointRow | None: ...
+
+    def put_payloads(self, rows: Sequence[tuple[str, bytes, int]]) -> None:
+        """(digest, sealed blob, created_ns); a digest already stored is kept."""
+        ...
+
+    def get_payload(self, digest: str) -> bytes | None: ...
+
+    def delete_payloads(self, created_before_ns: int) -> int:
+        """Retention: drop payloads created before the time; entries stay verifiable."""
+        ...
+
+    # -- tokens ---------------------------------------------------------------------
+    def insert_token(self, row: TokenRow) -> None: ...
+
+    def token_by_hash(self, token_hash: bytes) -> TokenRow | None: ...
+
+    def token_by_id(self, token_id: str) -> TokenRow | None: ...
+
+    def touch_token(self, token_id: str, now_ns: int) -> None: ...
+
+    def revoke_token(self, token_id: str, now_ns: int) -> bool:
+        """Mark the token revoked; False if it is unknown or already revoked."""
+        ...
+
+    def list_tokens(self) -> list[TokenRow]: ...

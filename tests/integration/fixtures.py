@@ -1,0 +1,59 @@
+"""Fixtures for the gateway integration tests: real ``ledgergate serve`` processes in
+front of the shared SCRAM + TLS cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.gateway import Gateway
+from tests.integration.pgcluster import PgCluster
+
+
+@pytest.fixture(scope="session")
+def pgc(pg: PgCluster) -> PgCluster:
+    """The shared SCRAM + TLS cluster (``pg`` from conftest), which has an ``app`` database."""
+    return pg
+
+
+def app_connection(pg: PgCluster, **over: object) -> dict[str, object]:
+    conn: dict[str, object] = {
+        "name": "app",
+        "type": "postgres",
+        "address": f"127.0.0.1:{pg.port}",
+        "database": "app",
+        "credentials": {"user": "postgres", "password": "env:APP_DB_PASSWORD"},
+        "sslmode": "require",
+        "recording": "redacted",
+    }
+    conn.update(over)
+    return conn
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, pgc: PgCluster) -> Iterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    def make(connections: list[dict[str, object]] | None = None, **kw: object) -> Gateway:
+        gw = Gateway(
+            tmp_path / f"gw{len(started)}",
+            connections or [app_connection(pgc)],
+            env={"APP_DB_PASSWORD": pgc.password},
+            **kw,
+        )  # type: ignore[arg-type]
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return gateway_factory().start()
