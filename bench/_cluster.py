@@ -93,9 +93,15 @@ class Endpoint:
 
     def libpq_env(self) -> dict[str, str]:
         """Environment for pgbench/psql: the password never appears on a command line."""
-        return clean_env(PGHOST=self.host, PGPORT=str(self.port), PGDATABASE=self.dbname,
-                         PGUSER=self.user, PGPASSWORD=self.password, PGSSLMODE="disable",
-                         PGAPPNAME=f"bench-{self.name}")
+        return clean_env(
+            PGHOST=self.host,
+            PGPORT=str(self.port),
+            PGDATABASE=self.dbname,
+            PGUSER=self.user,
+            PGPASSWORD=self.password,
+            PGSSLMODE="disable",
+            PGAPPNAME=f"bench-{self.name}",
+        )
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
@@ -174,13 +180,25 @@ class Pgbouncer:
         )
         give_to_postgres(self.dir, userlist, ini)
         self.proc = subprocess.Popen(
-            [PGBOUNCER, str(ini)], cwd=self.dir, env=clean_env(),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, **as_postgres(),
+            [PGBOUNCER, str(ini)],
+            cwd=self.dir,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **as_postgres(),
         )
         wait_listening(self.port, self.proc, self.log, "pgbouncer")
-        return Endpoint("pgbouncer", "127.0.0.1", self.port, self.dbname, SUPERUSER,
-                        self.cluster.password, self.proc.pid)
+        return Endpoint(
+            "pgbouncer",
+            "127.0.0.1",
+            self.port,
+            self.dbname,
+            SUPERUSER,
+            self.cluster.password,
+            self.proc.pid,
+        )
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -208,8 +226,10 @@ class GatewayProcess:
 
     def start(self) -> Endpoint:
         if not LEDGERGATE.exists():
-            raise BenchError(f"{LEDGERGATE} not found: run scripts/install-deps, "
-                             "or leave the gateway out with --paths direct,pgbouncer")
+            raise BenchError(
+                f"{LEDGERGATE} not found: run scripts/install-deps, "
+                "or leave the gateway out with --paths direct,pgbouncer"
+            )
         self.dir.mkdir()
         self.port = free_port()
         self.config.write_text(
@@ -228,19 +248,37 @@ class GatewayProcess:
         token = self._token()
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(LEDGERGATE), "serve", "-c", str(self.config)], cwd=self.dir, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [str(LEDGERGATE), "serve", "-c", str(self.config)],
+                cwd=self.dir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         wait_listening(self.port, self.proc, self.log, "ledgergate serve")
-        return Endpoint("gateway", "127.0.0.1", self.port, "bench", "bench", token,
-                        self.proc.pid)
+        return Endpoint("gateway", "127.0.0.1", self.port, "bench", "bench", token, self.proc.pid)
 
     def _token(self) -> str:
         r = subprocess.run(
-            [str(LEDGERGATE), "token", "create", "--identity", "bench", "--kind", "service",
-             "--ttl", "2h", "-c", str(self.config)],
-            capture_output=True, text=True, env=self.env, cwd=self.dir, timeout=60,
+            [
+                str(LEDGERGATE),
+                "token",
+                "create",
+                "--identity",
+                "bench",
+                "--kind",
+                "service",
+                "--ttl",
+                "2h",
+                "-c",
+                str(self.config),
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.dir,
+            timeout=60,
         )
         lines = r.stdout.strip().splitlines()
         if r.returncode != 0 or not lines:

@@ -66,13 +66,19 @@ class Workload:
 EIGHT = ("-c", "8", "-j", "2")
 WORKLOADS = (
     Workload("select-simple", "select-only -M simple, 8 clients", ("-S", "-M", "simple", *EIGHT)),
-    Workload("select-extended", "select-only -M extended, 8 clients",
-             ("-S", "-M", "extended", *EIGHT)),
-    Workload("select-prepared", "select-only -M prepared, 8 clients",
-             ("-S", "-M", "prepared", *EIGHT)),
+    Workload(
+        "select-extended", "select-only -M extended, 8 clients", ("-S", "-M", "extended", *EIGHT)
+    ),
+    Workload(
+        "select-prepared", "select-only -M prepared, 8 clients", ("-S", "-M", "prepared", *EIGHT)
+    ),
     Workload("tpcb", "TPC-B-like, 8 clients", ("-M", "simple", *EIGHT)),
-    Workload("select-1client", "select-only -M simple, 1 client",
-             ("-S", "-M", "simple", "-c", "1", "-j", "1"), latency=True),
+    Workload(
+        "select-1client",
+        "select-only -M simple, 1 client",
+        ("-S", "-M", "simple", "-c", "1", "-j", "1"),
+        latency=True,
+    ),
 )
 COPY_KEY = "copy-out"
 BY_KEY = {w.key: w for w in WORKLOADS}
@@ -100,21 +106,27 @@ def _float(pattern: str, text: str) -> float:
     return float(m.group(1))
 
 
-def run_pgbench(ep: Endpoint, w: Workload, seconds: int, logdir: Path, tag: str
-                ) -> dict[str, Any]:
+def run_pgbench(ep: Endpoint, w: Workload, seconds: int, logdir: Path, tag: str) -> dict[str, Any]:
     cmd = [PGBENCH, "-n", "-T", str(seconds), *w.pgbench_args]
     prefix = logdir / tag
     if w.latency:
         cmd += ["-l", f"--log-prefix={prefix}"]
     out: dict[str, Any] = {}
     with relay_meter(ep, out):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=ep.libpq_env(),
-                           cwd=logdir, timeout=seconds + RUN_GRACE_S)
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=ep.libpq_env(),
+            cwd=logdir,
+            timeout=seconds + RUN_GRACE_S,
+        )
     if r.returncode != 0:
         raise BenchError(f"pgbench via {ep.name} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
     out["tps"] = _float(r"^tps = ([\d.]+)", r.stdout)
-    out["transactions"] = int(_float(r"^number of transactions actually processed: (\d+)",
-                                     r.stdout))
+    out["transactions"] = int(
+        _float(r"^number of transactions actually processed: (\d+)", r.stdout)
+    )
     out["latency_avg_ms"] = _float(r"^latency average = ([\d.]+) ms", r.stdout)
     if out["transactions"] and "relay_cpu_s" in out:
         out["relay_cpu_us_per_tx"] = round(out["relay_cpu_s"] / out["transactions"] * 1e6, 2)
@@ -138,9 +150,12 @@ def run_copy(ep: Endpoint, rows: int) -> dict[str, Any]:
     first = None
     with relay_meter(ep, out):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=ep.libpq_env())
+        proc = subprocess.Popen(
+            [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ep.libpq_env(),
+        )
         try:
             assert proc.stdout is not None and proc.stderr is not None
             fd = proc.stdout.fileno()
@@ -161,8 +176,12 @@ def run_copy(ep: Endpoint, rows: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
     if rc != 0:
         raise BenchError(f"psql COPY via {ep.name} failed ({rc}): {err}")
-    out.update(bytes=total, seconds=round(elapsed, 4), first_byte_s=round(first or 0.0, 4),
-               mb_s=round(total / MB / elapsed, 2))
+    out.update(
+        bytes=total,
+        seconds=round(elapsed, 4),
+        first_byte_s=round(first or 0.0, 4),
+        mb_s=round(total / MB / elapsed, 2),
+    )
     if "relay_cpu_s" in out:
         out["relay_cpu_s_per_100mb"] = round(out["relay_cpu_s"] / (total / (100 * MB)), 4)
     return out
@@ -175,22 +194,31 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def start_paths(stack: contextlib.ExitStack, workdir: Path, names: list[str], scale: int
-                ) -> tuple[PgCluster, dict[str, Endpoint], dict[str, str]]:
+def start_paths(
+    stack: contextlib.ExitStack, workdir: Path, names: list[str], scale: int
+) -> tuple[PgCluster, dict[str, Endpoint], dict[str, str]]:
     t0 = time.monotonic()
-    cluster = PgCluster(tls=False, settings={
-        "log_statement": "none",  # the test default ('all') would dominate the figures
-        "shared_buffers": "256MB", "max_connections": 100,
-        "autovacuum": "off",  # background work would land on whichever path runs next
-    })
+    cluster = PgCluster(
+        tls=False,
+        settings={
+            "log_statement": "none",  # the test default ('all') would dominate the figures
+            "shared_buffers": "256MB",
+            "max_connections": 100,
+            "autovacuum": "off",  # background work would land on whichever path runs next
+        },
+    )
     stack.callback(cluster.stop)
     cluster.start()
     cluster.psql(f"CREATE DATABASE {DBNAME}")
     direct = Endpoint("direct", cluster.host, cluster.port, DBNAME, "postgres", cluster.password)
-    log(f"postgres on {cluster.port} ({time.monotonic() - t0:.1f}s); "
-        f"pgbench -i -s {scale} ...")
-    r = subprocess.run([PGBENCH, "-i", "-q", "-s", str(scale)], capture_output=True, text=True,
-                       env=direct.libpq_env(), timeout=3600)
+    log(f"postgres on {cluster.port} ({time.monotonic() - t0:.1f}s); pgbench -i -s {scale} ...")
+    r = subprocess.run(
+        [PGBENCH, "-i", "-q", "-s", str(scale)],
+        capture_output=True,
+        text=True,
+        env=direct.libpq_env(),
+        timeout=3600,
+    )
     if r.returncode != 0:
         raise BenchError(f"pgbench -i failed:\n{r.stderr}")
     versions = {
@@ -209,12 +237,14 @@ def start_paths(stack: contextlib.ExitStack, workdir: Path, names: list[str], sc
         gw = GatewayProcess(workdir, cluster, DBNAME)
         stack.callback(gw.stop)
         endpoints["gateway"] = gw.start()
-        versions["ledgergate"] = _version([sys.executable, "-c",
-                                           "import importlib.metadata as m;"
-                                           "print(m.version('ledgergate'))"])
+        versions["ledgergate"] = _version(
+            [sys.executable, "-c", "import importlib.metadata as m;print(m.version('ledgergate'))"]
+        )
         versions["ledgergate_bin"] = str(LEDGERGATE)
-    log(f"paths ready in {time.monotonic() - t0:.1f}s: "
-        + ", ".join(f"{n}:{endpoints[n].port}" for n in names))
+    log(
+        f"paths ready in {time.monotonic() - t0:.1f}s: "
+        + ", ".join(f"{n}:{endpoints[n].port}" for n in names)
+    )
     return cluster, {n: endpoints[n] for n in names}, versions
 
 
@@ -229,15 +259,19 @@ def reset_state(cluster: PgCluster) -> None:
     every run starts alike and no path pays for the previous run's dead rows or dirty
     pages."""
     t0 = time.monotonic()
-    cluster.psql("TRUNCATE pgbench_history;\n"
-                 "VACUUM pgbench_branches, pgbench_tellers, pgbench_accounts;\n"
-                 "CHECKPOINT;\n", DBNAME)
+    cluster.psql(
+        "TRUNCATE pgbench_history;\n"
+        "VACUUM pgbench_branches, pgbench_tellers, pgbench_accounts;\n"
+        "CHECKPOINT;\n",
+        DBNAME,
+    )
     if (spent := time.monotonic() - t0) > 2:
         log(f"(vacuum and checkpoint between runs took {spent:.1f}s)")
 
 
-def run_all(args: argparse.Namespace, cluster: PgCluster, endpoints: dict[str, Endpoint],
-            workdir: Path) -> list[dict[str, Any]]:
+def run_all(
+    args: argparse.Namespace, cluster: PgCluster, endpoints: dict[str, Endpoint], workdir: Path
+) -> list[dict[str, Any]]:
     names = list(endpoints)
     logdir = workdir / "pgbench-logs"
     logdir.mkdir()
@@ -246,7 +280,7 @@ def run_all(args: argparse.Namespace, cluster: PgCluster, endpoints: dict[str, E
             run_pgbench(ep, WORKLOADS[0], args.warmup, logdir, f"warmup-{ep.name}")
     runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for key in args.workloads:
             for name in order:
                 ep = endpoints[name]
@@ -254,8 +288,7 @@ def run_all(args: argparse.Namespace, cluster: PgCluster, endpoints: dict[str, E
                 if key == COPY_KEY:
                     res = run_copy(ep, args.rows)
                 else:
-                    res = run_pgbench(ep, BY_KEY[key], args.seconds, logdir,
-                                      f"{key}-{name}-{rep}")
+                    res = run_pgbench(ep, BY_KEY[key], args.seconds, logdir, f"{key}-{name}-{rep}")
                 runs.append({"workload": key, "path": name, "rep": rep, **res})
                 log(f"[rep {rep + 1}/{args.reps}] {key:<16} {name:<10} " + _brief(res))
     return runs
@@ -290,13 +323,13 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
             if r["workload"] == key:
                 by_rep.setdefault(r["rep"], {})[r["path"]] = r
         reps = list(by_rep.values())
-        rows += [_summarize_path(key, name, reps) for name in names
-                 if any(name in rep for rep in reps)]
+        rows += [
+            _summarize_path(key, name, reps) for name in names if any(name in rep for rep in reps)
+        ]
     return rows
 
 
-def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]
-                    ) -> dict[str, Any]:
+def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     metric = "mb_s" if key == COPY_KEY else "tps"
     mine = [rep[name] for rep in reps if name in rep]
 
@@ -310,8 +343,12 @@ def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]
         return float(a[metric] / b[metric])
 
     row: dict[str, Any] = {
-        "workload": key, "path": name, "reps": len(mine), metric: med(metric),
-        "vs_direct": per_rep(ratio, "direct"), "vs_pgbouncer": per_rep(ratio, "pgbouncer"),
+        "workload": key,
+        "path": name,
+        "reps": len(mine),
+        metric: med(metric),
+        "vs_direct": per_rep(ratio, "direct"),
+        "vs_pgbouncer": per_rep(ratio, "pgbouncer"),
         "relay_cpu_s": med("relay_cpu_s"),
         "relay_peak_rss_kb": max(r.get("relay_peak_rss_kb") or 0 for r in mine) or None,
     }
@@ -320,8 +357,11 @@ def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]
     else:
         row["relay_cpu_us_per_tx"] = med("relay_cpu_us_per_tx")
     if any("p50_us" in r for r in mine):
-        row.update(p50_us=med("p50_us"), p99_us=med("p99_us"),
-                   added_p50_us=per_rep(lambda a, b: a["p50_us"] - b["p50_us"], "direct"))
+        row.update(
+            p50_us=med("p50_us"),
+            p99_us=med("p99_us"),
+            added_p50_us=per_rep(lambda a, b: a["p50_us"] - b["p50_us"], "direct"),
+        )
     return row
 
 
@@ -338,8 +378,11 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     pgbench = [r for r in summary if r["workload"] != COPY_KEY]
     if pgbench:
-        lines += ["", f"{'workload':<36}{'path':<11}{'TPS':>9}{'×direct':>9}{'×pgbouncer':>11}"
-                      f"{'relay CPU/tx':>14}{'p50':>9}{'+p50':>9}{'relay RSS':>11}"]
+        lines += [
+            "",
+            f"{'workload':<36}{'path':<11}{'TPS':>9}{'×direct':>9}{'×pgbouncer':>11}"
+            f"{'relay CPU/tx':>14}{'p50':>9}{'+p50':>9}{'relay RSS':>11}",
+        ]
     titles = {w.key: w.title for w in WORKLOADS}
     last = None
     for row in pgbench:
@@ -352,22 +395,30 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_fmt(row['relay_cpu_us_per_tx'], '11.1f', ' µs'):>14}"
             f"{_fmt(row.get('p50_us'), '6.0f', ' µs'):>9}"
             f"{_fmt(added, '+6.0f', ' µs'):>9}"
-            f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}")
+            f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}"
+        )
     copy = [r for r in summary if r["workload"] == COPY_KEY]
     if copy:
         size = copy[0]["bytes"] / MB
-        lines += ["", f"large result: COPY of {cfg['rows']:,} rows to psql (≈{size:.1f} MB)",
-                  f"{'path':<11}{'MB/s':>9}{'×direct':>9}{'×pgbouncer':>11}"
-                  f"{'relay CPU s/100 MB':>20}{'relay RSS':>11}"]
+        lines += [
+            "",
+            f"large result: COPY of {cfg['rows']:,} rows to psql (≈{size:.1f} MB)",
+            f"{'path':<11}{'MB/s':>9}{'×direct':>9}{'×pgbouncer':>11}"
+            f"{'relay CPU s/100 MB':>20}{'relay RSS':>11}",
+        ]
         for row in copy:
             lines.append(
                 f"{row['path']:<11}{_fmt(row['mb_s'], '9.1f')}{_fmt(row['vs_direct'], '9.2f')}"
                 f"{_fmt(row['vs_pgbouncer'], '11.2f')}"
                 f"{_fmt(row['relay_cpu_s_per_100mb'], '18.3f', ' s'):>20}"
-                f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}")
+                f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}"
+            )
     if meta.get("gateway_peak_rss_kb"):
-        lines += ["", f"gateway peak RSS over the whole run (VmHWM): "
-                      f"{meta['gateway_peak_rss_kb'] / 1024:.1f} MB"]
+        lines += [
+            "",
+            f"gateway peak RSS over the whole run (VmHWM): "
+            f"{meta['gateway_peak_rss_kb'] / 1024:.1f} MB",
+        ]
     return "\n".join(lines)
 
 
@@ -379,22 +430,39 @@ def _mb(kb: int | None) -> float | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--paths", default=",".join(PATHS),
-                   help="comma-separated, from: direct,pgbouncer,gateway (default: all)")
-    p.add_argument("--workloads", default=",".join(ALL_KEYS),
-                   help=f"comma-separated subset of: {','.join(ALL_KEYS)} (default: all)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help="comma-separated, from: direct,pgbouncer,gateway (default: all)",
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(ALL_KEYS),
+        help=f"comma-separated subset of: {','.join(ALL_KEYS)} (default: all)",
+    )
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     p.add_argument("--seconds", type=int, default=None, help="seconds per pgbench run (15)")
     p.add_argument("--rows", type=int, default=None, help="rows in the large result (2000000)")
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="seconds of select-only per path before measuring (3)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: reps 1, seconds 5, rows 200000, warmup 1")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="write the runs and the summary as JSON to FILE (or stdout: -)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="seconds of select-only per path before measuring (3)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: reps 1, seconds 5, rows 200000, warmup 1"
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write the runs and the summary as JSON to FILE (or stdout: -)",
+    )
     args = p.parse_args(argv)
     quick = {"reps": 1, "seconds": 5, "rows": 200_000, "warmup": 1}
     full = {"reps": 3, "seconds": 15, "rows": 2_000_000, "warmup": 3}
@@ -428,11 +496,14 @@ def main(argv: list[str] | None = None) -> int:
             runs = run_all(args, cluster, endpoints, workdir)
             gw = endpoints.get("gateway")
             meta: dict[str, Any] = {
-                "config": {k: getattr(args, k) for k in
-                           ("paths", "workloads", "reps", "seconds", "rows", "scale", "warmup")},
+                "config": {
+                    k: getattr(args, k)
+                    for k in ("paths", "workloads", "reps", "seconds", "rows", "scale", "warmup")
+                },
                 "versions": versions,
                 "gateway_peak_rss_kb": proc_stats(gw.relay_pid).peak_rss_kb
-                if gw and gw.relay_pid else None,
+                if gw and gw.relay_pid
+                else None,
             }
     except KeyboardInterrupt:
         log("interrupted; everything started was stopped")

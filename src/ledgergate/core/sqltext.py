@@ -16,6 +16,9 @@ from pglast import parser
 __all__ = ["redact", "redact_simple", "split_statements"]
 
 _PLACEHOLDER = re.compile(r"\$\d+")
+# A constant the normalizer left in place: a quote, a dollar quote, or a number that is
+# not part of an identifier or of a $n placeholder.
+_LEFT_LITERAL = re.compile(r"'|\$(?:[^\W\d]\w*)?\$|(?<![\w$])\d")
 
 _LITERALS = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -66,6 +69,10 @@ def redact_simple(sql: str) -> str:
     try:
         normalized = parser.normalize(sql)
     except Exception:  # not parseable: the scanner decides what can be recorded
+        return redact(sql)
+    if _LEFT_LITERAL.search(normalized):
+        # The normalizer keeps the constants of many utility statements (EXECUTE, COPY,
+        # COMMENT, ALTER SYSTEM, ALTER ROLE SET, PREPARE bodies, ...): use the scanner.
         return redact(sql)
     return _PLACEHOLDER.sub("?", normalized)
 

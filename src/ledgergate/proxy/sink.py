@@ -36,6 +36,11 @@ log = logging.getLogger("ledgergate.ledger")
 
 # Drafts appended per transaction at most: bounds the time one commit holds the loop.
 MAX_BATCH = 2000
+# Chunk entries (non-durable) ride along with the next command's commit; without one
+# they are committed after this delay, or at once when this many are waiting. A commit
+# per result chunk would double the commits of a query-response workload.
+CHUNK_DELAY = 0.002
+CHUNK_EAGER = 256
 
 OnCommit = Callable[[BaseException | None], None]
 
@@ -76,6 +81,7 @@ class LedgerSink:
         self.on_failure: list[Callable[[BaseException], None]] = []
         self._thread: threading.Thread | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.appended = 0
         self.batches = 0
 
@@ -93,6 +99,7 @@ class LedgerSink:
             self._ticker = loop.call_later(self._checkpoint_seconds, self._tick)
 
     async def close(self) -> None:
+        log.warning("ledger sink: %d entries in %d commits", self.appended, self.batches)
         if self._ticker is not None:
             self._ticker.cancel()
         if self.threaded and self._thread is not None:
@@ -125,9 +132,16 @@ class LedgerSink:
             return
         self._pending.append((drafts, on_commit))
         self._npending += len(drafts)
-        if not self._scheduled:
+        if self._scheduled:
+            return
+        if on_commit is not None or self._npending >= CHUNK_EAGER:
             self._scheduled = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._loop.call_soon(self._flush)
+        elif self._timer is None:
+            self._timer = self._loop.call_later(CHUNK_DELAY, self._flush)
 
     async def commit(self, drafts: list[Draft]) -> None:
         """Append drafts and wait until they are committed (session open, auth...)."""
@@ -150,6 +164,9 @@ class LedgerSink:
     # -- inline mode --------------------------------------------------------------------
     def _flush(self) -> None:
         self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._pending:
             batch, callbacks = self._take()
             self._append(batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -94,7 +95,7 @@ class GatewayRuntime:
             depth=lcfg.queue_depth,
             checkpoint_seconds=lcfg.checkpoint_every_seconds,
             loop=loop,
-            threaded=lcfg.fsync,
+            threaded=lcfg.fsync or os.environ.get("LG_THREADED") == "1",
         )
         await self.sink.start()
         # Token checks run on one thread with its own store handle (SQLite handles are

@@ -55,9 +55,6 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         CREATE INDEX entries_session ON entries(session_id) WHERE session_id IS NOT NULL;
         CREATE INDEX entries_kind_ts ON entries(kind, ts_ns);
-        CREATE INDEX entries_identity ON entries(identity, ts_ns) WHERE identity IS NOT NULL;
-        CREATE INDEX entries_connection ON entries(connection, ts_ns)
-          WHERE connection IS NOT NULL;
         CREATE TABLE streams (
           stream TEXT PRIMARY KEY,
           state BLOB NOT NULL,

@@ -139,3 +139,25 @@ def test_insertion_order_never_changes_the_bytes(d: dict[str, int], rnd: Any) ->
     items = list(d.items())
     rnd.shuffle(items)
     assert canonical_json(dict(items)) == canonical_json(d)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=6), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_fast_encoder_matches_the_reference_encoder(value: object) -> None:
+    """canonical_json uses orjson; it must give the json module's bytes exactly."""
+    reference = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        ref = reference.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(CanonicalError):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == ref

@@ -70,8 +70,12 @@ def describe_client(data: bytes) -> dict[str, Any]:
             (n,) = struct.unpack_from("!H", rest, 0)
             types = list(struct.unpack_from(f"!{n}I", rest, 2))
             commands.append(
-                {"op": "parse", "statement": name.decode(), "text": query.decode(),
-                 "param_types": types}
+                {
+                    "op": "parse",
+                    "statement": name.decode(),
+                    "text": query.decode(),
+                    "param_types": types,
+                }
             )
         elif t == "B":
             portal, stmt, rest = body.split(b"\x00", 2)
@@ -90,8 +94,13 @@ def describe_client(data: bytes) -> dict[str, Any]:
                     params.append(rest[pos : pos + ln].hex())
                     pos += ln
             commands.append(
-                {"op": "bind", "portal": portal.decode(), "statement": stmt.decode(),
-                 "formats": formats, "params": params}
+                {
+                    "op": "bind",
+                    "portal": portal.decode(),
+                    "statement": stmt.decode(),
+                    "formats": formats,
+                    "params": params,
+                }
             )
         elif t == "d":
             copy_in += 1
@@ -227,12 +236,15 @@ async def session_vector(
     await c.close()
     client = b"".join(bytes.fromhex(e["c2s"]) for e in exchanges)
     server = b"".join(bytes.fromhex(r) for e in exchanges for r in e["s2c"])
-    write(name, {
-        "description": description,
-        "source": SOURCE.format(version=version),
-        "exchanges": exchanges,
-        "expect": {**describe_client(client), **describe_server(server)},
-    })
+    write(
+        name,
+        {
+            "description": description,
+            "source": SOURCE.format(version=version),
+            "exchanges": exchanges,
+            "expect": {**describe_client(client), **describe_server(server)},
+        },
+    )
 
 
 def write(name: str, doc: dict[str, Any]) -> None:
@@ -246,8 +258,15 @@ async def sessions(version: str) -> None:
         "session_simple_query",
         "psql-style simple query: RowDescription, three DataRows (one NULL column), "
         "CommandComplete, ReadyForQuery",
-        [(query("SELECT g AS n, 'row ' || g AS label, NULL::text AS nothing "
-                "FROM generate_series(1, 3) AS g"), b"Z")],
+        [
+            (
+                query(
+                    "SELECT g AS n, 'row ' || g AS label, NULL::text AS nothing "
+                    "FROM generate_series(1, 3) AS g"
+                ),
+                b"Z",
+            )
+        ],
         version,
     )
     await session_vector(
@@ -256,16 +275,22 @@ async def sessions(version: str) -> None:
         "Execute, Sync; then an unnamed statement executed 2 rows at a time "
         "(PortalSuspended)",
         [
-            (parse("s1", "SELECT $1::int + 1 AS x, $2::text AS y, $3::text AS z", [23, 25, 25])
-             + bind("", "s1", [b"41", b"hunter2-secret", None], [0])
-             + describe_portal("")
-             + execute("", 0)
-             + SYNC, b"Z"),
-            (parse("", "SELECT g FROM generate_series(1, 5) AS g", [])
-             + bind("p1", "", [], [])
-             + execute("p1", 2)
-             + execute("p1", 0)
-             + SYNC, b"Z"),
+            (
+                parse("s1", "SELECT $1::int + 1 AS x, $2::text AS y, $3::text AS z", [23, 25, 25])
+                + bind("", "s1", [b"41", b"hunter2-secret", None], [0])
+                + describe_portal("")
+                + execute("", 0)
+                + SYNC,
+                b"Z",
+            ),
+            (
+                parse("", "SELECT g FROM generate_series(1, 5) AS g", [])
+                + bind("p1", "", [], [])
+                + execute("p1", 2)
+                + execute("p1", 0)
+                + SYNC,
+                b"Z",
+            ),
         ],
         version,
     )
@@ -309,8 +334,13 @@ async def sessions(version: str) -> None:
         "one Query carrying five statements, with semicolons inside a string and a "
         "dollar-quoted string; an empty query",
         [
-            (query("SELECT 1 AS a; SELECT 'x;y' AS b; SELECT $$p;q$$ AS c; "
-                   "CREATE TEMP TABLE lg_m (i int); INSERT INTO lg_m VALUES (1), (2)"), b"Z"),
+            (
+                query(
+                    "SELECT 1 AS a; SELECT 'x;y' AS b; SELECT $$p;q$$ AS c; "
+                    "CREATE TEMP TABLE lg_m (i int); INSERT INTO lg_m VALUES (1), (2)"
+                ),
+                b"Z",
+            ),
             (query(""), b"Z"),
         ],
         version,
@@ -324,8 +354,12 @@ async def sessions(version: str) -> None:
     await session_vector(
         "session_large_rows",
         "80 rows of 1000 bytes each: DataRows that span the server's reads",
-        [(query("SELECT g, repeat(chr(97 + g % 26), 1000) FROM generate_series(1, 80) AS g"),
-          b"Z")],
+        [
+            (
+                query("SELECT g, repeat(chr(97 + g % 26), 1000) FROM generate_series(1, 80) AS g"),
+                b"Z",
+            )
+        ],
         version,
     )
 
@@ -334,8 +368,13 @@ async def sessions(version: str) -> None:
 
 
 async def backend_vector(
-    name: str, description: str, host: str, port: int, backend: dict[str, Any],
-    client: tuple[int, list[tuple[str, str]]], version: str,
+    name: str,
+    description: str,
+    host: str,
+    port: int,
+    backend: dict[str, Any],
+    client: tuple[int, list[tuple[str, str]]],
+    version: str,
 ) -> None:
     from ledgergate.wire.pg import messages as m
     from ledgergate.wire.pg.events import BackendReady, Fail, SendToServer, ServerData
@@ -343,8 +382,12 @@ async def backend_vector(
 
     cs = m.StartupMessage(client[0], tuple((k.encode(), v.encode()) for k, v in client[1]))
     hs = BackendHandshake(
-        user=backend["user"], password=backend["password"], database=backend["database"],
-        client=cs, sslmode=backend["sslmode"], nonce=bytes.fromhex(backend["nonce"]),
+        user=backend["user"],
+        password=backend["password"],
+        database=backend["database"],
+        client=cs,
+        sslmode=backend["sslmode"],
+        nonce=bytes.fromhex(backend["nonce"]),
         connection=backend["connection"],
     )
     c = await Conn.open(host, port)
@@ -389,59 +432,94 @@ async def backend_vector(
         }
         expect["negotiate"] = b"".join(r for t, _, r in msgs if t == "v").hex()
         expect["status"] = next(b for t, b, _ in msgs if t == "Z").decode()
-    write(name, {
-        "description": description,
-        "source": SOURCE.format(version=version),
-        "backend": backend,
-        "client_startup": {"version": client[0], "params": client[1]},
-        "steps": steps,
-        "expect": expect,
-    })
+    write(
+        name,
+        {
+            "description": description,
+            "source": SOURCE.format(version=version),
+            "backend": backend,
+            "client_startup": {"version": client[0], "params": client[1]},
+            "steps": steps,
+            "expect": expect,
+        },
+    )
     assert expect["outcome"] == ("fail" if name.endswith("wrong_password") else "ready"), outcome
 
 
 def backend(user: str, password: str | None, sslmode: str) -> dict[str, Any]:
     # A fixed nonce makes the client's SCRAM messages reproducible on replay.
-    return {"user": user, "password": password, "database": "postgres", "sslmode": sslmode,
-            "nonce": bytes(range(1, 19)).hex(), "connection": "app"}
+    return {
+        "user": user,
+        "password": password,
+        "database": "postgres",
+        "sslmode": sslmode,
+        "nonce": bytes(range(1, 19)).hex(),
+        "connection": "app",
+    }
 
 
-PSQL_CLIENT = (196608, [("user", "alice"), ("database", "app"), ("application_name", "psql"),
-                        ("client_encoding", "UTF8")])
+PSQL_CLIENT = (
+    196608,
+    [
+        ("user", "alice"),
+        ("database", "app"),
+        ("application_name", "psql"),
+        ("client_encoding", "UTF8"),
+    ],
+)
 
 
 async def handshakes(version: str) -> None:
     from tests.integration.pgcluster import PgCluster
 
     await backend_vector(
-        "handshake_trust", "trust auth, no TLS (sslmode=disable): AuthenticationOk at once",
-        *TRUST, backend("postgres", None, "disable"), PSQL_CLIENT, version,
+        "handshake_trust",
+        "trust auth, no TLS (sslmode=disable): AuthenticationOk at once",
+        *TRUST,
+        backend("postgres", None, "disable"),
+        PSQL_CLIENT,
+        version,
     )
     await backend_vector(
         "handshake_protocol_3_2",
         "the client asked for protocol 3.2 and a _pq_ option: PostgreSQL 15 answers "
         "NegotiateProtocolVersion before AuthenticationOk",
-        *TRUST, backend("postgres", None, "disable"),
+        *TRUST,
+        backend("postgres", None, "disable"),
         (0x0003_0002, [("user", "alice"), ("database", "app"), ("_pq_.lg_option", "on")]),
         version,
     )
     pw = "Backend-s3cret-pw"
     for auth, name, desc in (
-        ("scram-sha-256", "handshake_scram", "SCRAM-SHA-256; sslmode=prefer and the server "
-         "answers N (TLS off), so the exchange continues in plaintext"),
+        (
+            "scram-sha-256",
+            "handshake_scram",
+            "SCRAM-SHA-256; sslmode=prefer and the server "
+            "answers N (TLS off), so the exchange continues in plaintext",
+        ),
         ("md5", "handshake_md5", "md5 auth, sslmode=prefer answered N"),
         ("password", "handshake_cleartext", "cleartext password auth, sslmode=prefer answered N"),
     ):
         with PgCluster(auth=auth, tls=False) as cl:  # type: ignore[arg-type]
             cl.create_role("lg_backend_svc", pw)
-            await backend_vector(name, desc, cl.host, cl.port,
-                                 backend("lg_backend_svc", pw, "prefer"), PSQL_CLIENT, version)
+            await backend_vector(
+                name,
+                desc,
+                cl.host,
+                cl.port,
+                backend("lg_backend_svc", pw, "prefer"),
+                PSQL_CLIENT,
+                version,
+            )
             if auth == "scram-sha-256":
                 await backend_vector(
                     "handshake_scram_wrong_password",
                     "SCRAM with a wrong held password: the server ends with 28P01",
-                    cl.host, cl.port, backend("lg_backend_svc", "not-the-Pw-99", "prefer"),
-                    PSQL_CLIENT, version,
+                    cl.host,
+                    cl.port,
+                    backend("lg_backend_svc", "not-the-Pw-99", "prefer"),
+                    PSQL_CLIENT,
+                    version,
                 )
 
 
@@ -468,7 +546,7 @@ async def frontend_psql() -> None:
                 w.write(b"N")
                 state = 1
             if state == 1 and len(buf) >= 4 and len(buf) >= struct.unpack("!I", buf[:4])[0]:
-                buf = buf[struct.unpack("!I", buf[:4])[0]:]
+                buf = buf[struct.unpack("!I", buf[:4])[0] :]
                 w.write(build(b"R", struct.pack("!I", 3)))
                 state = 2
             if state == 2 and len(buf) >= 5 and len(buf) >= 1 + struct.unpack("!I", buf[1:5])[0]:
@@ -483,27 +561,36 @@ async def frontend_psql() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSWORD"] = "lg_tok_EXAMPLE-token"
     proc = await asyncio.create_subprocess_exec(
-        "psql", "-X", "-w", "-d",
+        "psql",
+        "-X",
+        "-w",
+        "-d",
         f"host=127.0.0.1 port={port} user=alice dbname=app sslmode=prefer gssencmode=disable "
         "application_name=psql",
-        "-c", "SELECT 1",
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        "-c",
+        "SELECT 1",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     await asyncio.wait_for(done.wait(), 10)
     await proc.wait()
     server.close()
     out = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
-    write("frontend_psql", {
-        "description": "what psql sends with sslmode=prefer when the server answers N to "
-        "SSLRequest and asks for a cleartext password",
-        "source": f"{out}, captured by tests/vectors/pg/capture.py",
-        "reads": [r.hex() for r in reads],
-        "expect": {
-            "user": "alice",
-            "database": "app",
-            "password": env["PGPASSWORD"],
+    write(
+        "frontend_psql",
+        {
+            "description": "what psql sends with sslmode=prefer when the server answers N to "
+            "SSLRequest and asks for a cleartext password",
+            "source": f"{out}, captured by tests/vectors/pg/capture.py",
+            "reads": [r.hex() for r in reads],
+            "expect": {
+                "user": "alice",
+                "database": "app",
+                "password": env["PGPASSWORD"],
+            },
         },
-    })
+    )
 
 
 async def main() -> None:

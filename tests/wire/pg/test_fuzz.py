@@ -70,8 +70,7 @@ def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:
         return st.just([data])
     return st.lists(st.integers(0, len(data)), max_size=12).map(
         lambda cuts: [
-            data[a:b]
-            for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)
+            data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)
         ]
     )
 
@@ -79,8 +78,9 @@ def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:
 @st.composite
 def mutated(draw: st.DrawFn, pieces: list[bytes]) -> bytes:
     """Real pieces and random bytes concatenated, a few bytes overwritten, maybe cut short."""
-    parts = draw(st.lists(st.one_of(st.sampled_from(pieces), st.binary(max_size=40)),
-                          min_size=1, max_size=6))
+    parts = draw(
+        st.lists(st.one_of(st.sampled_from(pieces), st.binary(max_size=40)), min_size=1, max_size=6)
+    )
     data = bytearray(b"".join(parts))
     for _ in range(draw(st.integers(0, 3))):
         if data:
@@ -108,8 +108,9 @@ def drive_front(hs: FrontendHandshake, chunks: list[bytes]) -> list[Action]:
             actions += hs.feed(TlsStarted())
         out += actions
         for a in actions:
-            assert isinstance(a, SendToClient | StartClientTls | Authenticate | CancelBackend
-                              | Close | Fail), a
+            assert isinstance(
+                a, SendToClient | StartClientTls | Authenticate | CancelBackend | Close | Fail
+            ), a
             if isinstance(a, Fail):
                 assert well_formed_error(a.to_client)
         if any(isinstance(a, Fail | Close | Authenticate) for a in actions):
@@ -118,8 +119,12 @@ def drive_front(hs: FrontendHandshake, chunks: list[bytes]) -> list[Action]:
 
 
 @FUZZ
-@given(data=st.data(), tls=st.booleans(), plaintext=st.booleans(),
-       stream=st.one_of(st.binary(max_size=300), mutated(FRONT_PIECES)))
+@given(
+    data=st.data(),
+    tls=st.booleans(),
+    plaintext=st.booleans(),
+    stream=st.one_of(st.binary(max_size=300), mutated(FRONT_PIECES)),
+)
 def test_frontend_handshake_never_raises(
     data: st.DataObject, tls: bool, plaintext: bool, stream: bytes
 ) -> None:
@@ -130,8 +135,10 @@ def test_frontend_handshake_never_raises(
 
 
 @FUZZ
-@given(length=st.one_of(st.integers(0, 7), st.integers(MAX_STARTUP + 1, 0xFFFF_FFFF)),
-       rest=st.binary(max_size=20))
+@given(
+    length=st.one_of(st.integers(0, 7), st.integers(MAX_STARTUP + 1, 0xFFFF_FFFF)),
+    rest=st.binary(max_size=20),
+)
 def test_frontend_refuses_startup_lengths_beyond_limits(length: int, rest: bytes) -> None:
     hs = FrontendHandshake(tls_available=True, allow_plaintext=True, connections={"app"})
     (fail,) = hs.feed(ClientData(struct.pack("!I", length) + rest, 0))
@@ -149,8 +156,14 @@ def test_frontend_refuses_password_lengths_beyond_limits(length: int) -> None:
 
 # --- BackendHandshake -------------------------------------------------------------------------
 
-HANDSHAKE_NAMES = ["handshake_trust", "handshake_scram", "handshake_md5", "handshake_cleartext",
-                   "handshake_protocol_3_2", "handshake_scram_wrong_password"]
+HANDSHAKE_NAMES = [
+    "handshake_trust",
+    "handshake_scram",
+    "handshake_md5",
+    "handshake_cleartext",
+    "handshake_protocol_3_2",
+    "handshake_scram_wrong_password",
+]
 
 
 def recorded_server(name: str) -> bytes:
@@ -159,10 +172,17 @@ def recorded_server(name: str) -> bytes:
 
 def make_backend(v: dict[str, Any], sslmode: str) -> BackendHandshake:
     b, cs = v["backend"], v["client_startup"]
-    client = m.StartupMessage(cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"]))
+    client = m.StartupMessage(
+        cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"])
+    )
     return BackendHandshake(
-        user=b["user"], password=b["password"], database=b["database"], client=client,
-        sslmode=sslmode, nonce=bytes.fromhex(b["nonce"]), connection=b["connection"],
+        user=b["user"],
+        password=b["password"],
+        database=b["database"],
+        client=client,
+        sslmode=sslmode,
+        nonce=bytes.fromhex(b["nonce"]),
+        connection=b["connection"],
     )
 
 
@@ -181,8 +201,11 @@ def server_stream(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 @FUZZ
-@given(data=st.data(), stream=server_stream(),
-       sslmode=st.sampled_from(["disable", "prefer", "require", "verify-full"]))
+@given(
+    data=st.data(),
+    stream=server_stream(),
+    sslmode=st.sampled_from(["disable", "prefer", "require", "verify-full"]),
+)
 def test_backend_handshake_never_raises(
     data: st.DataObject, stream: tuple[str, bytes], sslmode: str
 ) -> None:
@@ -209,8 +232,10 @@ def test_backend_handshake_never_raises(
 
 
 @FUZZ
-@given(length=st.one_of(st.integers(0, 3), st.integers((1 << 20) + 1, 0xFFFF_FFFF)),
-       tag=st.sampled_from(b"RSKZEv"))
+@given(
+    length=st.one_of(st.integers(0, 3), st.integers((1 << 20) + 1, 0xFFFF_FFFF)),
+    tag=st.sampled_from(b"RSKZEv"),
+)
 def test_backend_refuses_frame_lengths_beyond_limits(length: int, tag: int) -> None:
     hs = make_backend(load("handshake_trust"), "disable")
     hs.start()
@@ -237,8 +262,11 @@ def check_relay_actions(actions: list[Action]) -> None:
 
 
 @FUZZ
-@given(data=st.data(), stream=st.one_of(st.binary(max_size=300), mutated(CLIENT_PIECES)),
-       server=st.one_of(st.binary(max_size=200), mutated(SERVER_PIECES)))
+@given(
+    data=st.data(),
+    stream=st.one_of(st.binary(max_size=300), mutated(CLIENT_PIECES)),
+    server=st.one_of(st.binary(max_size=200), mutated(SERVER_PIECES)),
+)
 def test_relay_never_raises(data: st.DataObject, stream: bytes, server: bytes) -> None:
     """Client and server reads interleaved with commits and closes in any order."""
     events: list[Event] = [ClientData(c, 0) for c in data.draw(splits(stream))]
@@ -298,7 +326,8 @@ def server_frames(draw: st.DrawFn) -> bytes:
         body = draw(st.binary(max_size=24))
         if tag == ord("C") and draw(st.booleans()):
             body = draw(st.sampled_from([b"SELECT ", b"INSERT 0 ", b"COPY "])) + b"%d\x00" % (
-                draw(st.integers(0, 10**9)))
+                draw(st.integers(0, 10**9))
+            )
         length = len(body) + 4
         if draw(st.integers(0, 9)) == 0:
             length = draw(st.integers(0, 3))
@@ -333,8 +362,10 @@ def test_relay_server_counts_do_not_depend_on_read_boundaries(
 
 
 @FUZZ
-@given(length=st.one_of(st.integers(0, 3), st.integers(MAX_MESSAGE + 1, 0xFFFF_FFFF)),
-       tag=st.sampled_from(b"QPBdSX"))
+@given(
+    length=st.one_of(st.integers(0, 3), st.integers(MAX_MESSAGE + 1, 0xFFFF_FFFF)),
+    tag=st.sampled_from(b"QPBdSX"),
+)
 def test_relay_refuses_client_lengths_beyond_limits(length: int, tag: int) -> None:
     r = Relay()
     send, close = r.feed(ClientData(bytes([tag]) + struct.pack("!I", length), 0))

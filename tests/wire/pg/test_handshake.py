@@ -249,10 +249,17 @@ def test_after_a_failure_nothing_is_read() -> None:
 
 def make_backend(v: dict[str, Any]) -> BackendHandshake:
     b, cs = v["backend"], v["client_startup"]
-    client = m.StartupMessage(cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"]))
+    client = m.StartupMessage(
+        cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"])
+    )
     return BackendHandshake(
-        user=b["user"], password=b["password"], database=b["database"], client=client,
-        sslmode=b["sslmode"], nonce=bytes.fromhex(b["nonce"]), connection=b["connection"],
+        user=b["user"],
+        password=b["password"],
+        database=b["database"],
+        client=client,
+        sslmode=b["sslmode"],
+        nonce=bytes.fromhex(b["nonce"]),
+        connection=b["connection"],
     )
 
 
@@ -280,8 +287,13 @@ def replay(
 
 def expected_ready(v: dict[str, Any]) -> BackendReady:
     e = v["expect"]
-    return BackendReady(e["pid"], bytes.fromhex(e["secret"]), bytes.fromhex(e["greeting"]),
-                        bytes.fromhex(e["negotiate"]), e["status"].encode())
+    return BackendReady(
+        e["pid"],
+        bytes.fromhex(e["secret"]),
+        bytes.fromhex(e["greeting"]),
+        bytes.fromhex(e["negotiate"]),
+        e["status"].encode(),
+    )
 
 
 @pytest.mark.parametrize("name", HANDSHAKES)
@@ -367,8 +379,13 @@ READY = BackendReady(77, b"\x01\x02\x03\x04", GREETING, b"", b"I")
 
 def backend(**kw: Any) -> BackendHandshake:
     args: dict[str, Any] = dict(
-        user=BACKEND_USER, password=BACKEND_PW, database="postgres", client=STARTUP,
-        sslmode="disable", nonce=bytes(range(18)), connection="app",
+        user=BACKEND_USER,
+        password=BACKEND_PW,
+        database="postgres",
+        client=STARTUP,
+        sslmode="disable",
+        nonce=bytes(range(18)),
+        connection="app",
     )
     args.update(kw)
     return BackendHandshake(**args)
@@ -383,9 +400,14 @@ def sd(data: bytes) -> ServerData:
 
 
 def expected_startup(user: str = BACKEND_USER) -> bytes:
-    return m.startup_message(m.PROTOCOL_3_0, [
-        (b"user", user.encode()), (b"database", b"postgres"), (b"application_name", b"psql"),
-    ])
+    return m.startup_message(
+        m.PROTOCOL_3_0,
+        [
+            (b"user", user.encode()),
+            (b"database", b"postgres"),
+            (b"application_name", b"psql"),
+        ],
+    )
 
 
 def test_trust() -> None:
@@ -407,7 +429,9 @@ def test_cleartext() -> None:
     hs = backend()
     hs.start()
     pw = BACKEND_PW.encode()
-    assert hs.feed(sd(auth(3))) == [SendToServer(b"p" + struct.pack("!I", len(pw) + 5) + pw + b"\0")]
+    assert hs.feed(sd(auth(3))) == [
+        SendToServer(b"p" + struct.pack("!I", len(pw) + 5) + pw + b"\0")
+    ]
     assert hs.feed(sd(auth(0) + KEY + m.ready_for_query())) == [
         BackendReady(77, b"\x01\x02\x03\x04", b"", b"", b"I")
     ]
@@ -463,7 +487,7 @@ def test_unexpected_message_in_the_greeting() -> None:
 def test_a_non_auth_server_error_keeps_its_sqlstate() -> None:
     hs = backend()
     hs.start()
-    err = build(b"E", b"SFATAL\x00C3D000\x00Mdatabase \"gone\" does not exist\x00\x00")
+    err = build(b"E", b'SFATAL\x00C3D000\x00Mdatabase "gone" does not exist\x00\x00')
     fail = only_fail(hs.feed(sd(err)))
     assert sqlstate(fail.to_client) == "3D000"
 
@@ -472,8 +496,12 @@ def test_auth_error_reveals_neither_password_nor_backend_user() -> None:
     hs = backend()
     hs.start()
     hs.feed(sd(auth(3)))
-    err = build(b"E", b"SFATAL\x00C28P01\x00Mpassword authentication failed for user \""
-                + BACKEND_USER.encode() + b"\"\x00\x00")
+    err = build(
+        b"E",
+        b'SFATAL\x00C28P01\x00Mpassword authentication failed for user "'
+        + BACKEND_USER.encode()
+        + b'"\x00\x00',
+    )
     fail = only_fail(hs.feed(sd(err)))
     assert sqlstate(fail.to_client) == "08006"
     for text in (fail.to_client, fail.reason.encode(), repr(hs).encode()):
@@ -520,15 +548,30 @@ def test_unexpected_tls_started() -> None:
 
 
 def test_startup_forwards_client_parameters_but_not_identity() -> None:
-    client = m.StartupMessage(0x0003_0002, (
-        (b"user", b"alice"), (b"database", b"app"), (b"replication", b"false"),
-        (b"options", b"-c search_path=x"), (b"_pq_.opt", b"1"),
-    ))
+    client = m.StartupMessage(
+        0x0003_0002,
+        (
+            (b"user", b"alice"),
+            (b"database", b"app"),
+            (b"replication", b"false"),
+            (b"options", b"-c search_path=x"),
+            (b"_pq_.opt", b"1"),
+        ),
+    )
     hs = backend(client=client)
-    assert hs.start() == [SendToServer(m.startup_message(0x0003_0002, [
-        (b"user", BACKEND_USER.encode()), (b"database", b"postgres"),
-        (b"options", b"-c search_path=x"), (b"_pq_.opt", b"1"),
-    ]))]
+    assert hs.start() == [
+        SendToServer(
+            m.startup_message(
+                0x0003_0002,
+                [
+                    (b"user", BACKEND_USER.encode()),
+                    (b"database", b"postgres"),
+                    (b"options", b"-c search_path=x"),
+                    (b"_pq_.opt", b"1"),
+                ],
+            )
+        )
+    ]
 
 
 def test_negotiate_protocol_version_before_auth_ok() -> None:
@@ -567,8 +610,14 @@ class ScramServer:
         assert client_first.startswith(b"n,,")
         self.client_first_bare = client_first[3:]
         nonce = dict(x.split(b"=", 1) for x in self.client_first_bare.split(b","))[b"r"]
-        self.server_first = (b"r=" + nonce + RFC_SERVER_NONCE + b",s="
-                             + base64.b64encode(self.salt) + b",i=%d" % self.iterations)
+        self.server_first = (
+            b"r="
+            + nonce
+            + RFC_SERVER_NONCE
+            + b",s="
+            + base64.b64encode(self.salt)
+            + b",i=%d" % self.iterations
+        )
         return self.server_first
 
     def final(self, client_final: bytes) -> bytes:
@@ -633,8 +682,9 @@ def test_scram_rfc_signature_is_wrong_for_an_empty_user_name() -> None:
 def test_scram_wrong_password_is_refused_by_the_server() -> None:
     hs, _, server_final = scram_until_final(password="not-pencil")
     assert server_final == b"e=invalid-proof"
-    err = build(b"E", b"SFATAL\x00C28P01\x00Mpassword authentication failed for user "
-                b"\"user\"\x00\x00")
+    err = build(
+        b"E", b'SFATAL\x00C28P01\x00Mpassword authentication failed for user "user"\x00\x00'
+    )
     fail = only_fail(hs.feed(sd(err)))
     assert b"not-pencil" not in fail.to_client and b"not-pencil" not in fail.reason.encode()
 

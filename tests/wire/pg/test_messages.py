@@ -108,14 +108,23 @@ def test_error_response_round_trip() -> None:
     ((tag, body),) = iter_messages(raw)
     assert tag == b"E"
     assert m.parse_error_fields(body) == {
-        "S": "FATAL", "V": "FATAL", "C": "3D000", "M": "no such db", "D": "d", "H": "h",
+        "S": "FATAL",
+        "V": "FATAL",
+        "C": "3D000",
+        "M": "no such db",
+        "D": "d",
+        "H": "h",
     }
     ((tag, body),) = iter_messages(m.error_response("08P01", "x", severity="ERROR"))
     assert m.parse_error_fields(body)["S"] == "ERROR"
     ((tag, body),) = iter_messages(m.notice_response("careful"))
     assert tag == b"N"
-    assert m.parse_error_fields(body) == {"S": "NOTICE", "V": "NOTICE", "C": "00000",
-                                          "M": "careful"}
+    assert m.parse_error_fields(body) == {
+        "S": "NOTICE",
+        "V": "NOTICE",
+        "C": "00000",
+        "M": "careful",
+    }
 
 
 def test_error_fields_of_a_truncated_body() -> None:
@@ -141,13 +150,25 @@ def decode_commands(data: bytes) -> list[dict[str, object]]:
             out.append({"op": "query", "text": m.parse_query(body).decode()})
         elif tag == b"P":
             p = m.parse_parse(body)
-            out.append({"op": "parse", "statement": p.statement.decode(),
-                        "text": p.query.decode(), "param_types": list(p.param_types)})
+            out.append(
+                {
+                    "op": "parse",
+                    "statement": p.statement.decode(),
+                    "text": p.query.decode(),
+                    "param_types": list(p.param_types),
+                }
+            )
         elif tag == b"B":
             b = m.parse_bind(body)
-            out.append({"op": "bind", "portal": b.portal.decode(),
-                        "statement": b.statement.decode(), "formats": list(b.formats),
-                        "params": [None if x is None else x.hex() for x in b.params]})
+            out.append(
+                {
+                    "op": "bind",
+                    "portal": b.portal.decode(),
+                    "statement": b.statement.decode(),
+                    "formats": list(b.formats),
+                    "params": [None if x is None else x.hex() for x in b.params],
+                }
+            )
     return out
 
 

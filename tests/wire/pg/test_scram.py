@@ -24,8 +24,7 @@ RFC_PASSWORD = "pencil"
 RFC_CLIENT_NONCE = b"rOprNGfwEbeRWgbNEkqO"
 RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
 RFC_SERVER_FIRST = (
-    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-    b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
 )
 RFC_CLIENT_FINAL = (
     b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
@@ -39,8 +38,9 @@ RAW_NONCE = base64.b64decode(RFC_CLIENT_NONCE)
 def reference(password: bytes, first_bare: bytes, server_first: bytes) -> tuple[bytes, bytes]:
     """RFC 5802 section 3, for gs2 header 'n,,': (client-final-message, server-final)."""
     attrs = dict(p.split(b"=", 1) for p in server_first.split(b","))
-    salted = hashlib.pbkdf2_hmac("sha256", password, base64.b64decode(attrs[b"s"]),
-                                 int(attrs[b"i"]))
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password, base64.b64decode(attrs[b"s"]), int(attrs[b"i"])
+    )
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     without_proof = b"c=" + base64.b64encode(b"n,,") + b",r=" + attrs[b"r"]
@@ -48,8 +48,7 @@ def reference(password: bytes, first_bare: bytes, server_first: bytes) -> tuple[
     signature = hmac.new(hashlib.sha256(client_key).digest(), auth, hashlib.sha256).digest()
     proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
     server_sig = hmac.new(server_key, auth, hashlib.sha256).digest()
-    return (without_proof + b",p=" + base64.b64encode(proof),
-            b"v=" + base64.b64encode(server_sig))
+    return (without_proof + b",p=" + base64.b64encode(proof), b"v=" + base64.b64encode(server_sig))
 
 
 def rfc_client() -> ScramClient:
@@ -60,7 +59,9 @@ def rfc_client() -> ScramClient:
 
 def test_reference_reproduces_rfc7677() -> None:
     assert reference(b"pencil", RFC_CLIENT_FIRST[3:], RFC_SERVER_FIRST) == (
-        RFC_CLIENT_FINAL, RFC_SERVER_FINAL)
+        RFC_CLIENT_FINAL,
+        RFC_SERVER_FINAL,
+    )
 
 
 def test_scram_client_reproduces_rfc7677() -> None:

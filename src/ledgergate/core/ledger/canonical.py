@@ -26,12 +26,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 __all__ = ["MAX_DEPTH", "CanonicalError", "canonical_json"]
 
 # Ledger entries nest three levels (entry -> identity -> groups). A deeper value is a
 # bug or an attack (and a cycle would otherwise recurse forever), so refuse it early.
 MAX_DEPTH = 32
 
+# orjson with sorted keys produces the same bytes as the json encoder below for every
+# value _check accepts (UTF-8 byte order equals code point order; the same minimal
+# escaping), ten times faster; tests/core/ledger pins the equivalence. It refuses
+# integers beyond 64 bits, which fall back to the json encoder.
+_fast = orjson.dumps
+_SORT = orjson.OPT_SORT_KEYS
 _encode = json.JSONEncoder(
     sort_keys=True,
     separators=(",", ":"),
@@ -98,6 +106,10 @@ def canonical_json(obj: Any) -> bytes:
         _check(obj, 0)
     except _Bad as e:
         raise CanonicalError(f"${''.join(reversed(e.where))}: {e.reason}") from None
+    try:
+        return _fast(obj, option=_SORT)
+    except orjson.JSONEncodeError:
+        pass  # big integers, str subclasses orjson declines, invalid UTF-8: json decides
     try:
         return _encode(obj).encode("utf-8")
     except UnicodeEncodeError:  # the message would quote the value: keep it out
