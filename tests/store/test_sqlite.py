@@ -71,9 +71,7 @@ def test_open_creates_dirs_wal_and_schema(tmp_path: Path) -> None:
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"entries", "streams", "checkpoints", "payloads", "tokens"} <= tables
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"entries_session", "entries_kind_ts"} <= (
-        indexes
-    )
+    assert {"entries_session", "entries_kind_ts"} <= (indexes)
     raw.close()
     # reopening does not migrate again
     open_store(_url(db)).close()

@@ -139,7 +139,7 @@ class LedgerSink:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._loop.call_soon, self._flush)
         elif self._timer is None:
             self._timer = self._loop.call_later(CHUNK_DELAY, self._flush)
 

@@ -301,7 +301,14 @@ class BackendHandshake:
                     f'ledgergate: connection "{self._conn}" is unavailable: '
                     "the gateway could not authenticate to the backend",
                 )
-            return self._fail(f.get("M", "backend error"), code)
+            # The server's text can name the backend role or database: it goes to the
+            # ledger and log (reason); the client gets the SQLSTATE and our own words.
+            return self._fail(
+                f"backend refused the session: {f.get('M', 'error')} (SQLSTATE {code})",
+                code,
+                f'ledgergate: connection "{self._conn}" is unavailable: '
+                f"the server refused the session (SQLSTATE {code})",
+            )
         if tag == ord("v"):
             self._negotiate = raw
             return []
