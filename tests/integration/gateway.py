@@ -141,5 +141,24 @@ class Gateway:
     ) -> str:
         return f"{scheme}://{user}:{token}@127.0.0.1:{self.port}/{connection}?sslmode=require"
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every session that opened has its session.close entry committed
+        (chunk entries are group-committed a few milliseconds after they pass)."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            db = sqlite3.connect(self.store_path)
+            try:
+                opened, closed = db.execute(
+                    "SELECT sum(kind='session.open'), sum(kind='session.close') FROM entries"
+                ).fetchone()
+            finally:
+                db.close()
+            if (opened or 0) == (closed or 0):
+                return
+            time.sleep(0.02)
+        raise TimeoutError("sessions did not close in the ledger")
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

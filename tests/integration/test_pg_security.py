@@ -20,7 +20,9 @@ from tests.integration.gateway import Gateway, free_port
 from tests.integration.pgcluster import PgCluster
 
 
-def entries(gw: Gateway, kind: str | None = None) -> list[dict]:
+def entries(gw: Gateway, kind: str | None = None, settle: bool = True) -> list[dict]:
+    if settle:
+        gw.settle()
     db = sqlite3.connect(gw.store_path)
     rows = db.execute("SELECT canonical FROM entries ORDER BY stream, seq").fetchall()
     docs = [json.loads(r[0]) for r in rows]
@@ -372,11 +374,11 @@ def test_kill9_mid_workload_loses_no_executed_statement(gateway: Gateway, pgc: P
     proc.stderr.close()
     executed = [s for s in pgc.statement_log() if marker in s and s.startswith("INSERT")]
     assert len(executed) > 50
-    texts = {e["command"]["text"] for e in entries(gateway, "command")}
+    texts = {e["command"]["text"] for e in entries(gateway, "command", settle=False)}
     assert f"INSERT INTO {marker} VALUES (?)" in texts
     recorded = [
         e
-        for e in entries(gateway, "command")
+        for e in entries(gateway, "command", settle=False)
         if e["command"]["text"] == f"INSERT INTO {marker} VALUES (?)"
     ]
     assert len(recorded) >= len(executed)

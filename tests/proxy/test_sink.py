@@ -38,8 +38,13 @@ def d(kind: str, n: int) -> Draft:
 def test_group_commit_keeps_order_and_reports_commits(threaded: bool) -> None:
     async def go() -> ListWriter:
         w = ListWriter()
-        sink = LedgerSink(lambda: w, depth=100, checkpoint_seconds=60,
-                          loop=asyncio.get_running_loop(), threaded=threaded)
+        sink = LedgerSink(
+            lambda: w,
+            depth=100,
+            checkpoint_seconds=60,
+            loop=asyncio.get_running_loop(),
+            threaded=threaded,
+        )
         await sink.start()
         done: list[int] = []
         sink.submit([d("chunk", 1)])
@@ -59,8 +64,9 @@ def test_group_commit_keeps_order_and_reports_commits(threaded: bool) -> None:
 def test_chunks_alone_are_committed_soon_without_a_command() -> None:
     async def go() -> ListWriter:
         w = ListWriter()
-        sink = LedgerSink(lambda: w, depth=10_000, checkpoint_seconds=60,
-                          loop=asyncio.get_running_loop())
+        sink = LedgerSink(
+            lambda: w, depth=10_000, checkpoint_seconds=60, loop=asyncio.get_running_loop()
+        )
         await sink.start()
         sink.submit([d("chunk", 1)])
         assert w.batches == []  # waits for a command commit or the short timer
@@ -80,8 +86,9 @@ def test_chunks_alone_are_committed_soon_without_a_command() -> None:
 def test_fail_closed_when_the_ledger_cannot_be_written() -> None:
     async def go() -> None:
         w = ListWriter(fail_after=1)
-        sink = LedgerSink(lambda: w, depth=100, checkpoint_seconds=60,
-                          loop=asyncio.get_running_loop())
+        sink = LedgerSink(
+            lambda: w, depth=100, checkpoint_seconds=60, loop=asyncio.get_running_loop()
+        )
         await sink.start()
         failures: list[BaseException] = []
         sink.on_failure.append(failures.append)
@@ -104,8 +111,7 @@ def test_a_writer_that_cannot_open_refuses_to_start() -> None:
         raise OSError("read-only file system")
 
     async def go() -> None:
-        sink = LedgerSink(broken, depth=10, checkpoint_seconds=60,
-                          loop=asyncio.get_running_loop())
+        sink = LedgerSink(broken, depth=10, checkpoint_seconds=60, loop=asyncio.get_running_loop())
         with pytest.raises(LedgerUnavailable, match="cannot be opened"):
             await sink.start()
 

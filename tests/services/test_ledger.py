@@ -298,3 +298,24 @@ def test_open_on_a_corrupt_stream_state(tmp_path: Path) -> None:
         LedgerWriter.open(st, led.stream, led.signer)
     with pytest.raises(ValueError):
         LedgerWriter.open(st, "other", led.signer, checkpoint_every_entries=0)
+
+
+def test_state_row_lags_and_is_rolled_forward_on_open(tmp_path: Path) -> None:
+    """A gateway writes its state row every STATE_EVERY entries; reopening (also after a
+    kill -9) extends the stored state over the entries committed after it."""
+    from ledgergate.services.ledger import STATE_EVERY
+
+    led = Ledger(tmp_path)
+    w = led.writer(checkpoint_every_entries=10_000, checkpoint_every_seconds=3600)
+    w.append(chunk_drafts(3), T0)  # the first append is signed, state written
+    for i in range(5):
+        w.append(chunk_drafts(2, T0 + 1 + i), T0 + 1 + i)
+    stored = led.store().get_stream_state(led.stream)
+    assert stored is not None and StreamState.from_record(led.stream, stored).size == 3
+    assert STATE_EVERY > 13
+    # no close(): as after a crash
+    w2 = led.writer(checkpoint_every_entries=10_000, checkpoint_every_seconds=3600)
+    assert w2.size == 13 and w2.head_hash == w.head_hash
+    w2.append(chunk_drafts(1, T0 + 9), T0 + 9)
+    w2.close(T0 + 10)
+    _verify(led)

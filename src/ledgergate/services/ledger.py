@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ledgergate.core.ledger.chain import Chain, SealedEntry, StreamState
+from ledgergate.core.ledger.chain import Chain, ChainError, SealedEntry, StreamState, entry_link
 from ledgergate.core.ledger.checkpoint import Checkpoint, Signer
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.services.keys import PayloadCipher
@@ -29,14 +29,35 @@ from ledgergate.store.base import CheckpointRow, EntryRow, Store
 __all__ = ["LedgerUnavailable", "LedgerWriter", "checkpoint_stream", "load_stream_state"]
 
 
+# A gateway's own stream rewrites its state row (head hash + Merkle compact range) with a
+# checkpoint, at close, or after this many entries, not on every commit: the row is one
+# more page per commit, and on open the writer rolls the state forward over the entries
+# committed after it.
+STATE_EVERY = 256
+
+
 class LedgerUnavailable(RuntimeError):
     """The ledger could not be written; nothing of the failed append was kept."""
 
 
 def load_stream_state(store: Store, stream: str) -> StreamState:
-    """The stream's committed state, or its genesis if nothing was ever appended."""
+    """The stream's committed state, or its genesis if nothing was ever appended: the
+    stored state row rolled forward over the entries committed after it was written."""
     rec = store.get_stream_state(stream)
-    return StreamState.from_record(stream, rec) if rec else StreamState.genesis(stream)
+    st = StreamState.from_record(stream, rec) if rec else StreamState.genesis(stream)
+    for seq, data, h in store.iter_entries(stream, st.size):
+        try:
+            _, doc_seq, prev = entry_link(data)
+        except ChainError as e:
+            raise LedgerUnavailable(f"{stream} entry {seq} is damaged: {e}") from None
+        if seq != st.size or doc_seq != seq or prev != st.head_hash:
+            raise LedgerUnavailable(
+                f"{stream} does not chain at entry {seq}: run `ledgergate audit verify`"
+            )
+        st.tree.append(h)
+        st.size += 1
+        st.head_hash = h
+    return st
 
 
 def checkpoint_stream(store: Store, stream: str, signer: Signer, now_ns: int) -> str | None:
@@ -91,6 +112,7 @@ class LedgerWriter:
         self.owns_store = owns_store
         self.closed = False
         self._state = load_stream_state(store, stream)
+        self._state_size = self._state.size
         self._cp_size, self._cp_ns = self._last_checkpoint()
 
     @classmethod
@@ -201,6 +223,7 @@ class LedgerWriter:
             return []
         saved = self._state.copy()
         saved_cp = (self._cp_size, self._cp_ns)
+        state_written = False
         store = self.store
         note: str | None = None
         try:
@@ -220,8 +243,11 @@ class LedgerWriter:
                 if payloads:
                     store.put_payloads(payloads)
                 state = self._state
-                store.put_stream_state(self.stream, state.to_record(), now_ns)
-                if self._due(state.size, now_ns):
+                due = self._due(state.size, now_ns)
+                if self.shared or due or state.size - self._state_size >= STATE_EVERY:
+                    store.put_stream_state(self.stream, state.to_record(), now_ns)
+                    state_written = True
+                if due:
                     note = _sign(store, self.signer, state, now_ns)
         except BaseException as e:
             self._state = saved
@@ -231,6 +257,8 @@ class LedgerWriter:
             raise LedgerUnavailable(f"ledger append to {self.stream} failed: {e}") from e
         if note is not None:
             self._cp_size, self._cp_ns = self._state.size, now_ns
+        if state_written:
+            self._state_size = self._state.size
         return sealed
 
     # -- checkpoints and shutdown -----------------------------------------------------------
@@ -248,7 +276,9 @@ class LedgerWriter:
             if state.size == 0 or state.size <= self._cp_size:
                 return None
             with self.store.transaction():
+                self.store.put_stream_state(self.stream, state.to_record(), now_ns)
                 note = _sign(self.store, self.signer, state, now_ns)
+            self._state_size = state.size
         except LedgerUnavailable:
             raise
         except Exception as e:
