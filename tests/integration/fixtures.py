@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +40,11 @@ GatewayFactory = Callable[..., Gateway]
 def gateway_factory(tmp_path: Path, pgc: PgCluster) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
 
-    def make(connections: list[dict[str, object]] | None = None, **kw: object) -> Gateway:
+    def make(connections: list[dict[str, object]] | None = None, **kw: Any) -> Gateway:
+        env = {"APP_DB_PASSWORD": pgc.password, **kw.pop("env", {})}
         gw = Gateway(
-            tmp_path / f"gw{len(started)}",
-            connections or [app_connection(pgc)],
-            env={"APP_DB_PASSWORD": pgc.password},
-            **kw,
-        )  # type: ignore[arg-type]
+            tmp_path / f"gw{len(started)}", connections or [app_connection(pgc)], env=env, **kw
+        )
         started.append(gw)
         return gw
 

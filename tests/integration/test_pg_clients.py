@@ -9,14 +9,16 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests.integration.fixtures import GatewayFactory, app_connection
 from tests.integration.gateway import Gateway
-from tests.integration.pgcluster import PgCluster
+from tests.integration.pgcluster import PgCluster, PgClusterFactory
 
 
 def psql(dsn: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -188,3 +190,44 @@ def test_pgbench_through_the_gateway(gateway: Gateway) -> None:
         assert r.returncode == 0, r.stderr
         assert "number of failed transactions: 0" in r.stdout
     assert gateway.cli("audit", "verify").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("auth", "sslmode"),
+    [
+        ("md5", "require"),
+        ("password", "require"),
+        ("trust", "disable"),
+        ("scram-sha-256", "prefer"),
+    ],
+)
+def test_backend_authentication_methods(
+    gateway_factory: GatewayFactory, pg_cluster_factory: PgClusterFactory, auth: str, sslmode: str
+) -> None:
+    """The gateway authenticates to the backend with MD5, cleartext, trust and SCRAM,
+    over TLS or not as the connection says."""
+    cluster = pg_cluster_factory(auth=auth, tls=sslmode != "disable")
+    cluster.psql("CREATE DATABASE app")
+    conn = app_connection(cluster, sslmode=sslmode)
+    gw = gateway_factory([conn], env={"APP_DB_PASSWORD": cluster.password}).start()
+    tok = gw.token()
+    with psycopg.connect(gw.dsn(tok)) as c:
+        assert c.execute(
+            "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone() == ("postgres", sslmode != "disable")
+
+
+def test_function_call_protocol_large_objects(gateway: Gateway, tmp_path: Path) -> None:
+    """psql's \\lo_import / \\lo_export use the FunctionCall message."""
+    tok = gateway.token()
+    src = tmp_path / "blob.bin"
+    src.write_bytes(bytes(range(256)) * 100)
+    dst = tmp_path / "back.bin"
+    r = psql(gateway.dsn(tok), "-At", "-c", f"\\lo_import {src}")
+    assert r.returncode == 0, r.stderr
+    oid = r.stdout.split()[-1]
+    r = psql(gateway.dsn(tok), "-c", f"\\lo_export {oid} {dst}")
+    assert r.returncode == 0, r.stderr
+    assert dst.read_bytes() == src.read_bytes()
+    ops = {d["command"]["op"] for k, d in ledger_kinds(gateway) if k == "command"}
+    assert "function" in ops
