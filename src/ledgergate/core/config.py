@@ -78,6 +78,9 @@ class Connection(_Strict):
     sslrootcert: str | None = None  # CA bundle for verify-full (default: system store)
     recording: Literal["metadata", "redacted", "full"] = "redacted"
     connect_timeout: float = 10.0
+    # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
+    # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
+    require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
 
     @field_validator("name")
     @classmethod

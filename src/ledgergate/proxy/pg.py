@@ -386,6 +386,7 @@ class PgSession:
             sslmode=conn.sslmode,
             nonce=secrets.token_bytes(18),
             connection=conn.name,
+            require_auth=frozenset(conn.require_auth) if conn.require_auth else None,
         )
         pending = hs.start()
         while True:

@@ -700,3 +700,30 @@ def test_scram_server_error_attribute() -> None:
     hs, _, _ = scram_until_final()
     fail = only_fail(hs.feed(sd(auth(12, b"e=other-error"))))
     assert "other-error" in fail.reason
+
+
+@pytest.mark.parametrize(
+    ("request_", "method"),
+    [(3, "password"), (5, "md5"), (0, "none")],
+)
+def test_require_auth_refuses_a_downgrade_without_sending_the_password(
+    request_: int, method: str
+) -> None:
+    secret = "held-backend-secret"
+    hs = BackendHandshake(
+        user="svc",
+        password=secret,
+        database="app",
+        client=m.StartupMessage(m.PROTOCOL_3_0, ((b"user", b"alice"), (b"database", b"app"))),
+        sslmode="disable",
+        nonce=b"n" * 18,
+        connection="app",
+        require_auth=frozenset({"scram-sha-256"}),
+    )
+    hs.start()
+    body = struct.pack("!I", request_) + (b"salt" if request_ == 5 else b"")
+    actions = hs.feed(ServerData(b"R" + struct.pack("!I", len(body) + 4) + body, 0))
+    assert len(actions) == 1 and isinstance(actions[0], Fail)
+    assert method in actions[0].reason
+    assert secret.encode() not in actions[0].to_client
+    assert not any(isinstance(a, SendToServer) for a in actions)

@@ -208,6 +208,7 @@ class BackendHandshake:
         sslmode: str,
         nonce: bytes,
         connection: str,
+        require_auth: frozenset[str] | None = None,
     ) -> None:
         self._user = user.encode()
         self._password = password
@@ -216,6 +217,11 @@ class BackendHandshake:
         self._sslmode = sslmode
         self._nonce = nonce
         self._conn = connection
+        # libpq's require_auth: the methods the server may ask for (None: any). Stops a
+        # server, or a man in the middle of an unverified TLS, from downgrading the
+        # exchange to one that reveals the held password (cleartext) or its hash (MD5).
+        self._require_auth = require_auth
+        self._method_seen: str | None = None
         self.state = _B.AWAIT_SSL
         self.tls = False
         self._split = FrameSplitter(max_message=1 << 20)
@@ -340,22 +346,36 @@ class BackendHandshake:
             raise ProtocolError("the server asks for a password but the connection has none")
         return self._password
 
+    def _allowed(self, method: str) -> None:
+        if self._require_auth is not None and method not in self._require_auth:
+            raise ProtocolError(
+                f"the server asked for {method} authentication, which this connection "
+                f"does not allow (require_auth: {', '.join(sorted(self._require_auth))})"
+            )
+
     def _auth(self, body: bytes) -> list[Action]:
         (code,) = _I.unpack_from(body, 0)
         if code == 0:
+            if self._scram is None and self._method_seen is None:
+                self._allowed("none")
             if self._scram is not None and not self._scram_verified:
                 # Skipping SASLFinal would skip the server's proof that it knows the password.
                 raise ProtocolError("AuthenticationOk before the SCRAM exchange completed")
             self.state = _B.GREETING
             return []
         if code == 3:
+            self._allowed("password")
+            self._method_seen = "password"
             pw = self._need_password().encode()
             return [SendToServer(b"p" + _I.pack(len(pw) + 5) + pw + b"\x00")]
         if code == 5:
+            self._allowed("md5")
+            self._method_seen = "md5"
             salt = body[4:8]
             pw = md5_password(self._user, self._need_password().encode(), salt) + b"\x00"
             return [SendToServer(b"p" + _I.pack(len(pw) + 4) + pw)]
         if code == 10:
+            self._allowed("scram-sha-256")
             mechs = [x for x in body[4:].split(b"\x00") if x]
             if b"SCRAM-SHA-256" not in mechs:
                 raise ProtocolError("the server offers no SASL mechanism ledgergate supports")
