@@ -103,7 +103,7 @@ class Env:
 
     @property
     def key_name(self) -> str:
-        return f"ledgergate/{self.settings.gateway_name}"
+        return self.settings.key_name
 
     @property
     def actor(self) -> str:
@@ -142,7 +142,7 @@ class Env:
             try:
                 self._writer = LedgerWriter.open(
                     self.store,
-                    f"cli@{self.settings.gateway_name}",
+                    self.settings.cli_stream,
                     signer,
                     shared=True,
                     owns_store=False,

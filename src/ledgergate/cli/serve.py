@@ -112,10 +112,8 @@ def register(app: typer.Typer) -> None:
                 from ledgergate.services.keys import load_or_create_ledger_signer
                 from ledgergate.services.ledger import LedgerWriter
 
-                signer = load_or_create_ledger_signer(
-                    settings.ledger_key, f"ledgergate/{settings.gateway_name}"
-                )
-                w = LedgerWriter.open(store, f"cli@{settings.gateway_name}", signer, shared=True)
+                signer = load_or_create_ledger_signer(settings.ledger_key, settings.key_name)
+                w = LedgerWriter.open(store, settings.cli_stream, signer, shared=True)
                 tok, _ = tokens.create_token(
                     store,
                     w,

@@ -60,6 +60,16 @@ class Settings:
     gateway_name: str
     stream: str
 
+    @property
+    def key_name(self) -> str:
+        """The ledger signing key's name in signed notes and verifier keys."""
+        return f"ledgergate/{self.gateway_name}"
+
+    @property
+    def cli_stream(self) -> str:
+        """The stream the CLI's admin actions (tokens...) are appended to."""
+        return f"cli@{self.gateway_name}"
+
     def backend_password(self, conn: Connection) -> str | None:
         return resolve_secret(
             conn.credentials.password, what=f"connections.{conn.name}.credentials.password"

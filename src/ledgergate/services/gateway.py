@@ -74,7 +74,7 @@ class GatewayRuntime:
     async def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        signer = keys.load_or_create_ledger_signer(s.ledger_key, f"ledgergate/{s.gateway_name}")
+        signer = keys.load_or_create_ledger_signer(s.ledger_key, s.key_name)
         cipher = keys.PayloadCipher(keys.load_or_create_payload_key(s.payload_key))
         lcfg = s.config.ledger
 
