@@ -136,7 +136,9 @@ class PgSession:
         self.s: _Side | None = None
         self.relay = Relay()
         self.recorder: SessionRecorder | None = None
-        self.session_id = "s_" + secrets.token_hex(10)
+        # Time-ordered ids: sessions sort by start, and the ledger's session index takes
+        # the entries of concurrent sessions on neighbouring pages (fewer pages per commit).
+        self.session_id = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
         self.source: dict[str, Any] = {"ip": None, "port": None}
         self.conn: Connection | None = None
         self.identity: dict[str, Any] | None = None
