@@ -11,7 +11,6 @@ hypothesis profile in tests/conftest.py (``ci`` by default, ``deep`` by hand).
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,11 +42,10 @@ from ledgergate.wire.pg.events import (
 from ledgergate.wire.pg.frames import MAX_MESSAGE, MAX_STARTUP, build, iter_messages
 from ledgergate.wire.pg.handshake import (
     MAX_PASSWORD_MESSAGE,
-    BackendHandshake,
     FrontendHandshake,
 )
 from ledgergate.wire.pg.session import Relay
-from tests.wire.pg.vectors import SESSIONS, client_bytes, load, server_bytes
+from tests.wire.pg.vectors import SESSIONS, client_bytes, load, make_backend, server_bytes
 
 pytestmark = pytest.mark.timeout(120)
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -168,22 +166,6 @@ HANDSHAKE_NAMES = [
 
 def recorded_server(name: str) -> bytes:
     return b"".join(bytes.fromhex(s["recv"]) for s in load(name)["steps"] if "recv" in s)
-
-
-def make_backend(v: dict[str, Any], sslmode: str) -> BackendHandshake:
-    b, cs = v["backend"], v["client_startup"]
-    client = m.StartupMessage(
-        cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"])
-    )
-    return BackendHandshake(
-        user=b["user"],
-        password=b["password"],
-        database=b["database"],
-        client=client,
-        sslmode=sslmode,
-        nonce=bytes.fromhex(b["nonce"]),
-        connection=b["connection"],
-    )
 
 
 @st.composite

@@ -35,7 +35,7 @@ from ledgergate.wire.pg.events import (
 )
 from ledgergate.wire.pg.frames import build, iter_messages
 from ledgergate.wire.pg.handshake import BackendHandshake, FrontendHandshake
-from tests.wire.pg.vectors import HANDSHAKES, bytewise, load, whole
+from tests.wire.pg.vectors import HANDSHAKES, bytewise, load, make_backend, whole
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -243,24 +243,7 @@ def test_after_a_failure_nothing_is_read() -> None:
     only_fail(hs.feed(cd(struct.pack("!I", 3))))
     assert hs.feed(cd(PSQL_STARTUP)) == []
 
-
-# --- BackendHandshake: replays of real servers --------------------------------------------
-
-
-def make_backend(v: dict[str, Any]) -> BackendHandshake:
-    b, cs = v["backend"], v["client_startup"]
-    client = m.StartupMessage(
-        cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"])
-    )
-    return BackendHandshake(
-        user=b["user"],
-        password=b["password"],
-        database=b["database"],
-        client=client,
-        sslmode=b["sslmode"],
-        nonce=bytes.fromhex(b["nonce"]),
-        connection=b["connection"],
-    )
+    # --- BackendHandshake: replays of real servers --------------------------------------------
 
 
 def replay(

@@ -15,6 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ledgergate.wire.pg import messages as m
+from ledgergate.wire.pg.handshake import BackendHandshake
+
 DIR = Path(__file__).resolve().parents[2] / "vectors" / "pg"
 
 
@@ -65,3 +68,20 @@ def random_splits(data: bytes, rng: random.Random, most: int = 40) -> list[bytes
         return [data]
     cuts = sorted(rng.sample(range(1, len(data)), min(most, len(data) - 1)))
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def make_backend(v: dict[str, Any], sslmode: str | None = None) -> BackendHandshake:
+    """The BackendHandshake a captured handshake vector describes (``sslmode`` overrides)."""
+    b, cs = v["backend"], v["client_startup"]
+    client = m.StartupMessage(
+        cs["version"], tuple((k.encode(), x.encode()) for k, x in cs["params"])
+    )
+    return BackendHandshake(
+        user=b["user"],
+        password=b["password"],
+        database=b["database"],
+        client=client,
+        sslmode=sslmode or b["sslmode"],
+        nonce=bytes.fromhex(b["nonce"]),
+        connection=b["connection"],
+    )
