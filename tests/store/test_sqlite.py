@@ -17,7 +17,7 @@ from ledgergate.store import (
     open_store,
     sqlite_path,
 )
-from ledgergate.store.sqlite import SCHEMA_VERSION
+from ledgergate.store.sqlite import BULK_MIN_ROWS, SCHEMA_VERSION
 
 
 def _url(p: Path) -> str:
@@ -216,3 +216,39 @@ def test_concurrent_writers_wait_for_the_lock(tmp_path: Path) -> None:
     assert not errors
     st = open_store(url)
     assert all(st.max_seq(f"s{i}") == 49 for i in range(4))
+
+
+def test_bulk_insert_stores_exactly_what_row_by_row_does(tmp_path: Path) -> None:
+    """Batches of BULK_MIN_ROWS or more go through one INSERT ... SELECT over json_each;
+    every column must come out as executemany() would have stored it."""
+    rows = [
+        EntryRow(
+            "gateway@h" if i % 3 else "cli@h",
+            i,
+            2**62 + i,
+            "chunk" if i % 2 else "session.open",
+            None if i % 5 == 0 else f"s_{i:04d}",
+            None if i % 7 == 0 else 'zoë 👩‍💻 "q" \\',
+            None if i % 4 == 0 else "app",
+            b'{"seq":%d,"t":"\xc3\xa9\\u0000"}' % i + b"x" * (i * 37 % 900),
+            bytes([i % 256]) * 32,
+        )
+        for i in range(BULK_MIN_ROWS * 5 + 3)
+    ]
+    bulk, single = open_store(_url(tmp_path / "b.db")), open_store(_url(tmp_path / "s.db"))
+    with bulk.transaction():
+        bulk.insert_entries(rows)
+    with single.transaction():
+        for r in rows:
+            single.insert_entries([r])
+    for st in (bulk, single):
+        stored = sorted(
+            (st.get_entry(r.stream, r.seq) for r in rows), key=lambda e: (e.stream, e.seq)
+        )
+        assert stored == sorted(rows, key=lambda e: (e.stream, e.seq))
+    # a duplicate anywhere in a batch fails the whole batch
+    with pytest.raises(StoreError), bulk.transaction():
+        bulk.insert_entries([*rows[:-1], rows[3]][BULK_MIN_ROWS:] + rows[:BULK_MIN_ROWS])
+    assert bulk.max_seq("gateway@h") == max(r.seq for r in rows if r.stream == "gateway@h")
+    bulk.close()
+    single.close()
