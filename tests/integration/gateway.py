@@ -39,6 +39,7 @@ class Gateway:
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.stream = (ledger or {}).get("stream") or "gateway@test-gw"
         self.config_path = workdir / "ledgergate.yaml"
         self.log_path = workdir / "gateway.log"
         self.env = {**os.environ, **(env or {})}
@@ -142,23 +143,46 @@ class Gateway:
         return f"{scheme}://{user}:{token}@127.0.0.1:{self.port}/{connection}?sslmode=require"
 
     def settle(self, timeout: float = 10.0) -> None:
-        """Wait until every session that opened has its session.close entry committed
-        (chunk entries are group-committed a few milliseconds after they pass)."""
+        """Wait until every session that opened has its session.close entry in the store
+        and the store holds everything the gateway journaled (a command is durable in the
+        journal before it is forwarded; the store is indexed from it moments later)."""
         import sqlite3
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            journaled = self.journaled_size()
             db = sqlite3.connect(self.store_path)
             try:
                 opened, closed = db.execute(
                     "SELECT sum(kind='session.open'), sum(kind='session.close') FROM entries"
                 ).fetchone()
+                stored = db.execute(
+                    "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
+                ).fetchone()[0]
             finally:
                 db.close()
-            if (opened or 0) == (closed or 0):
+            if (opened or 0) == (closed or 0) and stored >= journaled:
                 return
             time.sleep(0.02)
         raise TimeoutError("sessions did not close in the ledger")
+
+    def journaled_size(self) -> int:
+        """1 + the highest seq of the gateway's stream in its journal (0 if none)."""
+        from ledgergate.core.ledger.chain import entry_link
+        from ledgergate.core.ledger.journal import EntryRecord, decode
+
+        size = 0
+        for seg in sorted((self.data_dir / "journal").glob("*/*.lgj")):
+            try:
+                records = decode(seg.read_bytes()).records
+            except FileNotFoundError:
+                continue  # indexed and deleted meanwhile
+            for rec in records:
+                if type(rec) is EntryRecord:
+                    stream, seq, _ = entry_link(rec.canonical)
+                    if stream == self.stream:
+                        size = max(size, seq + 1)
+        return size
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

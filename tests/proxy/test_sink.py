@@ -4,6 +4,7 @@ with a real in-memory writer (no mocks of the sink itself)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +18,11 @@ class ListWriter:
         self.fail_after = fail_after
         self.checkpoints = 0
         self.closed = False
+        self.congested = False
+        self.drained: Callable[[], None] | None = None
+
+    def on_drained(self, cb: Callable[[], None]) -> None:
+        self.drained = cb
 
     def append(self, drafts: list[Draft], now_ns: int) -> None:
         if self.fail_after is not None and len(self.batches) >= self.fail_after:
@@ -116,3 +122,28 @@ def test_a_writer_that_cannot_open_refuses_to_start() -> None:
             await sink.start()
 
     asyncio.run(go())
+
+
+def test_a_lagging_store_pauses_sessions_until_it_drains() -> None:
+    """The writer's store may lag its journal; while it lags too far the sink reports
+    congestion, and sessions resume when the writer says it drained (from its thread)."""
+
+    async def go() -> list[str]:
+        w = ListWriter()
+        loop = asyncio.get_running_loop()
+        sink = LedgerSink(lambda: w, depth=100, checkpoint_seconds=60, loop=loop)
+        await sink.start()
+        events: list[str] = []
+        w.congested = True
+        assert sink.congested
+        sink.when_uncongested(lambda: events.append("resumed"))
+        await sink.commit([d("command", 1)])
+        assert events == []  # a commit alone does not resume while the store lags
+        w.congested = False
+        assert w.drained is not None
+        await loop.run_in_executor(None, w.drained)  # the indexer's thread
+        await asyncio.sleep(0.01)
+        await sink.close()
+        return events
+
+    assert asyncio.run(go()) == ["resumed"]

@@ -29,7 +29,7 @@ from ledgergate.services.keys import (
     load_or_create_ledger_signer,
     parse_verifier_keys,
 )
-from ledgergate.services.ledger import LedgerUnavailable, LedgerWriter
+from ledgergate.services.ledger import LedgerUnavailable, LedgerWriter, recover_journals
 from ledgergate.store import Store, StoreError, open_store
 
 __all__ = [
@@ -97,7 +97,10 @@ class Env:
         if self._store is None:
             try:
                 self._store = open_store(self.settings.store_url)
-            except StoreError as e:
+                # A gateway killed before its store caught up left entries in its
+                # journal: what the CLI reads must include them.
+                recover_journals(self._store, self.settings.journal_root)
+            except (StoreError, LedgerUnavailable) as e:
                 fail(str(e))
         return self._store
 

@@ -7,15 +7,17 @@ callback right after it.
 
 Two modes, one contract:
 - inline (default): the commit runs on the loop at the end of the turn. Without fsync a
-  SQLite WAL commit costs tens of microseconds, less than a hop to a thread and back
-  (measured: a thread hop per durable command cost ~250 µs at one client).
+  commit is one write to the stream's journal (the store is indexed from it by the
+  writer's own thread), less than a hop to a thread and back (measured: a thread hop per
+  durable command cost ~250 µs at one client).
 - threaded (``fsync``): an fsync costs milliseconds, so commits run on a dedicated
   thread and the loop keeps relaying other sessions meanwhile.
 
 Rules: submission order is stream order. Nothing is dropped: while more than ``depth``
-drafts wait, ``congested`` is true and sessions pause their reads until the resume
-callbacks run. If an append fails the sink fails closed: every waiting and later
-submission gets ``LedgerUnavailable`` and the ``on_failure`` callbacks run.
+drafts wait, or the writer's store lags its journal too far (``Writer.congested``),
+``congested`` is true and sessions pause their reads until the resume callbacks run.
+If an append fails the sink fails closed: every waiting and later submission gets
+``LedgerUnavailable`` and the ``on_failure`` callbacks run.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class LedgerUnavailable(RuntimeError):
 
 
 class Writer(Protocol):
+    @property
+    def congested(self) -> bool: ...
+    def on_drained(self, cb: Callable[[], None]) -> None: ...
     def append(self, drafts: list[Draft], now_ns: int) -> object: ...
     def checkpoint(self, now_ns: int) -> object: ...
     def close(self, now_ns: int) -> object: ...
@@ -92,6 +97,11 @@ class LedgerSink:
             self._writer = await loop.run_in_executor(None, self._open_writer)
         except Exception as e:
             raise LedgerUnavailable(f"the ledger cannot be opened: {e}") from None
+
+        def drained() -> None:  # on the writer's indexer thread
+            loop.call_soon_threadsafe(self._drained)
+
+        self._writer.on_drained(drained)
         if self.threaded:
             self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
             self._thread.start()
@@ -118,7 +128,15 @@ class LedgerSink:
     # -- loop side ------------------------------------------------------------------------
     @property
     def congested(self) -> bool:
-        return self._npending > self.depth
+        w = self._writer
+        return self._npending > self.depth or (w is not None and w.congested)
+
+    def _drained(self) -> None:
+        """The writer's store caught up with its journal."""
+        if not self.congested and self._resume:
+            resume, self._resume = self._resume, []
+            for r in resume:
+                r()
 
     def submit(self, drafts: list[Draft], on_commit: OnCommit | None = None) -> None:
         """Queue drafts for the next group commit; ``on_commit`` runs after it."""
@@ -220,7 +238,7 @@ class LedgerSink:
                 for cb in cbs:
                     cb(err)
             self._npending = 0
-        if uncongested and self._resume:
+        if uncongested and self._resume and not self.congested:
             resume, self._resume = self._resume, []
             for r in resume:
                 r()

@@ -66,6 +66,11 @@ class Settings:
         return f"ledgergate/{self.gateway_name}"
 
     @property
+    def journal_root(self) -> Path:
+        """Where the gateway's ledger stream is journaled before the store indexes it."""
+        return self.data_dir / "journal"
+
+    @property
     def cli_stream(self) -> str:
         """The stream the CLI's admin actions (tokens...) are appended to."""
         return f"cli@{self.gateway_name}"

@@ -87,6 +87,7 @@ class GatewayRuntime:
                 checkpoint_every_seconds=lcfg.checkpoint_every_seconds,
                 fsync=lcfg.fsync,
                 cipher=cipher,
+                journal_root=s.journal_root,
             )
 
         loop = asyncio.get_running_loop()

@@ -6,9 +6,14 @@ payloads and the new stream state in ONE transaction, so the stored stream state
 matches the stored entries (the auditor relies on it to catch a deleted tail). A signed
 checkpoint is added to that same transaction every N entries or T seconds.
 
-Two ownership modes:
-- ``shared=False`` (a gateway's own stream): the in-memory state is the truth; drafts are
-  sealed before the write lock is taken, so the lock is held only for the inserts.
+Three ownership modes:
+- journaled (a gateway's own stream, ``journal_root`` given): ``append`` is durable once
+  its records are written to the stream's journal (one write per group commit, see
+  ``store.journal``); an ``Indexer`` thread commits them to the store a few tens of
+  milliseconds later, many appends per transaction. The journal is locked to this writer;
+  on open, whatever a crashed predecessor journaled and the store lacks is replayed first.
+- ``shared=False`` without a journal: the in-memory state is the truth; drafts are sealed
+  before the write lock is taken, so the lock is held only for the inserts.
 - ``shared=True`` (the CLI's stream, appended to by several processes): the state is
   re-read under the write lock and the drafts sealed inside the transaction.
 
@@ -18,16 +23,28 @@ Any failure rolls the in-memory state back and raises ``LedgerUnavailable``; the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from ledgergate.core.ledger import journal as jr
 from ledgergate.core.ledger.chain import Chain, ChainError, SealedEntry, StreamState, entry_link
 from ledgergate.core.ledger.checkpoint import Checkpoint, Signer
 from ledgergate.core.ledger.entry import Draft
+from ledgergate.services.journal import Indexer, JournalDamaged, replay, subject_of
 from ledgergate.services.keys import PayloadCipher
-from ledgergate.store.base import CheckpointRow, EntryRow, Store
+from ledgergate.store.base import CheckpointRow, EntryRow, Store, StoreError
+from ledgergate.store.journal import Journal, JournalBusy, stream_dirs
 
-__all__ = ["LedgerUnavailable", "LedgerWriter", "checkpoint_stream", "load_stream_state"]
+__all__ = [
+    "LedgerUnavailable",
+    "LedgerWriter",
+    "checkpoint_stream",
+    "load_stream_state",
+    "recover_journals",
+]
 
+log = logging.getLogger("ledgergate.ledger")
 
 # A gateway's own stream rewrites its state row (head hash + Merkle compact range) with a
 # checkpoint, at close, or after this many entries, not on every commit: the row is one
@@ -71,18 +88,38 @@ def checkpoint_stream(store: Store, stream: str, signer: Signer, now_ns: int) ->
         return _sign(store, signer, state, now_ns)
 
 
-def _sign(store: Store, signer: Signer, state: StreamState, now_ns: int) -> str:
+def recover_journals(store: Store, root: Path) -> int:
+    """Apply to ``store`` every journal under ``root`` that no running gateway holds (one
+    killed before its indexer caught up); return the number of entries added. A running
+    gateway's journal is its own to index."""
+    from urllib.parse import unquote
+
+    added = 0
+    for d in stream_dirs(root):
+        try:
+            journal = Journal.acquire(root, unquote(d.name), wait_s=0)
+        except JournalBusy:
+            continue
+        try:
+            if journal.segments():
+                added += replay(store, journal, load_stream_state(store, journal.stream))
+        except (JournalDamaged, StoreError) as e:
+            raise LedgerUnavailable(str(e)) from None
+        finally:
+            journal.release()
+    return added
+
+
+def _checkpoint_row(signer: Signer, state: StreamState, now_ns: int) -> CheckpointRow:
     root = state.tree.root()
     note = signer.sign(Checkpoint(state.stream, state.size, root, now_ns))
-    store.put_checkpoint(CheckpointRow(state.stream, state.size, now_ns, root, note))
-    return note
+    return CheckpointRow(state.stream, state.size, now_ns, root, note)
 
 
-def _subject(identity: object) -> str | None:
-    if type(identity) is dict:
-        s = identity.get("subject")
-        return s if type(s) is str else None
-    return identity if type(identity) is str else None
+def _sign(store: Store, signer: Signer, state: StreamState, now_ns: int) -> str:
+    row = _checkpoint_row(signer, state, now_ns)
+    store.put_checkpoint(row)
+    return row.note
 
 
 class LedgerWriter:
@@ -99,6 +136,7 @@ class LedgerWriter:
         cipher: PayloadCipher | None,
         shared: bool,
         owns_store: bool,
+        journal: Journal | None = None,
     ) -> None:
         if checkpoint_every_entries < 1 or checkpoint_every_seconds <= 0:
             raise ValueError("checkpoint intervals must be positive")
@@ -112,8 +150,17 @@ class LedgerWriter:
         self.owns_store = owns_store
         self.closed = False
         self._state = load_stream_state(store, stream)
+        self.journal = journal
+        self.indexer: Indexer | None = None
+        if journal is not None:
+            replayed = replay(store, journal, self._state)
+            if replayed:
+                log.warning("ledger: %d entries of %s recovered from its journal", replayed, stream)
         self._state_size = self._state.size
         self._cp_size, self._cp_ns = self._last_checkpoint()
+        if journal is not None:
+            journal.start(self._state.size)
+            self.indexer = Indexer(store, journal)
 
     @classmethod
     def open(
@@ -128,14 +175,21 @@ class LedgerWriter:
         cipher: PayloadCipher | None = None,
         shared: bool = False,
         owns_store: bool = True,
+        journal_root: Path | None = None,
     ) -> LedgerWriter:
         """Resume ``stream`` from its stored state (or start it). ``fsync``: every commit
         reaches the disk before ``append`` returns. ``owns_store``: ``close`` closes the
-        store too."""
+        store too. ``journal_root``: append through the stream's journal there (a
+        gateway's stream; not with ``shared``)."""
         if checkpoint_every_entries < 1 or checkpoint_every_seconds <= 0:
             raise ValueError("checkpoint intervals must be positive")
+        if journal_root is not None and shared:
+            raise ValueError("a shared stream cannot be journaled")
+        journal: Journal | None = None
         try:
             store.set_durable(fsync)
+            if journal_root is not None:
+                journal = Journal.acquire(journal_root, stream, durable=fsync)
             return cls(
                 store,
                 stream,
@@ -145,8 +199,11 @@ class LedgerWriter:
                 cipher=cipher,
                 shared=shared,
                 owns_store=owns_store,
+                journal=journal,
             )
         except Exception as e:
+            if journal is not None:
+                journal.release()
             raise LedgerUnavailable(f"the ledger stream {stream} cannot be opened: {e}") from e
 
     def _last_checkpoint(self) -> tuple[int, int | None]:
@@ -186,7 +243,7 @@ class LedgerWriter:
                     e.ts_ns,
                     e.kind,
                     f.get("session_id"),
-                    _subject(f.get("identity")),
+                    subject_of(f.get("identity")),
                     f.get("connection"),
                     e.canonical,
                     e.entry_hash,
@@ -221,6 +278,10 @@ class LedgerWriter:
             raise LedgerUnavailable(f"the ledger writer of {self.stream} is closed")
         if not drafts:
             return []
+        if self.journal is not None:
+            if also is not None:
+                raise ValueError("a journaled stream cannot join another store transaction")
+            return self._append_journaled(drafts, now_ns)
         saved = self._state.copy()
         saved_cp = (self._cp_size, self._cp_ns)
         state_written = False
@@ -261,11 +322,90 @@ class LedgerWriter:
             self._state_size = self._state.size
         return sealed
 
+    @property
+    def congested(self) -> bool:
+        """The store lags the journal by more than the indexer's backlog bound."""
+        return self.indexer is not None and self.indexer.congested
+
+    def on_drained(self, cb: Callable[[], None]) -> None:
+        """Call ``cb`` (from the indexer's thread) when the store has caught up after
+        ``congested`` was reported."""
+        if self.indexer is not None:
+            self.indexer.on_drained = cb
+
+    def _append_journaled(self, drafts: Sequence[Draft], now_ns: int) -> list[SealedEntry]:
+        journal, indexer = self.journal, self.indexer
+        assert journal is not None and indexer is not None
+        if indexer.error is not None:
+            raise LedgerUnavailable(f"the ledger store cannot be written: {indexer.error}")
+        saved = self._state.copy()
+        try:
+            sealed, rows, payloads = self._seal(Chain(self._state), drafts, now_ns)
+            enc = jr.encode_entry
+            parts = [enc(e.entry_hash, e.canonical) for e in sealed]
+            for digest, blob, created in payloads:
+                parts.append(jr.encode_payload(digest, blob, created))
+            state = self._state
+            cp: CheckpointRow | None = None
+            if self._due(state.size, now_ns):
+                cp = _checkpoint_row(self.signer, state, now_ns)
+                parts.append(jr.encode_checkpoint(cp.size, cp.ts_ns, cp.root, cp.note))
+            parts.append(jr.COMMIT)
+            buf = b"".join(parts)
+            segment = journal.segment
+            assert segment is not None
+            journal.write(buf)
+        except BaseException as e:
+            self._state = saved
+            if isinstance(e, LedgerUnavailable) or not isinstance(e, Exception):
+                raise
+            raise LedgerUnavailable(f"ledger append to {self.stream} failed: {e}") from e
+        st_rec = None
+        if cp is not None or state.size - self._state_size >= STATE_EVERY:
+            st_rec = (state.to_record(), now_ns)
+            self._state_size = state.size
+        indexer.submit(segment, rows, payloads, len(buf), cp, st_rec)
+        if cp is not None:
+            self._cp_size, self._cp_ns = cp.size, now_ns
+        if journal.full:
+            self._rotate()
+        return sealed
+
+    def _rotate(self) -> None:
+        assert self.journal is not None
+        try:
+            self.journal.start(self._state.size)
+        except OSError as e:
+            raise LedgerUnavailable(f"cannot start a new journal segment: {e}") from e
+
+    def _checkpoint_journaled(self, now_ns: int) -> str | None:
+        journal, indexer = self.journal, self.indexer
+        assert journal is not None and indexer is not None
+        state = self._state
+        if state.size == 0 or state.size <= self._cp_size:
+            return None
+        if indexer.error is not None:
+            raise LedgerUnavailable(f"the ledger store cannot be written: {indexer.error}")
+        cp = _checkpoint_row(self.signer, state, now_ns)
+        buf = jr.encode_checkpoint(cp.size, cp.ts_ns, cp.root, cp.note) + jr.COMMIT
+        segment = journal.segment
+        assert segment is not None
+        try:
+            journal.write(buf)
+        except OSError as e:
+            raise LedgerUnavailable(f"checkpoint of {self.stream} failed: {e}") from e
+        indexer.submit(segment, [], [], len(buf), cp, (state.to_record(), now_ns))
+        self._state_size = state.size
+        self._cp_size, self._cp_ns = state.size, now_ns
+        return cp.note
+
     # -- checkpoints and shutdown -----------------------------------------------------------
     def checkpoint(self, now_ns: int) -> str | None:
         """Sign and store the head if it moved since the last checkpoint."""
         if self.closed:
             raise LedgerUnavailable(f"the ledger writer of {self.stream} is closed")
+        if self.journal is not None:
+            return self._checkpoint_journaled(now_ns)
         try:
             if self.shared:
                 note = checkpoint_stream(self.store, self.stream, self.signer, now_ns)
@@ -294,5 +434,33 @@ class LedgerWriter:
             self.checkpoint(now_ns)
         finally:
             self.closed = True
-            if self.owns_store:
-                self.store.close()
+            try:
+                self._close_journal()
+            finally:
+                if self.owns_store:
+                    self.store.close()
+
+    def _close_journal(self) -> None:
+        """Let the indexer commit everything, then delete the segments it covered (all of
+        them, unless it failed: then they stay for the next start to replay)."""
+        journal, indexer = self.journal, self.indexer
+        if journal is None:
+            return
+        clean = False
+        try:
+            if indexer is not None:
+                indexer.close()
+                clean = indexer.error is None
+                log.info(
+                    "ledger indexer: %d entries in %d store commits",
+                    indexer.committed,
+                    indexer.commits,
+                )
+            if clean:
+                for seg in journal.segments():
+                    if seg != journal.segment:
+                        journal.remove(seg)
+        finally:
+            journal.release(remove_current=clean)
+        if indexer is not None and indexer.error is not None:
+            raise LedgerUnavailable(f"the ledger store cannot be written: {indexer.error}")
