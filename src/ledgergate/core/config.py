@@ -13,12 +13,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "ApiListener",
     "Config",
     "ConfigError",
     "Connection",
     "Credentials",
+    "Grant",
+    "IdentitySettings",
     "LedgerSettings",
+    "OidcSettings",
     "PostgresListener",
+    "Roles",
+    "SamlSettings",
     "parse_config",
     "parse_duration",
 ]
@@ -81,6 +87,20 @@ class Connection(_Strict):
     # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
     # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
     require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
+    # A session on this connection ends when it has lasted this long (e.g. ``4h``),
+    # whatever its token says; unset: only the token and the identity bound it.
+    max_session: str | None = None
+
+    @field_validator("max_session")
+    @classmethod
+    def _max_session(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError("must be a positive duration")
+        return v
+
+    @property
+    def max_session_ns(self) -> int | None:
+        return parse_duration(self.max_session) if self.max_session else None
 
     @field_validator("name")
     @classmethod
@@ -142,8 +162,161 @@ class PostgresListener(_Strict):
         return v
 
 
+class ApiListener(_Strict):
+    """The REST API (login callbacks, whoami, tokens, identities, SCIM). Off unless an
+    address is given; served over TLS with the gateway's certificate unless ``tls`` is
+    false (loopback demos, tests)."""
+
+    address: str | None = None  # e.g. 0.0.0.0:18443
+    tls: bool = True
+    # The URL clients and the IdP use to reach the API (redirects, SAML ACS, links);
+    # default: built from the address.
+    public_url: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_address(v, 18443)
+        return v
+
+
 class Listeners(_Strict):
     postgres: PostgresListener = PostgresListener()
+    api: ApiListener = ApiListener()
+
+
+def _durations(*names: str) -> classmethod:  # type: ignore[type-arg]
+    """A pydantic validator checking that the named fields are positive durations."""
+
+    def check(cls: type, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError("must be a positive duration (e.g. 30s, 15m, 8h)")
+        return v
+
+    return field_validator(*names)(classmethod(check))
+
+
+class OidcSettings(_Strict):
+    """An OpenID Connect provider: people log in through it (device flow or a browser
+    redirect to a loopback port), and its JWTs may be accepted as passwords."""
+
+    issuer: str  # discovery at <issuer>/.well-known/openid-configuration
+    client_id: str
+    client_secret: str | None = None  # env:VAR / file:PATH; public clients use PKCE alone
+    # ``aud`` values accepted in ID tokens and IdP JWTs; default: [client_id].
+    audience: list[str] | None = None
+    scopes: list[str] = ["openid", "profile", "email"]
+    # The claim naming the identity (falls back to ``sub`` when absent) and its groups.
+    username_claim: str = "email"
+    groups_claim: str = "groups"
+    # Asymmetric algorithms only: ``none`` and HMAC are never accepted.
+    algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
+    clock_skew: str = "60s"
+    # An IdP-issued JWT (ID or access token) is accepted as the PostgreSQL password.
+    accept_jwt_passwords: bool = False
+    # How long discovery and the JWKS are cached; an unknown ``kid`` refetches sooner.
+    jwks_cache: str = "10m"
+    # CA bundle for the provider's TLS (default: the system store).
+    ca_file: str | None = None
+
+    _positive = _durations("clock_skew", "jwks_cache")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, v: list[str]) -> list[str]:
+        allowed = {
+            "RS256",
+            "RS384",
+            "RS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "EdDSA",
+        }
+        bad = [a for a in v if a not in allowed]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} not allowed: only asymmetric algorithms "
+                f"({', '.join(sorted(allowed))})"
+            )
+        if not v:
+            raise ValueError("at least one algorithm is needed")
+        return v
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if not (v.startswith("https://") or _loopback_http(v)):
+            raise ValueError("the issuer must be an https:// URL (http only on loopback)")
+        return v  # compared byte for byte with ``iss``: never normalised
+
+
+def _loopback_http(url: str) -> bool:
+    return bool(re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
+
+
+class SamlSettings(_Strict):
+    """A SAML 2.0 identity provider, for companies without OIDC."""
+
+    idp_metadata: str  # a file path, or an https:// URL
+    entity_id: str | None = None  # default: <api public url>/saml/metadata
+    # Attributes carrying the identity name (default: the NameID) and the groups.
+    username_attribute: str | None = None
+    groups_attribute: str = "groups"
+    # The SP's signing key and certificate; default: generated under <data_dir>/saml/.
+    key: str | None = None
+    cert: str | None = None
+    clock_skew: str = "60s"
+
+    _positive = _durations("clock_skew")
+
+
+class IdentitySettings(_Strict):
+    # Gateway tokens minted at login live this long.
+    session_ttl: str = "8h"
+    # API tokens for service accounts may not live longer than this.
+    max_api_token_ttl: str = "90d"
+    # Open sessions are re-checked this often (and at each new command).
+    recheck_interval: str = "30s"
+    oidc: OidcSettings | None = None
+    saml: SamlSettings | None = None
+
+    _positive = _durations("session_ttl", "max_api_token_ttl", "recheck_interval")
+
+
+class RoleMembers(_Strict):
+    groups: list[str] = []
+    identities: list[str] = []
+
+
+class Roles(_Strict):
+    """Who holds which role: by IdP group or by identity name. Everyone authenticated is
+    a ``user``; roles add API rights (admin: everything; auditor: evidence, never data;
+    reviewer: reviews)."""
+
+    admin: RoleMembers = RoleMembers()
+    auditor: RoleMembers = RoleMembers()
+    reviewer: RoleMembers = RoleMembers()
+
+
+class Grant(_Strict):
+    """Who may open sessions on which connections. ``connections`` are names or globs."""
+
+    connections: list[str]
+    groups: list[str] = []
+    identities: list[str] = []
+
+    @model_validator(mode="after")
+    def _someone(self) -> Grant:
+        if not self.groups and not self.identities:
+            raise ValueError("a grant names at least one group or identity")
+        if not self.connections:
+            raise ValueError("a grant names at least one connection")
+        return self
 
 
 class TlsSettings(_Strict):
@@ -170,6 +343,11 @@ class Config(_Strict):
     tls: TlsSettings = TlsSettings()
     ledger: LedgerSettings = LedgerSettings()
     connections: list[Connection] = []
+    identity: IdentitySettings = IdentitySettings()
+    roles: Roles = Roles()
+    # Unset: any authenticated identity may reach every connection (a warning is logged
+    # at start). Set (even empty): only what a grant here or through the API allows.
+    grants: list[Grant] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
