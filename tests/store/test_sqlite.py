@@ -70,13 +70,14 @@ def test_open_creates_dirs_wal_and_schema(tmp_path: Path) -> None:
     assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"entries", "streams", "checkpoints", "payloads", "tokens"} <= tables
+    assert {"identities", "grants", "access_epoch"} <= tables
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"entries_session", "entries_kind_ts"} <= (indexes)
     raw.close()
     # reopening does not migrate again
     open_store(_url(db)).close()
     raw = sqlite3.connect(db)
-    assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
 
 

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ledgergate.store.base import CheckpointRow, EntryRow, Store, StoreError, TokenRow
+from ledgergate.store.base import (
+    CheckpointRow,
+    EntryRow,
+    GrantRow,
+    IdentityRow,
+    Store,
+    StoreError,
+    TokenRow,
+)
 from ledgergate.store.sqlite import SqliteStore, open_sqlite
 
 __all__ = [
     "CheckpointRow",
     "EntryRow",
+    "GrantRow",
+    "IdentityRow",
     "SqliteStore",
     "Store",
     "StoreError",

@@ -21,6 +21,8 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "CheckpointRow",
     "EntryRow",
+    "GrantRow",
+    "IdentityRow",
     "Store",
     "StoreError",
     "TokenRow",
@@ -66,6 +68,48 @@ class TokenRow:
     expires_ns: int
     revoked_ns: int | None
     last_used_ns: int | None
+    created_by: str | None
+    # "api" (minted by an admin for a service account or a person) or "session" (minted
+    # at login through the identity provider).
+    purpose: str = "api"
+    # Groups bound at issue time, and the connections (names or globs) the token is
+    # limited to (None: whatever the grants allow).
+    groups: tuple[str, ...] = ()
+    connections: tuple[str, ...] | None = None
+    rotated_from: str | None = None  # the token this one replaced
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRow:
+    """A person or a non-human identity ledgergate knows of: from a login (oidc/saml),
+    an IdP JWT, SCIM provisioning, or created locally (service accounts)."""
+
+    name: str
+    kind: str  # "user" | "service"
+    source: str  # "oidc" | "saml" | "jwt" | "scim" | "local"
+    email: str | None = None
+    display_name: str | None = None
+    groups: tuple[str, ...] = ()
+    disabled_ns: int | None = None
+    disabled_by: str | None = None
+    disabled_reason: str | None = None
+    scim_id: str | None = None
+    external_id: str | None = None
+    created_ns: int = 0
+    updated_ns: int = 0
+    last_login_ns: int | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """A grant made through the API (the YAML file's grants are not stored)."""
+
+    id: str
+    connections: tuple[str, ...]
+    groups: tuple[str, ...]
+    identities: tuple[str, ...]
+    created_ns: int
     created_by: str | None
 
 
@@ -173,4 +217,36 @@ class Store(Protocol):
         """Mark the token revoked; False if it is unknown or already revoked."""
         ...
 
-    def list_tokens(self) -> list[TokenRow]: ...
+    def list_tokens(self, identity: str | None = None) -> list[TokenRow]: ...
+
+    def tokens_by_ids(self, ids: Sequence[str]) -> list[TokenRow]: ...
+
+    # -- identities and grants --------------------------------------------------------
+    def get_identity(self, name: str) -> IdentityRow | None: ...
+
+    def identity_by_scim_id(self, scim_id: str) -> IdentityRow | None: ...
+
+    def put_identity(self, row: IdentityRow) -> None:
+        """Insert or replace the identity named ``row.name``."""
+        ...
+
+    def delete_identity(self, name: str) -> bool: ...
+
+    def list_identities(self) -> list[IdentityRow]: ...
+
+    def identities_by_names(self, names: Sequence[str]) -> list[IdentityRow]: ...
+
+    def insert_grant(self, row: GrantRow) -> None: ...
+
+    def delete_grant(self, grant_id: str) -> bool: ...
+
+    def list_grants(self) -> list[GrantRow]: ...
+
+    # -- change notice ------------------------------------------------------------------
+    def access_epoch(self) -> int:
+        """A counter raised by every change that can end open sessions (a token revoked,
+        an identity disabled, a grant removed): gateways poll it cheaply and re-check
+        their sessions when it moves."""
+        ...
+
+    def bump_access_epoch(self) -> None: ...

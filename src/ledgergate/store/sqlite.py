@@ -11,18 +11,19 @@ become ``StoreError`` here.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 
 from ledgergate.core.ledger.merkle import HASH_SIZE
-from ledgergate.store.base import CheckpointRow, EntryRow, StoreError, TokenRow
+from ledgergate.store.base import CheckpointRow, EntryRow, StoreError
+from ledgergate.store.sqlite_identity import IDENTITY_SCHEMA, IdentityTables
+from ledgergate.store.sqlite_identity import translated as _translated
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_sqlite"]
 
@@ -90,6 +91,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (2, IDENTITY_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -110,26 +112,7 @@ _INSERT_ENTRIES_BULK = (
 # Below this many rows executemany() is as quick; ``->>`` needs SQLite 3.38.
 BULK_MIN_ROWS = 16
 _HAS_BULK = sqlite3.sqlite_version_info >= (3, 38, 0)
-_TOKEN_COLS = (
-    "id, token_hash, identity, kind, created_ns, expires_ns, revoked_ns, last_used_ns, created_by"
-)
 _CP_COLS = "stream, size, ts_ns, root, note"
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn ``sqlite3`` errors into ``StoreError`` (the edge of the engine)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as e:
-            raise StoreError(f"sqlite store: {fn.__name__}: {e}") from e
-
-    return wrapper
 
 
 def _blob(v: object) -> bytes:
@@ -157,10 +140,6 @@ def _entry(r: Sequence[Any]) -> EntryRow:
     return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _blob(r[7]), _blob(r[8]))
 
 
-def _token(r: Sequence[Any]) -> TokenRow:
-    return TokenRow(r[0], _blob(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
-
-
 def _checkpoint(r: Sequence[Any]) -> CheckpointRow:
     return CheckpointRow(r[0], r[1], r[2], _blob(r[3]), _text(r[4]))
 
@@ -174,7 +153,7 @@ def open_sqlite(path: Path, *, durable: bool = False) -> SqliteStore:
     return SqliteStore(path, durable=durable)
 
 
-class SqliteStore:
+class SqliteStore(IdentityTables):
     """One connection to a ledgergate SQLite database. One thread at a time."""
 
     def __init__(self, path: Path, *, durable: bool = False) -> None:
@@ -467,54 +446,6 @@ class SqliteStore:
     def delete_payloads(self, created_before_ns: int) -> int:
         cur = self._db.execute("DELETE FROM payloads WHERE created_ns<?", (created_before_ns,))
         return cur.rowcount
-
-    # -- tokens -----------------------------------------------------------------------------
-    @_translated
-    def insert_token(self, row: TokenRow) -> None:
-        self._db.execute(
-            f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                row.id,
-                row.token_hash,
-                row.identity,
-                row.kind,
-                row.created_ns,
-                row.expires_ns,
-                row.revoked_ns,
-                row.last_used_ns,
-                row.created_by,
-            ),
-        )
-
-    @_translated
-    def token_by_hash(self, token_hash: bytes) -> TokenRow | None:
-        r = self._db.execute(
-            f"SELECT {_TOKEN_COLS} FROM tokens WHERE token_hash=?", (token_hash,)
-        ).fetchone()
-        return _token(r) if r else None
-
-    @_translated
-    def token_by_id(self, token_id: str) -> TokenRow | None:
-        r = self._db.execute(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id=?", (token_id,)).fetchone()
-        return _token(r) if r else None
-
-    @_translated
-    def touch_token(self, token_id: str, now_ns: int) -> None:
-        self._db.execute("UPDATE tokens SET last_used_ns=? WHERE id=?", (now_ns, token_id))
-
-    @_translated
-    def revoke_token(self, token_id: str, now_ns: int) -> bool:
-        cur = self._db.execute(
-            "UPDATE tokens SET revoked_ns=? WHERE id=? AND revoked_ns IS NULL", (now_ns, token_id)
-        )
-        return cur.rowcount == 1
-
-    @_translated
-    def list_tokens(self) -> list[TokenRow]:
-        return [
-            _token(r)
-            for r in self._db.execute(f"SELECT {_TOKEN_COLS} FROM tokens ORDER BY created_ns, id")
-        ]
 
 
 _MIN, _MAX = -(2**63), 2**63 - 1  # SQLite INTEGER

@@ -1,0 +1,326 @@
+"""SQLite engine, part two: tokens, identities, grants and the access epoch.
+
+Owns the SQL for what decides who may hold a session (``SqliteStore`` mixes this in; the
+schema lives with the other migrations in ``store.sqlite``). Lists are stored as JSON
+text. No rules here: token policy, roles and grants are decided in ``core`` and
+``services``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from ledgergate.store.base import GrantRow, IdentityRow, StoreError, TokenRow
+
+__all__ = ["IDENTITY_SCHEMA", "IdentityTables", "translated"]
+
+IDENTITY_SCHEMA = """
+ALTER TABLE tokens ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api';
+ALTER TABLE tokens ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tokens ADD COLUMN connections TEXT;
+ALTER TABLE tokens ADD COLUMN rotated_from TEXT;
+CREATE INDEX tokens_identity ON tokens(identity);
+CREATE TABLE identities (
+  name TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('user', 'service')),
+  source TEXT NOT NULL,
+  email TEXT,
+  display_name TEXT,
+  groups TEXT NOT NULL DEFAULT '[]',
+  disabled_ns INTEGER,
+  disabled_by TEXT,
+  disabled_reason TEXT,
+  scim_id TEXT UNIQUE,
+  external_id TEXT,
+  created_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  last_login_ns INTEGER,
+  description TEXT
+);
+CREATE TABLE grants (
+  id TEXT PRIMARY KEY,
+  connections TEXT NOT NULL,
+  groups TEXT NOT NULL,
+  identities TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  created_by TEXT
+);
+CREATE TABLE access_epoch (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL
+);
+INSERT INTO access_epoch (id, epoch) VALUES (1, 0);
+"""
+
+TOKEN_COLS = (
+    "id, token_hash, identity, kind, created_ns, expires_ns, revoked_ns, last_used_ns, "
+    "created_by, purpose, groups, connections, rotated_from"
+)
+_IDENTITY_COLS = (
+    "name, kind, source, email, display_name, groups, disabled_ns, disabled_by, "
+    "disabled_reason, scim_id, external_id, created_ns, updated_ns, last_login_ns, description"
+)
+_GRANT_COLS = "id, connections, groups, identities, created_ns, created_by"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn ``sqlite3`` errors into ``StoreError`` (the edge of the engine)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as e:
+            raise StoreError(f"sqlite store: {fn.__name__}: {e}") from e
+
+    return wrapper
+
+
+# Ids per IN (...) query: far below SQLite's host-parameter limit.
+_IN_CHUNK = 500
+
+
+def _list(v: object) -> tuple[str, ...]:
+    if not isinstance(v, str | bytes) or not v:
+        return ()
+    try:
+        data = json.loads(v)
+    except ValueError:
+        return ()
+    return tuple(str(x) for x in data) if isinstance(data, list) else ()
+
+
+def _json(v: Sequence[str] | None) -> str | None:
+    return None if v is None else json.dumps(list(v), separators=(",", ":"))
+
+
+def token_row(r: Sequence[Any]) -> TokenRow:
+    raw = r[1]
+    token_hash = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+    return TokenRow(
+        r[0],
+        token_hash,
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        _list(r[10]),
+        None if r[11] is None else _list(r[11]),
+        r[12],
+    )
+
+
+def _identity(r: Sequence[Any]) -> IdentityRow:
+    return IdentityRow(
+        name=r[0],
+        kind=r[1],
+        source=r[2],
+        email=r[3],
+        display_name=r[4],
+        groups=_list(r[5]),
+        disabled_ns=r[6],
+        disabled_by=r[7],
+        disabled_reason=r[8],
+        scim_id=r[9],
+        external_id=r[10],
+        created_ns=r[11],
+        updated_ns=r[12],
+        last_login_ns=r[13],
+        description=r[14],
+    )
+
+
+def _grant(r: Sequence[Any]) -> GrantRow:
+    return GrantRow(r[0], _list(r[1]), _list(r[2]), _list(r[3]), r[4], r[5])
+
+
+class IdentityTables:
+    """Token, identity and grant operations of ``SqliteStore`` (see ``store.base``)."""
+
+    _db: sqlite3.Connection
+
+    # -- tokens -------------------------------------------------------------------------
+    @translated
+    def insert_token(self, row: TokenRow) -> None:
+        self._db.execute(
+            f"INSERT INTO tokens ({TOKEN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.id,
+                row.token_hash,
+                row.identity,
+                row.kind,
+                row.created_ns,
+                row.expires_ns,
+                row.revoked_ns,
+                row.last_used_ns,
+                row.created_by,
+                row.purpose,
+                _json(row.groups),
+                _json(row.connections),
+                row.rotated_from,
+            ),
+        )
+
+    @translated
+    def token_by_hash(self, token_hash: bytes) -> TokenRow | None:
+        r = self._db.execute(
+            f"SELECT {TOKEN_COLS} FROM tokens WHERE token_hash=?", (token_hash,)
+        ).fetchone()
+        return token_row(r) if r else None
+
+    @translated
+    def token_by_id(self, token_id: str) -> TokenRow | None:
+        r = self._db.execute(f"SELECT {TOKEN_COLS} FROM tokens WHERE id=?", (token_id,)).fetchone()
+        return token_row(r) if r else None
+
+    @translated
+    def touch_token(self, token_id: str, now_ns: int) -> None:
+        self._db.execute("UPDATE tokens SET last_used_ns=? WHERE id=?", (now_ns, token_id))
+
+    @translated
+    def revoke_token(self, token_id: str, now_ns: int) -> bool:
+        cur = self._db.execute(
+            "UPDATE tokens SET revoked_ns=? WHERE id=? AND revoked_ns IS NULL", (now_ns, token_id)
+        )
+        if cur.rowcount == 1:
+            self.bump_access_epoch()
+            return True
+        return False
+
+    @translated
+    def list_tokens(self, identity: str | None = None) -> list[TokenRow]:
+        if identity is None:
+            rows = self._db.execute(f"SELECT {TOKEN_COLS} FROM tokens ORDER BY created_ns, id")
+        else:
+            rows = self._db.execute(
+                f"SELECT {TOKEN_COLS} FROM tokens WHERE identity=? ORDER BY created_ns, id",
+                (identity,),
+            )
+        return [token_row(r) for r in rows]
+
+    @translated
+    def tokens_by_ids(self, ids: Sequence[str]) -> list[TokenRow]:
+        return [token_row(r) for r in self._in(f"SELECT {TOKEN_COLS} FROM tokens", "id", ids)]
+
+    # -- identities ---------------------------------------------------------------------
+    @translated
+    def get_identity(self, name: str) -> IdentityRow | None:
+        r = self._db.execute(
+            f"SELECT {_IDENTITY_COLS} FROM identities WHERE name=?", (name,)
+        ).fetchone()
+        return _identity(r) if r else None
+
+    @translated
+    def identity_by_scim_id(self, scim_id: str) -> IdentityRow | None:
+        r = self._db.execute(
+            f"SELECT {_IDENTITY_COLS} FROM identities WHERE scim_id=?", (scim_id,)
+        ).fetchone()
+        return _identity(r) if r else None
+
+    @translated
+    def put_identity(self, row: IdentityRow) -> None:
+        before = self.get_identity(row.name)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO identities ({_IDENTITY_COLS}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.name,
+                row.kind,
+                row.source,
+                row.email,
+                row.display_name,
+                _json(row.groups),
+                row.disabled_ns,
+                row.disabled_by,
+                row.disabled_reason,
+                row.scim_id,
+                row.external_id,
+                row.created_ns,
+                row.updated_ns,
+                row.last_login_ns,
+                row.description,
+            ),
+        )
+        if row.disabled_ns is not None and (before is None or before.disabled_ns is None):
+            self.bump_access_epoch()
+
+    @translated
+    def delete_identity(self, name: str) -> bool:
+        cur = self._db.execute("DELETE FROM identities WHERE name=?", (name,))
+        if cur.rowcount == 1:
+            self.bump_access_epoch()
+            return True
+        return False
+
+    @translated
+    def list_identities(self) -> list[IdentityRow]:
+        return [
+            _identity(r)
+            for r in self._db.execute(f"SELECT {_IDENTITY_COLS} FROM identities ORDER BY name")
+        ]
+
+    @translated
+    def identities_by_names(self, names: Sequence[str]) -> list[IdentityRow]:
+        return [
+            _identity(r)
+            for r in self._in(f"SELECT {_IDENTITY_COLS} FROM identities", "name", names)
+        ]
+
+    # -- grants -------------------------------------------------------------------------
+    @translated
+    def insert_grant(self, row: GrantRow) -> None:
+        self._db.execute(
+            f"INSERT INTO grants ({_GRANT_COLS}) VALUES (?,?,?,?,?,?)",
+            (
+                row.id,
+                _json(row.connections),
+                _json(row.groups),
+                _json(row.identities),
+                row.created_ns,
+                row.created_by,
+            ),
+        )
+
+    @translated
+    def delete_grant(self, grant_id: str) -> bool:
+        cur = self._db.execute("DELETE FROM grants WHERE id=?", (grant_id,))
+        if cur.rowcount == 1:
+            self.bump_access_epoch()
+            return True
+        return False
+
+    @translated
+    def list_grants(self) -> list[GrantRow]:
+        return [
+            _grant(r)
+            for r in self._db.execute(f"SELECT {_GRANT_COLS} FROM grants ORDER BY created_ns, id")
+        ]
+
+    # -- change notice ------------------------------------------------------------------
+    @translated
+    def access_epoch(self) -> int:
+        r = self._db.execute("SELECT epoch FROM access_epoch WHERE id=1").fetchone()
+        return int(r[0]) if r else 0
+
+    @translated
+    def bump_access_epoch(self) -> None:
+        self._db.execute("UPDATE access_epoch SET epoch = epoch + 1 WHERE id=1")
+
+    def _in(self, select: str, column: str, values: Sequence[str]) -> list[Sequence[Any]]:
+        out: list[Sequence[Any]] = []
+        vals = list(dict.fromkeys(values))
+        for i in range(0, len(vals), _IN_CHUNK):
+            part = vals[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            out.extend(self._db.execute(f"{select} WHERE {column} IN ({marks})", part))
+        return out
