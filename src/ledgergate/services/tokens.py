@@ -29,7 +29,9 @@ __all__ = [
     "authenticate",
     "create_token",
     "list_tokens",
+    "record_change",
     "revoke_token",
+    "rotate_token",
 ]
 
 PREFIX = "lgt_"
@@ -40,6 +42,9 @@ MAX_TTL_NS = 366 * 86_400 * 10**9
 _TOKEN = re.compile(r"^lgt_[A-Za-z0-9_-]{43}$")
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 TokenKind = Literal["user", "service"]
+# last_used is written at most this often per token: a connection storm with one token
+# must not become a write per connection (the figure is shown to the minute).
+TOUCH_EVERY_NS = 10 * 10**9
 KINDS: tuple[str, ...] = ("user", "service")
 
 
@@ -59,6 +64,10 @@ class TokenRecord:
     revoked_ns: int | None
     last_used_ns: int | None
     created_by: str | None
+    purpose: str = "api"
+    groups: tuple[str, ...] = ()
+    connections: tuple[str, ...] | None = None
+    rotated_from: str | None = None
 
     @classmethod
     def from_row(cls, r: TokenRow) -> TokenRecord:
@@ -71,6 +80,10 @@ class TokenRecord:
             r.revoked_ns,
             r.last_used_ns,
             r.created_by,
+            r.purpose,
+            r.groups,
+            r.connections,
+            r.rotated_from,
         )
 
     def status(self, now_ns: int) -> str:
@@ -88,6 +101,10 @@ class TokenRecord:
             "revoked_ns": self.revoked_ns,
             "last_used_ns": self.last_used_ns,
             "created_by": self.created_by,
+            "purpose": self.purpose,
+            "groups": list(self.groups),
+            "connections": None if self.connections is None else list(self.connections),
+            "rotated_from": self.rotated_from,
         }
         if now_ns is not None:
             d["status"] = self.status(now_ns)
@@ -100,14 +117,16 @@ class AuthResult:
     identity: dict[str, Any] | None  # {"kind", "subject", "groups"}
     token_id: str | None
     reason: str | None  # "unknown token" | "token expired" | "token revoked"
+    expires_ns: int = 0
+    connections: tuple[str, ...] | None = None  # the token's scope (None: unlimited)
 
 
 def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
-def _identity(kind: str, subject: str) -> dict[str, Any]:
-    return {"kind": kind, "subject": subject, "groups": []}
+def _identity(kind: str, subject: str, groups: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"kind": kind, "subject": subject, "groups": list(groups)}
 
 
 def create_token(
@@ -119,17 +138,28 @@ def create_token(
     ttl_ns: int,
     now_ns: int,
     created_by: str,
+    purpose: str = "api",
+    groups: tuple[str, ...] = (),
+    connections: tuple[str, ...] | None = None,
+    max_ttl_ns: int = MAX_TTL_NS,
+    rotated_from: str | None = None,
+    also: Callable[[Store], object] | None = None,
 ) -> tuple[str, TokenRecord]:
     """Mint a token for ``identity``; return (token, record). The caller shows the token
-    once; only its hash is stored. Raises ``TokenError`` for a bad request."""
+    once; only its hash is stored. ``groups`` are bound to it now; ``connections``
+    limits where it may be used. ``also`` runs in the same transaction (e.g. revoking
+    the token this one rotates). Raises ``TokenError`` for a bad request."""
     if kind not in KINDS:
         raise TokenError("the token kind must be 'user' or 'service'")
     if not _IDENTITY.match(identity) or identity != identity.strip():
         raise TokenError("the identity must be 1-200 printable characters")
     if ttl_ns <= 0:
         raise TokenError("a token must expire: give a positive time to live (e.g. --ttl 8h)")
-    if ttl_ns > MAX_TTL_NS:
-        raise TokenError("a token may live at most 366 days")
+    if ttl_ns > min(max_ttl_ns, MAX_TTL_NS):
+        cap = min(max_ttl_ns, MAX_TTL_NS)
+        raise TokenError(f"a token may live at most {_days(cap)} (the configured maximum)")
+    if connections is not None and not all(connections):
+        raise TokenError("a connection scope must name connections (names or globs)")
     token = PREFIX + secrets.token_urlsafe(32)
     row = TokenRow(
         id="tok_" + secrets.token_hex(8),
@@ -141,29 +171,45 @@ def create_token(
         revoked_ns=None,
         last_used_ns=None,
         created_by=created_by,
+        purpose=purpose,
+        groups=tuple(groups),
+        connections=None if connections is None else tuple(connections),
+        rotated_from=rotated_from,
     )
-    entry = Draft(
-        now_ns,
-        "token.created",
-        {
-            "token_id": row.id,
-            "identity": _identity(kind, identity),
-            "expires_ns": row.expires_ns,
-            "by": created_by,
-        },
-    )
-    _record(store, writer, entry, lambda st: st.insert_token(row))
+    body: dict[str, Any] = {
+        "token_id": row.id,
+        "identity": _identity(kind, identity, row.groups),
+        "expires_ns": row.expires_ns,
+        "purpose": purpose,
+        "by": created_by,
+    }
+    if row.connections is not None:
+        body["connections"] = list(row.connections)
+    if rotated_from is not None:
+        body["rotated_from"] = rotated_from
+
+    def change(st: Store) -> None:
+        if also is not None:
+            also(st)
+        st.insert_token(row)
+
+    record_change(store, writer, Draft(now_ns, "token.created", body), change)
     return token, TokenRecord.from_row(row)
 
 
-def _record(
-    store: Store, writer: LedgerWriter, entry: Draft, change: Callable[[Store], None]
+def _days(ns: int) -> str:
+    d = ns // (86_400 * 10**9)
+    return f"{d} days" if d >= 1 else f"{ns // 10**9} seconds"
+
+
+def record_change(
+    store: Store, writer: LedgerWriter, entry: Draft, change: Callable[[Store], object]
 ) -> None:
     """Apply ``change`` and append its ledger entry atomically when the writer uses the
     same store; otherwise ledger first (an entry without a change is harmless, a change
     without its entry is not)."""
     if writer.store is store:
-        writer.append([entry], entry.ts_ns, also=change)
+        writer.append([entry], entry.ts_ns, also=lambda st: None if change(st) else None)
         return
     writer.append([entry], entry.ts_ns)
     with store.transaction():
@@ -177,13 +223,14 @@ def authenticate(store: Store, token: str, now_ns: int) -> AuthResult:
     row = store.token_by_hash(_hash(token))
     if row is None:
         return AuthResult(False, None, None, "unknown token")
-    ident = _identity(row.kind, row.identity)
+    ident = _identity(row.kind, row.identity, row.groups)
     if row.revoked_ns is not None:
-        return AuthResult(False, ident, row.id, "token revoked")
+        return AuthResult(False, ident, row.id, "token revoked", row.expires_ns)
     if now_ns >= row.expires_ns:
-        return AuthResult(False, ident, row.id, "token expired")
-    store.touch_token(row.id, now_ns)
-    return AuthResult(True, ident, row.id, None)
+        return AuthResult(False, ident, row.id, "token expired", row.expires_ns)
+    if row.last_used_ns is None or now_ns - row.last_used_ns >= TOUCH_EVERY_NS:
+        store.touch_token(row.id, now_ns)
+    return AuthResult(True, ident, row.id, None, row.expires_ns, row.connections)
 
 
 def revoke_token(store: Store, writer: LedgerWriter, token_id: str, now_ns: int, by: str) -> bool:
@@ -202,9 +249,47 @@ def revoke_token(store: Store, writer: LedgerWriter, token_id: str, now_ns: int,
         {"token_id": token_id, "identity": _identity(row.kind, row.identity), "by": by},
     )
     done: list[bool] = []
-    _record(store, writer, entry, lambda st: done.append(st.revoke_token(token_id, now_ns)))
+    record_change(store, writer, entry, lambda st: done.append(st.revoke_token(token_id, now_ns)))
     return bool(done and done[0])
 
 
-def list_tokens(store: Store) -> list[TokenRecord]:
-    return [TokenRecord.from_row(r) for r in store.list_tokens()]
+def rotate_token(
+    store: Store,
+    writer: LedgerWriter,
+    token_id: str,
+    *,
+    now_ns: int,
+    by: str,
+    ttl_ns: int | None = None,
+    max_ttl_ns: int = MAX_TTL_NS,
+) -> tuple[str, TokenRecord]:
+    """Replace an active token by a new one with the same identity, groups and scope
+    (and the same lifetime unless ``ttl_ns`` is given); the old one is revoked in the
+    same transaction, so its sessions end at their next re-check."""
+    if token_id.startswith(PREFIX):
+        raise TokenError("give the token's id (tok_…), not the token itself")
+    row = store.token_by_id(token_id)
+    if row is None:
+        raise TokenError(f"no token {token_id[:40]!r}")
+    if row.revoked_ns is not None or now_ns >= row.expires_ns:
+        raise TokenError(f"{token_id} is no longer active; create a new token instead")
+    ttl = ttl_ns if ttl_ns is not None else row.expires_ns - row.created_ns
+    return create_token(
+        store,
+        writer,
+        identity=row.identity,
+        kind=row.kind,
+        ttl_ns=ttl,
+        now_ns=now_ns,
+        created_by=by,
+        purpose=row.purpose,
+        groups=row.groups,
+        connections=row.connections,
+        max_ttl_ns=max_ttl_ns,
+        rotated_from=row.id,
+        also=lambda st: st.revoke_token(row.id, now_ns),
+    )
+
+
+def list_tokens(store: Store, identity: str | None = None) -> list[TokenRecord]:
+    return [TokenRecord.from_row(r) for r in store.list_tokens(identity)]
