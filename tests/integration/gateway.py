@@ -36,6 +36,7 @@ class Gateway:
         allow_plaintext: bool = False,
         ledger: dict[str, Any] | None = None,
         handshake_timeout: float = 5.0,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -60,6 +61,11 @@ class Gateway:
             },
             "connections": connections,
         }
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(doc.get(key), dict):
+                doc[key] = {**doc[key], **value}
+            else:
+                doc[key] = value
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(doc))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -82,8 +88,12 @@ class Gateway:
             timeout=120,
         )
 
-    def token(self, identity: str = "alice", kind: str = "user", ttl: str = "1h") -> str:
-        out = self.cli("token", "create", "--identity", identity, "--kind", kind, "--ttl", ttl)
+    def token(
+        self, identity: str = "alice", kind: str = "user", ttl: str = "1h", *more: str
+    ) -> str:
+        out = self.cli(
+            "token", "create", "--identity", identity, "--kind", kind, "--ttl", ttl, *more
+        )
         return out.stdout.strip().splitlines()[-1].strip()
 
     def start(self, timeout: float = 30.0) -> Gateway:

@@ -14,10 +14,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from ledgergate.cli import audit, serve, sessions, token
+    from ledgergate.cli import audit, identities, serve, sessions, token
 
     serve.register(app)
-    app.add_typer(token.app, name="token", help="Mint, list and revoke gateway tokens.")
+    app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")
+    app.add_typer(identities.app, name="identities", help="List, disable and enable identities.")
+    app.add_typer(identities.grants_app, name="grants", help="Grants made outside the YAML file.")
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
 

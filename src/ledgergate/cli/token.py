@@ -34,6 +34,16 @@ def create(
         str, typer.Option("--ttl", help="Lifetime, e.g. 8h, 30d (mandatory, at most 366d).")
     ],
     kind: Annotated[Kind, typer.Option("--kind", help="user or service.")] = Kind.user,
+    connection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--connection", help="Limit the token to this connection (name or glob; repeatable)."
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="Bind this group to the token (repeatable)."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint a token. It is shown once, alone on the last line; only its hash is kept."""
@@ -43,6 +53,11 @@ def create(
         fail(str(e), 2)
     now = time.time_ns()
     with Env(config) as env:
+        ident = env.store.get_identity(identity)
+        if ident is not None and ident.disabled_ns is not None:
+            fail(f"identity {identity!r} is disabled; enable it first", 2)
+        # A service account's groups come with its tokens unless --group says otherwise.
+        groups = tuple(group) if group else (ident.groups if ident is not None else ())
         try:
             tok, rec = tokens.create_token(
                 env.store,
@@ -52,6 +67,9 @@ def create(
                 ttl_ns=ttl_ns,
                 now_ns=now,
                 created_by=env.actor,
+                groups=groups,
+                connections=tuple(connection) if connection else None,
+                max_ttl_ns=parse_duration(env.settings.config.identity.max_api_token_ttl),
             )
         except tokens.TokenError as e:
             fail(str(e), 2)
@@ -66,27 +84,70 @@ def create(
 
 
 @app.command("list")
-def list_(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """List tokens with their status (never the tokens themselves)."""
+def list_(
+    identity: Annotated[
+        str | None, typer.Option("--identity", help="Only this identity's tokens.")
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List tokens with their status and last use (never the tokens themselves)."""
     now = time.time_ns()
     with Env(config) as env:
-        recs = tokens.list_tokens(env.store)
+        recs = tokens.list_tokens(env.store, identity)
     if json_:
         emit_json([r.as_dict(now) for r in recs])
         return
-    t = Table("id", "identity", "kind", "status", "expires", "last used", "by")
+    t = Table("id", "identity", "kind", "purpose", "status", "expires", "last used", "scope")
     t.columns[0].no_wrap = True
     for r in recs:
         t.add_row(
             r.id,
             r.identity,
             r.kind,
+            r.purpose,
             r.status(now),
             fmt_ns(r.expires_ns, short=True),
             fmt_ns(r.last_used_ns, short=True),
-            r.created_by or "-",
+            ",".join(r.connections) if r.connections is not None else "*",
         )
     Console().print(t)
+
+
+@app.command()
+def rotate(
+    token_id: Annotated[str, typer.Argument(help="The token's id (tok_…), not the token.")],
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="New lifetime (default: the old one's).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replace a token by a new one (same identity, groups, scope); the old one is
+    revoked at once. The new token is shown once, alone on the last line."""
+    try:
+        ttl_ns = parse_duration(ttl) if ttl else None
+    except ValueError as e:
+        fail(str(e), 2)
+    with Env(config) as env:
+        try:
+            tok, rec = tokens.rotate_token(
+                env.store,
+                env.writer(),
+                token_id,
+                now_ns=time.time_ns(),
+                by=env.actor,
+                ttl_ns=ttl_ns,
+                max_ttl_ns=parse_duration(env.settings.config.identity.max_api_token_ttl),
+            )
+        except tokens.TokenError as e:
+            fail(str(e), 2)
+        except LedgerUnavailable as e:
+            fail(f"the token was not rotated: {e}")
+    typer.echo(
+        f"token {rec.id} replaces {token_id} (now revoked), expires {fmt_ns(rec.expires_ns)}.",
+        err=True,
+    )
+    typer.echo(tok)
 
 
 @app.command()

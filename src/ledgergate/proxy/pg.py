@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from ledgergate.core.config import Connection
+from ledgergate.core.identity import SessionFacts
 from ledgergate.core.recording import SessionRecorder
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.pg import messages as m
@@ -50,6 +51,10 @@ from ledgergate.wire.pg.session import MAX_HELD, Relay
 __all__ = ["AuthResult", "PgGateway"]
 
 log = logging.getLogger("ledgergate.pg")
+# A session told to end waits for the server message in flight to finish (so the client
+# can parse the FATAL error); a server stalled mid-message gets this long, then the
+# connection is closed without it.
+END_GRACE_S = 5.0
 now_ns = time.time_ns
 
 
@@ -59,9 +64,15 @@ class AuthResult:
     identity: dict[str, Any] | None
     token_id: str | None
     reason: str | None
+    # Authenticated but not allowed on the connection (no grant, token scope).
+    denied: bool = False
+    expires_ns: int = 2**63 - 1  # when the credential stops being valid
+    via: str = "token"
+    grant: str | None = None
 
 
-Authenticator = Callable[[str], Awaitable[AuthResult]]
+# (password, connection name) -> the verdict; runs off the relay loop.
+Authenticator = Callable[[str, str], Awaitable[AuthResult]]
 
 
 class _Registration:
@@ -149,6 +160,12 @@ class PgSession:
         self._paused_client = set[str]()
         self.registration: tuple[int, bytes] | None = None
         self.relaying = False
+        # What the session was admitted on (re-checked by the gateway's watch), and the
+        # instant it must end at the latest (checked at every client read: an int compare).
+        self.facts: SessionFacts | None = None
+        self.deadline_ns = 2**63 - 1
+        self.deadline_reason = ""
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     # -- handshake (a task; awaits are fine here) ------------------------------------------
     async def run(self) -> None:
@@ -263,15 +280,41 @@ class PgSession:
             token = auth.password.decode("utf-8")
         except UnicodeDecodeError:
             token = ""
-        result = await gw.authenticate(token)
+        result = await gw.authenticate(token, self.conn.name)
+        if result.denied:
+            self.identity = result.identity
+            reason = result.reason or "not allowed"
+            await gw.sink.commit(
+                [
+                    SessionRecorder(self._base(), "metadata").event(
+                        now_ns(),
+                        "auth.denied",
+                        reason=reason,
+                        token_id=result.token_id,
+                        claimed_user=user,
+                        tls=tls,
+                        outcome="refused",
+                    )
+                ]
+            )
+            who = (result.identity or {}).get("subject", user)
+            self._reject_quiet(
+                m.error_response(
+                    "42501",
+                    f'ledgergate: identity "{who}" may not use connection '
+                    f'"{self.conn.name}": {reason}',
+                )
+            )
+            return False
         if not result.ok:
-            self.identity = {"kind": "unknown", "subject": user, "groups": []}
+            self.identity = result.identity or {"kind": "unknown", "subject": user, "groups": []}
             await gw.sink.commit(
                 [
                     SessionRecorder(self._base(), "metadata").event(
                         now_ns(),
                         "auth.fail",
                         reason=result.reason or "authentication failed",
+                        token_id=result.token_id,
                         claimed_user=user,
                         tls=tls,
                         outcome="refused",
@@ -283,11 +326,31 @@ class PgSession:
             )
             return False
         self.identity = result.identity
+        ident = result.identity or {}
+        started = now_ns()
+        self.facts = SessionFacts(
+            session_id=self.session_id,
+            identity=str(ident.get("subject", "")),
+            groups=tuple(str(g) for g in ident.get("groups", ())),
+            connection=self.conn.name,
+            token_id=result.token_id,
+            started_ns=started,
+            expires_ns=result.expires_ns,
+            max_session_ns=self.conn.max_session_ns,
+        )
+        self.deadline_ns, self.deadline_reason = self.facts.deadline()
         self.recorder = SessionRecorder(self._base(), self.conn.recording)
         await gw.sink.commit(
             [
                 self.recorder.event(
-                    now_ns(), "auth.ok", token_id=result.token_id, claimed_user=user, tls=tls
+                    started,
+                    "auth.ok",
+                    token_id=result.token_id,
+                    claimed_user=user,
+                    tls=tls,
+                    via=result.via,
+                    grant=result.grant,
+                    expires_ns=result.expires_ns,
                 )
             ]
         )
@@ -457,6 +520,7 @@ class PgSession:
             self.source["ip"],
         )
         self.gw.sink.on_failure.append(self._ledger_failed)
+        self._arm_deadline()
         # Drain bytes that arrived while we were in the handshake, then switch to callbacks.
         for side in (self.s, self.c):
             while not side.queue.empty():
@@ -469,8 +533,36 @@ class PgSession:
         if leftover:
             self.on_client_data(leftover)
 
+    def _arm_deadline(self) -> None:
+        """End the session when its credential (or the connection's session limit) runs
+        out, even in the middle of a result stream nobody is sending commands on."""
+        if self.deadline_ns >= 2**62:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (self.deadline_ns - now_ns()) / 1e9)
+        self._deadline_timer = loop.call_at(
+            loop.time() + delay, self.end, self.deadline_reason or "token expired"
+        )
+
+    def end(self, why: str) -> None:
+        """End the session because its identity may no longer hold it: a
+        ``session.terminated`` entry, a FATAL error the client prints, then close."""
+        if self.closed or not self.relaying:
+            return
+        if self.recorder is not None:
+            with contextlib.suppress(LedgerUnavailable):
+                self.gw.sink.submit(
+                    [self.recorder.event(now_ns(), "session.terminated", reason=why)]
+                )
+        log.info("session %s terminated: %s", self.session_id, why)
+        self.terminate("28000", f"ledgergate: session ended: {why}", f"terminated: {why}")
+
     def on_client_data(self, data: bytes) -> None:
-        self._dispatch(self.relay.feed(ClientData(data, now_ns())))
+        t = now_ns()
+        if t >= self.deadline_ns:
+            self.end(self.deadline_reason or "token expired")
+            return
+        self._dispatch(self.relay.feed(ClientData(data, t)))
         if self.relay.held_bytes > MAX_HELD:
             self._pause_client("held")
 
@@ -518,10 +610,14 @@ class PgSession:
                     assert_never(a)
 
     def terminate(self, code: str, message: str, reason: str) -> None:
-        """End a relaying session from the gateway's side with a FATAL error."""
-        if self.relaying and not self.closed:
-            self.ct.write(m.error_response(code, message))
-            self._close(reason)
+        """End a relaying session from the gateway's side with a FATAL error, at the next
+        server message boundary (forced after ``END_GRACE_S`` if the server stalls)."""
+        if not self.relaying or self.closed:
+            return
+        self._dispatch(self.relay.end(m.error_response(code, message), reason))
+        if not self.closed:
+            loop = asyncio.get_running_loop()
+            loop.call_later(END_GRACE_S, self._close, reason)
 
     def _committed(self, ticket: int, err: BaseException | None) -> None:
         if self.closed:
@@ -550,6 +646,8 @@ class PgSession:
         self.closed = True
         self.close_reason = reason
         self.relay.closed = True
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         if self.registration is not None:
             self.gw.cancel_registry.pop(self.registration, None)
         self.ct.close()
@@ -703,6 +801,19 @@ class PgGateway:
             self.sink.submit(
                 [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
             )
+
+    def open_sessions(self) -> list[PgSession]:
+        return [s for s in self.sessions if s.relaying and not s.closed and s.facts is not None]
+
+    def end_sessions(self, verdicts: dict[str, str]) -> int:
+        """End the sessions named (session_id → reason); returns how many were open."""
+        n = 0
+        for s in list(self.sessions):
+            why = verdicts.get(s.session_id)
+            if why is not None and s.relaying and not s.closed:
+                s.end(why)
+                n += 1
+        return n
 
     async def shutdown(self) -> None:
         if self.server is not None:

@@ -9,6 +9,7 @@ SIGTERM. Never prints or logs a backend secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -19,17 +20,22 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ledgergate.core.config import Connection, Credentials, split_address
+from ledgergate.core.config import Connection, Credentials, parse_duration, split_address
+from ledgergate.core.identity import Claims
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
-from ledgergate.services import keys, tokens
+from ledgergate.services import keys
+from ledgergate.services.access import AccessControl
 from ledgergate.services.config import Settings
 from ledgergate.services.ledger import LedgerWriter
-from ledgergate.store import Store, open_store
+from ledgergate.store import open_store
 
 __all__ = ["GatewayRuntime", "demo_connection", "run_gateway"]
 
 log = logging.getLogger("ledgergate")
+# How often the store's access epoch is polled: a revocation or a disabled identity
+# reaches open sessions within about this long, whichever process made the change.
+EPOCH_POLL_S = 1.0
 
 
 def demo_connection(
@@ -61,6 +67,8 @@ class GatewayRuntime:
     bound: tuple[str, int] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _auth_pool: ThreadPoolExecutor | None = None
+    _access: AccessControl | None = None
+    _watch: asyncio.Task[None] | None = None
 
     def server_tls(self) -> ssl.SSLContext:
         s = self.settings
@@ -99,20 +107,26 @@ class GatewayRuntime:
             threaded=lcfg.fsync or os.environ.get("LG_THREADED") == "1",
         )
         await self.sink.start()
-        # Token checks run on one thread with its own store handle (SQLite handles are
-        # per thread); they happen once per connection, never per query.
+        # Admission and re-checks run on one thread with its own store handle (SQLite
+        # handles are per thread); they happen per connection and per re-check, never
+        # per query.
         self._auth_pool = ThreadPoolExecutor(1, thread_name_prefix="auth")
-        local: dict[str, Store] = {}
+        self._access = await loop.run_in_executor(self._auth_pool, self._open_access)
+        access = self._access
+        if s.config.grants is None and not access.store.list_grants():
+            log.warning(
+                "no grants are configured: every authenticated identity may reach every "
+                "connection (declare grants: in the configuration to restrict)"
+            )
 
-        def check(token: str) -> AuthResult:
-            st = local.get("store")
-            if st is None:
-                st = local["store"] = open_store(s.store_url)
-            r = tokens.authenticate(st, token, time.time_ns())
-            return AuthResult(r.ok, r.identity, r.token_id, r.reason)
+        def check(token: str, connection: str) -> AuthResult:
+            a = access.admit(token, connection, time.time_ns())
+            return AuthResult(
+                a.ok, a.identity, a.token_id, a.reason, a.denied, a.expires_ns, a.via, a.grant
+            )
 
-        async def authenticate(token: str) -> AuthResult:
-            return await loop.run_in_executor(self._auth_pool, check, token)
+        async def authenticate(token: str, connection: str) -> AuthResult:
+            return await loop.run_in_executor(self._auth_pool, check, token, connection)
 
         passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in self.connections}
         pl = s.config.listeners.postgres
@@ -129,13 +143,71 @@ class GatewayRuntime:
         server = await self.gateway.listen(host, port)
         sock = server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
+        self._watch = loop.create_task(self._watch_sessions())
+
+    def _open_access(self) -> AccessControl:
+        s = self.settings
+        verify_jwt: Callable[[str, int], Claims] | None = None
+        looks_like_jwt: Callable[[str], bool] | None = None
+        oidc = s.config.identity.oidc
+        if oidc is not None and oidc.accept_jwt_passwords:
+            from ledgergate.services.oidc import OidcVerifier
+            from ledgergate.services.oidc import looks_like_jwt as _looks
+
+            verifier = OidcVerifier(oidc)
+            verify_jwt = verifier.verify
+            looks_like_jwt = _looks
+        return AccessControl(
+            s.config, open_store(s.store_url), verify_jwt=verify_jwt, looks_like_jwt=looks_like_jwt
+        )
+
+    async def _watch_sessions(self) -> None:
+        """Re-check open sessions every ``identity.recheck_interval``, and within about a
+        second of any change that can end one (the store's access epoch moves when a
+        token is revoked, an identity disabled or a grant removed, by any process)."""
+        assert self._access is not None and self.gateway is not None
+        access, gw, loop = self._access, self.gateway, asyncio.get_running_loop()
+        interval = parse_duration(self.settings.config.identity.recheck_interval) / 1e9
+        last_epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
+        last_full = loop.time()
+        while True:
+            await asyncio.sleep(min(EPOCH_POLL_S, interval))
+            try:
+                epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
+                if epoch == last_epoch and loop.time() - last_full < interval:
+                    continue
+                last_epoch, last_full = epoch, loop.time()
+                facts = [x.facts for x in gw.open_sessions() if x.facts is not None]
+                verdicts = await loop.run_in_executor(
+                    self._auth_pool, access.recheck, facts, time.time_ns()
+                )
+            except Exception:  # the store is busy or gone: keep serving, try again
+                log.exception("re-checking open sessions failed; retrying")
+                continue
+            if verdicts:
+                gw.end_sessions(verdicts)
+
+    async def recheck_now(self) -> None:
+        """Re-check every open session at once (after an admin change in this process)."""
+        assert self._access is not None and self.gateway is not None
+        facts = [x.facts for x in self.gateway.open_sessions() if x.facts is not None]
+        verdicts = await asyncio.get_running_loop().run_in_executor(
+            self._auth_pool, self._access.recheck, facts, time.time_ns()
+        )
+        self.gateway.end_sessions(verdicts)
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self.gateway is not None:
             await self.gateway.shutdown()
         if self.sink is not None:
             await self.sink.close()
         if self._auth_pool is not None:
+            if self._access is not None:
+                self._auth_pool.submit(self._access.store.close)
             self._auth_pool.shutdown(wait=False)
 
 

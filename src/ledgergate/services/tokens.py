@@ -209,7 +209,10 @@ def record_change(
     same store; otherwise ledger first (an entry without a change is harmless, a change
     without its entry is not)."""
     if writer.store is store:
-        writer.append([entry], entry.ts_ns, also=lambda st: None if change(st) else None)
+        def apply(st: Store) -> None:
+            change(st)
+
+        writer.append([entry], entry.ts_ns, also=apply)
         return
     writer.append([entry], entry.ts_ns)
     with store.transaction():

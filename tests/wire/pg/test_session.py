@@ -409,3 +409,35 @@ def test_client_walk_whole_bytewise_splits_and_trailing(name: str) -> None:
         assert sent == data
     commands, _, sent = client_walk([data + Q1[:-1]])  # trailing: an unfinished Query
     assert sent == data and [op for op, _ in commands] == want_ops
+
+
+def _sent(actions: Iterable[Action]) -> bytes:
+    return b"".join(a.data for a in actions if isinstance(a, SendToClient))
+
+
+@pytest.mark.parametrize("split", [1, 3, 5, 7, 12])
+def test_end_waits_for_the_server_message_in_flight(split: int) -> None:
+    """The FATAL error of a gateway-side end never lands inside a half-forwarded server
+    message: the rest of that message is relayed (and recorded) first, nothing after."""
+    row = build(b"D", struct.pack("!hi", 1, 6) + b"abcdef")
+    nxt = build(b"D", struct.pack("!hi", 1, 1) + b"z")
+    err = m.error_response("28000", "ledgergate: session ended: token expired")
+    r = Relay()
+    out = r.feed(ServerData(row[:split], 1))
+    assert r.end(err, "terminated: token expired") == []
+    assert r.ending and not r.closed
+    out += r.feed(ServerData(row[split:] + nxt, 2))
+    assert _sent(out) == row + err
+    assert out[-1] == Close("terminated: token expired")
+    recorded = [c for a in out if isinstance(a, Record) for c in a.seen]
+    assert b"".join(c.data for c in recorded) == row  # the next message was never relayed
+    assert sum(c.rows for c in recorded) == 1
+    assert r.closed and r.feed(ServerData(nxt, 3)) == []
+
+
+def test_end_at_a_message_boundary_is_immediate() -> None:
+    err = m.error_response("28000", "ledgergate: session ended: token revoked")
+    r = Relay()
+    r.feed(ServerData(build(b"Z", b"I"), 1))
+    assert r.end(err, "terminated") == [SendToClient(err), Close("terminated")]
+    assert r.end(err, "again") == []

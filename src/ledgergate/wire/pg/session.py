@@ -97,6 +97,8 @@ class Relay:
         self.terminated = False
         self.closed = False
         self.stats = SessionStats()
+        # Set by ``end()`` while a server message is half forwarded: (error, reason).
+        self._ending: tuple[bytes, str] | None = None
 
     # -- dispatch ---------------------------------------------------------------------
     def feed(self, event: Event) -> list[Action]:
@@ -129,6 +131,37 @@ class Relay:
             )
             return [SendToClient(err), Close("backend closed the connection")]
         raise TypeError(f"unexpected event {event!r}")
+
+    def end(self, error: bytes, reason: str) -> list[Action]:
+        """End the session from the gateway's side: ``error`` (a FATAL ErrorResponse) goes
+        to the client at the next server message boundary, never inside a message that
+        is half forwarded (the client would read it as that message's bytes), then
+        ``Close``. Until that boundary, server bytes up to it are still relayed and
+        recorded; nothing after it is."""
+        if self.closed or self._ending is not None:
+            return []
+        if self._skip == 0 and not self._hdr:
+            self.closed = True
+            return [SendToClient(error), Close(reason)] if self.client_open else [Close(reason)]
+        self._ending = (error, reason)
+        return []
+
+    @property
+    def ending(self) -> bool:
+        return self._ending is not None
+
+    def _boundary(self, data: bytes) -> int | None:
+        """Where the server message in progress ends within ``data`` (None: later)."""
+        n = len(data)
+        if self._hdr:
+            need = 5 - len(self._hdr)
+            if n < need:
+                return None
+            (ln,) = _unpack_i(self._hdr + data[:need], 1)
+            end = need + (ln if ln >= 4 else 4) - 4
+        else:
+            end = self._skip
+        return end if end <= n else None
 
     def _protocol_error(self, why: str) -> list[Action]:
         self.closed = True
@@ -218,6 +251,20 @@ class Relay:
 
     # -- server -> client ---------------------------------------------------------------
     def _server(self, data: bytes, ts: int) -> list[Action]:
+        if self._ending is not None:
+            cut = self._boundary(data)
+            if cut is None:
+                return self._walk(data, ts)
+            actions = self._walk(data[:cut], ts) if cut else []
+            error, reason = self._ending
+            self.closed = True
+            if self.client_open:
+                actions.append(SendToClient(error))
+            actions.append(Close(reason))
+            return actions
+        return self._walk(data, ts)
+
+    def _walk(self, data: bytes, ts: int) -> list[Action]:
         n = len(data)
         rows = 0
         tags: list[bytes] = []

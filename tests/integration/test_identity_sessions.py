@@ -1,0 +1,153 @@
+"""Sessions live only while their identity is valid: grants decide who connects, and a
+session ends (with a FATAL error the client prints and a ``session.terminated`` entry)
+when its token expires, is revoked, its identity is disabled or the connection's maximum
+session length is reached, also in the middle of a streaming result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from tests.integration.fixtures import GatewayFactory, app_connection
+from tests.integration.gateway import Gateway
+from tests.integration.pgcluster import PgCluster
+from tests.integration.test_pg_security import entries
+
+# A result that streams for as long as anyone reads it. generate_series in the target
+# list streams row by row; in FROM it would be materialised before the first row.
+ENDLESS_COPY = "COPY (SELECT generate_series(1, 2000000000), repeat('x', 200)) TO STDOUT"
+
+
+@pytest.fixture
+def guarded(gateway_factory: GatewayFactory, pgc: PgCluster) -> Gateway:
+    return gateway_factory(
+        [app_connection(pgc), app_connection(pgc, name="short", max_session="2s")],
+        extra={
+            "grants": [
+                {"connections": ["app", "short"], "groups": ["eng"]},
+                {"connections": ["*"], "identities": ["ci-bot"]},
+            ],
+        },
+    ).start()
+
+
+def _stream(gw: Gateway, token: str, connection: str = "app") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["psql", "-X", "-q", "-c", ENDLESS_COPY, gw.dsn(token, connection)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _ended(p: subprocess.Popen[str], within: float) -> tuple[float, str]:
+    t0 = time.monotonic()
+    try:
+        _, err = p.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail(f"the stream was not cut within {within} s")
+    return time.monotonic() - t0, err
+
+
+def _token_id(gw: Gateway, identity: str) -> str:
+    rows = json.loads(gw.cli("token", "list", "--identity", identity, "--json").stdout)
+    return str(rows[-1]["id"])
+
+
+def _terminated(gw: Gateway) -> list[dict]:
+    return entries(gw, "session.terminated")
+
+
+def _streamed_then_cut(gw: Gateway, token: str, cut: Callable[[], None], reason: str) -> None:
+    p = _stream(gw, token)
+    time.sleep(1.5)  # rows are flowing
+    assert p.poll() is None, p.stderr.read() if p.stderr else ""
+    cut()
+    took, err = _ended(p, within=8)
+    assert f"session ended: {reason}" in err
+    assert took < 5, took  # the epoch poll is 1 s; nowhere near the 30 s re-check
+    term = _terminated(gw)
+    assert [t["reason"] for t in term] == [reason]
+    sid = term[0]["session_id"]
+    chunks = [e for e in entries(gw, "chunk") if e["session_id"] == sid]
+    assert len(chunks) > 10  # the stream was recorded up to the cut
+    close = [e for e in entries(gw, "session.close") if e["session_id"] == sid]
+    assert close and close[0]["outcome"] == f"terminated: {reason}"
+    assert gw.cli("audit", "verify", check=False).returncode == 0
+
+
+def test_connect_without_a_grant_is_denied_and_recorded(guarded: Gateway) -> None:
+    tok = guarded.token("mallory")
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(guarded.dsn(tok))
+    assert 'identity "mallory" may not use connection "app": no grant' in str(e.value)
+    denied = entries(guarded, "auth.denied")
+    assert len(denied) == 1 and denied[0]["identity"]["subject"] == "mallory"
+    assert (
+        denied[0]["connection"] == "app" and denied[0]["reason"] == "no grant for this connection"
+    )
+    # a token limited to one connection cannot be used on another, grant or not
+    scoped = guarded.token("ci-bot", "service", "1h", "--connection", "short")
+    with pytest.raises(psycopg.OperationalError, match="not valid for this connection"):
+        psycopg.connect(guarded.dsn(scoped))
+    with psycopg.connect(guarded.dsn(scoped, "short")) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    eng = guarded.token("erin", "user", "1h", "--group", "eng")
+    with psycopg.connect(guarded.dsn(eng)) as c:
+        assert c.execute("SELECT current_user").fetchone() == ("postgres",)
+
+
+def test_token_expiring_mid_stream_cuts_the_stream(guarded: Gateway) -> None:
+    tok = guarded.token("ci-bot", "service", "4s")
+    p = _stream(guarded, tok)
+    took, err = _ended(p, within=15)
+    assert "ledgergate: session ended: token expired" in err
+    assert took < 7, took
+    term = _terminated(guarded)
+    assert [t["reason"] for t in term] == ["token expired"]
+    sid = term[0]["session_id"]
+    assert sum(1 for e in entries(guarded, "chunk") if e["session_id"] == sid) > 10
+    assert guarded.cli("audit", "verify", check=False).returncode == 0
+
+
+def test_revoking_the_token_cuts_the_stream(guarded: Gateway) -> None:
+    tok = guarded.token("ci-bot", "service", "1h")
+    tid = _token_id(guarded, "ci-bot")
+    _streamed_then_cut(guarded, tok, lambda: guarded.cli("token", "revoke", tid), "token revoked")
+
+
+def test_disabling_the_identity_cuts_the_stream_and_refuses_new_sessions(
+    guarded: Gateway,
+) -> None:
+    tok = guarded.token("ci-bot", "service", "1h")
+    _streamed_then_cut(
+        guarded,
+        tok,
+        lambda: guarded.cli("identities", "disable", "ci-bot", "--reason", "offboarded"),
+        "identity disabled",
+    )
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(guarded.dsn(tok))
+    fails = entries(guarded, "auth.fail")
+    assert fails[-1]["reason"] == "identity disabled"
+    kinds = [e["kind"] for e in entries(guarded)]
+    assert "admin.identity.disable" in kinds
+
+
+def test_idle_session_ends_at_its_limit_and_the_next_command_is_refused(
+    guarded: Gateway,
+) -> None:
+    tok = guarded.token("ci-bot", "service", "1h")
+    with psycopg.connect(guarded.dsn(tok, "short"), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        time.sleep(2.5)
+        with pytest.raises(psycopg.OperationalError, match="maximum session length reached"):
+            c.execute("SELECT 2")
+    assert [t["reason"] for t in _terminated(guarded)] == ["maximum session length reached"]
