@@ -88,12 +88,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None
         runtime = gw.GatewayRuntime(settings=settings, connections=connections)
+        api = None
+        if cfg.listeners.api.address:
+            from ledgergate.api.server import ApiAddon
+
+            api = ApiAddon()
+            runtime.addons.append(api)
 
         def ready(rt: gw.GatewayRuntime) -> None:
             assert rt.bound is not None
             host, port = rt.bound
             shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
             typer.echo(f"ledgergate: listening for PostgreSQL clients on {host}:{port}")
+            if api is not None:
+                typer.echo(f"ledgergate: REST API on {api.url} (OpenAPI: {api.url}/docs)")
             typer.echo(
                 f"ledgergate: data directory {settings.data_dir}; ledger stream {settings.stream}"
             )

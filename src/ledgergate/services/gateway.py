@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ledgergate.core.config import Connection, Credentials, parse_duration, split_address
 from ledgergate.core.identity import Claims
+from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys
@@ -30,7 +32,7 @@ from ledgergate.services.config import Settings
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store import open_store
 
-__all__ = ["GatewayRuntime", "demo_connection", "run_gateway"]
+__all__ = ["Addon", "GatewayRuntime", "demo_connection", "run_gateway"]
 
 log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
@@ -58,6 +60,12 @@ def demo_connection(
     )
 
 
+class Addon(Protocol):
+    async def start(self, runtime: GatewayRuntime) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class GatewayRuntime:
     settings: Settings
@@ -66,6 +74,10 @@ class GatewayRuntime:
     sink: LedgerSink | None = None
     bound: tuple[str, int] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Extra servers started after the PostgreSQL listener and stopped before it (the
+    # REST API): anything with ``async start(runtime)`` and ``async stop()``.
+    addons: list[Addon] = field(default_factory=list)
+    signer: Signer | None = None
     _auth_pool: ThreadPoolExecutor | None = None
     _access: AccessControl | None = None
     _watch: asyncio.Task[None] | None = None
@@ -82,7 +94,7 @@ class GatewayRuntime:
     async def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        signer = keys.load_or_create_ledger_signer(s.ledger_key, s.key_name)
+        signer = self.signer = keys.load_or_create_ledger_signer(s.ledger_key, s.key_name)
         cipher = keys.PayloadCipher(keys.load_or_create_payload_key(s.payload_key))
         lcfg = s.config.ledger
 
@@ -144,6 +156,8 @@ class GatewayRuntime:
         sock = server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
         self._watch = loop.create_task(self._watch_sessions())
+        for addon in self.addons:
+            await addon.start(self)
 
     def _open_access(self) -> AccessControl:
         s = self.settings
@@ -197,6 +211,11 @@ class GatewayRuntime:
         self.gateway.end_sessions(verdicts)
 
     async def stop(self) -> None:
+        for addon in reversed(self.addons):
+            try:
+                await addon.stop()
+            except Exception:
+                log.exception("stopping %r failed", addon)
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

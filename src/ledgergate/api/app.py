@@ -1,0 +1,355 @@
+"""The REST API: login callbacks, whoami, tokens, service accounts, identities, grants.
+
+Thin routes over ``services`` (through ``AdminService``, which runs them on its worker
+thread). Every call except the login steps is authenticated with a ledgergate token
+(``Authorization: Bearer``) and authorised by role; admin actions are ``admin.*`` or
+``token.*`` ledger entries naming the caller. OpenAPI is served at ``/openapi.json``
+(``/docs`` for people). SCIM lives in ``api.scim``.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads these annotations at run time,
+# and some name aliases local to the factory.
+
+import html
+import time
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlparse
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Header, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from ledgergate.core.config import parse_duration
+from ledgergate.core.identity import IdentityError
+from ledgergate.services import identities, tokens
+from ledgergate.services.admin import AdminService, ApiError, Principal
+
+__all__ = ["create_app"]
+
+
+class OidcLogin(BaseModel):
+    id_token: str = Field(max_length=16384)
+    nonce: str | None = Field(None, max_length=256)
+    via: str = Field("oidc", pattern=r"^oidc(-device|-browser)?$")
+
+
+class CodeRedeem(BaseModel):
+    code: str = Field(max_length=128)
+
+
+class TokenCreate(BaseModel):
+    identity: str
+    kind: str = "service"
+    ttl: str
+    connections: list[str] | None = None
+    groups: list[str] | None = None
+
+
+class TokenRotate(BaseModel):
+    ttl: str | None = None
+
+
+class ServiceAccountCreate(BaseModel):
+    name: str
+    groups: list[str] = []
+    description: str | None = None
+
+
+class Reason(BaseModel):
+    reason: str | None = Field(None, max_length=500)
+
+
+class GrantCreate(BaseModel):
+    connections: list[str]
+    groups: list[str] = []
+    identities: list[str] = []
+
+
+def _loopback(url: str) -> bool:
+    """Only a loopback address may receive a login code (RFC 8252 §7.3)."""
+    try:
+        u = urlparse(url)
+    except ValueError:
+        return False
+    return u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def create_app(admin: AdminService) -> FastAPI:
+    app = FastAPI(
+        title="ledgergate",
+        summary="Identity-aware gateway: logins, tokens, identities, SCIM.",
+        version="1",
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+
+    async def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        return await admin.principal(authorization)
+
+    Caller = Annotated[Principal, Depends(caller)]
+    v1 = APIRouter(prefix="/api/v1")
+
+    # -- logins -------------------------------------------------------------------------
+    @v1.get("/login/config", tags=["login"])
+    async def login_config() -> dict[str, Any]:
+        """Which identity providers people log in through (no authentication)."""
+        return admin.login_config()
+
+    @v1.post("/login/oidc", tags=["login"])
+    async def login_oidc(body: OidcLogin) -> dict[str, Any]:
+        """Exchange a fresh ID token from the configured provider for a gateway token."""
+        return await admin.login_oidc(body.id_token, body.nonce, body.via)
+
+    @v1.post("/login/code", tags=["login"])
+    async def login_code(body: CodeRedeem) -> dict[str, Any]:
+        """Redeem the one-time code a browser login sent to the CLI's loopback port."""
+        return admin.redeem_code(body.code)
+
+    @v1.post("/logout", tags=["login"])
+    async def logout(me: Caller) -> dict[str, Any]:
+        """Revoke the token this call was made with."""
+        await admin.call(tokens.revoke_token, me.token_id, time.time_ns(), me.actor)
+        await admin.changed()
+        return {"revoked": me.token_id}
+
+    @v1.get("/whoami", tags=["login"])
+    async def whoami(me: Caller) -> dict[str, Any]:
+        return me.as_dict()
+
+    # -- SAML -----------------------------------------------------------------------------
+    saml = APIRouter(prefix="/saml", tags=["saml"])
+
+    @saml.get("/metadata")
+    async def saml_metadata() -> Response:
+        return Response(admin.saml().metadata(), media_type="application/samlmetadata+xml")
+
+    @saml.get("/login")
+    async def saml_login(redirect: str | None = None) -> RedirectResponse:
+        """Start a SAML login; ``redirect`` (a loopback URL) receives a one-time code."""
+        if redirect is not None and not _loopback(redirect):
+            raise ApiError(400, "redirect must be an http://127.0.0.1 (loopback) URL")
+        return RedirectResponse(admin.saml().login_url(redirect or ""), status_code=303)
+
+    @saml.post("/acs")
+    async def saml_acs(
+        SAMLResponse: Annotated[str, Form(max_length=1 << 20)],
+        RelayState: Annotated[str | None, Form(max_length=2048)] = None,
+    ) -> Response:
+        login = await admin.login_saml(SAMLResponse, RelayState)
+        if RelayState and _loopback(RelayState):
+            code = admin.issue_code(login)
+            sep = "&" if "?" in RelayState else "?"
+            return RedirectResponse(RelayState + sep + urlencode({"code": code}), 303)
+        page = (
+            "<!doctype html><title>ledgergate</title><h1>Signed in as "
+            f"{html.escape(login['identity'])}</h1><p>Your gateway token (shown once, "
+            f"valid until the time below) is:</p><pre>{html.escape(login['token'])}</pre>"
+            "<p>Use it as the password of psql and other clients.</p>"
+        )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    # -- tokens ---------------------------------------------------------------------------
+    @v1.get("/tokens", tags=["tokens"])
+    async def list_tokens(me: Caller, identity: str | None = None) -> list[dict[str, Any]]:
+        """Admins and auditors see every token; others their own."""
+        if not me.roles.intersection({"admin", "auditor"}):
+            identity = me.name
+        recs = await admin.call(lambda st, _w: tokens.list_tokens(st, identity))
+        now = time.time_ns()
+        return [r.as_dict(now) for r in recs]
+
+    @v1.post("/tokens", tags=["tokens"], status_code=201)
+    async def create_token(me: Caller, body: TokenCreate) -> dict[str, Any]:
+        """Mint an API token (admins). The token is in this answer only."""
+        me.require("admin")
+        try:
+            ttl = parse_duration(body.ttl)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+
+        def mint(st: Any, w: Any) -> tuple[str, tokens.TokenRecord]:
+            ident = st.get_identity(body.identity)
+            if ident is not None and ident.disabled_ns is not None:
+                raise ApiError(409, f"identity {body.identity!r} is disabled")
+            groups = (
+                tuple(body.groups)
+                if body.groups is not None
+                else (ident.groups if ident is not None else ())
+            )
+            return tokens.create_token(
+                st,
+                w,
+                identity=body.identity,
+                kind=body.kind,
+                ttl_ns=ttl,
+                now_ns=time.time_ns(),
+                created_by=me.actor,
+                groups=groups,
+                connections=tuple(body.connections) if body.connections is not None else None,
+                max_ttl_ns=parse_duration(admin.config.identity.max_api_token_ttl),
+            )
+
+        try:
+            tok, rec = await admin.call(mint)
+        except tokens.TokenError as e:
+            raise ApiError(400, str(e)) from None
+        return {"token": tok, **rec.as_dict(time.time_ns())}
+
+    async def _own_or_admin(me: Principal, token_id: str) -> None:
+        if "admin" in me.roles:
+            return
+        row = await admin.call(lambda st, _w: st.token_by_id(token_id))
+        if row is None or row.identity != me.name:
+            raise ApiError(404, f"no token {token_id[:40]!r}")
+
+    @v1.post("/tokens/{token_id}/rotate", tags=["tokens"])
+    async def rotate_token(me: Caller, token_id: str, body: TokenRotate) -> dict[str, Any]:
+        await _own_or_admin(me, token_id)
+        try:
+            ttl = parse_duration(body.ttl) if body.ttl else None
+            tok, rec = await admin.call(
+                tokens.rotate_token,
+                token_id,
+                now_ns=time.time_ns(),
+                by=me.actor,
+                ttl_ns=ttl,
+                max_ttl_ns=parse_duration(admin.config.identity.max_api_token_ttl),
+            )
+        except (tokens.TokenError, ValueError) as e:
+            raise ApiError(400, str(e)) from None
+        await admin.changed()
+        return {"token": tok, **rec.as_dict(time.time_ns())}
+
+    @v1.delete("/tokens/{token_id}", tags=["tokens"])
+    async def revoke_token(me: Caller, token_id: str) -> dict[str, Any]:
+        await _own_or_admin(me, token_id)
+        try:
+            done = await admin.call(tokens.revoke_token, token_id, time.time_ns(), me.actor)
+        except tokens.TokenError as e:
+            raise ApiError(404, str(e)) from None
+        await admin.changed()
+        return {"token_id": token_id, "revoked": done}
+
+    # -- service accounts and identities --------------------------------------------------
+    @v1.post("/service-accounts", tags=["identities"], status_code=201)
+    async def create_service_account(me: Caller, body: ServiceAccountCreate) -> dict[str, Any]:
+        me.require("admin")
+        try:
+            row = await admin.call(
+                identities.create_service_account,
+                name=body.name,
+                groups=body.groups,
+                description=body.description,
+                now_ns=time.time_ns(),
+                by=me.actor,
+            )
+        except IdentityError as e:
+            raise ApiError(409 if e.reason == "exists" else 400, str(e)) from None
+        return identities.identity_dict(row)
+
+    @v1.get("/identities", tags=["identities"])
+    async def list_identities(me: Caller) -> list[dict[str, Any]]:
+        me.require("admin", "auditor")
+        rows = await admin.call(lambda st, _w: st.list_identities())
+        return [identities.identity_dict(r) for r in rows]
+
+    @v1.get("/identities/{name}", tags=["identities"])
+    async def get_identity(me: Caller, name: str) -> dict[str, Any]:
+        if name != me.name:
+            me.require("admin", "auditor")
+        row = await admin.call(lambda st, _w: st.get_identity(name))
+        if row is None:
+            raise ApiError(404, f"no identity {name[:200]!r}")
+        return identities.identity_dict(row)
+
+    async def _set(me: Principal, name: str, disabled: bool, reason: str | None) -> dict[str, Any]:
+        me.require("admin")
+        if disabled and name == me.name:
+            raise ApiError(400, "an admin cannot disable their own identity")
+        try:
+            changed = await admin.call(
+                identities.set_disabled,
+                name,
+                disabled=disabled,
+                now_ns=time.time_ns(),
+                by=me.actor,
+                reason=reason,
+            )
+        except IdentityError as e:
+            raise ApiError(404 if e.reason == "unknown identity" else 400, str(e)) from None
+        if changed:
+            await admin.changed()
+        return {"identity": name, "disabled": disabled, "changed": changed}
+
+    @v1.post("/identities/{name}/disable", tags=["identities"])
+    async def disable_identity(me: Caller, name: str, body: Reason | None = None) -> dict[str, Any]:
+        """Disable: tokens stop working and open sessions end at once."""
+        return await _set(me, name, True, body.reason if body else None)
+
+    @v1.post("/identities/{name}/enable", tags=["identities"])
+    async def enable_identity(me: Caller, name: str, body: Reason | None = None) -> dict[str, Any]:
+        return await _set(me, name, False, body.reason if body else None)
+
+    # -- grants ---------------------------------------------------------------------------
+    @v1.get("/grants", tags=["grants"])
+    async def list_grants(me: Caller) -> dict[str, Any]:
+        me.require("admin", "auditor")
+        stored = await admin.call(lambda st, _w: st.list_grants())
+        cfg = admin.config.grants
+        return {
+            "open": cfg is None and not stored,
+            "grants": [{"id": "config", **g.model_dump()} for g in (cfg or [])]
+            + [
+                {
+                    "id": g.id,
+                    "connections": list(g.connections),
+                    "groups": list(g.groups),
+                    "identities": list(g.identities),
+                    "created_by": g.created_by,
+                    "created_ns": g.created_ns,
+                }
+                for g in stored
+            ],
+        }
+
+    @v1.post("/grants", tags=["grants"], status_code=201)
+    async def create_grant(me: Caller, body: GrantCreate) -> dict[str, Any]:
+        me.require("admin")
+        try:
+            g = await admin.call(
+                identities.add_grant,
+                connections=body.connections,
+                groups=body.groups,
+                identities=body.identities,
+                now_ns=time.time_ns(),
+                by=me.actor,
+            )
+        except IdentityError as e:
+            raise ApiError(400, str(e)) from None
+        return {
+            "id": g.id,
+            "connections": list(g.connections),
+            "groups": list(g.groups),
+            "identities": list(g.identities),
+        }
+
+    @v1.delete("/grants/{grant_id}", tags=["grants"])
+    async def delete_grant(me: Caller, grant_id: str) -> dict[str, Any]:
+        me.require("admin")
+        done = await admin.call(
+            identities.remove_grant, grant_id, now_ns=time.time_ns(), by=me.actor
+        )
+        if not done:
+            raise ApiError(404, f"no grant {grant_id[:40]!r} (YAML grants are changed there)")
+        await admin.changed()
+        return {"id": grant_id, "removed": True}
+
+    from ledgergate.api.scim import router as scim_router
+
+    app.include_router(v1)
+    app.include_router(saml)
+    app.include_router(scim_router(admin, caller))
+    return app

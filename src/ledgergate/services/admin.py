@@ -1,0 +1,286 @@
+"""What the REST API needs from the rest of ledgergate, on one worker thread.
+
+``AdminService`` owns a store handle and the API's own ledger stream
+(``api@<gateway>``, shared like the CLI's), and runs every use-case on a single worker
+thread (SQLite handles are per thread; admin calls are rare, so one thread is plenty and
+keeps them in order). It authenticates API callers (``Principal`` with roles), logs
+people in from a verified OIDC ID token or SAML assertion, holds the one-time codes a
+CLI redeems after a browser login, and tells the gateway to re-check its sessions after
+a change that may end some. Never returns or logs a token except to its owner, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
+
+from ledgergate.core.config import parse_duration
+from ledgergate.core.identity import Claims, IdentityError, roles_of
+from ledgergate.core.ledger.checkpoint import Signer
+from ledgergate.services import identities, tokens
+from ledgergate.services.config import Settings
+from ledgergate.services.ledger import LedgerWriter
+from ledgergate.store import Store, open_store
+
+__all__ = ["AdminService", "ApiError", "Principal"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+# A browser login hands the CLI a one-time code, not the token, through the loopback
+# redirect; the code is redeemed within this long, once. Bounded: unredeemed codes of
+# abandoned logins are dropped oldest first.
+CODE_TTL_NS = 120 * 10**9
+MAX_CODES = 1000
+# An ID token exchanged for a gateway token must have been issued this recently: a
+# leaked old ID token is not a way in.
+ID_TOKEN_MAX_AGE_NS = 10 * 60 * 10**9
+
+
+class ApiError(Exception):
+    """An API request that cannot be honoured: HTTP status and a message safe to show."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    kind: str
+    groups: tuple[str, ...]
+    roles: frozenset[str]
+    token_id: str
+    expires_ns: int
+    purpose: str
+    scope: tuple[str, ...] | None
+
+    @property
+    def actor(self) -> str:
+        return f"api:{self.name}"
+
+    def require(self, *roles: str) -> None:
+        if not self.roles.intersection(roles):
+            raise ApiError(403, f"this needs the {' or '.join(roles)} role")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.name,
+            "kind": self.kind,
+            "groups": list(self.groups),
+            "roles": sorted(self.roles),
+            "token_id": self.token_id,
+            "expires_ns": self.expires_ns,
+            "purpose": self.purpose,
+            "connections": None if self.scope is None else list(self.scope),
+        }
+
+
+class AdminService:
+    def __init__(
+        self,
+        settings: Settings,
+        signer: Signer,
+        *,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        base_url: str = "",
+    ) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.base_url = base_url
+        self._signer = signer
+        self._on_change = on_change
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="api")
+        self._store: Store | None = None
+        self._writer: LedgerWriter | None = None
+        self._codes: OrderedDict[str, tuple[int, str, dict[str, Any]]] = OrderedDict()
+        self._oidc: Any = None
+        self._saml: Any = None
+
+    # -- lifecycle and threading ----------------------------------------------------------
+    async def start(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self._store = open_store(self.settings.store_url)
+        self._writer = LedgerWriter.open(
+            self._store,
+            f"api@{self.settings.gateway_name}",
+            self._signer,
+            shared=True,
+            owns_store=False,
+        )
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._writer is not None:
+                self._writer.close(time.time_ns())
+            if self._store is not None:
+                self._store.close()
+
+        await self._run(shut)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(fn, *args, **kw))
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run ``fn(store, writer, *args, **kw)`` on the worker thread."""
+
+        def go() -> T:
+            assert self._store is not None and self._writer is not None
+            return fn(self._store, self._writer, *args, **kw)
+
+        return await self._run(go)
+
+    async def changed(self) -> None:
+        """A change that may end sessions was made here: re-check them now."""
+        if self._on_change is not None:
+            await self._on_change()
+
+    # -- callers ------------------------------------------------------------------------
+    async def principal(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise ApiError(401, "send Authorization: Bearer <ledgergate token>")
+        return await self._run(self._principal, authorization[7:].strip())
+
+    def _principal(self, token: str) -> Principal:
+        assert self._store is not None
+        now = time.time_ns()
+        r = tokens.authenticate(self._store, token, now)
+        if not r.ok or r.identity is None or r.token_id is None:
+            raise ApiError(401, f"not authenticated: {r.reason or 'unknown token'}")
+        name = str(r.identity["subject"])
+        ident = self._store.get_identity(name)
+        if ident is not None and ident.disabled_ns is not None:
+            raise ApiError(401, "not authenticated: identity disabled")
+        row = self._store.token_by_id(r.token_id)
+        assert row is not None
+        groups = tuple(str(g) for g in r.identity.get("groups", []))
+        return Principal(
+            name=name,
+            kind=str(r.identity["kind"]),
+            groups=groups,
+            roles=roles_of(name, groups, self.config.roles),
+            token_id=r.token_id,
+            expires_ns=r.expires_ns,
+            purpose=row.purpose,
+            scope=r.connections,
+        )
+
+    # -- logins -------------------------------------------------------------------------
+    def login_config(self) -> dict[str, Any]:
+        o, s = self.config.identity.oidc, self.config.identity.saml
+        return {
+            "oidc": None
+            if o is None
+            else {"issuer": o.issuer, "client_id": o.client_id, "scopes": o.scopes},
+            "saml": s is not None,
+            "session_ttl": self.config.identity.session_ttl,
+        }
+
+    def _verifier(self) -> Any:
+        if self._oidc is None:
+            oidc = self.config.identity.oidc
+            if oidc is None:
+                raise ApiError(404, "no OpenID Connect provider is configured")
+            from ledgergate.services.oidc import OidcVerifier
+
+            self._oidc = OidcVerifier(oidc)
+        return self._oidc
+
+    async def login_oidc(self, id_token: str, nonce: str | None, via: str) -> dict[str, Any]:
+        return await self._run(self._login_oidc, id_token, nonce, via)
+
+    def _login_oidc(self, id_token: str, nonce: str | None, via: str) -> dict[str, Any]:
+        now = time.time_ns()
+        verifier = self._verifier()
+        try:
+            claims: Claims = verifier.verify(
+                id_token, now, nonce=nonce, max_age_ns=ID_TOKEN_MAX_AGE_NS
+            )
+        except IdentityError as e:
+            self._login_failed(None, via, str(e), now)
+            raise ApiError(401, f"login refused: {e}") from None
+        return self._mint(claims, via, now)
+
+    def _login_failed(self, who: str | None, via: str, reason: str, now: int) -> None:
+        from ledgergate.core.ledger.entry import Draft
+
+        assert self._writer is not None
+        body: dict[str, Any] = {"via": via, "reason": reason}
+        if who is not None:
+            body["identity"] = {"kind": "user", "subject": who, "groups": []}
+        self._writer.append([Draft(now, "login.fail", body)], now)
+
+    def _mint(self, claims: Claims, via: str, now: int) -> dict[str, Any]:
+        assert self._store is not None and self._writer is not None
+        ttl = parse_duration(self.config.identity.session_ttl)
+        try:
+            tok, rec = identities.login(
+                self._store, self._writer, claims, now_ns=now, session_ttl_ns=ttl, via=via
+            )
+        except IdentityError as e:
+            raise ApiError(403, f"login refused: {e}") from None
+        return {
+            "token": tok,
+            "token_id": rec.id,
+            "identity": rec.identity,
+            "groups": list(rec.groups),
+            "expires_ns": rec.expires_ns,
+            "roles": sorted(roles_of(rec.identity, rec.groups, self.config.roles)),
+        }
+
+    def saml(self) -> Any:
+        if self._saml is None:
+            saml = self.config.identity.saml
+            if saml is None:
+                raise ApiError(404, "no SAML identity provider is configured")
+            from ledgergate.services.saml import SamlServiceProvider, ensure_sp_keypair
+
+            d = self.settings.data_dir / "saml"
+            key, cert = ensure_sp_keypair(
+                saml.key or d / "sp.key", saml.cert or d / "sp.crt", self.settings.gateway_name
+            )
+            self._saml = SamlServiceProvider(
+                saml, base_url=self.base_url, key_file=key, cert_file=cert, state_dir=d
+            )
+        return self._saml
+
+    async def login_saml(self, saml_response: str, relay_state: str | None) -> dict[str, Any]:
+        return await self._run(self._login_saml, saml_response, relay_state)
+
+    def _login_saml(self, saml_response: str, relay_state: str | None) -> dict[str, Any]:
+        now = time.time_ns()
+        try:
+            claims: Claims = self.saml().acs(saml_response, relay_state)
+        except IdentityError as e:
+            self._login_failed(None, "saml", str(e), now)
+            raise ApiError(401, f"login refused: {e}") from None
+        return self._mint(claims, "saml", now)
+
+    def issue_code(self, login: dict[str, Any]) -> str:
+        """A one-time code the CLI redeems for ``login`` (its token) within CODE_TTL_NS."""
+        now = time.time_ns()
+        while self._codes and (
+            len(self._codes) >= MAX_CODES or next(iter(self._codes.values()))[0] < now
+        ):
+            self._codes.popitem(last=False)
+        code = secrets.token_urlsafe(24)
+        self._codes[code] = (now + CODE_TTL_NS, str(login["token"]), login)
+        return code
+
+    def redeem_code(self, code: str) -> dict[str, Any]:
+        got = self._codes.pop(code, None)
+        if got is None or got[0] < time.time_ns():
+            raise ApiError(400, "unknown or expired login code; log in again")
+        return got[2]
