@@ -110,7 +110,14 @@ class OidcVerifier:
         self._keys: _Keys | None = None
         self._last_refetch_ns: int | None = None
 
+    def __enter__(self) -> OidcVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Close the HTTP client this verifier made (not one passed in)."""
         with self._lock:
             if self._own_http and self._http is not None:
                 self._http.close()
