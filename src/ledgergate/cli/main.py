@@ -14,9 +14,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from ledgergate.cli import audit, identities, serve, sessions, token
+    from ledgergate.cli import audit, identities, login, serve, sessions, token
 
     serve.register(app)
+    login.register(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")
     app.add_typer(identities.app, name="identities", help="List, disable and enable identities.")
     app.add_typer(identities.grants_app, name="grants", help="Grants made outside the YAML file.")

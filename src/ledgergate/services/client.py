@@ -1,0 +1,245 @@
+"""The person's side of a login: talking to a gateway's REST API and keeping the token.
+
+Used by ``ledgergate login | logout | whoami``. The gateway tells which identity
+providers it trusts (``/api/v1/login/config``); an OIDC login runs on this machine
+(``services.login``: device flow or a browser redirect to a loopback port) and its fresh
+ID token is exchanged for a gateway token; a SAML login goes through the browser to the
+gateway, which hands a one-time code back to a loopback port. The token is saved in a
+file only its owner can read (0600). Never prints or logs the token unless asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import httpx
+
+from ledgergate.services import login as oidc_login
+
+__all__ = [
+    "ClientError",
+    "Credentials",
+    "GatewayClient",
+    "credentials_path",
+    "forget",
+    "load",
+    "save",
+]
+
+HTTP_TIMEOUT_S = 15.0
+
+
+class ClientError(Exception):
+    """A login step that failed; the message says why (never a token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    gateway: str
+    ca: str | None
+    token: str
+    token_id: str
+    identity: str
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    expires_ns: int
+
+
+def credentials_path() -> Path:
+    env = os.environ.get("LEDGERGATE_CREDENTIALS")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ledgergate" / "credentials.json"
+
+
+def save(c: Credentials, path: Path | None = None) -> Path:
+    p = path or credentials_path()
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(
+            {
+                "gateway": c.gateway,
+                "ca": c.ca,
+                "token": c.token,
+                "token_id": c.token_id,
+                "identity": c.identity,
+                "groups": list(c.groups),
+                "roles": list(c.roles),
+                "expires_ns": c.expires_ns,
+            },
+            f,
+        )
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, p)
+    return p
+
+
+def load(path: Path | None = None) -> Credentials | None:
+    p = path or credentials_path()
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        return Credentials(
+            str(d["gateway"]),
+            d.get("ca"),
+            str(d["token"]),
+            str(d["token_id"]),
+            str(d["identity"]),
+            tuple(d.get("groups", [])),
+            tuple(d.get("roles", [])),
+            int(d["expires_ns"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def forget(path: Path | None = None) -> bool:
+    p = path or credentials_path()
+    try:
+        p.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class GatewayClient:
+    def __init__(self, url: str, ca: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.ca = ca
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        )
+        self.http = httpx.Client(base_url=self.url, verify=verify, timeout=HTTP_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            r = self.http.request(method, path, headers=headers, **kw)
+        except httpx.HTTPError as e:
+            raise ClientError(f"cannot reach the gateway at {self.url}: {e}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code >= 400:
+            msg = body.get("error") if isinstance(body, dict) else None
+            raise ClientError(msg or f"the gateway answered {r.status_code}")
+        return body
+
+    def login_config(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/v1/login/config"))
+
+    def whoami(self, token: str) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/v1/whoami", token))
+
+    def logout(self, token: str) -> None:
+        self._call("POST", "/api/v1/logout", token)
+
+    def _credentials(self, login: dict[str, Any]) -> Credentials:
+        return Credentials(
+            self.url,
+            self.ca,
+            str(login["token"]),
+            str(login["token_id"]),
+            str(login["identity"]),
+            tuple(login.get("groups", [])),
+            tuple(login.get("roles", [])),
+            int(login["expires_ns"]),
+        )
+
+    def login_oidc(
+        self,
+        method: str,
+        *,
+        on_prompt: Callable[[oidc_login.DevicePrompt], None],
+        open_url: Callable[[str], None],
+    ) -> Credentials:
+        cfg = self.login_config().get("oidc")
+        if not cfg:
+            raise ClientError("this gateway has no OpenID Connect provider configured")
+        try:
+            if method == "device":
+                ts = oidc_login.device_login(
+                    cfg["issuer"], cfg["client_id"], list(cfg["scopes"]), on_prompt=on_prompt
+                )
+            else:
+                ts = oidc_login.browser_login(
+                    cfg["issuer"], cfg["client_id"], list(cfg["scopes"]), open_url=open_url
+                )
+        except oidc_login.LoginError as e:
+            raise ClientError(str(e)) from None
+        login = self._call(
+            "POST",
+            "/api/v1/login/oidc",
+            json={"id_token": ts.id_token, "nonce": ts.nonce, "via": f"oidc-{method}"},
+        )
+        return self._credentials(login)
+
+    def login_saml(self, *, open_url: Callable[[str], None], timeout_s: float = 300) -> Credentials:
+        if not self.login_config().get("saml"):
+            raise ClientError("this gateway has no SAML identity provider configured")
+        with _CodeReceiver() as rx:
+            open_url(f"{self.url}/saml/login?" + urlencode({"redirect": rx.url}))
+            code = rx.wait(timeout_s)
+        return self._credentials(self._call("POST", "/api/v1/login/code", json={"code": code}))
+
+
+class _CodeReceiver:
+    """A one-shot HTTP server on 127.0.0.1 receiving ``?code=`` from the gateway."""
+
+    def __init__(self) -> None:
+        self.code: str | None = None
+        self.error: str | None = None
+        self.done = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                q = parse_qs(urlparse(self.path).query)
+                if "code" in q:
+                    outer.code = q["code"][0]
+                else:
+                    outer.error = "the gateway sent no login code"
+                page = b"<!doctype html><p>ledgergate: you may close this window.</p>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                outer.done.set()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _CodeReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait(self, timeout_s: float) -> str:
+        if not self.done.wait(timeout_s):
+            raise ClientError("no login arrived in time; run ledgergate login again")
+        if self.code is None:
+            raise ClientError(self.error or "login failed")
+        return self.code
