@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -252,6 +253,40 @@ def test_provider_unreachable_and_misconfigured() -> None:
     v.verify(sign(claims()), NOW)
     for kid in ("s1", "enc", "bad"):
         refused(v, sign(claims(), RSA2, kid=kid), "unknown key id")
+
+
+def test_failed_fetch_fails_fast_then_recovers() -> None:
+    idp = Idp(RSA1)
+    v = idp.verifier()
+    idp.down = True
+    refused(v, sign(claims()), "provider unreachable")
+    idp.down = False
+    refused(v, sign(claims()), "provider unreachable", NOW + 4 * S)  # no new attempt yet
+    assert idp.jwks_fetches == 0
+    assert v.verify(sign(claims()), NOW + 5 * S).sub == "u-123"
+    # A failed unknown-kid refetch keeps the cached keys.
+    idp.down = True
+    refused(v, sign(claims(), RSA2), "provider unreachable", NOW + 6 * S)
+    assert v.verify(sign(claims()), NOW + 7 * S).sub == "u-123"
+
+
+def test_threads_share_one_fetch() -> None:
+    idp = Idp(RSA1)
+    v = idp.verifier()
+    token = sign(claims())
+    results: list[str] = []
+
+    def work() -> None:
+        for _ in range(20):
+            results.append(v.verify(token, NOW).sub)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["u-123"] * 160
+    assert idp.jwks_fetches == 1
 
 
 def test_looks_like_jwt() -> None:

@@ -39,6 +39,9 @@ __all__ = ["JWKS_REFETCH_INTERVAL_NS", "OidcVerifier", "looks_like_jwt"]
 # provider's key rotation is picked up within a connection attempt or two, while a client
 # presenting made-up key ids cannot make the gateway fetch the JWKS on every connection.
 JWKS_REFETCH_INTERVAL_NS = 30 * 10**9
+# After a failed discovery or JWKS fetch, connections fail at once for this long instead
+# of each waiting out its own timeout in turn behind the lock while the provider is down.
+FETCH_RETRY_NS = 5 * 10**9
 # Real ID tokens are a few kB; anything far larger is refused before it is parsed.
 MAX_TOKEN_BYTES = 16 * 1024
 # Discovery and JWKS requests give up after this long (seconds): a login must not hang.
@@ -109,6 +112,7 @@ class OidcVerifier:
         self._discovered_ns = 0
         self._keys: _Keys | None = None
         self._last_refetch_ns: int | None = None
+        self._failed_ns: int | None = None
 
     def __enter__(self) -> OidcVerifier:
         return self
@@ -190,19 +194,33 @@ class OidcVerifier:
                 unnamed.append(key)
         return _Keys(by_kid, tuple(unnamed), now_ns)
 
+    def _refresh(self, now_ns: int) -> _Keys:
+        """Fetch the key set (the caller holds the lock); fail fast after a failure."""
+        if self._failed_ns is not None and 0 <= now_ns - self._failed_ns < FETCH_RETRY_NS:
+            raise IdentityError(
+                "the identity provider could not be reached a moment ago", "provider unreachable"
+            )
+        try:
+            keys = self._fetch_keys(now_ns)
+        except IdentityError:
+            self._failed_ns = now_ns
+            raise
+        self._failed_ns = None
+        self._keys = keys
+        return keys
+
     def _key_for(self, kid: str | None, now_ns: int) -> PublicKey:
         with self._lock:
             keys = self._keys
             if keys is None or now_ns - keys.fetched_ns >= self.cache_ns:
-                keys = self._keys = self._fetch_keys(now_ns)
+                keys = self._refresh(now_ns)
             key = _pick(keys, kid)
             if key is None and (
                 self._last_refetch_ns is None
                 or now_ns - self._last_refetch_ns >= JWKS_REFETCH_INTERVAL_NS
             ):
                 self._last_refetch_ns = now_ns
-                keys = self._keys = self._fetch_keys(now_ns)
-                key = _pick(keys, kid)
+                key = _pick(self._refresh(now_ns), kid)
         if key is None:
             raise IdentityError(
                 "the token was signed with a key the identity provider does not publish",
