@@ -94,7 +94,8 @@ class AccessControl:
             try:
                 claims = self._verify_jwt(secret, now_ns)
             except IdentityError as e:
-                return Admission(False, False, None, None, f"IdP token refused: {e}", 0)
+                why = f"IdP token refused ({e.reason}): {e}"
+                return Admission(False, False, None, None, why, 0)
             self._seen(claims, now_ns)
             adm = Admission(
                 True,
