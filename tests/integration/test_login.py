@@ -82,7 +82,7 @@ def _login(gw: Gateway, idp: OidcIdp, creds: Path, method: str, who: str) -> str
         link = re.search(r"Opening (\S+)", first)
         assert link, first
         idp.complete_browser_login(link.group(1), who)
-    out, err = p.communicate(timeout=60)
+    _out, err = p.communicate(timeout=60)
     assert p.returncode == 0, first + err
     return first + err
 

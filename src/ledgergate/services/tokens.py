@@ -209,6 +209,7 @@ def record_change(
     same store; otherwise ledger first (an entry without a change is harmless, a change
     without its entry is not)."""
     if writer.store is store:
+
         def apply(st: Store) -> None:
             change(st)
 
