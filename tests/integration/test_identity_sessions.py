@@ -6,6 +6,7 @@ session length is reached, also in the middle of a streaming result."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -151,3 +152,25 @@ def test_idle_session_ends_at_its_limit_and_the_next_command_is_refused(
         with pytest.raises(psycopg.OperationalError, match="maximum session length reached"):
             c.execute("SELECT 2")
     assert [t["reason"] for t in _terminated(guarded)] == ["maximum session length reached"]
+
+
+def test_periodic_recheck_and_the_stale_report(
+    gateway_factory: GatewayFactory, pgc: PgCluster
+) -> None:
+    """A change no gateway was told about (here: a token revoked behind ledgergate's back,
+    without raising the access epoch) is still caught by the periodic re-check."""
+    gw = gateway_factory(extra={"identity": {"recheck_interval": "2s"}}).start()
+    tok = gw.token("ci-bot", "service", "1h")
+    p = _stream(gw, tok)
+    time.sleep(1.5)
+    stale = json.loads(
+        gw.cli("identities", "stale", "--session-longer-than", "1s", "--json").stdout
+    )
+    assert [(s["identity"], s["reason"]) for s in stale] == [("ci-bot", "long session")]
+    db = sqlite3.connect(gw.store_path)
+    with db:
+        db.execute("UPDATE tokens SET revoked_ns = 1 WHERE identity = 'ci-bot'")
+    db.close()
+    took, err = _ended(p, within=10)
+    assert "session ended: token revoked" in err
+    assert took < 4.5, took
