@@ -153,7 +153,12 @@ def _event_line(e: dict[str, Any]) -> str:
             f"{st.get('rows', 0)} rows, {st.get('bytes_s2c', 0)} bytes to the client)"
         )
     if kind == "auth.ok":
-        return f"-- authenticated {_who(e)} with token {e.get('token_id')}"
+        via = "an IdP token" if e.get("via") == "jwt" else f"token {e.get('token_id')}"
+        return f"-- authenticated {_who(e)} with {via}"
+    if kind == "auth.denied":
+        return f"-- refused {_who(e)} on {e.get('connection')}: {e.get('reason')}"
+    if kind == "session.terminated":
+        return f"-- session ended by ledgergate: {e.get('reason')}"
     if kind == "auth.fail":
         return f"-- authentication failed for {e.get('claimed_user')!r}: {e.get('reason')}"
     detail = e.get("outcome") or e.get("reason") or ""
