@@ -117,7 +117,7 @@ def test_token_expiring_mid_stream_cuts_the_stream(guarded: Gateway) -> None:
     assert sum(1 for e in entries(guarded, "chunk") if e["session_id"] == sid) > 10
     assert guarded.cli("audit", "verify", check=False).returncode == 0
     shown = guarded.cli("sessions", "show", sid).stdout
-    assert "session ended by ledgergate: token expired" in shown
+    assert "session.terminated" in shown and "terminated: token expired" in shown
 
 
 def test_revoking_the_token_cuts_the_stream(guarded: Gateway) -> None:
