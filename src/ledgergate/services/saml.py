@@ -24,6 +24,7 @@ import os
 import shutil
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,18 +303,22 @@ class SamlServiceProvider:
         with self._lock:
             self._expire(now)
             outstanding = {k: v[1] for k, v in self._outstanding.items()}
+            refusal: IdentityError | None = None
             try:
                 resp = self._client.parse_authn_request_response(
                     saml_response_b64, BINDING_HTTP_POST, outstanding=outstanding
                 )
-            except UnsolicitedResponse as e:
-                if _in_response_to(saml_response_b64) in self._consumed:
-                    raise IdentityError(
-                        "this SAML response was already used", "replayed response"
-                    ) from None
-                raise _refusal(e) from None
             except Exception as e:  # pysaml2 raises bare Exceptions too; see _refusal
-                raise _refusal(e) from None
+                _release(e)
+                refusal = _refusal(e)
+                if isinstance(e, UnsolicitedResponse) and (
+                    _in_response_to(saml_response_b64) in self._consumed
+                ):
+                    refusal = IdentityError(
+                        "this SAML response was already used", "replayed response"
+                    )
+            if refusal is not None:  # raised here, not chained to pysaml2's exception
+                raise refusal
             if resp is None or resp.assertion is None:
                 raise IdentityError(
                     "the SAML response is not for this service (destination or request)",
@@ -398,6 +403,21 @@ def _expiry_ns(assertion: Any) -> int | None:
     if assertion.conditions is not None and assertion.conditions.not_on_or_after:
         return _instant_ns(assertion.conditions.not_on_or_after)
     return None
+
+
+def _release(exc: BaseException) -> None:
+    """Clear the frames a pysaml2 failure (and what it chained) holds: they keep its
+    NamedTemporaryFiles alive in reference cycles, which the garbage collector would
+    finalize in any order, so "unclosed file" ResourceWarnings would surface later."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
 
 
 def _in_response_to(saml_response_b64: str) -> str | None:
