@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import logging
 import os
 import shutil
 import threading
@@ -49,6 +50,11 @@ from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from ledgergate.core.config import ConfigError, SamlSettings, parse_duration
 from ledgergate.core.identity import Claims, IdentityError
+
+# pysaml2 logs NameIDs, attributes and whole response documents (at INFO and ERROR) —
+# personal data that does not belong in the gateway's log. What matters is in the
+# refusal reasons and the ledger; its own chatter is cut down to nothing.
+logging.getLogger("saml2").setLevel(logging.CRITICAL)
 
 __all__ = [
     "MAX_OUTSTANDING",
