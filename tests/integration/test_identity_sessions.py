@@ -176,3 +176,18 @@ def test_periodic_recheck_and_the_stale_report(
     took, err = _ended(p, within=10)
     assert "session ended: token revoked" in err
     assert took < 4.5, took
+
+
+def test_token_expiring_during_a_streaming_select_cuts_it(guarded: Gateway) -> None:
+    """One SELECT whose rows stream (psycopg's single-row mode), no further command: the
+    expiry timer cuts it, and the client gets the reason, not a broken frame."""
+    tok = guarded.token("ci-bot", "service", "4s")
+    rows = 0
+    t0 = time.monotonic()
+    expired = pytest.raises(psycopg.OperationalError, match="session ended: token expired")
+    with psycopg.connect(guarded.dsn(tok)) as c, expired:
+        for _ in c.cursor().stream("SELECT generate_series(1, 2000000000)"):
+            rows += 1
+    assert rows > 1000 and time.monotonic() - t0 < 10
+    assert [t["reason"] for t in _terminated(guarded)] == ["token expired"]
+    assert guarded.cli("audit", "verify", check=False).returncode == 0

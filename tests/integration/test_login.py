@@ -5,6 +5,7 @@ configured, forged ones refused and recorded, and a JWT's expiry ends its sessio
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -153,9 +154,11 @@ def test_idp_jwts_as_passwords(oidc_gw: Gateway, idp: OidcIdp) -> None:
         "wrong audience": idp.forge(idp.claims("alice", aud="someone-else")),
         "wrong issuer": idp.forge(idp.claims("alice", iss="http://127.0.0.1:1")),
         "token expired": idp.forge(idp.claims("alice", iat=now - 900, exp=now - 600)),
+        "not yet valid": idp.forge(idp.claims("alice", nbf=now + 600)),
         "algorithm not allowed": idp.forge(idp.claims("alice"), alg="none"),
         "hmac confusion": idp.forge(idp.claims("alice"), alg="HS256"),
         "unknown key id": idp.forge(idp.claims("alice"), key=new_key("rogue")),
+        "tampered": _tamper(idp.forge(idp.claims("bob"))),
     }
     for case, tok in bad.items():
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -169,13 +172,24 @@ def test_idp_jwts_as_passwords(oidc_gw: Gateway, idp: OidcIdp) -> None:
         "wrong audience",
         "wrong issuer",
         "token expired",
+        "token not yet valid",
         "algorithm not allowed",
         "algorithm not allowed",
         "unknown key id",
+        "bad signature",
     ]
     text = json.dumps(fails)
     for tok in bad.values():
         assert tok not in text
+
+
+def _tamper(jwt: str) -> str:
+    """Swap the payload for another identity's, keeping the original signature."""
+    head, body, sig = jwt.split(".")
+    doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    doc["email"] = "root@example.com"
+    forged = base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+    return f"{head}.{forged}.{sig}"
 
 
 def test_an_idp_jwt_session_ends_when_the_jwt_expires(oidc_gw: Gateway, idp: OidcIdp) -> None:
