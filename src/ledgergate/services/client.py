@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import urlencode
 
 import httpx
 
@@ -192,54 +191,13 @@ class GatewayClient:
     def login_saml(self, *, open_url: Callable[[str], None], timeout_s: float = 300) -> Credentials:
         if not self.login_config().get("saml"):
             raise ClientError("this gateway has no SAML identity provider configured")
-        with _CodeReceiver() as rx:
-            open_url(f"{self.url}/saml/login?" + urlencode({"redirect": rx.url}))
-            code = rx.wait(timeout_s)
+        state = secrets.token_urlsafe(24)
+        with oidc_login.LoopbackCallback(state) as rx:
+            back = f"http://127.0.0.1:{rx.port}/callback?" + urlencode({"state": state})
+            open_url(f"{self.url}/saml/login?" + urlencode({"redirect": back}))
+            if not rx.done.wait(timeout_s):
+                raise ClientError("no login arrived in time; run ledgergate login again")
+            code = (rx.params or {}).get("code")
+        if not code:
+            raise ClientError("the gateway sent no login code")
         return self._credentials(self._call("POST", "/api/v1/login/code", json={"code": code}))
-
-
-class _CodeReceiver:
-    """A one-shot HTTP server on 127.0.0.1 receiving ``?code=`` from the gateway."""
-
-    def __init__(self) -> None:
-        self.code: str | None = None
-        self.error: str | None = None
-        self.done = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                q = parse_qs(urlparse(self.path).query)
-                if "code" in q:
-                    outer.code = q["code"][0]
-                else:
-                    outer.error = "the gateway sent no login code"
-                page = b"<!doctype html><p>ledgergate: you may close this window.</p>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
-                outer.done.set()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _CodeReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def wait(self, timeout_s: float) -> str:
-        if not self.done.wait(timeout_s):
-            raise ClientError("no login arrived in time; run ledgergate login again")
-        if self.code is None:
-            raise ClientError(self.error or "login failed")
-        return self.code

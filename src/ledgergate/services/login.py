@@ -25,7 +25,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-__all__ = ["DevicePrompt", "LoginError", "TokenSet", "browser_login", "device_login", "discover"]
+__all__ = [
+    "DevicePrompt",
+    "LoginError",
+    "LoopbackCallback",
+    "TokenSet",
+    "browser_login",
+    "device_login",
+    "discover",
+]
 
 # Each request to the provider gives up after this long (seconds).
 HTTP_TIMEOUT_S = 15.0
@@ -217,8 +225,9 @@ def device_login(
 # -- authorization code + PKCE on a loopback redirect (RFC 7636, RFC 8252) ----------------
 
 
-class _Callback:
-    """The one-shot loopback server: keeps the first request carrying our ``state``."""
+class LoopbackCallback:
+    """The one-shot loopback server: keeps the first request carrying our ``state``
+    (also used for the SAML login, where the gateway sends a one-time code back)."""
 
     def __init__(self, state: str) -> None:
         self.state = state
@@ -256,7 +265,7 @@ class _Callback:
         while not self.done.is_set():
             self.server.handle_request()
 
-    def __enter__(self) -> _Callback:
+    def __enter__(self) -> LoopbackCallback:
         self.thread.start()
         return self
 
@@ -289,7 +298,7 @@ def browser_login(
         token_url = _endpoint(doc, "token_endpoint")
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         challenge = _b64(hashlib.sha256(verifier.encode()).digest())
-        with _Callback(state) as callback:
+        with LoopbackCallback(state) as callback:
             redirect_uri = f"http://127.0.0.1:{callback.port}/callback"
             query = urlencode(
                 {
