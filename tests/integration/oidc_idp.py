@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -30,6 +29,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from ledgergate.core.config import OidcSettings
+from tests.integration.procs import spawn_until_ready, stop_group
 
 IDP_DIR = Path(__file__).parent / "idp"
 CLIENT_ID = "ledgergate-cli"
@@ -127,40 +127,19 @@ class OidcIdp:
         cfg.write_text(json.dumps(self.config()))
         cfg.chmod(0o600)
         self.log = self.workdir / "idp.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["node", "server.mjs", str(cfg)],
-                cwd=IDP_DIR,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        url = f"{self.issuer}/.well-known/openid-configuration"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the test IdP exited:\n{self.log.read_text()}")
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the test IdP did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        self.proc, _ = spawn_until_ready(
+            ["node", "server.mjs", str(cfg)],
+            cwd=IDP_DIR,
+            log=self.log,
+            ready_url=f"{self.issuer}/.well-known/openid-configuration",
+            what="the test OIDC provider",
+            timeout_s=START_TIMEOUT_S,
+        )
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
 
     def restart_with_new_key(self) -> RSAKey:
         """Rotate: the provider comes back on the same issuer publishing only a new key."""

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 from ledgergate.core.config import SamlSettings
 from ledgergate.services.saml import SamlServiceProvider, ensure_sp_keypair
+from tests.integration.procs import spawn_until_ready, stop_group
 
 with warnings.catch_warnings():
     # saml2.server imports saml2.cryptography.symmetric, which touches cryptography's
@@ -316,41 +316,20 @@ class SamlIdp:
         cfg = self.workdir / "idp.json"
         cfg.write_text(json.dumps(self.config()))
         self.log = self.workdir / "idp.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.saml_idp", str(cfg)],
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the test IdP exited:\n{self.log.read_text()}")
-            try:
-                r = httpx.get(f"{self.base_url}/metadata", timeout=1)
-                if r.status_code == 200:
-                    self.idp_metadata.write_text(r.text)
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the test IdP did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
+        self.proc, meta = spawn_until_ready(
+            [sys.executable, "-m", "tests.integration.saml_idp", str(cfg)],
+            cwd=REPO,
+            log=self.log,
+            ready_url=f"{self.base_url}/metadata",
+            what="the test SAML IdP",
+            timeout_s=START_TIMEOUT_S,
+        )
+        self.idp_metadata.write_text(meta.text)
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
 
     def rotate_key(self) -> None:
         """Come back on the same port and entity id signing with a new key (which an SP
