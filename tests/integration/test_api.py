@@ -73,6 +73,8 @@ def test_authentication_roles_and_openapi(api_gw: Gateway, http: httpx.Client) -
     auditor = api_gw.token("carol", "user", "1h", "--group", "audit")
     assert http.get("/api/v1/identities", headers=_auth(auditor)).status_code == 200
     assert http.post("/api/v1/identities/erin/disable", headers=_auth(auditor)).status_code == 403
+    with pytest.raises(psycopg.OperationalError, match="auditor role reads evidence, never data"):
+        psycopg.connect(api_gw.dsn(auditor))
     spec = http.get("/openapi.json").json()
     for path in ("/api/v1/whoami", "/api/v1/tokens", "/scim/v2/Users", "/scim/v2/Users/{scim_id}"):
         assert path in spec["paths"], path

@@ -203,3 +203,12 @@ def test_service_accounts_and_stale_report(led: Ledger) -> None:
         )
         == []
     )
+
+
+def test_auditors_never_reach_data(led: Ledger) -> None:
+    st = led.store()
+    w = _writer(led)
+    carol = _mint(st, w, identity="carol", kind="user", groups=("audit", "eng"))
+    cfg = parse_config({**GRANTS, "roles": {"auditor": {"groups": ["audit"]}}})
+    adm = AccessControl(cfg, st).admit(carol, "prod", T0 + 1)
+    assert adm.denied and adm.reason == "the auditor role reads evidence, never data"

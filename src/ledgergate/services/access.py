@@ -22,6 +22,7 @@ from ledgergate.core.identity import (
     SessionFacts,
     end_reason,
     granted,
+    roles_of,
     within_scope,
 )
 from ledgergate.services import tokens
@@ -142,6 +143,11 @@ class AccessControl:
         if row is not None and row.disabled_ns is not None:
             # A disabled identity's credentials are dead: an authentication failure.
             return replace(adm, ok=False, reason="identity disabled")
+        if "auditor" in roles_of(name, groups, self.config.roles):
+            # Separation of duties: whoever audits the evidence does not touch the data.
+            return replace(
+                adm, ok=False, denied=True, reason="the auditor role reads evidence, never data"
+            )
         rule = granted(connection, name, groups, self.rules())
         if rule is None:
             return replace(adm, ok=False, denied=True, reason="no grant for this connection")
