@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ledgergate.core.policy.rules import PolicySettings
+
 __all__ = [
     "ApiListener",
     "Config",
@@ -348,6 +350,8 @@ class Config(_Strict):
     # Unset: any authenticated identity may reach every connection (a warning is logged
     # at start). Set (even empty): only what a grant here or through the API allows.
     grants: list[Grant] | None = None
+    # Guardrails, least-privilege allow-lists and masking (see core.policy.rules).
+    policy: PolicySettings = PolicySettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -57,8 +57,10 @@ class SessionRecorder:
             "seq": c.seq,
             "size": len(c.data),
             "sha256_in": digest,
-            "sha256_out": digest,
+            "sha256_out": digest if c.out is None else sha256(c.out).hexdigest(),
         }
+        if c.out is not None:
+            chunk["size_out"] = len(c.out)
         # Server-side COPY OUT sends one CopyData per row; clients batch COPY IN data
         # freely, so there the count is of messages, not rows.
         chunk["rows" if c.direction == "s2c" else "messages"] = c.rows
@@ -71,14 +73,19 @@ class SessionRecorder:
         if c.tags:
             fields["tags"] = [t.decode("ascii", "replace") for t in c.tags]
         if self.full:
-            chunk["payload"] = digest
-            return Draft(c.ts_ns, "chunk", fields, ((digest, c.data),))
+            # The bytes the client received: masked values never reach the ledger.
+            sent = c.data if c.out is None else c.out
+            pd = digest if c.out is None else chunk["sha256_out"]
+            chunk["payload"] = pd
+            return Draft(c.ts_ns, "chunk", fields, ((pd, sent),))
         return Draft(c.ts_ns, "chunk", fields)
 
     def _text(self, raw: bytes) -> str:
         return raw.decode(self.encoding, "replace")
 
     def command(self, c: CommandSeen) -> list[Draft]:
+        if c.blocked is not None:
+            return [self.blocked(c)]
         payloads: tuple[tuple[str, bytes], ...] = ()
         payload_digest = None
         if self.full:
@@ -126,6 +133,25 @@ class SessionRecorder:
         if payload_digest:
             cmd["payload"] = payload_digest
         return [Draft(c.ts_ns, "command", {**self.base, "command": cmd}, payloads)]
+
+    def blocked(self, c: CommandSeen) -> Draft:
+        """A refused command: what was attempted (at the recording level; never a raw
+        payload) and the rule that refused it."""
+        assert c.blocked is not None
+        rule, message = c.blocked
+        cmd = self._cmd(c.op, self._text(c.text or b""))
+        if c.statement:
+            cmd["statement"] = self._text(c.statement)
+        return Draft(
+            c.ts_ns,
+            "decision.block",
+            {
+                **self.base,
+                "command": cmd,
+                "decision": {"action": "block", "rule": rule, "message": message},
+                "outcome": "refused",
+            },
+        )
 
     def _cmd(self, op: str, stmt: str) -> dict[str, Any]:
         self.cmd_seq += 1

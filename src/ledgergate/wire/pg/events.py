@@ -84,6 +84,8 @@ class CommandSeen:
     statement: bytes | None = None
     portal: bytes | None = None
     nparams: int = 0
+    # Set when a guard refused the command: (rule, message). It was not forwarded.
+    blocked: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,9 @@ class ChunkSeen:
     rows: int
     tags: tuple[bytes, ...]
     delivered: bool
+    # What was forwarded when it differs from what arrived (an error the gateway put in,
+    # masked values); None: the same bytes.
+    out: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

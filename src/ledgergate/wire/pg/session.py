@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 
 from ledgergate.wire.pg import messages as m
 from ledgergate.wire.pg.events import (
@@ -46,6 +47,10 @@ _unpack_i = _I.unpack_from
 _FRONTEND = frozenset(b"BCcdDEfFHPpQSX")
 _D, _C = ord("D"), ord("C")
 _Q, _P, _B, _F, _X, _d = (ord(c) for c in "QPBFXd")
+_S, _Z, _E = ord("S"), ord("Z"), ord("E")
+_SYNC = b"S\x00\x00\x00\x04"
+# A guard: (op, statement text) -> None to let it through, or (rule, message) to refuse.
+Guard = Callable[[str, bytes], "tuple[str, str] | None"]
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
 # checks ``held_bytes``); they are never dropped.
 MAX_HELD = 8 << 20
@@ -57,6 +62,11 @@ MAX_TAG = 256
 def _tag_of(body: bytes | bytearray) -> bytes:
     """A CommandComplete body's tag: up to its NUL, bounded by MAX_TAG."""
     return bytes(body[:MAX_TAG]).split(b"\x00", 1)[0]
+
+
+def _refusal(verdict: tuple[str, str]) -> bytes:
+    rule, message = verdict
+    return m.error_response("42501", f"ledgergate: statement refused by rule {rule}: {message}")
 
 
 class SessionStats:
@@ -99,6 +109,14 @@ class Relay:
         self.stats = SessionStats()
         # Set by ``end()`` while a server message is half forwarded: (error, reason).
         self._ending: tuple[bytes, str] | None = None
+        # Guarded sessions (see ``guard``): one marker per forwarded message that earns a
+        # ReadyForQuery (Query, Sync, FunctionCall), holding the ErrorResponse to put in
+        # front of that ReadyForQuery when the gateway refused a command in its batch.
+        self.guard: Guard | None = None
+        self._rfq: deque[bytes | None] = deque()
+        self._discard = False  # dropping a refused Parse's batch until its Sync
+        self._pending: bytes | None = None  # the error for that batch
+        self._server_error = False  # the backend sent an ErrorResponse since its last RFQ
 
     # -- dispatch ---------------------------------------------------------------------
     def feed(self, event: Event) -> list[Action]:
@@ -172,6 +190,8 @@ class Relay:
 
     # -- client -> server ---------------------------------------------------------------
     def _client(self, data: bytes, ts: int) -> list[Action]:
+        if self.guard is not None:
+            return self._client_guarded(data, ts)
         frames = self._split.feed(data)
         if not frames:
             return []
@@ -213,9 +233,19 @@ class Relay:
         end = frames[-1][2]
         out = bytes(buf[:end])
         self._split.consume(end)
+        return self._emit(out, end, seen, copy_rows, ts)
+
+    def _emit(
+        self,
+        out: bytes,
+        end: int,
+        seen: list[CommandSeen | ChunkSeen],
+        copy_rows: int,
+        ts: int,
+    ) -> list[Action]:
         st = self.stats
         st.bytes_c2s += end
-        ncmd = len(seen)
+        ncmd = sum(1 for x in seen if isinstance(x, CommandSeen))
         if copy_rows:
             self._c_seq += 1
             st.chunks += 1
@@ -224,17 +254,105 @@ class Relay:
             st.commands += ncmd
             self._ticket += 1
             self._held.append((self._ticket, out))
-            self.held_bytes += end
+            self.held_bytes += len(out)
             return [Record(tuple(seen), True, self._ticket)]
         actions: list[Action] = []
         if seen:
             actions.append(Record(tuple(seen), False, 0))
         if self._held:  # keep order behind bytes still waiting for their commit
             self._held.append((0, out))
-            self.held_bytes += end
-        else:
+            self.held_bytes += len(out)
+        elif out:
             actions.append(SendToServer(out))
         return actions
+
+    def _client_guarded(self, data: bytes, ts: int) -> list[Action]:
+        """``_client`` for a session with a guard: each Query and Parse is decided before
+        it can be forwarded. A refused Query becomes a Sync (the backend answers it with
+        a ReadyForQuery, in order with everything before it); a refused Parse drops its
+        batch up to the Sync. The refusal's ErrorResponse goes in front of that
+        ReadyForQuery, unless the backend already reported an error for the batch (a
+        client gets one error per batch, as from PostgreSQL itself)."""
+        frames = self._split.feed(data)
+        if not frames:
+            return []
+        guard = self.guard
+        assert guard is not None
+        buf = self._split.buf
+        seen: list[CommandSeen | ChunkSeen] = []
+        copy_rows = 0
+        out = bytearray()
+        for tag, s, e in frames:
+            if self._discard:
+                if tag == _S:
+                    self._discard = False
+                    self._rfq.append(self._pending)
+                    self._pending = None
+                    out += buf[s:e]
+                elif tag == _X:
+                    self.terminated = True
+                    out += buf[s:e]
+                elif tag not in _FRONTEND:
+                    raise FrameError(f"unknown message type {chr(tag)!r}")
+                continue
+            if tag == _Q:
+                raw = bytes(buf[s:e])
+                text = m.parse_query(raw[5:])
+                verdict = guard("query", text)
+                seen.append(CommandSeen("query", ts, raw, text=text, blocked=verdict))
+                if verdict is None:
+                    out += raw
+                    self._rfq.append(None)
+                else:
+                    out += _SYNC
+                    self._rfq.append(_refusal(verdict))
+                continue
+            if tag == _P:
+                raw = bytes(buf[s:e])
+                p = m.parse_parse(raw[5:])
+                verdict = guard("parse", p.query)
+                seen.append(
+                    CommandSeen(
+                        "parse", ts, raw, text=p.query, statement=p.statement, blocked=verdict
+                    )
+                )
+                if verdict is None:
+                    out += raw
+                else:
+                    self._discard = True
+                    self._pending = _refusal(verdict)
+                continue
+            if tag == _d:
+                copy_rows += 1
+            elif tag == _B:
+                raw = bytes(buf[s:e])
+                b = m.parse_bind(raw[5:])
+                seen.append(
+                    CommandSeen(
+                        "bind",
+                        ts,
+                        raw,
+                        statement=b.statement,
+                        portal=b.portal,
+                        nparams=len(b.params),
+                    )
+                )
+            elif tag == _F:
+                raw = bytes(buf[s:e])
+                if len(raw) < 9:
+                    raise FrameError("truncated FunctionCall")
+                seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0]))
+                self._rfq.append(None)
+            elif tag == _S:
+                self._rfq.append(None)
+            elif tag == _X:
+                self.terminated = True
+            elif tag not in _FRONTEND:
+                raise FrameError(f"unknown message type {chr(tag)!r}")
+            out += buf[s:e]
+        end = frames[-1][2]
+        self._split.consume(end)
+        return self._emit(bytes(out), end, seen, copy_rows, ts)
 
     def _release(self, ticket: int) -> list[Action]:
         if ticket > self._committed:
@@ -250,6 +368,59 @@ class Relay:
         return [SendToServer(out)]
 
     # -- server -> client ---------------------------------------------------------------
+    def _walk_guarded(self, data: bytes, ts: int) -> list[Action]:
+        """``_walk`` for a guarded session: also finds where each ReadyForQuery starts
+        and puts a refusal's ErrorResponse in front of it (see ``_client_guarded``)."""
+        n = len(data)
+        pos = self._skip
+        if self._hdr:
+            if n < 5 - len(self._hdr):
+                return self._walk_plain(data, ts, None)
+            (ln,) = _unpack_i(self._hdr + data[: 5 - len(self._hdr)], 1)
+            pos = 5 - len(self._hdr) + (ln if ln >= 4 else 4) - 4
+        cuts: list[tuple[int, bytes]] = []
+        while pos < n:
+            t = data[pos]
+            if t == _E:
+                self._server_error = True
+            elif t == _Z:
+                marker = self._rfq.popleft() if self._rfq else None
+                if marker is not None and not self._server_error:
+                    cuts.append((pos, marker))
+                self._server_error = False
+            if pos + 5 > n:
+                break
+            (ln,) = _unpack_i(data, pos + 1)
+            pos += 1 + (ln if ln >= 4 else 4)
+        if not cuts:
+            return self._walk_plain(data, ts, None)
+        parts: list[bytes] = []
+        last = 0
+        for at, err in cuts:
+            parts.append(data[last:at])
+            parts.append(err)
+            last = at
+        parts.append(data[last:])
+        return self._walk_plain(data, ts, b"".join(parts))
+
+    def _walk_plain(self, data: bytes, ts: int, out: bytes | None) -> list[Action]:
+        """The plain walk (rows, tags, frame state) of ``data``, forwarding ``out``."""
+        guard, self.guard = self.guard, None
+        try:
+            actions = self._walk(data, ts)
+        finally:
+            self.guard = guard
+        if out is None:
+            return actions
+        rec, _send = actions[0], actions[1:]
+        assert isinstance(rec, Record)
+        c = rec.seen[0]
+        assert isinstance(c, ChunkSeen)
+        chunk = ChunkSeen(c.direction, c.seq, c.ts_ns, c.data, c.rows, c.tags, c.delivered, out)
+        if c.delivered:
+            return [Record((chunk,), False, 0), SendToClient(out)]
+        return [Record((chunk,), False, 0)]
+
     def _server(self, data: bytes, ts: int) -> list[Action]:
         if self._ending is not None:
             cut = self._boundary(data)
@@ -265,6 +436,8 @@ class Relay:
         return self._walk(data, ts)
 
     def _walk(self, data: bytes, ts: int) -> list[Action]:
+        if self.guard is not None:
+            return self._walk_guarded(data, ts)
         n = len(data)
         rows = 0
         tags: list[bytes] = []

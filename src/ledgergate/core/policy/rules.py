@@ -1,0 +1,164 @@
+"""The policy configuration: guardrails, least-privilege allow-lists and masking rules.
+
+Owns the shape of the ``policy:`` section of the YAML file and its validation (clear
+errors naming the key, like the rest of the configuration). Pure: evaluation lives in
+``core.policy.engine``. A rule is scoped by connection globs and by groups (``groups``:
+only members; ``except_groups``: everyone but members) and does exactly one thing:
+
+- ``deny`` (a guardrail): refuse statements matching ALL of its given conditions;
+- ``allow`` (least privilege): where such a rule applies, a statement must match one of
+  its clauses, else it is refused;
+- ``mask``: rewrite result values of matching columns (``schema.table.column`` globs)
+  and/or values in which content detectors find something.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["AllowClause", "DenyConditions", "MaskAction", "PolicyRule", "PolicySettings"]
+
+KINDS = (
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "ddl",
+    "dcl",
+    "copy",
+    "utility",
+    "transaction",
+    "call",
+    "do",
+    "explain",
+)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _kinds(v: list[str]) -> list[str]:
+    bad = [k for k in v if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown statement kind {bad[0]!r} (one of: {', '.join(KINDS)})")
+    return v
+
+
+class DenyConditions(_Strict):
+    """A statement matches when every condition given here holds (at least one)."""
+
+    kinds: list[str] | None = None
+    tables: list[str] | None = None  # any table read or written matches a glob
+    writes: list[str] | None = None  # any table written matches a glob
+    functions: list[str] | None = None  # any function called matches a glob
+    without_where: bool | None = None  # UPDATE/DELETE with no WHERE (TRUNCATE counts)
+    copy_program: bool | None = None
+    do_blocks: bool | None = None
+    alter_system: bool | None = None
+    role_changes: bool | None = None
+    search_path_changes: bool | None = None
+    regex: str | None = None  # last resort, on the statement's text
+
+    @field_validator("kinds")
+    @classmethod
+    def _k(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _kinds(v)
+
+    @field_validator("regex")
+    @classmethod
+    def _re(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> DenyConditions:
+        if all(getattr(self, f) in (None, False) for f in type(self).model_fields):
+            raise ValueError("a deny rule needs at least one condition")
+        return self
+
+
+class AllowClause(_Strict):
+    kinds: list[str]
+    tables: list[str] = ["*"]  # every table read or written must match one glob
+
+    @field_validator("kinds")
+    @classmethod
+    def _k(cls, v: list[str]) -> list[str]:
+        return _kinds(v)
+
+
+class MaskAction(_Strict):
+    columns: list[str] = []  # schema.table.column globs ("*.*.email", "public.customers.*")
+    detectors: list[str] = []  # content detectors, on every text value of the result
+    function: Literal["redact", "partial", "tokenize", "null", "fixed"] = "redact"
+    keep_last: int = Field(4, ge=0, le=64)
+    keep_domain: bool = False
+    replacement: str = "****"
+
+    @model_validator(mode="after")
+    def _some(self) -> MaskAction:
+        if not self.columns and not self.detectors:
+            raise ValueError("a mask rule names columns, detectors, or both")
+        for c in self.columns:
+            if c.count(".") != 2:
+                raise ValueError(f"{c!r}: a column is schema.table.column (globs allowed)")
+        return self
+
+
+class PolicyRule(_Strict):
+    id: str
+    connections: list[str] = ["*"]
+    groups: list[str] | None = None  # only members of these groups (unset: everyone)
+    except_groups: list[str] = []
+    message: str | None = None  # what the client is told on a refusal
+    deny: DenyConditions | None = None
+    allow: list[AllowClause] | None = None
+    mask: MaskAction | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("a rule id is 1-63 letters, digits, '_', '.', ':' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> PolicyRule:
+        n = sum(x is not None for x in (self.deny, self.allow, self.mask))
+        if n != 1:
+            raise ValueError("a rule has exactly one of deny, allow or mask")
+        if self.allow is not None and not self.allow:
+            raise ValueError("an allow rule lists at least one clause")
+        return self
+
+
+class PolicySettings(_Strict):
+    rules: list[PolicyRule] = []
+    # A statement the parser cannot read on a guarded connection: "deny" (fail closed)
+    # or "allow" (a named, explicit choice).
+    unparseable: Literal["deny", "allow"] = "deny"
+    # Unqualified table names are resolved against these schemas (and SET search_path is
+    # refused where an allow rule applies unless it is allowed as a utility statement).
+    search_path: list[str] = ["public"]
+    # The keyed tokenization secret: env:VAR / file:PATH; default: generated under
+    # <data_dir>/keys/masking.key.
+    masking_key: str | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> PolicySettings:
+        seen: set[str] = set()
+        for r in self.rules:
+            if r.id in seen:
+                raise ValueError(f"duplicate rule id {r.id!r}")
+            seen.add(r.id)
+        return self
