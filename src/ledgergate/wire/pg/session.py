@@ -38,6 +38,7 @@ from ledgergate.wire.pg.events import (
     ServerData,
 )
 from ledgergate.wire.pg.frames import FrameError, FrameSplitter
+from ledgergate.wire.pg.results import ResultShaper
 
 __all__ = ["Relay", "SessionStats"]
 
@@ -62,6 +63,10 @@ MAX_TAG = 256
 def _tag_of(body: bytes | bytearray) -> bytes:
     """A CommandComplete body's tag: up to its NUL, bounded by MAX_TAG."""
     return bytes(body[:MAX_TAG]).split(b"\x00", 1)[0]
+
+
+def _allow_all(op: str, text: bytes) -> None:
+    return None
 
 
 def _refusal(verdict: tuple[str, str]) -> bytes:
@@ -117,6 +122,22 @@ class Relay:
         self._discard = False  # dropping a refused Parse's batch until its Sync
         self._pending: bytes | None = None  # the error for that batch
         self._server_error = False  # the backend sent an ErrorResponse since its last RFQ
+        # Sessions whose results are masked: every server message passes through it.
+        self.shaper: ResultShaper | None = None
+
+    def set_shaper(self, shaper: ResultShaper) -> None:
+        shaper.on_ready = self._ready
+        shaper.on_error = self._backend_error
+        self.shaper = shaper
+
+    def _ready(self) -> bytes | None:
+        marker = self._rfq.popleft() if self._rfq else None
+        err = marker if marker is not None and not self._server_error else None
+        self._server_error = False
+        return err
+
+    def _backend_error(self) -> None:
+        self._server_error = True
 
     # -- dispatch ---------------------------------------------------------------------
     def feed(self, event: Event) -> list[Action]:
@@ -190,7 +211,7 @@ class Relay:
 
     # -- client -> server ---------------------------------------------------------------
     def _client(self, data: bytes, ts: int) -> list[Action]:
-        if self.guard is not None:
+        if self.guard is not None or self.shaper is not None:
             return self._client_guarded(data, ts)
         frames = self._split.feed(data)
         if not frames:
@@ -276,8 +297,8 @@ class Relay:
         frames = self._split.feed(data)
         if not frames:
             return []
-        guard = self.guard
-        assert guard is not None
+        guard = self.guard or _allow_all
+        shaper = self.shaper
         buf = self._split.buf
         seen: list[CommandSeen | ChunkSeen] = []
         copy_rows = 0
@@ -288,7 +309,7 @@ class Relay:
                     self._discard = False
                     self._rfq.append(self._pending)
                     self._pending = None
-                    out += buf[s:e]
+                    out += shaper.client(tag, bytes(buf[s:e])) if shaper else buf[s:e]
                 elif tag == _X:
                     self.terminated = True
                     out += buf[s:e]
@@ -301,10 +322,10 @@ class Relay:
                 verdict = guard("query", text)
                 seen.append(CommandSeen("query", ts, raw, text=text, blocked=verdict))
                 if verdict is None:
-                    out += raw
+                    out += shaper.client(tag, raw) if shaper else raw
                     self._rfq.append(None)
                 else:
-                    out += _SYNC
+                    out += shaper.client(_S, _SYNC) if shaper else _SYNC
                     self._rfq.append(_refusal(verdict))
                 continue
             if tag == _P:
@@ -317,7 +338,7 @@ class Relay:
                     )
                 )
                 if verdict is None:
-                    out += raw
+                    out += shaper.client(tag, raw) if shaper else raw
                 else:
                     self._discard = True
                     self._pending = _refusal(verdict)
@@ -349,7 +370,7 @@ class Relay:
                 self.terminated = True
             elif tag not in _FRONTEND:
                 raise FrameError(f"unknown message type {chr(tag)!r}")
-            out += buf[s:e]
+            out += shaper.client(tag, bytes(buf[s:e])) if shaper else buf[s:e]
         end = frames[-1][2]
         self._split.consume(end)
         return self._emit(bytes(out), end, seen, copy_rows, ts)
@@ -403,6 +424,29 @@ class Relay:
         parts.append(data[last:])
         return self._walk_plain(data, ts, b"".join(parts))
 
+    def _walk_shaped(self, data: bytes, ts: int) -> list[Action]:
+        """A masked session: whole messages only go on, DataRows rewritten by the plan."""
+        assert self.shaper is not None
+        r = self.shaper.server(data)
+        self._s_seq += 1
+        st = self.stats
+        st.chunks += 1
+        st.rows += r.rows
+        st.bytes_s2c += len(data)
+        chunk = ChunkSeen(
+            "s2c",
+            self._s_seq,
+            ts,
+            data,
+            r.rows,
+            tuple(r.tags),
+            self.client_open,
+            r.out if r.changed or r.out != data else None,
+        )
+        if self.client_open and r.out:
+            return [Record((chunk,), False, 0), SendToClient(r.out)]
+        return [Record((chunk,), False, 0)]
+
     def _walk_plain(self, data: bytes, ts: int, out: bytes | None) -> list[Action]:
         """The plain walk (rows, tags, frame state) of ``data``, forwarding ``out``."""
         guard, self.guard = self.guard, None
@@ -436,6 +480,8 @@ class Relay:
         return self._walk(data, ts)
 
     def _walk(self, data: bytes, ts: int) -> list[Action]:
+        if self.shaper is not None:
+            return self._walk_shaped(data, ts)
         if self.guard is not None:
             return self._walk_guarded(data, ts)
         n = len(data)

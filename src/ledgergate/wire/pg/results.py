@@ -1,0 +1,333 @@
+"""Result shaping for sessions with masking: which columns each DataRow carries, and its
+values rewritten before they leave the gateway. Sans-IO.
+
+Rules (one state machine):
+- The client's messages are seen in the order they are forwarded; each one that earns
+  a response is queued (Parse, Bind, Describe, Execute, Close, Sync, Query,
+  FunctionCall). Server messages are matched against the head of that queue, the way
+  PostgreSQL answers them: in order, and after an error in an extended batch nothing
+  until the Sync.
+- A result's columns come from its RowDescription: after a Query, or from a Describe of
+  the portal. So that every Execute's rows are attributed, an Execute of a portal the
+  client did not Describe in the same batch gets a Describe('P') put in front of it by
+  the gateway; its answer (RowDescription or NoData) is consumed, never forwarded.
+- Server bytes are forwarded in whole messages only (a partial message waits for the
+  rest), so a DataRow can be rewritten with correct lengths.
+- A ``Planner`` (from the policy, outside ``wire``) turns the columns of a result into
+  a ``RowPlan`` that rewrites values; no plan means the rows pass untouched.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Field", "Planner", "ResultShaper", "RowPlan", "ShapedRead"]
+
+_H = struct.Struct("!h")
+_I = struct.Struct("!I")
+_i = struct.Struct("!i")
+_FIELD = struct.Struct("!IhIhih")  # table oid, attnum, type oid, typlen, typmod, format
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: bytes
+    table_oid: int
+    attnum: int
+    type_oid: int
+    format: int  # 0 text, 1 binary
+
+
+class RowPlan(Protocol):
+    def mask(self, values: list[bytes | None]) -> list[bytes | None] | None:
+        """The row's new values, or None when nothing in it changed."""
+        ...
+
+    def finish(self) -> None:
+        """The result set ended (the plan may report what it masked)."""
+        ...
+
+
+Planner = Callable[[tuple[Field, ...]], RowPlan | None]
+
+
+@dataclass(slots=True)
+class ShapedRead:
+    out: bytes  # what to forward (whole messages only)
+    rows: int
+    tags: list[bytes]
+    changed: bool
+
+
+def parse_row_description(body: bytes) -> tuple[Field, ...]:
+    (n,) = _H.unpack_from(body, 0)
+    pos = 2
+    out = []
+    for _ in range(n):
+        end = body.index(b"\x00", pos)
+        name = body[pos:end]
+        table, attnum, typ, _len, _mod, fmt = _FIELD.unpack_from(body, end + 1)
+        out.append(Field(name, table, attnum, typ, fmt))
+        pos = end + 1 + _FIELD.size
+    return tuple(out)
+
+
+def parse_data_row(body: bytes) -> list[bytes | None]:
+    (n,) = _H.unpack_from(body, 0)
+    pos = 2
+    vals: list[bytes | None] = []
+    for _ in range(n):
+        (ln,) = _i.unpack_from(body, pos)
+        pos += 4
+        if ln < 0:
+            vals.append(None)
+        else:
+            vals.append(body[pos : pos + ln])
+            pos += ln
+    return vals
+
+
+def build_data_row(vals: list[bytes | None]) -> bytes:
+    parts = [_H.pack(len(vals))]
+    for v in vals:
+        if v is None:
+            parts.append(_i.pack(-1))
+        else:
+            parts.append(_i.pack(len(v)))
+            parts.append(v)
+    body = b"".join(parts)
+    return b"D" + _I.pack(len(body) + 4) + body
+
+
+def _cstr(body: bytes, pos: int) -> tuple[bytes, int]:
+    end = body.index(b"\x00", pos)
+    return body[pos:end], end + 1
+
+
+def _bind_formats(body: bytes) -> tuple[bytes, bytes, tuple[int, ...]]:
+    """(portal, statement, result format codes) of a Bind body."""
+    portal, pos = _cstr(body, 0)
+    stmt, pos = _cstr(body, pos)
+    (nf,) = _H.unpack_from(body, pos)
+    pos += 2 + 2 * nf
+    (npar,) = _H.unpack_from(body, pos)
+    pos += 2
+    for _ in range(npar):
+        (ln,) = _i.unpack_from(body, pos)
+        pos += 4 + max(ln, 0)
+    (nr,) = _H.unpack_from(body, pos)
+    fmts = tuple(_H.unpack_from(body, pos + 2 + 2 * i)[0] for i in range(nr))
+    return portal, stmt, fmts
+
+
+def _with_formats(fields: tuple[Field, ...], fmts: tuple[int, ...]) -> tuple[Field, ...]:
+    if not fmts:
+        return tuple(Field(f.name, f.table_oid, f.attnum, f.type_oid, 0) for f in fields)
+    if len(fmts) == 1:
+        fmts = fmts * len(fields)
+    return tuple(
+        Field(f.name, f.table_oid, f.attnum, f.type_oid, fmts[i] if i < len(fmts) else 0)
+        for i, f in enumerate(fields)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Exp:
+    """A client message awaiting its answer."""
+
+    kind: str  # P B D E C S Q F
+    name: bytes = b""  # statement (P), portal (B, E), described object (D)
+    stmt: bytes = b""  # B: the statement bound
+    fmts: tuple[int, ...] = ()  # B: result format codes
+    target: bytes = b""  # D: b"S" or b"P"
+    injected: bool = False  # D: put in by the gateway; its answer is not forwarded
+
+
+def describe_portal(portal: bytes) -> bytes:
+    body = b"P" + portal + b"\x00"
+    return b"D" + _I.pack(len(body) + 4) + body
+
+
+class ResultShaper:
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self._expect: deque[_Exp] = deque()
+        self._stmt: dict[bytes, tuple[Field, ...] | None] = {}
+        self._portal: dict[bytes, tuple[Field, ...] | None] = {}
+        self._described: set[bytes] = set()  # portals the client describes in this batch
+        self._plan: RowPlan | None = None
+        self._plan_for: object = None
+        self._buf = bytearray()
+        # Hooks for the guard: each ReadyForQuery may get bytes put in front of it (a
+        # refusal), and each ErrorResponse from the backend is reported.
+        self.on_ready: Callable[[], bytes | None] | None = None
+        self.on_error: Callable[[], None] | None = None
+
+    # -- client side ----------------------------------------------------------------------
+    def client(self, tag: int, frame: bytes) -> bytes:
+        """A client message about to be forwarded; returns what to forward instead."""
+        t = chr(tag)
+        if t == "P":
+            name, _ = _cstr(frame, 5)
+            self._expect.append(_Exp("P", name))
+            self._stmt.pop(name, None)
+        elif t == "B":
+            portal, stmt, fmts = _bind_formats(frame[5:])
+            self._expect.append(_Exp("B", portal, stmt, fmts))
+            self._portal.pop(portal, None)
+            self._described.discard(portal)
+        elif t == "D":
+            kind = frame[5:6]
+            name, _ = _cstr(frame, 6)
+            self._expect.append(_Exp("D", name, target=kind))
+            if kind == b"P":
+                self._described.add(name)
+        elif t == "E":
+            portal, _ = _cstr(frame, 5)
+            pre = b""
+            if portal not in self._described:
+                # Know this Execute's columns: ask for them, and keep the answer.
+                self._expect.append(_Exp("D", portal, target=b"P", injected=True))
+                self._described.add(portal)
+                pre = describe_portal(portal)
+            self._expect.append(_Exp("E", portal))
+            return pre + frame
+        elif t == "C":
+            self._expect.append(_Exp("C"))
+        elif t == "S":
+            self._expect.append(_Exp("S"))
+            self._described.clear()
+        elif t == "Q":
+            self._expect.append(_Exp("Q"))
+            self._described.clear()
+        elif t == "F":
+            self._expect.append(_Exp("F"))
+        return frame
+
+    # -- server side ----------------------------------------------------------------------
+    def server(self, data: bytes) -> ShapedRead:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        rows = 0
+        tags: list[bytes] = []
+        changed = False
+        pos = 0
+        n = len(buf)
+        while pos + 5 <= n:
+            t = buf[pos]
+            (ln,) = _I.unpack_from(buf, pos + 1)
+            end = pos + 1 + ln
+            if end > n:
+                break
+            frame = bytes(buf[pos:end])
+            pos = end
+            keep, new = self._frame(t, frame)
+            if t == 0x44:  # 'D'
+                rows += 1
+            elif t == 0x43:  # 'C'
+                tags.append(frame[5:].split(b"\x00", 1)[0])
+            if not keep:
+                changed = True
+                continue
+            if t == 0x5A and self.on_ready is not None:  # 'Z'
+                err = self.on_ready()
+                if err is not None:
+                    out.append(err)
+                    changed = True
+            if new is not None:
+                out.append(new)
+                changed = True
+            else:
+                out.append(frame)
+        del buf[:pos]
+        return ShapedRead(b"".join(out), rows, tags, changed)
+
+    @property
+    def partial(self) -> int:
+        """Server bytes held back, waiting for the rest of their message."""
+        return len(self._buf)
+
+    def _pop(self, kind: str) -> _Exp | None:
+        q = self._expect
+        if q and q[0].kind == kind:
+            return q.popleft()
+        return None
+
+    def _frame(self, t: int, frame: bytes) -> tuple[bool, bytes | None]:
+        """(forward it?, replacement) for one server message."""
+        q = self._expect
+        head = q[0].kind if q else ""
+        c = chr(t)
+        if c == "D":
+            plan = self._current_plan()
+            if plan is None:
+                return True, None
+            vals = plan.mask(parse_data_row(frame[5:]))
+            return True, None if vals is None else build_data_row(vals)
+        if c == "T":
+            fields = parse_row_description(frame[5:])
+            if head == "D":
+                d = q.popleft()
+                (self._portal if d.target == b"P" else self._stmt)[d.name] = fields
+                return not d.injected, None
+            self._set_plan(("Q", fields), fields)
+            return True, None
+        if c == "n":
+            if head == "D":
+                d = q.popleft()
+                (self._portal if d.target == b"P" else self._stmt)[d.name] = None
+                return not d.injected, None
+            return True, None
+        if c == "1":
+            self._pop("P")
+        elif c == "2":
+            b = self._pop("B")
+            if b is not None:
+                desc = self._stmt.get(b.stmt)
+                if desc is not None:
+                    self._portal[b.name] = _with_formats(desc, b.fmts)
+        elif c in "CIs":
+            if head == "E":
+                q.popleft()
+            self._end_plan()
+        elif c == "3":
+            self._pop("C")
+        elif c == "E":
+            if self.on_error is not None:
+                self.on_error()
+            self._end_plan()
+            if head not in ("Q", "F"):
+                while q and q[0].kind not in ("S", "Q", "F"):
+                    q.popleft()
+        elif c == "Z":
+            self._end_plan()
+            while q:
+                if q.popleft().kind in ("S", "Q", "F"):
+                    break
+        return True, None
+
+    def _current_plan(self) -> RowPlan | None:
+        q = self._expect
+        if q and q[0].kind == "E":
+            portal = q[0].name
+            key = ("E", portal)
+            if self._plan_for != key:
+                fields = self._portal.get(portal)
+                self._set_plan(key, fields)
+        return self._plan
+
+    def _set_plan(self, key: object, fields: tuple[Field, ...] | None) -> None:
+        self._end_plan()
+        self._plan_for = key
+        self._plan = self.planner(fields) if fields else None
+
+    def _end_plan(self) -> None:
+        if self._plan is not None:
+            self._plan.finish()
+        self._plan = None
+        self._plan_for = None
