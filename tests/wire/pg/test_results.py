@@ -97,7 +97,7 @@ def test_partial_messages_wait_for_the_rest(step: int) -> None:
     for i in range(0, len(data), step):
         out += sh.server(data[i : i + step]).out
     assert sh.partial == 0
-    assert [parse_data_row(b) for t, b in iter_messages(out) if t == b"D"][0] == [b"1", b"****"]
+    assert next(parse_data_row(b) for t, b in iter_messages(out) if t == b"D") == [b"1", b"****"]
 
 
 def test_an_execute_without_describe_gets_one_and_its_answer_is_consumed() -> None:
@@ -118,7 +118,7 @@ def test_an_execute_without_describe_gets_one_and_its_answer_is_consumed() -> No
     # the prepared statement again, Bind + Execute only: still attributed
     sent = b"".join(sh.client(m[0], m) for m in (bind, execute, sync))
     r = sh.server(build(b"2") + T + ROWS + DONE)
-    assert [parse_data_row(b) for t, b in iter_messages(r.out) if t == b"D"][0] == [
+    assert next(parse_data_row(b) for t, b in iter_messages(r.out) if t == b"D") == [
         b"1",
         b"****",
     ]

@@ -71,9 +71,7 @@ def to_client(actions: list[Action]) -> bytes:
 
 
 def refusals(data: bytes) -> list[str]:
-    return [
-        m.parse_error_fields(body)["M"] for tag, body in iter_messages(data) if tag == b"E"
-    ]
+    return [m.parse_error_fields(body)["M"] for tag, body in iter_messages(data) if tag == b"E"]
 
 
 def test_a_refused_query_becomes_a_sync_and_the_error_precedes_ready() -> None:
