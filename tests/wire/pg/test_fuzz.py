@@ -353,3 +353,38 @@ def test_relay_refuses_client_lengths_beyond_limits(length: int, tag: int) -> No
     send, close = r.feed(ClientData(bytes([tag]) + struct.pack("!I", length), 0))
     assert isinstance(send, SendToClient) and isinstance(close, Close)
     assert well_formed_error(send.data) == "08P01"
+
+
+def _guard(op: str, text: bytes) -> tuple[str, str] | None:
+    return ("r", "no") if b"drop" in text.lower() else None
+
+
+class _Mask:
+    def mask(self, values: list[bytes | None]) -> list[bytes | None] | None:
+        return [None if v is None else b"*" for v in values]
+
+    def finish(self) -> None:
+        pass
+
+
+@FUZZ
+@given(
+    data=st.data(),
+    stream=st.one_of(st.binary(max_size=300), mutated(CLIENT_PIECES)),
+    server=st.one_of(st.binary(max_size=200), mutated(SERVER_PIECES)),
+)
+def test_guarded_and_masked_relay_never_raises(
+    data: st.DataObject, stream: bytes, server: bytes
+) -> None:
+    """The same, with a guard and a result shaper (which decodes server messages)."""
+    from ledgergate.wire.pg.results import ResultShaper
+
+    events: list[Event] = [ClientData(c, 0) for c in data.draw(splits(stream))]
+    events += [ServerData(c, 0) for c in data.draw(splits(server))]
+    events += [Committed(i) for i in range(1, 4)] + [ClientClosed(0), ServerClosed(0)]
+    r = Relay()
+    r.guard = _guard
+    r.set_shaper(ResultShaper(lambda fields: _Mask()))
+    for e in data.draw(st.permutations(events)):
+        check_relay_actions(r.feed(e))
+        assert r.held_bytes >= 0

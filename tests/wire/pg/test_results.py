@@ -152,3 +152,15 @@ def test_the_relay_records_bytes_in_and_out() -> None:
     sent = b"".join(a.data for a in acts if isinstance(a, SendToClient))
     assert chunk.data == T + ROWS + DONE and chunk.out == sent and chunk.rows == 2
     assert b"ann@example.com" in chunk.data and b"ann@example.com" not in sent
+
+
+def test_a_malformed_row_description_closes_the_session_without_rows() -> None:
+    rel = Relay()
+    rel.set_shaper(ResultShaper(planner([])))
+    for a in rel.feed(ClientData(build(b"Q", b"SELECT 1\x00"), 1)):
+        if isinstance(a, Record) and a.durable:
+            rel.feed(Committed(a.ticket))
+    acts = rel.feed(ServerData(build(b"T", b"\x00\x05") + ROWS, 2))
+    sent = b"".join(a.data for a in acts if isinstance(a, SendToClient))
+    assert [t for t, _ in iter_messages(sent)] == [b"E"]
+    assert b"ann@example.com" not in sent and rel.closed

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ledgergate.wire.pg.frames import FrameError
+
 __all__ = ["Field", "Planner", "ResultShaper", "RowPlan", "ShapedRead"]
 
 _H = struct.Struct("!h")
@@ -226,7 +228,12 @@ class ResultShaper:
                 break
             frame = bytes(buf[pos:end])
             pos = end
-            keep, new = self._frame(t, frame)
+            try:
+                keep, new = self._frame(t, frame)
+            except (ValueError, struct.error, IndexError) as e:
+                # A backend message we must decode is malformed: nothing more may pass
+                # (its rows could not be masked).
+                raise FrameError(f"malformed {chr(t)!r} message from the server: {e}") from None
             if t == 0x44:  # 'D'
                 rows += 1
             elif t == 0x43:  # 'C'

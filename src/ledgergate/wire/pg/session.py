@@ -427,7 +427,14 @@ class Relay:
     def _walk_shaped(self, data: bytes, ts: int) -> list[Action]:
         """A masked session: whole messages only go on, DataRows rewritten by the plan."""
         assert self.shaper is not None
-        r = self.shaper.server(data)
+        try:
+            r = self.shaper.server(data)
+        except FrameError as e:
+            self.closed = True
+            err = m.error_response(
+                "08P01", "ledgergate: the server sent a malformed message; the session is closed"
+            )
+            return [SendToClient(err), Close(f"backend protocol error: {e}")]
         self._s_seq += 1
         st = self.stats
         st.chunks += 1
