@@ -19,6 +19,7 @@ import ipaddress
 import json
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -397,11 +398,17 @@ def scan(
     if len(hits) < 2:
         return hits
     hits.sort(key=lambda h: (-h.confidence, h.start - h.end, h.start))
+    # Kept spans are disjoint, so sorted by start they are sorted by end too: a new span
+    # only has to be checked against its two neighbours (a long value can carry
+    # thousands of hits; a pairwise check would be quadratic).
+    starts: list[int] = []
     kept: list[Hit] = []
     for h in hits:
-        if all(h.end <= k.start or k.end <= h.start for k in kept):
-            kept.append(h)
-    kept.sort(key=lambda h: h.start)
+        i = bisect_right(starts, h.start)
+        if (i and kept[i - 1].end > h.start) or (i < len(kept) and kept[i].start < h.end):
+            continue
+        starts.insert(i, h.start)
+        kept.insert(i, h)
     return kept
 
 
