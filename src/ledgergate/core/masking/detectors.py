@@ -100,7 +100,7 @@ class RegexDetector:
 
 def _digits(n: int) -> Callable[[str], bool]:
     """True when the text holds at least ``n`` digits (the regex engine counts them)."""
-    at_least = re.compile(rf"(?:\D*\d){{{n}}}")
+    at_least = re.compile(rf"(?:\D*+\d){{{n}}}", re.ASCII)  # possessive: no backtracking
     return lambda text: at_least.match(text) is not None
 
 
@@ -133,12 +133,12 @@ def _email(m: re.Match[str]) -> int | None:
 # --- phone ---------------------------------------------------------------------------
 
 _PHONE = re.compile(
-    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d(?:[ .-]?\d){3,17}(?![\w])"
+    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d(?:[ .-]?\d){3,17}(?![\w])", re.ASCII
 )
 # E.164: at most 15 digits with the country code; fewer than 7 is not a full number.
 PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 7, 15
-_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
-_GROUPS = re.compile(r"\d+")
+_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}", re.ASCII)
+_GROUPS = re.compile(r"\d+", re.ASCII)
 
 
 def _phone(m: re.Match[str]) -> int | None:
@@ -174,7 +174,8 @@ _CARD = re.compile(
     r"\d{4}(?P<s>[ -])\d{4}(?P=s)\d{4}(?P=s)\d{1,4}(?:(?P=s)\d{1,3})?"  # 4-4-4-4(-3)
     r"|\d{4}(?P<t>[ -])\d{6}(?P=t)\d{4,5}"  # Amex 4-6-5, Diners 4-6-4
     r"|\d{13,19}"
-    r")(?![\w]|[.,]\d)"
+    r")(?![\w]|[.,]\d)",
+    re.ASCII,
 )
 # ISO/IEC 7812 primary account numbers are 13 to 19 digits.
 CARD_MIN_DIGITS = 13
@@ -194,30 +195,32 @@ _BRANDS: tuple[tuple[int, int, int, frozenset[int]], ...] = (
     (2, 38, 38, frozenset({14, 16, 19})),  # Diners
     (3, 300, 305, frozenset({14, 16, 19})),  # Diners
 )
+_SCALE = {k: 10 ** (4 - k) for k in (1, 2, 3, 4)}  # head // _SCALE[k]: its first k digits
+
+
+# Doubling a digit and summing the result's digits, for Luhn's every second digit.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 
 def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    doubled = digits[-2::-2].translate(_LUHN_DOUBLED)
+    return (sum(map(int, digits[-1::-2])) + sum(map(int, doubled))) % 10 == 0
 
 
 def _card(m: re.Match[str]) -> int | None:
-    s = m.group()
-    digits = s.replace(" ", "").replace("-", "")
-    n = len(digits)
-    if not any(lo <= int(digits[:k]) <= hi and n in lengths for k, lo, hi, lengths in _BRANDS):
-        return None
-    return 95 if _luhn(digits) else None
+    digits = m.group().replace(" ", "").replace("-", "")
+    n, head = len(digits), int(digits[:4])
+    for k, lo, hi, lengths in _BRANDS:
+        if n in lengths and lo <= head // _SCALE[k] <= hi:
+            return 95 if _luhn(digits) else None
+    return None
 
 
 # --- iban ----------------------------------------------------------------------------
 
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![\w])")
+_IBAN = re.compile(
+    r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![\w])", re.ASCII
+)
 # ISO 13616 registry: IBAN length per country.
 IBAN_LENGTHS: dict[str, int] = {
     m[1]: int(m[2])
@@ -233,11 +236,14 @@ IBAN_LENGTHS: dict[str, int] = {
 }
 
 
+# ISO 7064 mod 97-10 reads A as 10 ... Z as 35.
+_IBAN_LETTERS = str.maketrans({chr(65 + i): str(10 + i) for i in range(26)})
+
+
 def _iban_ok(compact: str) -> bool:
     if IBAN_LENGTHS.get(compact[:2]) != len(compact):
         return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return int((compact[4:] + compact[:4]).translate(_IBAN_LETTERS)) % 97 == 1
 
 
 def _iban(m: re.Match[str]) -> int | None:
@@ -246,7 +252,7 @@ def _iban(m: re.Match[str]) -> int | None:
 
 # --- us_ssn --------------------------------------------------------------------------
 
-_SSN = re.compile(r"(?<![\w-])(\d{3})(-?)(\d{2})\2(\d{4})(?![\w-])")
+_SSN = re.compile(r"(?<![\w-])(\d{3})(-?)(\d{2})\2(\d{4})(?![\w-])", re.ASCII)
 
 
 def _ssn(m: re.Match[str]) -> int | None:
@@ -260,10 +266,11 @@ def _ssn(m: re.Match[str]) -> int | None:
 
 # --- ipv4 / ipv6 ---------------------------------------------------------------------
 
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)", re.ASCII)
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-    r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)"
+    r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)",
+    re.ASCII,
 )
 
 
@@ -392,7 +399,8 @@ def scan(
     """
     hits: list[Hit] = []
     for name in names:
-        for h in get(name).find(text):
+        detector = DETECTORS.get(name) or get(name)
+        for h in detector.find(text):
             if h.confidence >= min_confidence:
                 hits.append(h)
     if len(hits) < 2:
