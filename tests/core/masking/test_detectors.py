@@ -192,6 +192,14 @@ def test_iban_positives(iban: str) -> None:
     assert found("iban", f"IBAN {iban} for refunds") == [iban]
 
 
+def test_iban_followed_by_another_group_is_cut_at_its_country_length() -> None:
+    text = "IBAN BE68 5390 0754 7034 2024 INVOICE 7"
+    assert found("iban", text) == ["BE68 5390 0754 7034"]
+    assert found("iban", "GB82 WEST 1234 5698 7654 32 ABCD") == ["GB82 WEST 1234 5698 7654 32"]
+    assert found("iban", "BE68539007547034 2024") == ["BE68539007547034"]
+    assert found("iban", "BE685390075470342024") == []  # no boundary to cut at
+
+
 @pytest.mark.parametrize(
     "text",
     [
