@@ -1,0 +1,171 @@
+"""Mask plans: from a result's columns and a session's mask rules to rewritten values.
+
+A column is attributed through the catalog (table OID and column number from the
+RowDescription → ``schema.table.column``), so aliases do not hide it. When attribution
+is impossible (an expression, a table the catalog snapshot does not know), the rule's
+column pattern is matched against the output column's name instead: more is masked,
+never less. Content detectors run on every text value not already masked by a column
+rule. Binary-format values under a column rule become NULL (type-correct for any type);
+raw values never pass. The plan counts what it masked per column, rule and detector,
+never keeping a value, and reports it when the result set ends. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from ledgergate.core.masking.detectors import Hit, scan
+from ledgergate.core.masking.functions import MaskSpec, mask_hits, mask_value
+from ledgergate.core.policy.rules import MaskAction, PolicyRule
+from ledgergate.wire.pg.results import Field
+
+__all__ = ["MaskPlanner", "RowMasking"]
+
+Catalog = Mapping[tuple[int, int], str]  # (table oid, attnum) -> "schema.table.column"
+# Types whose binary wire format is their text (UTF-8): text, varchar, bpchar, name.
+# Binary values of these are masked like text; other binary values under a rule are NULL.
+TEXT_LIKE = frozenset({25, 1043, 1042, 19})
+
+
+def spec_of(m: MaskAction) -> MaskSpec:
+    return MaskSpec(
+        function=m.function,
+        keep_last=m.keep_last,
+        keep_domain=m.keep_domain,
+        replacement=m.replacement,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Col:
+    index: int
+    field: str  # output column name
+    source: str | None  # schema.table.column when attributed
+    binary: bool
+    rule: str | None  # column rule masking it
+    spec: MaskSpec | None
+    detect: tuple[tuple[str, tuple[str, ...], MaskSpec], ...]  # (rule, detectors, spec)
+
+
+class RowMasking:
+    """One result set's plan (``wire.pg.results.RowPlan``)."""
+
+    def __init__(
+        self,
+        cols: list[_Col],
+        key: bytes,
+        report: Callable[[list[dict[str, Any]], int], None] | None,
+    ) -> None:
+        self.cols = cols
+        self.key = key
+        self._report = report
+        self.counts: dict[tuple[str, str | None, str, str | None], int] = {}
+        self.rows = 0
+
+    def _count(self, c: _Col, rule: str, detector: str | None) -> None:
+        k = (c.field, c.source, rule, detector)
+        self.counts[k] = self.counts.get(k, 0) + 1
+
+    def mask(self, values: list[bytes | None]) -> list[bytes | None] | None:
+        self.rows += 1
+        out: list[bytes | None] | None = None
+        for c in self.cols:
+            if c.index >= len(values):
+                continue
+            v = values[c.index]
+            if v is None:
+                continue
+            new: bytes | None
+            if c.spec is not None and c.rule is not None:
+                if c.binary:
+                    new = None
+                else:
+                    m = mask_value(c.spec, v.decode("utf-8", "replace"), key=self.key)
+                    new = None if m is None else m.encode("utf-8")
+                self._count(c, c.rule, None)
+            elif c.detect and not c.binary:
+                text = v.decode("utf-8", "replace")
+                changed = text
+                for rule, names, spec in c.detect:
+                    hits = scan(changed, names)
+                    if hits:
+                        for h in hits:
+                            self._count(c, rule, h.detector)
+                        changed = mask_hits(changed, hits, _const(spec), key=self.key)
+                if changed is text:
+                    continue
+                new = changed.encode("utf-8")
+            else:
+                continue
+            if out is None:
+                out = list(values)
+            out[c.index] = new
+        return out
+
+    def finish(self) -> None:
+        if self._report is not None and self.counts:
+            items = [
+                {
+                    "field": f,
+                    "source": s,
+                    "detector_or_rule": d if d is not None else r,
+                    "rule": r,
+                    "count": n,
+                }
+                for (f, s, r, d), n in sorted(self.counts.items(), key=str)
+            ]
+            self._report(items, self.rows)
+        self.counts = {}
+        self.rows = 0
+
+
+def _const(spec: MaskSpec) -> Callable[[Hit], MaskSpec]:
+    return lambda _h: spec
+
+
+class MaskPlanner:
+    """Plans for a session: its mask rules, the connection's catalog, the masking key."""
+
+    def __init__(
+        self,
+        rules: list[PolicyRule],
+        catalog: Catalog,
+        key: bytes,
+        report: Callable[[list[dict[str, Any]], int], None] | None = None,
+    ) -> None:
+        self.rules = [r for r in rules if r.mask is not None]
+        self.catalog = catalog
+        self.key = key
+        self.report = report
+
+    def plan(self, fields: tuple[Field, ...]) -> RowMasking | None:
+        cols: list[_Col] = []
+        for i, f in enumerate(fields):
+            name = f.name.decode("utf-8", "replace")
+            source = self.catalog.get((f.table_oid, f.attnum)) if f.table_oid else None
+            rule: str | None = None
+            spec: MaskSpec | None = None
+            detect: list[tuple[str, tuple[str, ...], MaskSpec]] = []
+            for r in self.rules:
+                m = r.mask
+                assert m is not None
+                if rule is None and m.columns and _column_matches(m.columns, source, name):
+                    rule, spec = r.id, spec_of(m)
+                if m.detectors:
+                    detect.append((r.id, tuple(m.detectors), spec_of(m)))
+            if rule is not None or detect:
+                binary = f.format == 1 and f.type_oid not in TEXT_LIKE
+                cols.append(_Col(i, name, source, binary, rule, spec, tuple(detect)))
+        if not cols:
+            return None
+        return RowMasking(cols, self.key, self.report)
+
+
+def _column_matches(patterns: list[str], source: str | None, name: str) -> bool:
+    if source is not None:
+        return any(fnmatchcase(source, p) for p in patterns)
+    # Not attributable: match the column part of each pattern against the output name.
+    return any(fnmatchcase(name, p.rsplit(".", 1)[-1]) for p in patterns)
