@@ -1,0 +1,1 @@
+"""Policy: SQL classification (pglast), rules, and decisions."""
