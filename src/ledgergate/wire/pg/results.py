@@ -164,10 +164,8 @@ class ResultShaper:
         self._plan: RowPlan | None = None
         self._plan_for: object = None
         self._buf = bytearray()
-        # Hooks for the guard: each ReadyForQuery may get bytes put in front of it (a
-        # refusal), and each ErrorResponse from the backend is reported.
-        self.on_ready: Callable[[], bytes | None] | None = None
-        self.on_error: Callable[[], None] | None = None
+        # A hook for the guard: each ErrorResponse may be replaced (a refusal).
+        self.on_error: Callable[[bytes], bytes | None] | None = None
 
     # -- client side ----------------------------------------------------------------------
     def client(self, tag: int, frame: bytes) -> bytes:
@@ -241,11 +239,8 @@ class ResultShaper:
             if not keep:
                 changed = True
                 continue
-            if t == 0x5A and self.on_ready is not None:  # 'Z'
-                err = self.on_ready()
-                if err is not None:
-                    out.append(err)
-                    changed = True
+            if t == 0x45 and self.on_error is not None:  # 'E'
+                new = self.on_error(frame)
             if new is not None:
                 out.append(new)
                 changed = True
@@ -305,8 +300,6 @@ class ResultShaper:
         elif c == "3":
             self._pop("C")
         elif c == "E":
-            if self.on_error is not None:
-                self.on_error()
             self._end_plan()
             if head not in ("Q", "F"):
                 while q and q[0].kind not in ("S", "Q", "F"):

@@ -37,7 +37,7 @@ from ledgergate.wire.pg.events import (
     ServerClosed,
     ServerData,
 )
-from ledgergate.wire.pg.frames import FrameError, FrameSplitter
+from ledgergate.wire.pg.frames import FrameError, FrameSplitter, build
 from ledgergate.wire.pg.results import ResultShaper
 
 __all__ = ["Relay", "SessionStats"]
@@ -49,7 +49,6 @@ _FRONTEND = frozenset(b"BCcdDEfFHPpQSX")
 _D, _C = ord("D"), ord("C")
 _Q, _P, _B, _F, _X, _d = (ord(c) for c in "QPBFXd")
 _S, _Z, _E = ord("S"), ord("Z"), ord("E")
-_SYNC = b"S\x00\x00\x00\x04"
 # A guard: (op, statement text) -> None to let it through, or (rule, message) to refuse.
 Guard = Callable[[str, bytes], "tuple[str, str] | None"]
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
@@ -71,7 +70,9 @@ def _allow_all(op: str, text: bytes) -> None:
 
 def _refusal(verdict: tuple[str, str]) -> bytes:
     rule, message = verdict
-    return m.error_response("42501", f"ledgergate: statement refused by rule {rule}: {message}")
+    return m.error_response(
+        "42501", f"ledgergate: statement refused by rule {rule}: {message}", severity="ERROR"
+    )
 
 
 class SessionStats:
@@ -114,30 +115,39 @@ class Relay:
         self.stats = SessionStats()
         # Set by ``end()`` while a server message is half forwarded: (error, reason).
         self._ending: tuple[bytes, str] | None = None
-        # Guarded sessions (see ``guard``): one marker per forwarded message that earns a
-        # ReadyForQuery (Query, Sync, FunctionCall), holding the ErrorResponse to put in
-        # front of that ReadyForQuery when the gateway refused a command in its batch.
+        # Guarded sessions (see ``guard``). A refused statement is replaced by one naming
+        # a relation that cannot exist (``refusal_tag`` + a counter: the shell sets a
+        # random tag), so the backend itself fails the statement and its batch, in
+        # order, with its own rollback and skip-to-Sync; the relay then replaces that
+        # error with the refusal before the client sees it.
         self.guard: Guard | None = None
-        self._rfq: deque[bytes | None] = deque()
-        self._discard = False  # dropping a refused Parse's batch until its Sync
-        self._pending: bytes | None = None  # the error for that batch
-        self._server_error = False  # the backend sent an ErrorResponse since its last RFQ
+        self.refusal_tag = "0"
+        self._refusals: dict[bytes, bytes] = {}  # marker -> the refusal ErrorResponse
+        self._nrefused = 0
+        self._hold_s = b""  # an ErrorResponse begun at the end of a read, held for the rest
         # Sessions whose results are masked: every server message passes through it.
         self.shaper: ResultShaper | None = None
 
     def set_shaper(self, shaper: ResultShaper) -> None:
-        shaper.on_ready = self._ready
-        shaper.on_error = self._backend_error
+        shaper.on_error = self._rewrite_error
         self.shaper = shaper
 
-    def _ready(self) -> bytes | None:
-        marker = self._rfq.popleft() if self._rfq else None
-        err = marker if marker is not None and not self._server_error else None
-        self._server_error = False
-        return err
+    def _refuse(self, verdict: tuple[str, str]) -> bytes:
+        """The SQL that makes the backend fail in place of a refused statement."""
+        self._nrefused += 1
+        marker = f"ledgergate-refused-{self.refusal_tag}-{self._nrefused}".encode()
+        self._refusals[marker] = _refusal(verdict)
+        return b'SELECT * FROM "' + marker + b'"'
 
-    def _backend_error(self) -> None:
-        self._server_error = True
+    def _rewrite_error(self, frame: bytes) -> bytes | None:
+        """Our refusal in place of the backend's error about a refused statement's
+        stand-in; None for any other error."""
+        if not self._refusals or b"ledgergate-refused-" not in frame:
+            return None
+        for marker in list(self._refusals):
+            if marker + b'"' in frame:
+                return self._refusals.pop(marker)
+        return None
 
     # -- dispatch ---------------------------------------------------------------------
     def feed(self, event: Event) -> list[Action]:
@@ -288,12 +298,10 @@ class Relay:
         return actions
 
     def _client_guarded(self, data: bytes, ts: int) -> list[Action]:
-        """``_client`` for a session with a guard: each Query and Parse is decided before
-        it can be forwarded. A refused Query becomes a Sync (the backend answers it with
-        a ReadyForQuery, in order with everything before it); a refused Parse drops its
-        batch up to the Sync. The refusal's ErrorResponse goes in front of that
-        ReadyForQuery, unless the backend already reported an error for the batch (a
-        client gets one error per batch, as from PostgreSQL itself)."""
+        """``_client`` for a session with a guard (or a result shaper): each Query and
+        Parse is decided before it can be forwarded; a refused one is replaced by its
+        stand-in (see ``_refuse``), so the client's protocol flow is kept exactly:
+        Sync, Flush, pipelines and transactions behave as after any failed statement."""
         frames = self._split.feed(data)
         if not frames:
             return []
@@ -304,31 +312,15 @@ class Relay:
         copy_rows = 0
         out = bytearray()
         for tag, s, e in frames:
-            if self._discard:
-                if tag == _S:
-                    self._discard = False
-                    self._rfq.append(self._pending)
-                    self._pending = None
-                    out += shaper.client(tag, bytes(buf[s:e])) if shaper else buf[s:e]
-                elif tag == _X:
-                    self.terminated = True
-                    out += buf[s:e]
-                elif tag not in _FRONTEND:
-                    raise FrameError(f"unknown message type {chr(tag)!r}")
-                continue
+            fwd: bytes | None = None
             if tag == _Q:
                 raw = bytes(buf[s:e])
                 text = m.parse_query(raw[5:])
                 verdict = guard("query", text)
                 seen.append(CommandSeen("query", ts, raw, text=text, blocked=verdict))
-                if verdict is None:
-                    out += shaper.client(tag, raw) if shaper else raw
-                    self._rfq.append(None)
-                else:
-                    out += shaper.client(_S, _SYNC) if shaper else _SYNC
-                    self._rfq.append(_refusal(verdict))
-                continue
-            if tag == _P:
+                if verdict is not None:
+                    fwd = build(b"Q", self._refuse(verdict) + b"\x00")
+            elif tag == _P:
                 raw = bytes(buf[s:e])
                 p = m.parse_parse(raw[5:])
                 verdict = guard("parse", p.query)
@@ -337,13 +329,10 @@ class Relay:
                         "parse", ts, raw, text=p.query, statement=p.statement, blocked=verdict
                     )
                 )
-                if verdict is None:
-                    out += shaper.client(tag, raw) if shaper else raw
-                else:
-                    self._discard = True
-                    self._pending = _refusal(verdict)
-                continue
-            if tag == _d:
+                if verdict is not None:
+                    stand_in = self._refuse(verdict)
+                    fwd = build(b"P", p.statement + b"\x00" + stand_in + b"\x00\x00\x00")
+            elif tag == _d:
                 copy_rows += 1
             elif tag == _B:
                 raw = bytes(buf[s:e])
@@ -363,14 +352,13 @@ class Relay:
                 if len(raw) < 9:
                     raise FrameError("truncated FunctionCall")
                 seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0]))
-                self._rfq.append(None)
-            elif tag == _S:
-                self._rfq.append(None)
             elif tag == _X:
                 self.terminated = True
             elif tag not in _FRONTEND:
                 raise FrameError(f"unknown message type {chr(tag)!r}")
-            out += shaper.client(tag, bytes(buf[s:e])) if shaper else buf[s:e]
+            if fwd is None:
+                fwd = bytes(buf[s:e])
+            out += shaper.client(tag, fwd) if shaper else fwd
         end = frames[-1][2]
         self._split.consume(end)
         return self._emit(bytes(out), end, seen, copy_rows, ts)
@@ -390,8 +378,13 @@ class Relay:
 
     # -- server -> client ---------------------------------------------------------------
     def _walk_guarded(self, data: bytes, ts: int) -> list[Action]:
-        """``_walk`` for a guarded session: also finds where each ReadyForQuery starts
-        and puts a refusal's ErrorResponse in front of it (see ``_client_guarded``)."""
+        """``_walk`` for a guarded session with refusals outstanding: the backend's error
+        about a stand-in is replaced by the refusal. An ErrorResponse that a read leaves
+        unfinished is held until its rest arrives (never forwarded in part)."""
+        if not self._refusals and not self._hold_s:
+            return self._walk_plain(data, ts, None)
+        if self._hold_s:
+            data, self._hold_s = self._hold_s + data, b""
         n = len(data)
         pos = self._skip
         if self._hdr:
@@ -399,28 +392,34 @@ class Relay:
                 return self._walk_plain(data, ts, None)
             (ln,) = _unpack_i(self._hdr + data[: 5 - len(self._hdr)], 1)
             pos = 5 - len(self._hdr) + (ln if ln >= 4 else 4) - 4
-        cuts: list[tuple[int, bytes]] = []
+        cuts: list[tuple[int, int, bytes]] = []
+        hold_at = n
         while pos < n:
-            t = data[pos]
-            if t == _E:
-                self._server_error = True
-            elif t == _Z:
-                marker = self._rfq.popleft() if self._rfq else None
-                if marker is not None and not self._server_error:
-                    cuts.append((pos, marker))
-                self._server_error = False
             if pos + 5 > n:
+                if data[pos] == _E:
+                    hold_at = pos
                 break
             (ln,) = _unpack_i(data, pos + 1)
-            pos += 1 + (ln if ln >= 4 else 4)
+            end = pos + 1 + (ln if ln >= 4 else 4)
+            if data[pos] == _E:
+                if end > n:
+                    hold_at = pos
+                    break
+                new = self._rewrite_error(data[pos:end])
+                if new is not None:
+                    cuts.append((pos, end, new))
+            pos = end
+        if hold_at < n:
+            self._hold_s = data[hold_at:]
+            data = data[:hold_at]
         if not cuts:
             return self._walk_plain(data, ts, None)
         parts: list[bytes] = []
         last = 0
-        for at, err in cuts:
-            parts.append(data[last:at])
-            parts.append(err)
-            last = at
+        for start, end, new in cuts:
+            parts.append(data[last:start])
+            parts.append(new)
+            last = end
         parts.append(data[last:])
         return self._walk_plain(data, ts, b"".join(parts))
 
