@@ -14,13 +14,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from ledgergate.cli import audit, identities, login, serve, sessions, token
+    from ledgergate.cli import audit, identities, login, policy, serve, sessions, token
 
     serve.register(app)
     login.register(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")
     app.add_typer(identities.app, name="identities", help="List, disable and enable identities.")
     app.add_typer(identities.grants_app, name="grants", help="Grants made outside the YAML file.")
+    app.add_typer(policy.app, name="policy", help="Check a policy and explain its decisions.")
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
 

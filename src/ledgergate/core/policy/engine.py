@@ -1,0 +1,231 @@
+"""Policy evaluation: which rules apply to a session, and the decision on a statement.
+
+Order, for a session on a connection by an identity with groups:
+1. a statement the parser cannot read is refused (rule ``unparseable``) unless the
+   policy says ``unparseable: allow``;
+2. guardrails (``deny`` rules), in file order: the first that matches refuses;
+3. least privilege (``allow`` rules): where any applies, every statement must match a
+   clause of one of them (transaction control is always allowed);
+   where results are masked, ``COPY ... TO`` is refused (its rows are not masked yet);
+4. what is left is allowed; ``mask`` rules then shape the results (``core.masking``).
+A multi-statement string is refused whole when any of its statements is.
+Every decision names the policy version (a digest of the policy section), so a ledger
+entry says which policy it was decided under. Pure and cached: the per-session object
+keeps a bounded cache of decisions by statement text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from pglast.parser import ParseError, fingerprint
+
+from ledgergate.core.policy.rules import AllowClause, DenyConditions, PolicyRule, PolicySettings
+from ledgergate.core.policy.sql import Statement, classify
+
+__all__ = ["Decision", "PolicySet", "SessionPolicy"]
+
+# Distinct statement texts whose decision a session keeps: an application repeats a few
+# hundred; a client sending endless distinct literals just re-parses (bounded memory).
+DECISION_CACHE = 4096
+# Distinct (connection, groups) combinations whose rule selection is kept.
+SESSION_CACHE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str | None = None
+    message: str | None = None
+
+
+ALLOW = Decision(True)
+
+
+def _table_in(name: str, patterns: Iterable[str], search_path: list[str], strict: bool) -> bool:
+    """Does the table ``name`` (as written: ``schema.table`` or ``table``) match a glob?
+    Unqualified names are looked up on the search path: for allow-lists (``strict``) on
+    its first schema only; for guardrails on any of its schemas (a pattern whose schema
+    is ``*`` matches them whatever the path). Deny ``search_path_changes`` where a
+    changed path would matter."""
+    for p in patterns:
+        pat = p if "." in p else f"*.{p}"
+        if "." in name:
+            if fnmatchcase(name, pat):
+                return True
+            continue
+        schemas = search_path[:1] if strict else search_path
+        if any(fnmatchcase(f"{s}.{name}", pat) for s in schemas):
+            return True
+        if not strict and pat.startswith("*.") and fnmatchcase(name, pat[2:]):
+            return True
+    return False
+
+
+def _fn_in(name: str, patterns: Iterable[str]) -> bool:
+    bare = name.rsplit(".", 1)[-1]
+    return any(fnmatchcase(name, p) or fnmatchcase(bare, p) for p in patterns)
+
+
+def _denies(c: DenyConditions, st: Statement, search_path: list[str]) -> bool:
+    checks: list[bool] = []
+    if c.kinds is not None:
+        checks.append(any(k in c.kinds for k in (st.kinds or (st.kind,))))
+    if c.tables is not None:
+        checks.append(
+            any(_table_in(t, c.tables, search_path, False) for t in (*st.reads, *st.writes))
+        )
+    if c.writes is not None:
+        checks.append(any(_table_in(t, c.writes, search_path, False) for t in st.writes))
+    if c.functions is not None:
+        checks.append(any(_fn_in(f, c.functions) for f in st.functions))
+    if c.without_where:
+        checks.append(st.where is False)
+    if c.copy_program:
+        checks.append(st.copy_program)
+    if c.do_blocks:
+        checks.append(st.do_block)
+    if c.alter_system:
+        checks.append(st.alter_system)
+    if c.role_changes:
+        checks.append(st.role_change)
+    if c.search_path_changes:
+        checks.append(st.search_path_change)
+    if c.regex is not None:
+        checks.append(re.search(c.regex, st.text) is not None)
+    return bool(checks) and all(checks)
+
+
+def _allows(clauses: Iterable[AllowClause], st: Statement, search_path: list[str]) -> bool:
+    tables = (*st.reads, *st.writes)
+    for cl in clauses:
+        if st.kind in cl.kinds and all(_table_in(t, cl.tables, search_path, True) for t in tables):
+            return True
+    return False
+
+
+class SessionPolicy:
+    """The rules that apply to one (connection, groups), with a decision cache."""
+
+    def __init__(self, settings: PolicySettings, rules: list[PolicyRule], version: str) -> None:
+        self.settings = settings
+        self.version = version
+        self.deny = [r for r in rules if r.deny is not None]
+        self.allow = [r for r in rules if r.allow is not None]
+        self.mask = [r for r in rules if r.mask is not None]
+        # A session with masking is guarded too: COPY ... TO would carry unmasked rows.
+        self.guarded = bool(self.deny or self.allow or self.mask)
+        # Decisions by statement fingerprint (the parse tree without its constants):
+        # `WHERE aid = 1` and `WHERE aid = 2` share one. Only decisions no constant could
+        # change go there (no regex rule, no set_config call); the rest by exact text.
+        self._by_shape: OrderedDict[str, Decision] = OrderedDict()
+        self._by_text: OrderedDict[str, Decision] = OrderedDict()
+        self._shape_ok = not any(r.deny and r.deny.regex for r in self.deny)
+
+    def check(self, sql: str) -> Decision:
+        if not self.guarded:
+            return ALLOW
+        try:
+            shape: str | None = fingerprint(sql)
+        except ParseError:
+            shape = None
+        except Exception:  # anything libpg_query refuses is decided (refused) below
+            shape = None
+        if shape is not None:
+            got = self._by_shape.get(shape)
+            if got is not None:
+                self._by_shape.move_to_end(shape)
+                return got
+        got = self._by_text.get(sql)
+        if got is not None:
+            self._by_text.move_to_end(sql)
+            return got
+        d, constant_free = self._decide(sql)
+        cache, key = (
+            (self._by_shape, shape)
+            if shape is not None and constant_free and self._shape_ok
+            else (self._by_text, sql)
+        )
+        cache[key] = d
+        if len(cache) > DECISION_CACHE:
+            cache.popitem(last=False)
+        return d
+
+    def _decide(self, sql: str) -> tuple[Decision, bool]:
+        """The decision, and whether no constant in the text could change it."""
+        c = classify(sql)
+        if c.error is not None:
+            if self.settings.unparseable == "allow":
+                return ALLOW, False
+            return Decision(
+                False,
+                "unparseable",
+                "the statement could not be parsed, and this connection is guarded",
+            ), False
+        constant_free = not any(
+            f.rsplit(".", 1)[-1] == "set_config" for st in c.statements for f in st.functions
+        )
+        return self._judge(c.statements), constant_free
+
+    def _judge(self, statements: tuple[Statement, ...]) -> Decision:
+        sp = self.settings.search_path
+        for st in statements:
+            if self.mask and st.kind == "copy" and st.copy_direction == "to":
+                return Decision(
+                    False,
+                    "mask-copy-out",
+                    "COPY ... TO is refused where results are masked; use SELECT",
+                )
+            for r in self.deny:
+                assert r.deny is not None
+                if _denies(r.deny, st, sp):
+                    return Decision(False, r.id, r.message or f"refused by guardrail {r.id}")
+            if (
+                self.allow
+                and st.kind != "transaction"
+                and not any(_allows(r.allow or (), st, sp) for r in self.allow)
+            ):
+                r = self.allow[0]
+                return Decision(
+                    False, r.id, r.message or f"not allowed for you on this connection ({st.kind})"
+                )
+        return ALLOW
+
+
+class PolicySet:
+    """The whole policy section; hands out ``SessionPolicy`` objects, shared per
+    (connection, groups) so their decision caches are shared too."""
+
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+        doc = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        self.version = "pol_" + hashlib.sha256(doc.encode()).hexdigest()[:16]
+        self._sessions: OrderedDict[tuple[str, frozenset[str]], SessionPolicy | None] = (
+            OrderedDict()
+        )
+
+    def applies(self, rule: PolicyRule, connection: str, groups: frozenset[str]) -> bool:
+        if not any(fnmatchcase(connection, p) for p in rule.connections):
+            return False
+        if rule.groups is not None and not groups.intersection(rule.groups):
+            return False
+        return not groups.intersection(rule.except_groups)
+
+    def for_session(self, connection: str, groups: Iterable[str]) -> SessionPolicy | None:
+        """The rules for a session, or None when none apply (nothing is parsed then)."""
+        key = (connection, frozenset(groups))
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        rules = [r for r in self.settings.rules if self.applies(r, connection, key[1])]
+        sp = SessionPolicy(self.settings, rules, self.version) if rules else None
+        self._sessions[key] = sp
+        if len(self._sessions) > SESSION_CACHE:
+            self._sessions.popitem(last=False)
+        return sp
