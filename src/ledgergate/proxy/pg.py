@@ -23,6 +23,8 @@ from typing import Any, assert_never
 
 from ledgergate.core.config import Connection
 from ledgergate.core.identity import SessionFacts
+from ledgergate.core.masking.plan import MaskPlanner
+from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.core.recording import SessionRecorder
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.pg import messages as m
@@ -45,7 +47,9 @@ from ledgergate.wire.pg.events import (
     StartServerTls,
     TlsStarted,
 )
+from ledgergate.wire.pg.frames import build, iter_messages
 from ledgergate.wire.pg.handshake import BackendHandshake, FrontendHandshake
+from ledgergate.wire.pg.results import ResultShaper, parse_data_row
 from ledgergate.wire.pg.session import MAX_HELD, Relay
 
 __all__ = ["AuthResult", "PgGateway"]
@@ -55,6 +59,18 @@ log = logging.getLogger("ledgergate.pg")
 # can parse the FATAL error); a server stalled mid-message gets this long, then the
 # connection is closed without it.
 END_GRACE_S = 5.0
+# Masked connections: the catalog snapshot (table OID, column number → names) is shared
+# by sessions on one connection for this long; a table created since is matched by its
+# output column names until the next snapshot (more masked, never less).
+CATALOG_TTL_S = 60.0
+CATALOG_SQL = (
+    b"SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname "
+    b"FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    b"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    b"WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','f','p') "
+    b"AND n.nspname NOT IN ('pg_catalog','information_schema') "
+    b"AND n.nspname NOT LIKE 'pg_toast%'"
+)
 now_ns = time.time_ns
 
 
@@ -73,6 +89,16 @@ class AuthResult:
 
 # (password, connection name) -> the verdict; runs off the relay loop.
 Authenticator = Callable[[str, str], Awaitable[AuthResult]]
+
+
+def _guard(policy: SessionPolicy) -> Callable[[str, bytes], tuple[str, str] | None]:
+    """The relay's guard over a session's policy (statement text read as UTF-8)."""
+
+    def guard(op: str, text: bytes) -> tuple[str, str] | None:
+        d = policy.check(text.decode("utf-8", "replace"))
+        return None if d.allowed else (d.rule or "policy", d.message or "refused")
+
+    return guard
 
 
 class _Registration:
@@ -163,6 +189,7 @@ class PgSession:
         # What the session was admitted on (re-checked by the gateway's watch), and the
         # instant it must end at the latest (checked at every client read: an int compare).
         self.facts: SessionFacts | None = None
+        self.policy: SessionPolicy | None = None
         self.deadline_ns = 2**63 - 1
         self.deadline_reason = ""
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -339,7 +366,16 @@ class PgSession:
             max_session_ns=self.conn.max_session_ns,
         )
         self.deadline_ns, self.deadline_reason = self.facts.deadline()
-        self.recorder = SessionRecorder(self._base(), self.conn.recording)
+        base = self._base()
+        if gw.policies is not None:
+            self.policy = gw.policies.for_session(self.conn.name, self.facts.groups)
+            if self.policy is not None:
+                # Every entry of the session names the policy it was decided under.
+                base["policy"] = self.policy.version
+                if self.policy.guarded:
+                    self.relay.guard = _guard(self.policy)
+                    self.relay.refusal_tag = secrets.token_hex(6)
+        self.recorder = SessionRecorder(base, self.conn.recording)
         await gw.sink.commit(
             [
                 self.recorder.event(
@@ -357,6 +393,14 @@ class PgSession:
         ready = await self._backend(auth)
         if ready is None:
             return False
+        if self.policy is not None and self.policy.mask:
+            try:
+                catalog = await gw.catalog(self.conn, self._catalog_query)
+            except (ConnectionError, TimeoutError, ValueError) as e:
+                self._fail_backend(f"the catalog for masking could not be read ({e})")
+                return False
+            planner = MaskPlanner(self.policy.mask, catalog, gw.masking_key, self._mask_report)
+            self.relay.set_shaper(ResultShaper(planner.plan))
         # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
         secret = secrets.token_bytes(max(4, len(ready.secret)))
         self.registration = (ready.pid, secret)
@@ -393,6 +437,42 @@ class PgSession:
         )
         self._start_relay(greet, front.leftover())
         return True
+
+    async def _catalog_query(self) -> dict[tuple[int, int], str]:
+        """The catalog snapshot, read on this session's backend connection before the
+        client's first byte is relayed (so nothing else is in flight on it)."""
+        side = self.s
+        assert side is not None and side.transport is not None and self.conn is not None
+        side.transport.write(build(b"Q", CATALOG_SQL + b"\x00"))
+        buf = b""
+        out: dict[tuple[int, int], str] = {}
+        async with asyncio.timeout(self.conn.connect_timeout):
+            while True:
+                buf += await side.read()
+                done = 0
+                pos = 0
+                while pos + 5 <= len(buf):
+                    ln = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+                    if pos + 1 + ln > len(buf):
+                        break
+                    done = pos = pos + 1 + ln
+                for tag, body in iter_messages(buf[:done]):
+                    if tag == b"D":
+                        oid, att, nsp, rel, col = parse_data_row(body)
+                        if oid and att and nsp and rel and col:
+                            key = (int(oid), int(att))
+                            out[key] = b".".join((nsp, rel, col)).decode("utf-8", "replace")
+                    elif tag == b"E":
+                        raise ValueError(m.parse_error_fields(body).get("M", "error"))
+                    elif tag == b"Z":
+                        return out
+                buf = buf[done:]
+
+    def _mask_report(self, items: list[dict[str, Any]], rows: int) -> None:
+        if self.recorder is None:
+            return
+        with contextlib.suppress(LedgerUnavailable):
+            self.gw.sink.submit([self.recorder.event(now_ns(), "mask", masking=items, rows=rows)])
 
     def _reject_quiet(self, to_client: bytes) -> None:
         ct = self.c.transport
@@ -715,8 +795,13 @@ class PgGateway:
         tls: ssl.SSLContext | None,
         allow_plaintext: bool,
         handshake_timeout: float,
+        policies: PolicySet | None = None,
+        masking_key: bytes = b"",
     ) -> None:
         self.connections = connections
+        self.policies = policies
+        self.masking_key = masking_key
+        self._catalogs: dict[str, tuple[float, dict[tuple[int, int], str]]] = {}
         self.password_for = passwords
         self.authenticate = authenticate
         self.sink = sink
@@ -801,6 +886,20 @@ class PgGateway:
             self.sink.submit(
                 [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
             )
+
+    async def catalog(
+        self,
+        conn: Connection,
+        query: Callable[[], Awaitable[dict[tuple[int, int], str]]],
+    ) -> dict[tuple[int, int], str]:
+        """The connection's catalog snapshot, read through ``query`` when stale."""
+        loop = asyncio.get_running_loop()
+        got = self._catalogs.get(conn.name)
+        if got is not None and loop.time() - got[0] < CATALOG_TTL_S:
+            return got[1]
+        snap = await query()
+        self._catalogs[conn.name] = (loop.time(), snap)
+        return snap
 
     def open_sessions(self) -> list[PgSession]:
         return [s for s in self.sessions if s.relaying and not s.closed and s.facts is not None]

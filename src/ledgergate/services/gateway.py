@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -24,11 +25,12 @@ from typing import Protocol
 from ledgergate.core.config import Connection, Credentials, parse_duration, split_address
 from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
+from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys
 from ledgergate.services.access import AccessControl
-from ledgergate.services.config import Settings
+from ledgergate.services.config import Settings, resolve_secret
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store import open_store
 
@@ -150,6 +152,8 @@ class GatewayRuntime:
             tls=self.server_tls(),
             allow_plaintext=pl.allow_plaintext,
             handshake_timeout=pl.handshake_timeout,
+            policies=PolicySet(s.config.policy) if s.config.policy.rules else None,
+            masking_key=self._masking_key(),
         )
         host, port = split_address(pl.address, 15432)
         server = await self.gateway.listen(host, port)
@@ -158,6 +162,15 @@ class GatewayRuntime:
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
+
+    def _masking_key(self) -> bytes:
+        """The keyed-tokenization secret: configured, or generated once (0600)."""
+        s = self.settings
+        spec = s.config.policy.masking_key
+        if spec:
+            secret = resolve_secret(spec, what="policy.masking_key") or ""
+            return hashlib.sha256(secret.encode("utf-8")).digest()
+        return keys.load_or_create_payload_key(s.data_dir / "keys" / "masking.key")
 
     def _open_access(self) -> AccessControl:
         s = self.settings
