@@ -211,10 +211,20 @@ class GatewayProcess:
 
     PASSWORD_ENV = "BENCH_PGPASSWORD"
 
-    def __init__(self, workdir: Path, cluster: PgCluster, dbname: str) -> None:
-        self.dir = workdir / "gateway"
+    def __init__(
+        self,
+        workdir: Path,
+        cluster: PgCluster,
+        dbname: str,
+        *,
+        name: str = "gateway",
+        extra_yaml: str = "",
+    ) -> None:
+        self.name = name
+        self.dir = workdir / name
         self.cluster = cluster
         self.dbname = dbname
+        self.extra_yaml = extra_yaml
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = self.dir / "ledgergate.yaml"
@@ -243,7 +253,7 @@ class GatewayProcess:
             f"    database: {self.dbname}\n"
             f'    credentials: {{user: {SUPERUSER}, password: "env:{self.PASSWORD_ENV}"}}\n'
             "    sslmode: disable\n"
-            "    recording: redacted\n"
+            "    recording: redacted\n" + self.extra_yaml
         )
         token = self._token()
         with open(self.log, "wb") as log:
@@ -257,7 +267,7 @@ class GatewayProcess:
                 start_new_session=True,
             )
         wait_listening(self.port, self.proc, self.log, "ledgergate serve")
-        return Endpoint("gateway", "127.0.0.1", self.port, "bench", "bench", token, self.proc.pid)
+        return Endpoint(self.name, "127.0.0.1", self.port, "bench", "bench", token, self.proc.pid)
 
     def _token(self) -> str:
         r = subprocess.run(

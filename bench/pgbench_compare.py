@@ -11,6 +11,8 @@ repetitions as ratios (vs direct, vs pgbouncer), the relays' CPU per transaction
     .venv/bin/python bench/pgbench_compare.py                   # the published figure
     .venv/bin/python bench/pgbench_compare.py --quick           # smoke test (~1 min)
     .venv/bin/python bench/pgbench_compare.py --paths direct,pgbouncer --json out.json
+    .venv/bin/python bench/pgbench_compare.py --paths direct,gateway,gateway-guarded,\
+gateway-masked --workloads select-simple,pii-select   # what guardrails and masking cost
 
 Everything it starts is stopped and deleted on exit, also on Ctrl-C.
 """
@@ -45,7 +47,28 @@ from _cluster import (
     proc_stats,
 )
 
-PATHS = ("direct", "pgbouncer", "gateway")
+PATHS = ("direct", "pgbouncer", "gateway", "gateway-guarded", "gateway-masked")
+DEFAULT_PATHS = ("direct", "pgbouncer", "gateway")
+# The gateway with a policy, to price it against the plain gateway in the same run:
+# guardrails that every pgbench statement is checked against (and passes), and masking
+# of the PII table's columns plus a content detector on its free text.
+POLICIES = {
+    "gateway-guarded": (
+        "policy:\n"
+        "  rules:\n"
+        "    - {id: no-ddl, deny: {kinds: [ddl]}}\n"
+        "    - {id: no-bulk, deny: {kinds: [update, delete], without_where: true}}\n"
+        "    - {id: no-files, deny: {functions: [pg_read_file, lo_export, 'dblink*']}}\n"
+        "    - {id: no-escape, deny: {copy_program: true, do_blocks: true}}\n"
+    ),
+    "gateway-masked": (
+        "policy:\n"
+        "  rules:\n"
+        "    - {id: email, mask: {columns: ['*.*.email'], function: partial, keep_domain: true}}\n"
+        "    - {id: card, mask: {columns: ['*.*.card'], function: partial, keep_last: 4}}\n"
+        "    - {id: notes, mask: {detectors: [email], function: redact}}\n"
+    ),
+}
 DBNAME = "bench"
 PGBENCH = shutil.which("pgbench") or "/usr/bin/pgbench"
 PSQL = shutil.which("psql") or "/usr/bin/psql"
@@ -81,8 +104,11 @@ WORKLOADS = (
     ),
 )
 COPY_KEY = "copy-out"
+PII_KEY = "pii-select"  # a PII-heavy SELECT result: MB/s with and without masking
+MBS_KEYS = (COPY_KEY, PII_KEY)
 BY_KEY = {w.key: w for w in WORKLOADS}
 ALL_KEYS = (*BY_KEY, COPY_KEY)
+EXTRA_KEYS = (PII_KEY,)  # not in the default set; name them with --workloads
 
 
 # -- runs --------------------------------------------------------------------------------
@@ -145,13 +171,22 @@ def run_pgbench(ep: Endpoint, w: Workload, seconds: int, logdir: Path, tag: str)
 def run_copy(ep: Endpoint, rows: int) -> dict[str, Any]:
     """COPY a generated result to psql's stdout and count the bytes as they arrive."""
     sql = f"COPY (SELECT g, md5(g::text), now() FROM generate_series(1, {rows}) g) TO STDOUT"
+    return run_bytes(ep, sql)
+
+
+def run_pii(ep: Endpoint) -> dict[str, Any]:
+    """SELECT the PII table to psql's stdout (unaligned) and count the bytes."""
+    return run_bytes(ep, "SELECT id, email, card, notes FROM bench_pii", ("-A", "-t"))
+
+
+def run_bytes(ep: Endpoint, sql: str, flags: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     total = 0
     first = None
     with relay_meter(ep, out):
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", *flags, "-c", sql],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=ep.libpq_env(),
@@ -175,7 +210,7 @@ def run_copy(ep: Endpoint, rows: int) -> dict[str, Any]:
                 proc.wait()
         elapsed = time.perf_counter() - t0
     if rc != 0:
-        raise BenchError(f"psql COPY via {ep.name} failed ({rc}): {err}")
+        raise BenchError(f"psql via {ep.name} failed ({rc}): {err}")
     out.update(
         bytes=total,
         seconds=round(elapsed, 4),
@@ -194,8 +229,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+PII_SQL = (
+    "CREATE TABLE bench_pii AS SELECT g AS id, "
+    "'customer' || g || '@example.com' AS email, "
+    "'4242 4242 4242 ' || lpad((g % 10000)::text, 4, '0') AS card, "
+    "'called ' || g || ' times, wrote from user' || g || '@mail.example.org about order '"
+    " || g AS notes FROM generate_series(1, {rows}) g"
+)
+
+
 def start_paths(
-    stack: contextlib.ExitStack, workdir: Path, names: list[str], scale: int
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    names: list[str],
+    scale: int,
+    pii_rows: int = 0,
 ) -> tuple[PgCluster, dict[str, Endpoint], dict[str, str]]:
     t0 = time.monotonic()
     cluster = PgCluster(
@@ -221,6 +269,8 @@ def start_paths(
     )
     if r.returncode != 0:
         raise BenchError(f"pgbench -i failed:\n{r.stderr}")
+    if pii_rows:
+        cluster.psql(PII_SQL.format(rows=pii_rows), DBNAME)
     versions = {
         "postgres": cluster.psql("SHOW server_version").strip(),
         "pgbench": _version([PGBENCH, "--version"]),
@@ -233,10 +283,11 @@ def start_paths(
         stack.callback(bouncer.stop)
         endpoints["pgbouncer"] = bouncer.start()
         versions["pgbouncer"] = _version([shutil.which("pgbouncer") or "pgbouncer", "--version"])
-    if "gateway" in names:
-        gw = GatewayProcess(workdir, cluster, DBNAME)
+    for name in [n for n in names if n.startswith("gateway")]:
+        gw = GatewayProcess(workdir, cluster, DBNAME, name=name, extra_yaml=POLICIES.get(name, ""))
         stack.callback(gw.stop)
-        endpoints["gateway"] = gw.start()
+        endpoints[name] = gw.start()
+    if any(n.startswith("gateway") for n in names):
         versions["ledgergate"] = _version(
             [sys.executable, "-c", "import importlib.metadata as m;print(m.version('ledgergate'))"]
         )
@@ -287,6 +338,8 @@ def run_all(
                 reset_state(cluster)
                 if key == COPY_KEY:
                     res = run_copy(ep, args.rows)
+                elif key == PII_KEY:
+                    res = run_pii(ep)
                 else:
                     res = run_pgbench(ep, BY_KEY[key], args.seconds, logdir, f"{key}-{name}-{rep}")
                 runs.append({"workload": key, "path": name, "rep": rep, **res})
@@ -330,7 +383,7 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
 
 
 def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    metric = "mb_s" if key == COPY_KEY else "tps"
+    metric = "mb_s" if key in MBS_KEYS else "tps"
     mine = [rep[name] for rep in reps if name in rep]
 
     def med(field: str) -> float | None:
@@ -349,10 +402,11 @@ def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]) 
         metric: med(metric),
         "vs_direct": per_rep(ratio, "direct"),
         "vs_pgbouncer": per_rep(ratio, "pgbouncer"),
+        "vs_gateway": per_rep(ratio, "gateway"),
         "relay_cpu_s": med("relay_cpu_s"),
         "relay_peak_rss_kb": max(r.get("relay_peak_rss_kb") or 0 for r in mine) or None,
     }
-    if key == COPY_KEY:
+    if key in MBS_KEYS:
         row.update(bytes=med("bytes"), relay_cpu_s_per_100mb=med("relay_cpu_s_per_100mb"))
     else:
         row["relay_cpu_us_per_tx"] = med("relay_cpu_us_per_tx")
@@ -376,11 +430,11 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"reps (median), {ver['cpus']} CPUs, PostgreSQL {ver['postgres']}"
         + (f", {ver['pgbouncer']}" if "pgbouncer" in ver else ""),
     ]
-    pgbench = [r for r in summary if r["workload"] != COPY_KEY]
+    pgbench = [r for r in summary if r["workload"] not in MBS_KEYS]
     if pgbench:
         lines += [
             "",
-            f"{'workload':<36}{'path':<11}{'TPS':>9}{'×direct':>9}{'×pgbouncer':>11}"
+            f"{'workload':<36}{'path':<17}{'TPS':>9}{'×direct':>9}{'×pgbouncer':>11}"
             f"{'relay CPU/tx':>14}{'p50':>9}{'+p50':>9}{'relay RSS':>11}",
         ]
     titles = {w.key: w.title for w in WORKLOADS}
@@ -390,7 +444,7 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         last = row["workload"]
         added = row.get("added_p50_us") if row["path"] != "direct" else None
         lines.append(
-            f"{title:<36}{row['path']:<11}{_fmt(row['tps'], '9.0f')}"
+            f"{title:<36}{row['path']:<17}{_fmt(row['tps'], '9.0f')}"
             f"{_fmt(row['vs_direct'], '9.2f')}{_fmt(row['vs_pgbouncer'], '11.2f')}"
             f"{_fmt(row['relay_cpu_us_per_tx'], '11.1f', ' µs'):>14}"
             f"{_fmt(row.get('p50_us'), '6.0f', ' µs'):>9}"
@@ -398,6 +452,27 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}"
         )
     copy = [r for r in summary if r["workload"] == COPY_KEY]
+    pii = [r for r in summary if r["workload"] == PII_KEY]
+    if pii:
+        lines += [
+            "",
+            f"PII-heavy result: SELECT of {pii[0]['bytes'] / MB:.1f} MB to psql",
+            f"{'path':<17}{'MB/s':>9}{'×direct':>9}{'×gateway':>10}{'relay CPU s/100 MB':>20}",
+        ]
+        for row in pii:
+            lines.append(
+                f"{row['path']:<17}{_fmt(row['mb_s'], '9.1f')}{_fmt(row['vs_direct'], '9.2f')}"
+                f"{_fmt(row['vs_gateway'], '10.2f')}"
+                f"{_fmt(row['relay_cpu_s_per_100mb'], '18.3f', ' s'):>20}"
+            )
+    costs = []
+    for row in summary:
+        if row["path"] == "gateway-guarded" and row["vs_gateway"] is not None:
+            costs.append(f"guardrails on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
+        if row["path"] == "gateway-masked" and row["vs_gateway"] is not None:
+            costs.append(f"masking on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
+    if costs:
+        lines += ["", *costs]
     if copy:
         size = copy[0]["bytes"] / MB
         lines += [
@@ -435,14 +510,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--paths",
-        default=",".join(PATHS),
-        help="comma-separated, from: direct,pgbouncer,gateway (default: all)",
+        default=",".join(DEFAULT_PATHS),
+        help=f"comma-separated, from: {','.join(PATHS)} (default: {','.join(DEFAULT_PATHS)}); "
+        "gateway-guarded and gateway-masked price the policy against the plain gateway",
     )
     p.add_argument(
         "--workloads",
         default=",".join(ALL_KEYS),
-        help=f"comma-separated subset of: {','.join(ALL_KEYS)} (default: all)",
+        help=f"comma-separated subset of: {','.join((*ALL_KEYS, *EXTRA_KEYS))} "
+        f"(default: {','.join(ALL_KEYS)})",
     )
+    p.add_argument("--pii-rows", type=int, default=300_000, help="rows in the PII table (300000)")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     p.add_argument("--seconds", type=int, default=None, help="seconds per pgbench run (15)")
     p.add_argument("--rows", type=int, default=None, help="rows in the large result (2000000)")
@@ -471,8 +549,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, k, v)
     args.paths = [s.strip() for s in args.paths.split(",") if s.strip()]
     chosen = {s.strip() for s in args.workloads.split(",") if s.strip()}
-    args.workloads = [k for k in ALL_KEYS if k in chosen]  # always in the table's order
-    if bad := [x for x in args.paths if x not in PATHS] + sorted(chosen - set(ALL_KEYS)):
+    known = (*ALL_KEYS, *EXTRA_KEYS)
+    args.workloads = [k for k in known if k in chosen]  # always in the table's order
+    if bad := [x for x in args.paths if x not in PATHS] + sorted(chosen - set(known)):
         p.error(f"unknown path or workload: {', '.join(bad)}")
     if not args.paths or args.reps < 1 or args.seconds < 1 or args.rows < 1:
         p.error("need at least one path, and positive --reps, --seconds, --rows")
@@ -492,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(tempfile.mkdtemp(prefix="lg-bench-"))
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             workdir.chmod(0o711)  # pgbouncer runs as postgres and must reach its own dir
-            cluster, endpoints, versions = start_paths(stack, workdir, args.paths, args.scale)
+            pii = args.pii_rows if PII_KEY in args.workloads else 0
+            cluster, endpoints, versions = start_paths(stack, workdir, args.paths, args.scale, pii)
             runs = run_all(args, cluster, endpoints, workdir)
             gw = endpoints.get("gateway")
             meta: dict[str, Any] = {
