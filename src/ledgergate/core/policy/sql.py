@@ -15,6 +15,8 @@ Decisions a reader needs:
   statement's) and ``SELECT ... INTO`` ("ddl": PostgreSQL runs it as CREATE TABLE AS).
   The facts always cover everything nested: ``EXPLAIN ANALYZE DELETE`` is kind
   "explain" but writes its table; ``kinds`` adds every data-changing kind inside.
+  Conservatively, that includes statements that run later (a rule's actions, a
+  ``BEGIN ATOMIC`` function body) and a plain EXPLAIN's (which does not run it).
 - TRUNCATE is kind "delete" with ``where`` False: it removes rows, and a "no bulk
   delete" guardrail must see it.
 - ``where`` is only whether a WHERE is written: ``DELETE FROM t WHERE true`` has one.
@@ -138,6 +140,8 @@ def _safe_error(e: Exception) -> str:
 
 def classify(sql: str) -> Classified:
     """Every statement of ``sql`` with its facts; a parse error yields none."""
+    if "\x00" in sql:  # the parser would stop at it and never see what follows
+        return Classified((), "statement contains a NUL character")
     try:
         tree = orjson.loads(parser.parse_sql_json(sql))
     except parser.ParseError as e:

@@ -27,9 +27,9 @@ Scope = frozenset[str]
 _Item = tuple[str, Json, Scope]
 
 
-def _inline_fields() -> dict[tuple[str, str], str]:
-    """(node type, field) -> struct type, for fields serialised without a wrapper."""
-    out: dict[tuple[str, str], str] = {}
+def _inline_fields() -> dict[str, dict[str, str]]:
+    """node type -> {field: struct type}, for fields serialised without a wrapper."""
+    out: dict[str, dict[str, str]] = {}
     for name in dir(ast):
         cls = getattr(ast, name)
         slots = getattr(cls, "__slots__", None)
@@ -43,17 +43,19 @@ def _inline_fields() -> dict[tuple[str, str], str]:
                 and isinstance(target, type)
                 and issubclass(target, ast.Node)
             ):
-                out[(name, field)] = ctype
+                out.setdefault(name, {})[field] = ctype
+    # A composite type's name is a RangeVar, but no table is read.
+    out["CompositeTypeStmt"]["typevar"] = _SKIPPED
     return out
 
 
+_SKIPPED = "(skipped)"
 _INLINE = _inline_fields()
 # Leaves: nothing below them names a table, a function or a hatch.
-_LEAVES = frozenset(
-    {"A_Const", "String", "Integer", "Float", "Boolean", "BitString", "ParamRef", "A_Star"}
-)
-# RangeVars that name something other than a table read: a composite type's name.
-_NOT_READ = frozenset({("CompositeTypeStmt", "typevar")})
+_LEAVES = frozenset({"A_Const", "String", "Integer", "Float", "Boolean", "BitString"}) | {
+    *("ParamRef", "A_Star", "TypeName", _SKIPPED)
+}
+_NO_FIELDS: dict[str, str] = {}
 # Statements whose one RangeVar field is a relation the statement creates or changes.
 _WRITTEN = {
     "InsertStmt": "relation",
@@ -83,28 +85,13 @@ _DML = {
 }
 # DROP of these object types removes a relation (pg_class): its names are writes.
 _RELATION_OBJECTS = frozenset(
-    {
-        "OBJECT_TABLE",
-        "OBJECT_VIEW",
-        "OBJECT_MATVIEW",
-        "OBJECT_FOREIGN_TABLE",
-        "OBJECT_INDEX",
-        "OBJECT_SEQUENCE",
-    }
+    f"OBJECT_{o}" for o in ("TABLE", "VIEW", "MATVIEW", "FOREIGN_TABLE", "INDEX", "SEQUENCE")
 )
-ROLE_NODES = frozenset(
-    {
-        "GrantStmt",
-        "GrantRoleStmt",
-        "CreateRoleStmt",
-        "AlterRoleStmt",
-        "AlterRoleSetStmt",
-        "DropRoleStmt",
-        "AlterDefaultPrivilegesStmt",
-        "ReassignOwnedStmt",
-        "DropOwnedStmt",
-    }
-)
+# Statements that create, change or drop roles, or grant and revoke anything.
+ROLE_NODES = frozenset({"GrantStmt", "GrantRoleStmt", "AlterDefaultPrivilegesStmt"}) | {
+    *("CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt"),
+    *("ReassignOwnedStmt", "DropOwnedStmt"),
+}
 # Settings that change who the session is, or where unqualified names resolve.
 _ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 _PATH_SETTINGS = frozenset({"search_path"})
@@ -152,6 +139,18 @@ def ctes_scope(withc: Json, scope: Scope) -> tuple[Scope, list[tuple[Json, Scope
     return every, bodies
 
 
+# Node types ``Facts._special`` handles; every other node only has its children walked.
+_SPECIAL = frozenset(
+    [
+        *("FuncCall", "CreateTrigStmt", "CreateEventTrigStmt", "TruncateStmt", "CopyStmt"),
+        *("DropStmt", "VariableSetStmt", "DiscardStmt", "AlterSystemStmt", "DoStmt"),
+        "CreateFunctionStmt",
+        *ROLE_NODES,
+        *_WRITTEN,  # RenameStmt among them
+    ]
+)
+
+
 class Facts:
     """What the walk found; ordered sets are dicts (first seen first)."""
 
@@ -191,12 +190,11 @@ class Facts:
     # -- the walk -------------------------------------------------------------------
 
     def walk(self, ntype: str, fields: Json, scope: Scope = frozenset()) -> None:
-        """Every node below (and including) one node."""
+        """Every node below (and including) one node. Hot: kept flat on purpose."""
         stack: list[_Item] = [(ntype, fields, scope)]
+        pop, push = stack.pop, stack.append
         while stack:
-            t, d, sc = stack.pop()
-            if t in _LEAVES:
-                continue
+            t, d, sc = pop()
             if t == "RangeVar":
                 if "schemaname" in d or d.get("relname") not in sc:  # else a CTE
                     self.reads[rel_name(d)] = None
@@ -204,27 +202,32 @@ class Facts:
             if t == "ColumnRef":
                 self.columns[dotted(d.get("fields"))] = None
                 continue
-            skip = self._special(t, d, sc)
-            self._children(t, d, sc, skip, stack)
+            skip = self._special(t, d) if t in _SPECIAL else ()
+            if "withClause" in d:
+                sc, bodies = ctes_scope(d["withClause"], sc)
+                for body, bsc in bodies:
+                    _push(body, bsc, stack)
+            inline = _INLINE.get(t, _NO_FIELDS)
+            for k, v in d.items():
+                if type(v) is list:
+                    if k not in skip:
+                        for x in v:
+                            if type(x) is dict:
+                                for xt, xd in x.items():  # one key: the node type
+                                    if xt not in _LEAVES:
+                                        push((xt, xd, sc))
+                            elif type(x) is list:
+                                _push(x, sc, stack)
+                elif type(v) is dict and k not in skip and k != "withClause":
+                    it = inline.get(k)
+                    if it is None:
+                        for xt, xd in v.items():
+                            if xt not in _LEAVES and type(xd) is dict:
+                                push((xt, xd, sc))
+                    elif it not in _LEAVES:
+                        push((it, v, sc))
 
-    def _children(
-        self, t: str, d: Json, sc: Scope, skip: tuple[str, ...], stack: list[_Item]
-    ) -> None:
-        withc = d.get("withClause")
-        if withc is not None:
-            sc, bodies = ctes_scope(withc, sc)
-            for body, bsc in bodies:
-                _push(body, bsc, stack)
-        for k, v in d.items():
-            if k in skip or k == "withClause" or type(v) not in (dict, list):
-                continue
-            inline = _INLINE.get((t, k))
-            if inline is None:
-                _push(v, sc, stack)
-            elif (t, k) not in _NOT_READ:
-                stack.append((inline, v, sc))
-
-    def _special(self, t: str, d: Json, sc: Scope) -> tuple[str, ...]:
+    def _special(self, t: str, d: Json) -> tuple[str, ...]:
         """Facts a node adds itself; returns the fields its children walk skips."""
         if t == "FuncCall":
             self._function(d)
@@ -364,9 +367,11 @@ class Facts:
         except Exception:  # a body the SQL parser rejects: not understood, fail closed
             self.dynamic_sql = True
             return
+        outer, self.source = self.source, text  # a CREATE FUNCTION inside compiles this
         for raw in tree.get("stmts", ()):
             ((t, d),) = raw["stmt"].items()
             self.walk(t, d)
+        self.source = outer
 
 
 def _push(v: Any, sc: Scope, stack: list[_Item]) -> None:
