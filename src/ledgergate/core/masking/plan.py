@@ -28,6 +28,10 @@ Catalog = Mapping[tuple[int, int], str]  # (table oid, attnum) -> "schema.table.
 # Types whose binary wire format is their text (UTF-8): text, varchar, bpchar, name.
 # Binary values of these are masked like text; other binary values under a rule are NULL.
 TEXT_LIKE = frozenset({25, 1043, 1042, 19})
+# Content detectors look into values of these types only (text, varchar, bpchar, name,
+# json, jsonb, xml, unknown): numbers, dates and the like hold no free text. A card
+# number kept in a numeric column is a column rule's job.
+SCANNED = TEXT_LIKE | {114, 3802, 142, 705}
 
 
 def spec_of(m: MaskAction) -> MaskSpec:
@@ -154,7 +158,7 @@ class MaskPlanner:
                 assert m is not None
                 if rule is None and m.columns and _column_matches(m.columns, source, name):
                     rule, spec = r.id, spec_of(m)
-                if m.detectors:
+                if m.detectors and f.type_oid in SCANNED:
                     detect.append((r.id, tuple(m.detectors), spec_of(m)))
             if rule is not None or detect:
                 binary = f.format == 1 and f.type_oid not in TEXT_LIKE
