@@ -64,6 +64,19 @@ def _tag_of(body: bytes | bytearray) -> bytes:
     return bytes(body[:MAX_TAG]).split(b"\x00", 1)[0]
 
 
+def _bind_seen(raw: bytes, ts: int) -> CommandSeen:
+    b = m.parse_bind(raw[5:])
+    return CommandSeen(
+        "bind", ts, raw, statement=b.statement, portal=b.portal, nparams=len(b.params)
+    )
+
+
+def _function_seen(raw: bytes, ts: int) -> CommandSeen:
+    if len(raw) < 9:
+        raise FrameError("truncated FunctionCall")
+    return CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0])
+
+
 def _allow_all(op: str, text: bytes) -> None:
     return None
 
@@ -240,23 +253,9 @@ class Relay:
                 p = m.parse_parse(raw[5:])
                 seen.append(CommandSeen("parse", ts, raw, text=p.query, statement=p.statement))
             elif tag == _B:
-                raw = bytes(buf[s:e])
-                b = m.parse_bind(raw[5:])
-                seen.append(
-                    CommandSeen(
-                        "bind",
-                        ts,
-                        raw,
-                        statement=b.statement,
-                        portal=b.portal,
-                        nparams=len(b.params),
-                    )
-                )
+                seen.append(_bind_seen(bytes(buf[s:e]), ts))
             elif tag == _F:
-                raw = bytes(buf[s:e])
-                if len(raw) < 9:
-                    raise FrameError("truncated FunctionCall")
-                seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0]))
+                seen.append(_function_seen(bytes(buf[s:e]), ts))
             elif tag == _X:
                 self.terminated = True
             elif tag not in _FRONTEND:
@@ -335,23 +334,9 @@ class Relay:
             elif tag == _d:
                 copy_rows += 1
             elif tag == _B:
-                raw = bytes(buf[s:e])
-                b = m.parse_bind(raw[5:])
-                seen.append(
-                    CommandSeen(
-                        "bind",
-                        ts,
-                        raw,
-                        statement=b.statement,
-                        portal=b.portal,
-                        nparams=len(b.params),
-                    )
-                )
+                seen.append(_bind_seen(bytes(buf[s:e]), ts))
             elif tag == _F:
-                raw = bytes(buf[s:e])
-                if len(raw) < 9:
-                    raise FrameError("truncated FunctionCall")
-                seen.append(CommandSeen("function", ts, raw, text=b"fn:%d" % _unpack_i(raw, 5)[0]))
+                seen.append(_function_seen(bytes(buf[s:e]), ts))
             elif tag == _X:
                 self.terminated = True
             elif tag not in _FRONTEND:
