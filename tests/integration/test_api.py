@@ -35,6 +35,7 @@ def api_gw(gateway_factory: GatewayFactory, pgc: PgCluster) -> Gateway:
                 "auditor": {"groups": ["audit"]},
             },
             "grants": [{"connections": ["*"], "groups": ["eng"]}],
+            "policy": {"rules": [{"id": "no-ddl", "deny": {"kinds": ["ddl"]}}]},
         },
     ).start()
     gw.api_port = port  # type: ignore[attr-defined]
@@ -214,3 +215,21 @@ def test_grants_through_the_api(api_gw: Gateway, http: httpx.Client) -> None:
     c.close()
     listed = http.get("/api/v1/grants", headers=admin).json()
     assert listed["open"] is False and [g["id"] for g in listed["grants"]] == ["config"]
+
+
+def test_policy_is_readable_and_explainable(api_gw: Gateway, http: httpx.Client) -> None:
+    admin = _auth(api_gw.token("root-admin"))
+    pol = http.get("/api/v1/policy", headers=admin).json()
+    assert pol["version"].startswith("pol_") and pol["rules"][0]["id"] == "no-ddl"
+    r = http.post(
+        "/api/v1/policy/explain",
+        headers=admin,
+        json={"connection": "app", "sql": "DROP TABLE t"},
+    ).json()
+    assert r["decision"] == {
+        "action": "deny",
+        "rule": "no-ddl",
+        "message": "refused by guardrail no-ddl",
+    }
+    user = _auth(api_gw.token("erin", "user", "1h", "--group", "eng"))
+    assert http.get("/api/v1/policy", headers=user).status_code == 403

@@ -21,8 +21,11 @@ from pydantic import BaseModel, Field
 
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import IdentityError
+from ledgergate.core.policy.engine import PolicySet
 from ledgergate.services import identities, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
+from ledgergate.services.policy import describe as describe_policy
+from ledgergate.services.policy import explain as explain_policy
 
 __all__ = ["create_app"]
 
@@ -57,6 +60,12 @@ class ServiceAccountCreate(BaseModel):
 
 class Reason(BaseModel):
     reason: str | None = Field(None, max_length=500)
+
+
+class Explain(BaseModel):
+    connection: str
+    sql: str = Field(max_length=1 << 20)
+    groups: list[str] = []
 
 
 class GrantCreate(BaseModel):
@@ -346,6 +355,21 @@ def create_app(admin: AdminService) -> FastAPI:
             raise ApiError(404, f"no grant {grant_id[:40]!r} (YAML grants are changed there)")
         await admin.changed()
         return {"id": grant_id, "removed": True}
+
+    # -- policy -------------------------------------------------------------------------
+    policies = PolicySet(admin.config.policy)
+
+    @v1.get("/policy", tags=["policy"])
+    async def get_policy(me: Caller) -> dict[str, Any]:
+        """The policy in force: version and rules."""
+        me.require("admin", "auditor", "reviewer")
+        return describe_policy(policies)
+
+    @v1.post("/policy/explain", tags=["policy"])
+    async def explain_statement(me: Caller, body: Explain) -> dict[str, Any]:
+        """The decision a statement would get on a connection for some groups."""
+        me.require("admin", "auditor", "reviewer")
+        return explain_policy(policies, body.connection, body.sql, body.groups)
 
     from ledgergate.api.scim import router as scim_router
 

@@ -10,15 +10,16 @@ that would shape its results.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ledgergate.cli._common import JsonOpt, emit_json, fail
 from ledgergate.core.config import ConfigError
 from ledgergate.core.policy.engine import PolicySet
-from ledgergate.core.policy.sql import classify
 from ledgergate.services.config import load_settings
+from ledgergate.services.policy import describe as describe_policy
+from ledgergate.services.policy import explain as explain_policy
 
 app = typer.Typer(no_args_is_help=True, help="Check a policy and explain its decisions.")
 
@@ -42,20 +43,7 @@ def check(config: FileOpt = None, json_: JsonOpt = False) -> None:
     ps = _policies(config)
     rules = ps.settings.rules
     if json_:
-        emit_json(
-            {
-                "version": ps.version,
-                "rules": [
-                    {
-                        "id": r.id,
-                        "type": "deny" if r.deny else "allow" if r.allow else "mask",
-                        "connections": r.connections,
-                        "groups": r.groups,
-                    }
-                    for r in rules
-                ],
-            }
-        )
+        emit_json(describe_policy(ps))
         return
     typer.echo(f"policy {ps.version}: {len(rules)} rules, valid")
     for r in rules:
@@ -76,44 +64,15 @@ def explain(
 ) -> None:
     """The decision a statement gets on CONNECTION for the given groups, and why."""
     ps = _policies(config)
+    out = explain_policy(ps, connection, sql, group or [])
+    decision, facts, masks = out["decision"], out["statements"], out["mask_rules"]
     sp = ps.for_session(connection, group or [])
-    c = classify(sql)
-    facts: list[dict[str, Any]] = [
-        {
-            "kind": st.kind,
-            "reads": list(st.reads),
-            "writes": list(st.writes),
-            "functions": list(st.functions),
-            "where": st.where,
-        }
-        for st in c.statements
-    ]
-    if sp is None:
-        decision: dict[str, Any] = {"action": "allow", "rule": None, "why": "no rule applies"}
-        masks: list[str] = []
-    else:
-        d = sp.check(sql)
-        decision = {
-            "action": "allow" if d.allowed else "deny",
-            "rule": d.rule,
-            "message": d.message,
-        }
-        masks = [r.id for r in sp.mask]
-    out = {
-        "policy": ps.version,
-        "connection": connection,
-        "groups": group or [],
-        "decision": decision,
-        "parse_error": c.error,
-        "statements": facts,
-        "mask_rules": masks,
-    }
     if json_:
         emit_json(out)
         return
     typer.echo(f"policy {ps.version}, connection {connection}, groups {group or '-'}")
-    if c.error:
-        typer.echo(f"  parse error: {c.error}")
+    if out["parse_error"]:
+        typer.echo(f"  parse error: {out['parse_error']}")
     for f in facts:
         typer.echo(
             f"  {f['kind']}: reads {f['reads'] or '-'} writes {f['writes'] or '-'} "
