@@ -190,6 +190,14 @@ def test_aliases_prepared_statements_and_asyncpg(masked: Gateway) -> None:
                 "SELECT card FROM mk_people WHERE name = %s", ("Bob Roy",), prepare=True
             ).fetchone()
             assert card.endswith("4444") and "5555" not in card
+        # computed from masked columns: not attributable, masked all the same
+        computed = c.execute(
+            "SELECT ssn || '' AS s, upper(email) AS u, length(email) AS n FROM mk_people"
+        ).fetchall()
+        text = json.dumps(computed)
+        for raw in RAW:
+            assert raw not in text and raw.upper() not in text, raw
+        assert {n for _, _, n in computed} == {len(p[1]) for p in PEOPLE}
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="mask-copy-out"):
             c.execute("COPY mk_people TO STDOUT")
         assert c.execute("SELECT 1").fetchone() == (1,)

@@ -399,7 +399,13 @@ class PgSession:
             except (ConnectionError, TimeoutError, ValueError) as e:
                 self._fail_backend(f"the catalog for masking could not be read ({e})")
                 return False
-            planner = MaskPlanner(self.policy.mask, catalog, gw.masking_key, self._mask_report)
+            planner = MaskPlanner(
+                self.policy.mask,
+                catalog,
+                gw.masking_key,
+                self._mask_report,
+                refs=self.policy.masked_refs,
+            )
             self.relay.set_shaper(ResultShaper(planner.plan))
         # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
         secret = secrets.token_bytes(max(4, len(ready.secret)))

@@ -83,3 +83,25 @@ def test_binary_values_under_a_rule_become_null_unless_text() -> None:
 
 def test_nothing_to_mask_means_no_plan() -> None:
     assert MaskPlanner(RULES[:2], CATALOG, KEY).plan((f("name", att=1),)) is None
+
+
+def test_columns_computed_from_masked_ones_are_masked_too() -> None:
+    from ledgergate.core.policy.engine import PolicySet
+
+    ps = PolicySet(
+        parse_config(
+            {"policy": {"rules": [{"id": "email", "mask": {"columns": ["*.*.email"]}}]}}
+        ).policy
+    )
+    sp = ps.for_session("app", [])
+    assert sp is not None
+    sql = "SELECT lower(p.email) AS l, length(email) AS n, name FROM people p"
+    assert sp.masked_refs(sql) == {"email"}
+    assert sp.masked_refs("SELECT name FROM people") == frozenset()
+    planner = MaskPlanner(sp.mask, CATALOG, KEY, refs=sp.masked_refs)
+    fields = (f("l", oid=0), f("n", oid=0, typ=23), f("name", att=1))
+    plan = planner.plan(fields, sql.encode())
+    assert plan is not None
+    assert plan.mask([b"ann@example.com", b"15", b"Ann"]) == [b"****", b"15", b"Ann"]
+    # the same result for a statement that mentions no masked column passes untouched
+    assert planner.plan(fields, b"SELECT 'x' AS l, 1 AS n, name FROM people") is None

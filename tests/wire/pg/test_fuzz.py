@@ -384,7 +384,7 @@ def test_guarded_and_masked_relay_never_raises(
     events += [Committed(i) for i in range(1, 4)] + [ClientClosed(0), ServerClosed(0)]
     r = Relay()
     r.guard = _guard
-    r.set_shaper(ResultShaper(lambda fields: _Mask()))
+    r.set_shaper(ResultShaper(lambda fields, sql: _Mask()))
     for e in data.draw(st.permutations(events)):
         check_relay_actions(r.feed(e))
         assert r.held_bytes >= 0

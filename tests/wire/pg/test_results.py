@@ -56,7 +56,7 @@ class Redact:
 
 
 def planner(plans: list[Redact]):  # type: ignore[no-untyped-def]
-    def plan(fields: tuple[Field, ...]) -> Redact:
+    def plan(fields: tuple[Field, ...], sql: bytes) -> Redact:
         p = Redact(fields)
         plans.append(p)
         return p

@@ -139,13 +139,19 @@ class MaskPlanner:
         catalog: Catalog,
         key: bytes,
         report: Callable[[list[dict[str, Any]], int], None] | None = None,
+        refs: Callable[[str], frozenset[str]] | None = None,
     ) -> None:
         self.rules = [r for r in rules if r.mask is not None]
         self.catalog = catalog
         self.key = key
         self.report = report
+        # statement text -> the mask rules whose columns it mentions (see SessionPolicy).
+        self.refs = refs
 
-    def plan(self, fields: tuple[Field, ...]) -> RowMasking | None:
+    def plan(self, fields: tuple[Field, ...], sql: bytes = b"") -> RowMasking | None:
+        hinted: frozenset[str] = frozenset()
+        if self.refs is not None and sql:
+            hinted = self.refs(sql.decode("utf-8", "replace"))
         cols: list[_Col] = []
         for i, f in enumerate(fields):
             name = f.name.decode("utf-8", "replace")
@@ -157,6 +163,10 @@ class MaskPlanner:
                 m = r.mask
                 assert m is not None
                 if rule is None and m.columns and _column_matches(m.columns, source, name):
+                    rule, spec = r.id, spec_of(m)
+                elif rule is None and source is None and r.id in hinted and f.type_oid in SCANNED:
+                    # Computed from a masked column (the statement mentions it) and not
+                    # attributable: masked under that rule rather than passed through.
                     rule, spec = r.id, spec_of(m)
                 if m.detectors and f.type_oid in SCANNED:
                     detect.append((r.id, tuple(m.detectors), spec_of(m)))

@@ -127,6 +127,29 @@ class SessionPolicy:
         self._by_shape: OrderedDict[str, Decision] = OrderedDict()
         self._by_text: OrderedDict[str, Decision] = OrderedDict()
         self._shape_ok = not any(r.deny and r.deny.regex for r in self.deny)
+        self._refs: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def masked_refs(self, sql: str) -> frozenset[str]:
+        """The mask rules whose columns the statement mentions by column name, whatever
+        it computes from them: for result columns the catalog cannot attribute
+        (``lower(email)``, ``email || ''``), which are then masked too."""
+        if not self.mask:
+            return frozenset()
+        got = self._refs.get(sql)
+        if got is not None:
+            return got
+        c = classify(sql)
+        names = {ref.rsplit(".", 1)[-1] for st in c.statements for ref in st.columns}
+        out = frozenset(
+            r.id
+            for r in self.mask
+            if r.mask is not None
+            and any(fnmatchcase(n, p.rsplit(".", 1)[-1]) for n in names for p in r.mask.columns)
+        )
+        self._refs[sql] = out
+        if len(self._refs) > DECISION_CACHE:
+            self._refs.popitem(last=False)
+        return out
 
     def check(self, sql: str) -> Decision:
         if not self.guarded:

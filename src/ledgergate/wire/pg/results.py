@@ -33,6 +33,8 @@ _H = struct.Struct("!h")
 _I = struct.Struct("!I")
 _i = struct.Struct("!i")
 _FIELD = struct.Struct("!IhIhih")  # table oid, attnum, type oid, typlen, typmod, format
+# Statement and portal texts remembered for the planner (oldest forgotten first).
+MAX_NAMES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ class RowPlan(Protocol):
         ...
 
 
-Planner = Callable[[tuple[Field, ...]], RowPlan | None]
+# (the result's columns, the SQL text of the statement that produced it) -> a plan.
+Planner = Callable[[tuple[Field, ...], bytes], RowPlan | None]
 
 
 @dataclass(slots=True)
@@ -147,6 +150,7 @@ class _Exp:
     fmts: tuple[int, ...] = ()  # B: result format codes
     target: bytes = b""  # D: b"S" or b"P"
     injected: bool = False  # D: put in by the gateway; its answer is not forwarded
+    sql: bytes = b""  # Q: its text; E: the text of the statement its portal runs
 
 
 def describe_portal(portal: bytes) -> bytes:
@@ -160,6 +164,10 @@ class ResultShaper:
         self._expect: deque[_Exp] = deque()
         self._stmt: dict[bytes, tuple[Field, ...] | None] = {}
         self._portal: dict[bytes, tuple[Field, ...] | None] = {}
+        # The text behind each statement and portal, for the planner. Bounded like the
+        # backend's own: a statement or portal name is reused or closed.
+        self._stmt_sql: dict[bytes, bytes] = {}
+        self._portal_sql: dict[bytes, bytes] = {}
         self._described: set[bytes] = set()  # portals the client describes in this batch
         self._plan: RowPlan | None = None
         self._plan_for: object = None
@@ -172,14 +180,21 @@ class ResultShaper:
         """A client message about to be forwarded; returns what to forward instead."""
         t = chr(tag)
         if t == "P":
-            name, _ = _cstr(frame, 5)
+            name, pos = _cstr(frame, 5)
+            sql, _ = _cstr(frame, pos)
             self._expect.append(_Exp("P", name))
             self._stmt.pop(name, None)
+            if len(self._stmt_sql) >= MAX_NAMES and name not in self._stmt_sql:
+                self._stmt_sql.pop(next(iter(self._stmt_sql)))
+            self._stmt_sql[name] = sql
         elif t == "B":
             portal, stmt, fmts = _bind_formats(frame[5:])
             self._expect.append(_Exp("B", portal, stmt, fmts))
             self._portal.pop(portal, None)
             self._described.discard(portal)
+            if len(self._portal_sql) >= MAX_NAMES and portal not in self._portal_sql:
+                self._portal_sql.pop(next(iter(self._portal_sql)))
+            self._portal_sql[portal] = self._stmt_sql.get(stmt, b"")
         elif t == "D":
             kind = frame[5:6]
             name, _ = _cstr(frame, 6)
@@ -194,7 +209,7 @@ class ResultShaper:
                 self._expect.append(_Exp("D", portal, target=b"P", injected=True))
                 self._described.add(portal)
                 pre = describe_portal(portal)
-            self._expect.append(_Exp("E", portal))
+            self._expect.append(_Exp("E", portal, sql=self._portal_sql.get(portal, b"")))
             return pre + frame
         elif t == "C":
             self._expect.append(_Exp("C"))
@@ -202,7 +217,7 @@ class ResultShaper:
             self._expect.append(_Exp("S"))
             self._described.clear()
         elif t == "Q":
-            self._expect.append(_Exp("Q"))
+            self._expect.append(_Exp("Q", sql=_cstr(frame, 5)[0]))
             self._described.clear()
         elif t == "F":
             self._expect.append(_Exp("F"))
@@ -277,7 +292,7 @@ class ResultShaper:
                 d = q.popleft()
                 (self._portal if d.target == b"P" else self._stmt)[d.name] = fields
                 return not d.injected, None
-            self._set_plan(("Q", fields), fields)
+            self._set_plan(("Q", fields), fields, q[0].sql if head == "Q" else b"")
             return True, None
         if c == "n":
             if head == "D":
@@ -318,13 +333,13 @@ class ResultShaper:
             key = ("E", portal)
             if self._plan_for != key:
                 fields = self._portal.get(portal)
-                self._set_plan(key, fields)
+                self._set_plan(key, fields, q[0].sql)
         return self._plan
 
-    def _set_plan(self, key: object, fields: tuple[Field, ...] | None) -> None:
+    def _set_plan(self, key: object, fields: tuple[Field, ...] | None, sql: bytes) -> None:
         self._end_plan()
         self._plan_for = key
-        self._plan = self.planner(fields) if fields else None
+        self._plan = self.planner(fields, sql) if fields else None
 
     def _end_plan(self) -> None:
         if self._plan is not None:
