@@ -47,11 +47,19 @@ from _cluster import (
     proc_stats,
 )
 
-PATHS = ("direct", "pgbouncer", "gateway", "gateway-guarded", "gateway-masked")
+PATHS = (
+    "direct",
+    "pgbouncer",
+    "gateway",
+    "gateway-guarded",
+    "gateway-masked",
+    "gateway-scanned",
+)
 DEFAULT_PATHS = ("direct", "pgbouncer", "gateway")
 # The gateway with a policy, to price it against the plain gateway in the same run:
-# guardrails that every pgbench statement is checked against (and passes), and masking
-# of the PII table's columns plus a content detector on its free text.
+# guardrails that every pgbench statement is checked against (and passes); masking of
+# the PII table's columns by column rule; and the same plus a content detector that
+# scans every text value (its free-text column holds an e-mail in every row).
 POLICIES = {
     "gateway-guarded": (
         "policy:\n"
@@ -62,6 +70,12 @@ POLICIES = {
         "    - {id: no-escape, deny: {copy_program: true, do_blocks: true}}\n"
     ),
     "gateway-masked": (
+        "policy:\n"
+        "  rules:\n"
+        "    - {id: email, mask: {columns: ['*.*.email'], function: partial, keep_domain: true}}\n"
+        "    - {id: card, mask: {columns: ['*.*.card'], function: partial, keep_last: 4}}\n"
+    ),
+    "gateway-scanned": (
         "policy:\n"
         "  rules:\n"
         "    - {id: email, mask: {columns: ['*.*.email'], function: partial, keep_domain: true}}\n"
@@ -471,6 +485,11 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             costs.append(f"guardrails on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
         if row["path"] == "gateway-masked" and row["vs_gateway"] is not None:
             costs.append(f"masking on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
+        if row["path"] == "gateway-scanned" and row["vs_gateway"] is not None:
+            costs.append(
+                f"masking + e-mail detector on {row['workload']}: "
+                f"{row['vs_gateway']:.2f}× the gateway"
+            )
     if costs:
         lines += ["", *costs]
     if copy:
@@ -512,7 +531,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--paths",
         default=",".join(DEFAULT_PATHS),
         help=f"comma-separated, from: {','.join(PATHS)} (default: {','.join(DEFAULT_PATHS)}); "
-        "gateway-guarded and gateway-masked price the policy against the plain gateway",
+        "gateway-guarded, gateway-masked and gateway-scanned price the policy against the "
+        "plain gateway",
     )
     p.add_argument(
         "--workloads",

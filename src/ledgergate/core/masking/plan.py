@@ -20,6 +20,7 @@ from typing import Any
 from ledgergate.core.masking.detectors import Hit, scan
 from ledgergate.core.masking.functions import MaskSpec, mask_hits, mask_value
 from ledgergate.core.policy.rules import MaskAction, PolicyRule
+from ledgergate.wire.pg import _datarows
 from ledgergate.wire.pg.results import Field
 
 __all__ = ["MaskPlanner", "RowMasking"]
@@ -55,23 +56,49 @@ class _Col:
 
 
 class RowMasking:
-    """One result set's plan (``wire.pg.results.RowPlan``)."""
+    """One result set's plan (``wire.pg.results.RowPlan``).
+
+    ``rewrite`` takes a whole run of DataRows: the native row loop applies the
+    functions it knows (``null``, ``redact``, ``fixed``, ``partial``) itself and calls
+    ``_value`` for the rest (``tokenize``, content detectors, values that are not UTF-8).
+    ``mask`` is the same plan row by row, in Python.
+    """
 
     def __init__(
         self,
         cols: list[_Col],
         key: bytes,
         report: Callable[[list[dict[str, Any]], int], None] | None,
+        width: int = 0,
     ) -> None:
         self.cols = cols
         self.key = key
         self._report = report
         self.counts: dict[tuple[str, str | None, str, str | None], int] = {}
         self.rows = 0
+        self._by_index = {c.index: c for c in cols}
+        acts: list[tuple[int, int, bool, bytes] | None] = [None] * max(
+            width, 1 + max(c.index for c in cols)
+        )
+        for c in cols:
+            acts[c.index] = _action(c)
+        self.actions = tuple(acts)
+        # Columns whose counts come back from the native loop (the callback counts its own).
+        self._native = [c for c in cols if (a := acts[c.index]) is not None and a[0] != CALL]
 
-    def _count(self, c: _Col, rule: str, detector: str | None) -> None:
+    def _count(self, c: _Col, rule: str, detector: str | None, n: int = 1) -> None:
         k = (c.field, c.source, rule, detector)
-        self.counts[k] = self.counts.get(k, 0) + 1
+        self.counts[k] = self.counts.get(k, 0) + n
+
+    def rewrite(self, buf: bytes | bytearray, pos: int) -> tuple[bytes, int, int, bool]:
+        """The run of complete DataRows at ``pos``: (bytes to forward, end, rows, changed)."""
+        out, end, n, counts, changed = _datarows.rewrite(buf, pos, self.actions, self._value)
+        self.rows += n
+        for c in self._native:
+            if counts[c.index]:
+                assert c.rule is not None
+                self._count(c, c.rule, None, counts[c.index])
+        return out, end, n, changed
 
     def mask(self, values: list[bytes | None]) -> list[bytes | None] | None:
         self.rows += 1
@@ -82,32 +109,38 @@ class RowMasking:
             v = values[c.index]
             if v is None:
                 continue
-            new: bytes | None
-            if c.spec is not None and c.rule is not None:
-                if c.binary:
-                    new = None
-                else:
-                    m = mask_value(c.spec, v.decode("utf-8", "replace"), key=self.key)
-                    new = None if m is None else m.encode("utf-8")
-                self._count(c, c.rule, None)
-            elif c.detect and not c.binary:
-                text = v.decode("utf-8", "replace")
-                changed = text
-                for rule, names, spec in c.detect:
-                    hits = scan(changed, names)
-                    if hits:
-                        for h in hits:
-                            self._count(c, rule, h.detector)
-                        changed = mask_hits(changed, hits, _const(spec), key=self.key)
-                if changed is text:
-                    continue
-                new = changed.encode("utf-8")
-            else:
+            new = self._masked(c, v)
+            if new is v:
                 continue
             if out is None:
                 out = list(values)
             out[c.index] = new
         return out
+
+    def _value(self, index: int, v: bytes) -> bytes | None:
+        """One non-NULL value of column ``index`` masked in Python (``v`` itself when
+        nothing in it changed)."""
+        return self._masked(self._by_index[index], v)
+
+    def _masked(self, c: _Col, v: bytes) -> bytes | None:
+        if c.spec is not None and c.rule is not None:
+            self._count(c, c.rule, None)
+            if c.binary:
+                return None
+            m = mask_value(c.spec, v.decode("utf-8", "replace"), key=self.key)
+            return None if m is None else m.encode("utf-8")
+        if c.detect and not c.binary:
+            text = v.decode("utf-8", "replace")
+            changed = text
+            for rule, names, spec in c.detect:
+                hits = scan(changed, names)
+                if hits:
+                    for h in hits:
+                        self._count(c, rule, h.detector)
+                    changed = mask_hits(changed, hits, _const(spec), key=self.key)
+            if changed is not text:
+                return changed.encode("utf-8")
+        return v
 
     def finish(self) -> None:
         if self._report is not None and self.counts:
@@ -124,6 +157,28 @@ class RowMasking:
             self._report(items, self.rows)
         self.counts = {}
         self.rows = 0
+
+
+# Actions of the native row loop (wire/pg/_datarows.c).
+NULL, CONST, PARTIAL, CALL = 1, 2, 3, 4
+
+
+def _action(c: _Col) -> tuple[int, int, bool, bytes] | None:
+    """What the native row loop does with column ``c``."""
+    spec = c.spec
+    if spec is not None and c.rule is not None:
+        if c.binary or spec.function == "null":
+            return (NULL, 0, False, b"")
+        if spec.function in ("redact", "fixed"):
+            m = mask_value(spec, "", key=b"")
+            assert m is not None
+            return (CONST, 0, False, m.encode("utf-8"))
+        if spec.function == "partial":
+            return (PARTIAL, spec.keep_last, spec.keep_domain, b"")
+        return (CALL, 0, False, b"")
+    if c.detect and not c.binary:
+        return (CALL, 0, False, b"")
+    return None
 
 
 def _const(spec: MaskSpec) -> Callable[[Hit], MaskSpec]:
@@ -175,7 +230,7 @@ class MaskPlanner:
                 cols.append(_Col(i, name, source, binary, rule, spec, tuple(detect)))
         if not cols:
             return None
-        return RowMasking(cols, self.key, self.report)
+        return RowMasking(cols, self.key, self.report, len(fields))
 
 
 def _column_matches(patterns: list[str], source: str | None, name: str) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ledgergate.wire.pg import _datarows  # the row loop in C (see _datarows.c)
 from ledgergate.wire.pg.frames import FrameError
 
 __all__ = ["Field", "Planner", "ResultShaper", "RowPlan", "ShapedRead"]
@@ -47,6 +48,10 @@ class Field:
 
 
 class RowPlan(Protocol):
+    """A result set's masking. A plan may also offer ``rewrite(buf, pos) -> (bytes,
+    end, rows, changed)`` for a whole run of DataRows at once (``core.masking`` does,
+    in C); without it the shaper calls ``mask`` row by row."""
+
     def mask(self, values: list[bytes | None]) -> list[bytes | None] | None:
         """The row's new values, or None when nothing in it changed."""
         ...
@@ -94,6 +99,10 @@ def parse_data_row(body: bytes) -> list[bytes | None]:
             vals.append(body[pos : pos + ln])
             pos += ln
     return vals
+
+
+# (end, rows) of the run of complete DataRow messages at a position of a buffer.
+skip_rows: Callable[[bytes | bytearray, int], tuple[int, int]] = _datarows.skip
 
 
 def build_data_row(vals: list[bytes | None]) -> bytes:
@@ -236,6 +245,20 @@ class ResultShaper:
         while pos + 5 <= n:
             t = buf[pos]
             (ln,) = _I.unpack_from(buf, pos + 1)
+            if ln < 4:
+                raise FrameError(f"malformed {chr(t)!r} message from the server: length {ln}")
+            if t == 0x44:  # 'D': the whole run of complete DataRows in one step
+                try:
+                    piece, end, k, ch = self._rows(buf, pos)
+                except (ValueError, struct.error, IndexError) as e:
+                    raise FrameError(f"malformed 'D' message from the server: {e}") from None
+                if not k:
+                    break  # its end has not arrived yet
+                out.append(piece)
+                rows += k
+                changed = changed or ch
+                pos = end
+                continue
             end = pos + 1 + ln
             if end > n:
                 break
@@ -247,9 +270,7 @@ class ResultShaper:
                 # A backend message we must decode is malformed: nothing more may pass
                 # (its rows could not be masked).
                 raise FrameError(f"malformed {chr(t)!r} message from the server: {e}") from None
-            if t == 0x44:  # 'D'
-                rows += 1
-            elif t == 0x43:  # 'C'
+            if t == 0x43:  # 'C'
                 tags.append(frame[5:].split(b"\x00", 1)[0])
             if not keep:
                 changed = True
@@ -263,6 +284,31 @@ class ResultShaper:
                 out.append(frame)
         del buf[:pos]
         return ShapedRead(b"".join(out), rows, tags, changed)
+
+    def _rows(self, buf: bytearray, pos: int) -> tuple[bytes, int, int, bool]:
+        """(bytes to forward, end, rows, changed) for the run of DataRows at ``pos``."""
+        plan = self._current_plan()
+        if plan is None:
+            end, k = skip_rows(buf, pos)
+            return bytes(buf[pos:end]), end, k, False
+        fast = getattr(plan, "rewrite", None)
+        if fast is not None:
+            return fast(buf, pos)  # type: ignore[no-any-return]
+        end, k = skip_rows(buf, pos)
+        parts: list[bytes] = []
+        changed = False
+        p = pos
+        while p < end:
+            (ln,) = _I.unpack_from(buf, p + 1)
+            frame = bytes(buf[p : p + 1 + ln])
+            p += 1 + ln
+            vals = plan.mask(parse_data_row(frame[5:]))
+            if vals is None:
+                parts.append(frame)
+            else:
+                parts.append(build_data_row(vals))
+                changed = True
+        return b"".join(parts), end, k, changed
 
     @property
     def partial(self) -> int:
@@ -280,12 +326,6 @@ class ResultShaper:
         q = self._expect
         head = q[0].kind if q else ""
         c = chr(t)
-        if c == "D":
-            plan = self._current_plan()
-            if plan is None:
-                return True, None
-            vals = plan.mask(parse_data_row(frame[5:]))
-            return True, None if vals is None else build_data_row(vals)
         if c == "T":
             fields = parse_row_description(frame[5:])
             if head == "D":

@@ -1,0 +1,14 @@
+"""Types of the native DataRow loop (see _datarows.c for what it does)."""
+
+from collections.abc import Callable, Sequence
+
+Action = tuple[int, int, bool, bytes] | None
+
+def skip(buf: bytes | bytearray | memoryview, pos: int, /) -> tuple[int, int]: ...
+def rewrite(
+    buf: bytes | bytearray | memoryview,
+    pos: int,
+    actions: Sequence[Action],
+    callback: Callable[[int, bytes], bytes | None],
+    /,
+) -> tuple[bytes, int, int, list[int], bool]: ...
