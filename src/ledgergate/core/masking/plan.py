@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ledgergate.core.masking.detectors import Hit, scan
+from ledgergate.core.masking.detectors import Hit, joinable, scan
 from ledgergate.core.masking.functions import MaskSpec, mask_hits, mask_value
 from ledgergate.core.policy.rules import MaskAction, PolicyRule
 from ledgergate.wire.pg import _datarows
@@ -82,6 +82,18 @@ class RowMasking:
         )
         for c in cols:
             acts[c.index] = _action(c)
+        # Columns scanned by detectors only, all joinable: a read's worth of values is
+        # scanned at once (``_scan_run``) and fed back to the native loop.
+        self._batch = [
+            c
+            for c in cols
+            if acts[c.index] is not None
+            and c.rule is None
+            and all(joinable(names) for _r, names, _s in c.detect)
+        ]
+        for c in self._batch:
+            acts[c.index] = (FEED, 0, False, b"")
+        self._batch_index = tuple(c.index for c in self._batch)
         self.actions = tuple(acts)
         # Columns whose counts come back from the native loop (the callback counts its own).
         self._native = [c for c in cols if (a := acts[c.index]) is not None and a[0] != CALL]
@@ -92,7 +104,15 @@ class RowMasking:
 
     def rewrite(self, buf: bytes | bytearray, pos: int) -> tuple[bytes, int, int, bool]:
         """The run of complete DataRows at ``pos``: (bytes to forward, end, rows, changed)."""
-        out, end, n, counts, changed = _datarows.rewrite(buf, pos, self.actions, self._value)
+        feeds: list[list[bytes | None] | None] | None = None
+        if self._batch:
+            stop, _n, columns = _datarows.gather(buf, pos, self._batch_index)
+            feeds = [None] * len(self.actions)
+            for c, values in zip(self._batch, columns, strict=True):
+                feeds[c.index] = self._scan_run(c, values)
+        out, end, n, counts, changed = _datarows.rewrite(buf, pos, self.actions, self._value, feeds)
+        if feeds is not None and end != stop:
+            raise ValueError("a run of DataRows read twice gave different rows")
         self.rows += n
         for c in self._native:
             if counts[c.index]:
@@ -121,6 +141,38 @@ class RowMasking:
         """One non-NULL value of column ``index`` masked in Python (``v`` itself when
         nothing in it changed)."""
         return self._masked(self._by_index[index], v)
+
+    def _scan_run(self, c: _Col, values: list[bytes | None]) -> list[bytes | None]:
+        """Column ``c``'s values in a run of rows, scanned by its detectors as one text.
+
+        The values are joined with NUL, which PostgreSQL text never holds and which the
+        joinable detectors treat as the edge of a value: the hits are the ones each value
+        would give alone, and so are the masked values and the counts. Should a value or
+        a mask hold a NUL after all, each value is scanned alone instead.
+        """
+        joined = b"\x00".join(b"" if v is None else v for v in values)
+        if joined.count(b"\x00") != len(values) - 1:
+            return [None if v is None else self._masked(c, v) for v in values]
+        text = joined.decode("utf-8", "replace")
+        changed = text
+        found: list[tuple[str, str]] = []
+        for rule, names, spec in c.detect:
+            hits = scan(changed, names)
+            if hits:
+                found += [(rule, h.detector) for h in hits]
+                changed = mask_hits(changed, hits, _const(spec), key=self.key)
+        if changed is text:
+            return values
+        after = changed.split("\x00")
+        if len(after) != len(values):  # a mask wrote a NUL
+            return [None if v is None else self._masked(c, v) for v in values]
+        for rule, detector in found:
+            self._count(c, rule, detector)
+        before = text.split("\x00")
+        return [
+            v if v is None or a == b else a.encode("utf-8")
+            for v, a, b in zip(values, after, before, strict=True)
+        ]
 
     def _masked(self, c: _Col, v: bytes) -> bytes | None:
         if c.spec is not None and c.rule is not None:
@@ -160,7 +212,7 @@ class RowMasking:
 
 
 # Actions of the native row loop (wire/pg/_datarows.c).
-NULL, CONST, PARTIAL, CALL = 1, 2, 3, 4
+NULL, CONST, PARTIAL, CALL, FEED = 1, 2, 3, 4, 5
 
 
 def _action(c: _Col) -> tuple[int, int, bool, bytes] | None:

@@ -13,7 +13,12 @@
  *       The run of complete DataRow messages starting at ``pos``: where it ends (a
  *       message of another type, or one not complete in ``buf``) and how many rows.
  *
- *   rewrite(buf, pos, actions, callback) -> (out, end, rows, counts, changed)
+ *   gather(buf, pos, cols) -> (end, rows, values)
+ *       The same run's values of the columns ``cols``: ``values[k]`` lists column
+ *       ``cols[k]``'s value in each row (bytes, or None for NULL and for a row without
+ *       that column).
+ *
+ *   rewrite(buf, pos, actions, callback[, feeds]) -> (out, end, rows, counts, changed)
  *       The same run, each row rebuilt with ``actions[i]`` applied to column ``i``:
  *         None                      the value passes as it is
  *         (1, 0, 0, b"")            NULL
@@ -24,6 +29,8 @@
  *                                   ``keep_last`` characters
  *         (4, 0, 0, b"")            callback(i, value) -> bytes | None (NULL); returning
  *                                   ``value`` itself means unchanged
+ *         (5, 0, 0, b"")            ``feeds[i][row]``: the value computed beforehand
+ *                                   from ``gather`` (bytes, or None for NULL)
  *       ``counts[i]``: non-NULL values of column ``i`` masked by actions 1-3 (the
  *       callback counts its own). ``changed``: whether any byte differs from the input.
  *       A malformed DataRow raises ValueError: nothing of it may pass unmasked.
@@ -33,7 +40,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { A_PASS = 0, A_NULL = 1, A_CONST = 2, A_PARTIAL = 3, A_CALL = 4 };
+enum { A_PASS = 0, A_NULL = 1, A_CONST = 2, A_PARTIAL = 3, A_CALL = 4, A_FEED = 5 };
 
 typedef struct {
     int code;
@@ -320,7 +327,7 @@ parse_actions(PyObject *seq, action_t **out, Py_ssize_t *nout)
             Py_DECREF(fast);
             return -1;
         }
-        if (code < A_PASS || code > A_CALL || keep < 0) {
+        if (code < A_PASS || code > A_FEED || keep < 0) {
             PyErr_Format(PyExc_ValueError, "bad action for column %zd", i);
             PyMem_Free(a);
             Py_DECREF(fast);
@@ -366,8 +373,8 @@ datarows_rewrite(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t pos;
-    PyObject *actions_obj, *callback;
-    if (!PyArg_ParseTuple(args, "y*nOO", &view, &pos, &actions_obj, &callback))
+    PyObject *actions_obj, *callback, *feeds = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nOO|O", &view, &pos, &actions_obj, &callback, &feeds))
         return NULL;
     action_t *acts = NULL;
     Py_ssize_t nacts = 0;
@@ -467,6 +474,38 @@ datarows_rewrite(PyObject *self, PyObject *args)
                 if (mlen != vlen || memcmp(ob.p + at + 4, v, (size_t)vlen) != 0)
                     changed = 1;
             }
+            else if (code == A_FEED) {
+                PyObject *feed = feeds == Py_None ? NULL : PySequence_GetItem(feeds, col);
+                if (feed == NULL) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "no feed for a column");
+                    goto done;
+                }
+                if (!PyList_Check(feed) || rows >= PyList_GET_SIZE(feed)) {
+                    Py_DECREF(feed);
+                    PyErr_SetString(PyExc_ValueError, "a feed is a list with a value per row");
+                    goto done;
+                }
+                PyObject *r = PyList_GET_ITEM(feed, rows);
+                int rc = 0;
+                if (r == Py_None) {
+                    changed = 1;
+                    rc = ob_be32(&ob, -1) < 0;
+                }
+                else if (PyBytes_Check(r) && PyBytes_GET_SIZE(r) <= INT32_MAX) {
+                    Py_ssize_t rl = PyBytes_GET_SIZE(r);
+                    if (rl != vlen || memcmp(PyBytes_AS_STRING(r), v, (size_t)vlen) != 0)
+                        changed = 1;
+                    rc = ob_be32(&ob, (int32_t)rl) < 0 || ob_put(&ob, PyBytes_AS_STRING(r), rl) < 0;
+                }
+                else {
+                    PyErr_SetString(PyExc_TypeError, "a feed holds bytes or None");
+                    rc = 1;
+                }
+                Py_DECREF(feed);
+                if (rc)
+                    goto done;
+            }
             else { /* A_CALL */
                 PyObject *val = PyBytes_FromStringAndSize((const char *)v, vlen);
                 if (val == NULL)
@@ -540,11 +579,113 @@ done:
     return result;
 }
 
+static PyObject *
+datarows_gather(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    PyObject *cols_obj;
+    if (!PyArg_ParseTuple(args, "y*nO", &view, &pos, &cols_obj))
+        return NULL;
+    PyObject *result = NULL, *lists = NULL;
+    PyObject *cols = PySequence_Fast(cols_obj, "cols must be a sequence");
+    Py_ssize_t ncols = 0, rows = 0;
+    long *want = NULL;
+    if (cols == NULL)
+        goto done;
+    ncols = PySequence_Fast_GET_SIZE(cols);
+    want = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(long));
+    lists = PyList_New(ncols);
+    if (want == NULL || lists == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < ncols; k++) {
+        want[k] = PyLong_AsLong(PySequence_Fast_GET_ITEM(cols, k));
+        if (want[k] == -1 && PyErr_Occurred())
+            goto done;
+        if (want[k] < 0) {
+            PyErr_SetString(PyExc_ValueError, "a column index is >= 0");
+            goto done;
+        }
+        PyObject *l = PyList_New(0);
+        if (l == NULL)
+            goto done;
+        PyList_SET_ITEM(lists, k, l);
+    }
+    const unsigned char *b = view.buf;
+    Py_ssize_t n = view.len;
+    if (pos < 0)
+        pos = 0;
+    while (pos + 5 <= n && b[pos] == 'D') {
+        uint32_t ln = get_be32(b + pos + 1);
+        if (ln < 4 || (Py_ssize_t)ln > n - pos - 1)
+            break;
+        const unsigned char *body = b + pos + 5;
+        Py_ssize_t blen = (Py_ssize_t)ln - 4;
+        if (blen < 2) {
+            PyErr_SetString(PyExc_ValueError, "DataRow without a column count");
+            goto done;
+        }
+        int count = (int16_t)((body[0] << 8) | body[1]);
+        if (count < 0) {
+            PyErr_SetString(PyExc_ValueError, "DataRow with a negative column count");
+            goto done;
+        }
+        /* Offsets of this row's values: walk once, then pick the wanted columns. */
+        Py_ssize_t p = 2;
+        for (Py_ssize_t k = 0; k < ncols; k++) {
+            if (PyList_Append(PyList_GET_ITEM(lists, k), Py_None) < 0)
+                goto done;
+        }
+        for (int col = 0; col < count; col++) {
+            if (p + 4 > blen) {
+                PyErr_SetString(PyExc_ValueError, "DataRow shorter than its columns");
+                goto done;
+            }
+            int32_t vlen = (int32_t)get_be32(body + p);
+            p += 4;
+            if (vlen < -1 || (vlen > 0 && vlen > blen - p)) {
+                PyErr_SetString(PyExc_ValueError, "DataRow value longer than its message");
+                goto done;
+            }
+            if (vlen >= 0) {
+                for (Py_ssize_t k = 0; k < ncols; k++) {
+                    if (want[k] != col)
+                        continue;
+                    PyObject *v = PyBytes_FromStringAndSize((const char *)body + p, vlen);
+                    if (v == NULL)
+                        goto done;
+                    /* replaces the None appended above (the list owns the new ref) */
+                    if (PyList_SetItem(PyList_GET_ITEM(lists, k), rows, v) < 0)
+                        goto done;
+                }
+                p += vlen;
+            }
+        }
+        if (p != blen) {
+            PyErr_SetString(PyExc_ValueError, "DataRow longer than its columns");
+            goto done;
+        }
+        pos += 1 + (Py_ssize_t)ln;
+        rows++;
+    }
+    result = Py_BuildValue("nnO", pos, rows, lists);
+done:
+    Py_XDECREF(lists);
+    Py_XDECREF(cols);
+    PyMem_Free(want);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"gather", datarows_gather, METH_VARARGS,
+     "gather(buf, pos, cols) -> (end, rows, values): the run's values of some columns."},
     {"skip", datarows_skip, METH_VARARGS,
      "skip(buf, pos) -> (end, rows): the run of complete DataRows at pos."},
     {"rewrite", datarows_rewrite, METH_VARARGS,
-     "rewrite(buf, pos, actions, callback) -> (out, end, rows, counts, changed)."},
+     "rewrite(buf, pos, actions, callback[, feeds]) -> (out, end, rows, counts, changed)."},
     {NULL, NULL, 0, NULL},
 };
 

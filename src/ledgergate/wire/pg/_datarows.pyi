@@ -5,10 +5,14 @@ from collections.abc import Callable, Sequence
 Action = tuple[int, int, bool, bytes] | None
 
 def skip(buf: bytes | bytearray | memoryview, pos: int, /) -> tuple[int, int]: ...
+def gather(
+    buf: bytes | bytearray | memoryview, pos: int, cols: Sequence[int], /
+) -> tuple[int, int, list[list[bytes | None]]]: ...
 def rewrite(
     buf: bytes | bytearray | memoryview,
     pos: int,
     actions: Sequence[Action],
     callback: Callable[[int, bytes], bytes | None],
+    feeds: Sequence[list[bytes | None] | None] | None = None,
     /,
 ) -> tuple[bytes, int, int, list[int], bool]: ...
