@@ -88,13 +88,29 @@ def test_least_privilege() -> None:
         assert (d.allowed, d.rule, d.message) == (False, "ds", "analytics only"), sql
 
 
-def test_masked_sessions_refuse_copy_out() -> None:
+def test_masked_sessions_copy_out_only_what_can_be_masked() -> None:
     sp = policy([{"id": "m", "mask": {"columns": ["*.*.email"]}}]).for_session("app", [])
     assert sp is not None and sp.guarded and [r.id for r in sp.mask] == ["m"]
-    assert sp.check("COPY customers TO STDOUT").rule == "mask-copy-out"
-    assert sp.check("COPY (SELECT 1) TO STDOUT").rule == "mask-copy-out"
+    # text and CSV to the client: masked in flight (core.masking.plan.CopyMasking)
+    assert sp.check("COPY customers TO STDOUT").allowed
+    assert sp.check("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv, HEADER)").allowed
     assert sp.check("COPY customers FROM STDIN").allowed
     assert sp.check("SELECT email FROM customers").allowed
+    refused = {
+        "COPY customers TO STDOUT WITH (FORMAT binary)": "binary",
+        "COPY customers TO STDOUT BINARY": "binary",
+        "COPY customers TO '/tmp/x'": "file or program",
+        "COPY customers TO PROGRAM 'cat'": "file or program",
+        "COPY customers TO STDOUT WITH (FORMAT nonsense)": "cannot be read",
+        "SELECT 1; COPY customers TO STDOUT": "sent alone",
+    }
+    for sql, why in refused.items():
+        d = sp.check(sql)
+        assert (d.allowed, d.rule) == (False, "mask-copy-out"), sql
+        assert d.message is not None and why in d.message, (sql, d.message)
+    # options are constants the decision depends on: never cached by shape
+    assert sp.check("COPY customers TO STDOUT WITH (FORMAT csv)").allowed
+    assert not sp.check("COPY customers TO STDOUT WITH (FORMAT binary)").allowed
 
 
 def test_versions_name_the_policy() -> None:

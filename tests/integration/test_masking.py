@@ -199,7 +199,7 @@ def test_aliases_prepared_statements_and_asyncpg(masked: Gateway) -> None:
             assert raw not in text and raw.upper() not in text, raw
         assert {n for _, _, n in computed} == {len(p[1]) for p in PEOPLE}
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="mask-copy-out"):
-            c.execute("COPY mk_people TO STDOUT")
+            c.execute("COPY mk_people TO STDOUT (FORMAT binary)")
         assert c.execute("SELECT 1").fetchone() == (1,)
 
     async def go() -> list[Any]:
@@ -228,3 +228,66 @@ def test_people_outside_the_group_see_the_data(masked: Gateway) -> None:
     with psycopg.connect(masked.dsn(tok)) as c:
         emails = {e for (e,) in c.execute("SELECT email FROM mk_people")}
     assert "ann.lee@example.com" in emails
+
+
+def _psql(gw: Gateway, tok: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql, gw.dsn(tok)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_copy_to_stdout_is_masked_like_a_select(masked: Gateway) -> None:
+    tok = masked.token("sam", "user", "1h", "--group", "support")
+    text = _psql(masked, tok, "COPY mk_people TO STDOUT")
+    assert text.returncode == 0, text.stderr
+    rows = sorted(line.split("\t") for line in text.stdout.splitlines())
+    assert [r[0] for r in rows] == ["Ann Lee", "Bob Roy", "Cy Dunn"]
+    assert rows[0][1] == "a***@example.com" and rows[0][2] == "**** **** **** 4242"
+    assert rows[0][3].startswith("tok_") and "****" in rows[0][4]
+    csv = _psql(masked, tok, "COPY mk_people (notes, email) TO STDOUT WITH (FORMAT csv, HEADER)")
+    assert csv.returncode == 0, csv.stderr
+    lines = csv.stdout.splitlines()
+    assert lines[0] == "notes,email" and len(lines) == 4
+    assert any(line.endswith(",b***@corp.example.org") for line in lines)
+    # a query's columns: attributed through the catalog, or computed from masked ones
+    with psycopg.connect(masked.dsn(tok), autocommit=True) as c:
+        cur = c.cursor()
+        got = []
+        for sql in (
+            "COPY (SELECT * FROM mk_people) TO STDOUT",
+            "COPY (SELECT p.card AS c, lower(p.email) FROM mk_people p) TO STDOUT (FORMAT csv)",
+            "COPY (SELECT notes FROM mk_people WHERE name LIKE 'C%') TO STDOUT",
+        ):
+            with cur.copy(sql) as cp:
+                got.append(b"".join(bytes(b) for b in cp).decode())
+        assert "a***@example.com" in got[0] and "****" in got[2]
+        # Binary COPY cannot be rewritten: refused before it runs, the session goes on.
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="binary"),
+            cur.copy("COPY mk_people TO STDOUT (FORMAT binary)") as cp,
+        ):
+            list(cp)
+        # A table the catalog snapshot does not know: its columns cannot be attributed,
+        # so its data never passes; the client gets an error, not a broken session.
+        c.execute("CREATE TEMP TABLE fresh AS SELECT email, card FROM mk_people")
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot be attributed"),
+            cur.copy("COPY fresh TO STDOUT") as cp,
+        ):
+            got.append(b"".join(bytes(b) for b in cp).decode())
+        assert c.execute("SELECT count(*) FROM fresh").fetchone() == (3,)
+        with cur.copy("COPY fresh (email) TO STDOUT") as cp:  # named: matched by name
+            got.append(b"".join(bytes(b) for b in cp).decode())
+        assert got[-1].count("***@") == 3
+    everything = text.stdout + csv.stdout + "".join(got)
+    for raw in RAW:
+        assert raw not in everything and raw.lower() not in everything, raw
+    ledger = _ledger_text(masked)
+    for raw in RAW:
+        assert raw not in ledger, raw
+    mask = [m for m in entries(masked, "mask") if m["rows"] == 3]
+    assert len(mask) >= 5
+    assert masked.cli("audit", "verify", check=False).returncode == 0

@@ -1,4 +1,5 @@
-"""The REST API: login callbacks, whoami, tokens, service accounts, identities, grants.
+"""The REST API: login callbacks, whoami, tokens, service accounts, identities, grants,
+policy (the effective policy, its explanations, and the rules kept in the store).
 
 Thin routes over ``services`` (through ``AdminService``, which runs them on its worker
 thread). Every call except the login steps is authenticated with a ledgergate token
@@ -15,17 +16,20 @@ import time
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlparse
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Header, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Form, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import IdentityError
+from ledgergate.core.policy.effective import PolicyError
 from ledgergate.core.policy.engine import PolicySet
-from ledgergate.services import identities, tokens
+from ledgergate.services import identities, policy_rules, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.policy import describe as describe_policy
 from ledgergate.services.policy import explain as explain_policy
+from ledgergate.services.policy_rules import PolicyChangeError
+from ledgergate.store.base import PolicyRuleRow
 
 __all__ = ["create_app"]
 
@@ -72,6 +76,11 @@ class GrantCreate(BaseModel):
     connections: list[str]
     groups: list[str] = []
     identities: list[str] = []
+
+
+# What a refused policy change answers: a bad rule is unprocessable; a rule of the
+# configuration file (changed there) or rules that kept moving meanwhile conflict.
+_POLICY_STATUS = {"invalid": 422, "file rule": 409, "unknown rule": 404, "busy": 409}
 
 
 def _loopback(url: str) -> bool:
@@ -357,19 +366,74 @@ def create_app(admin: AdminService) -> FastAPI:
         return {"id": grant_id, "removed": True}
 
     # -- policy -------------------------------------------------------------------------
-    policies = PolicySet(admin.config.policy)
+    file_policy = admin.config.policy
+
+    async def effective() -> tuple[PolicySet, list[PolicyRuleRow]]:
+        try:
+            return await admin.call(lambda st, _w: policy_rules.current(st, file_policy))
+        except PolicyError as e:
+            raise ApiError(
+                409, f"the stored policy rules do not fit the configuration: {e}"
+            ) from None
 
     @v1.get("/policy", tags=["policy"])
     async def get_policy(me: Caller) -> dict[str, Any]:
-        """The policy in force: version and rules."""
+        """The effective policy: its version and rules (the file's, then the stored ones),
+        each with its ``source`` (``file`` or ``api``)."""
         me.require("admin", "auditor", "reviewer")
-        return describe_policy(policies)
+        ps, stored = await effective()
+        return describe_policy(ps, stored)
 
     @v1.post("/policy/explain", tags=["policy"])
     async def explain_statement(me: Caller, body: Explain) -> dict[str, Any]:
         """The decision a statement would get on a connection for some groups."""
         me.require("admin", "auditor", "reviewer")
-        return explain_policy(policies, body.connection, body.sql, body.groups)
+        ps, _ = await effective()
+        return explain_policy(ps, body.connection, body.sql, body.groups)
+
+    @v1.put("/policy/rules/{rule_id}", tags=["policy"])
+    async def put_policy_rule(
+        me: Caller, rule_id: str, body: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, Any]:
+        """Create or replace a stored rule (admins). The body is the rule (without its id,
+        or with the same id), plus an optional ``position`` among the stored rules (0
+        first); running gateways apply it to open sessions from their next statement."""
+        me.require("admin")
+        doc = dict(body)
+        position = doc.pop("position", None)
+        if position is not None and (type(position) is not int or position < 0):
+            raise ApiError(422, "position: a place among the stored rules, 0 or more")
+        try:
+            change = await admin.call(
+                policy_rules.put_rule,
+                file_policy,
+                rule_id,
+                doc,
+                position=position,
+                now_ns=time.time_ns(),
+                by=me.actor,
+            )
+        except PolicyChangeError as e:
+            raise ApiError(_POLICY_STATUS.get(e.reason, 400), str(e)) from None
+        await admin.changed()
+        return change.as_dict()
+
+    @v1.delete("/policy/rules/{rule_id}", tags=["policy"])
+    async def delete_policy_rule(me: Caller, rule_id: str) -> dict[str, Any]:
+        """Remove a stored rule (admins); the configuration file's rules are changed there."""
+        me.require("admin")
+        try:
+            change = await admin.call(
+                policy_rules.delete_rule,
+                file_policy,
+                rule_id,
+                now_ns=time.time_ns(),
+                by=me.actor,
+            )
+        except PolicyChangeError as e:
+            raise ApiError(_POLICY_STATUS.get(e.reason, 400), str(e)) from None
+        await admin.changed()
+        return {**change.as_dict(), "removed": True}
 
     from ledgergate.api.scim import router as scim_router
 

@@ -21,7 +21,9 @@ def _register() -> None:
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")
     app.add_typer(identities.app, name="identities", help="List, disable and enable identities.")
     app.add_typer(identities.grants_app, name="grants", help="Grants made outside the YAML file.")
-    app.add_typer(policy.app, name="policy", help="Check a policy and explain its decisions.")
+    app.add_typer(
+        policy.app, name="policy", help="Check and explain the policy; keep rules in the store."
+    )
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
 

@@ -142,4 +142,8 @@ def register(app: typer.Typer) -> None:
                 )
             typer.echo("ledgergate: press Ctrl-C to stop (a final checkpoint is signed)")
 
-        gw.run_gateway(runtime, on_ready=ready)
+        try:
+            gw.run_gateway(runtime, on_ready=ready)
+        except ConfigError as e:  # found at start: e.g. stored policy rules that clash
+            typer.echo(f"ledgergate: {e}", err=True)
+            raise typer.Exit(2) from None

@@ -17,7 +17,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -399,14 +399,8 @@ class PgSession:
             except (ConnectionError, TimeoutError, ValueError) as e:
                 self._fail_backend(f"the catalog for masking could not be read ({e})")
                 return False
-            planner = MaskPlanner(
-                self.policy.mask,
-                catalog,
-                gw.masking_key,
-                self._mask_report,
-                refs=self.policy.masked_refs,
-            )
-            self.relay.set_shaper(ResultShaper(planner.plan))
+            planner = self._planner(self.policy, catalog)
+            self.relay.set_shaper(ResultShaper(planner.plan, planner.plan_copy))
         # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
         secret = secrets.token_bytes(max(4, len(ready.secret)))
         self.registration = (ready.pid, secret)
@@ -442,6 +436,7 @@ class PgSession:
             + m.ready_for_query(ready.status)
         )
         self._start_relay(greet, front.leftover())
+        self.apply_policy(gw.policies)  # if it changed during the handshake
         return True
 
     async def _catalog_query(self) -> dict[tuple[int, int], str]:
@@ -642,6 +637,54 @@ class PgSession:
                 )
         log.info("session %s terminated: %s", self.session_id, why)
         self.terminate("28000", f"ledgergate: session ended: {why}", f"terminated: {why}")
+
+    def _planner(
+        self, policy: SessionPolicy | None, catalog: Mapping[tuple[int, int], str]
+    ) -> MaskPlanner:
+        """The mask planner for this session's result sets and COPY data."""
+        return MaskPlanner(
+            policy.mask if policy is not None else [],
+            catalog,
+            self.gw.masking_key,
+            self._mask_report,
+            refs=policy.masked_refs if policy is not None else None,
+            search_path=policy.settings.search_path if policy is not None else None,
+        )
+
+    def apply_policy(self, policies: PolicySet | None) -> None:
+        """Take a changed policy (the gateway rebuilt it): deny/allow decisions and the
+        ``policy`` version the session's entries name change from its next statement (a
+        statement prepared before is decided again at its next Bind); a result shaper
+        plans result sets from now on with the new mask rules (one being sent finishes
+        as it began). A session that now needs masking but was opened without a shaper
+        is ended: it never reads unmasked data."""
+        if self.closed or not self.relaying or self.conn is None or self.facts is None:
+            return
+        new = None if policies is None else policies.for_session(self.conn.name, self.facts.groups)
+        if new is self.policy:
+            return
+        self.policy, relay = new, self.relay
+        if new is not None and new.mask and relay.shaper is None:
+            self.end("policy changed: masking now applies to this session")
+            return
+        if new is not None and new.guarded:
+            relay.set_guard(_guard(new))  # statements prepared before are decided again
+            if relay.refusal_tag == "0":
+                relay.refusal_tag = secrets.token_hex(6)
+        elif relay.guard is not None:
+            relay.set_guard(lambda op, text: None)  # refusals in flight still rewritten
+        if relay.shaper is not None:
+            cached = self.gw._catalogs.get(self.conn.name)
+            # No catalog snapshot: columns are matched by their output names.
+            planner = self._planner(new, cached[1] if cached is not None else {})
+            relay.shaper.planner = planner.plan
+            relay.shaper.copy_planner = planner.plan_copy
+        if self.recorder is not None:
+            if new is not None:
+                self.recorder.base["policy"] = new.version
+            else:
+                self.recorder.base.pop("policy", None)
+        log.info("session %s: policy %s", self.session_id, new.version if new else "none")
 
     def on_client_data(self, data: bytes) -> None:
         t = now_ns()

@@ -2,7 +2,8 @@
 
 Owns the process lifecycle of ``ledgergate serve``: first-start generation of the TLS
 certificate and ledger key, the embedded demo connection, the ledger sink, the
-PostgreSQL listener, periodic and shutdown checkpoints, and a clean stop on SIGINT or
+PostgreSQL listener, the watch that re-checks open sessions and applies changes of the
+stored policy rules, periodic and shutdown checkpoints, and a clean stop on SIGINT or
 SIGTERM. Never prints or logs a backend secret.
 """
 
@@ -22,13 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledgergate.core.config import Connection, Credentials, parse_duration, split_address
+from ledgergate.core.config import (
+    ConfigError,
+    Connection,
+    Credentials,
+    parse_duration,
+    split_address,
+)
 from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
-from ledgergate.core.policy.engine import PolicySet
+from ledgergate.core.policy.effective import PolicyError
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
-from ledgergate.services import keys
+from ledgergate.services import keys, policy_rules
 from ledgergate.services.access import AccessControl
 from ledgergate.services.config import Settings, resolve_secret
 from ledgergate.services.ledger import LedgerWriter
@@ -83,6 +90,9 @@ class GatewayRuntime:
     _auth_pool: ThreadPoolExecutor | None = None
     _access: AccessControl | None = None
     _watch: asyncio.Task[None] | None = None
+    # The store's policy epoch the gateway's policy was built at; rebuilds one at a time.
+    _policy_epoch: int = -1
+    _policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def server_tls(self) -> ssl.SSLContext:
         s = self.settings
@@ -142,6 +152,16 @@ class GatewayRuntime:
         async def authenticate(token: str, connection: str) -> AuthResult:
             return await loop.run_in_executor(self._auth_pool, check, token, connection)
 
+        # The effective policy: the file's rules, then those kept in the store. One that
+        # does not validate (a rule id both in the file and in the store) stops the start:
+        # serving the file's rules alone would be serving less than the admins declared.
+        try:
+            self._policy_epoch, effective, _ = await loop.run_in_executor(
+                self._auth_pool, policy_rules.load, access.store, s.config.policy
+            )
+        except PolicyError as e:
+            await self.stop()
+            raise ConfigError(f"policy: {e}") from None
         passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in self.connections}
         pl = s.config.listeners.postgres
         self.gateway = PgGateway(
@@ -152,7 +172,7 @@ class GatewayRuntime:
             tls=self.server_tls(),
             allow_plaintext=pl.allow_plaintext,
             handshake_timeout=pl.handshake_timeout,
-            policies=PolicySet(s.config.policy) if s.config.policy.rules else None,
+            policies=policy_rules.policy_set(effective),
             masking_key=self._masking_key(),
         )
         host, port = split_address(pl.address, 15432)
@@ -191,7 +211,9 @@ class GatewayRuntime:
     async def _watch_sessions(self) -> None:
         """Re-check open sessions every ``identity.recheck_interval``, and within about a
         second of any change that can end one (the store's access epoch moves when a
-        token is revoked, an identity disabled or a grant removed, by any process)."""
+        token is revoked, an identity disabled or a grant removed, by any process).
+        A change of the stored policy rules (the policy epoch) is applied within the
+        same second."""
         assert self._access is not None and self.gateway is not None
         access, gw, loop = self._access, self.gateway, asyncio.get_running_loop()
         interval = parse_duration(self.settings.config.identity.recheck_interval) / 1e9
@@ -200,6 +222,7 @@ class GatewayRuntime:
         while True:
             await asyncio.sleep(min(EPOCH_POLL_S, interval))
             try:
+                await self.refresh_policy()
                 epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
                 if epoch == last_epoch and loop.time() - last_full < interval:
                     continue
@@ -214,9 +237,48 @@ class GatewayRuntime:
             if verdicts:
                 gw.end_sessions(verdicts)
 
-    async def recheck_now(self) -> None:
-        """Re-check every open session at once (after an admin change in this process)."""
+    async def refresh_policy(self) -> bool:
+        """Rebuild the policy if the store's policy epoch moved, and apply it: new
+        sessions take it at once, open ones from their next statement (one that now
+        needs masking but was opened without it is ended). True if the policy changed.
+        Stored rules that do not validate with this gateway's file leave the policy in
+        force as it is (logged): never less than what was enforced."""
         assert self._access is not None and self.gateway is not None
+        store, gw = self._access.store, self.gateway
+        loop = asyncio.get_running_loop()
+        async with self._policy_lock:
+            epoch = await loop.run_in_executor(self._auth_pool, store.policy_epoch)
+            if epoch == self._policy_epoch:
+                return False
+            old = gw.policies.version if gw.policies is not None else "none"
+            try:
+                epoch, effective, _ = await loop.run_in_executor(
+                    self._auth_pool, policy_rules.load, store, self.settings.config.policy
+                )
+            except PolicyError as e:
+                self._policy_epoch = epoch
+                log.error("the stored policy rules are not applied (policy %s stays): %s", old, e)
+                return False
+            self._policy_epoch = epoch
+            new = policy_rules.policy_set(effective)
+            version = new.version if new is not None else "none"
+            if version == old:
+                return False
+            gw.policies = new
+            sessions = gw.open_sessions()
+            for session in sessions:
+                session.apply_policy(new)
+            log.info("policy %s applied (was %s) to %d open sessions", version, old, len(sessions))
+            return True
+
+    async def recheck_now(self) -> None:
+        """Re-check every open session at once, and take a changed policy (after an
+        admin change in this process)."""
+        assert self._access is not None and self.gateway is not None
+        try:
+            await self.refresh_policy()
+        except Exception:  # the watch retries within a second
+            log.exception("applying the changed policy failed; retrying")
         facts = [x.facts for x in self.gateway.open_sessions() if x.facts is not None]
         verdicts = await asyncio.get_running_loop().run_in_executor(
             self._auth_pool, self._access.recheck, facts, time.time_ns()

@@ -1,10 +1,10 @@
 """The store interface: what services may ask of persistence, whatever the engine.
 
-Owns the shape of stored rows (entries, stream states, checkpoints, payloads, tokens)
-and the operations on them. Engines (SQLite now, PostgreSQL later) implement ``Store``;
-services never see SQL, a connection object or an engine's exceptions (engines raise
-``StoreError``). No business rules here: hashing, sealing, signing and token policy
-live in ``core`` and ``services``.
+Owns the shape of stored rows (entries, stream states, checkpoints, payloads, tokens,
+identities, grants, policy rules) and the operations on them. Engines (SQLite now,
+PostgreSQL later) implement ``Store``; services never see SQL, a connection object or
+an engine's exceptions (engines raise ``StoreError``). No business rules here: hashing,
+sealing, signing, token policy and policy validation live in ``core`` and ``services``.
 
 Concurrency contract: one ``Store`` instance is used by one thread at a time (open one
 per thread); several instances, in several processes, may share one database. Writes
@@ -23,6 +23,7 @@ __all__ = [
     "EntryRow",
     "GrantRow",
     "IdentityRow",
+    "PolicyRuleRow",
     "Store",
     "StoreError",
     "TokenRow",
@@ -111,6 +112,21 @@ class GrantRow:
     identities: tuple[str, ...]
     created_ns: int
     created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRuleRow:
+    """A policy rule added through the API or the CLI (the YAML file's rules are not
+    stored). ``body`` is the rule without its id, as JSON text; stored rules follow the
+    file's rules in ``position`` order."""
+
+    id: str
+    body: str
+    position: int
+    created_ns: int
+    created_by: str | None
+    updated_ns: int
+    updated_by: str | None
 
 
 class Store(Protocol):
@@ -250,3 +266,21 @@ class Store(Protocol):
         ...
 
     def bump_access_epoch(self) -> None: ...
+
+    # -- policy rules ---------------------------------------------------------------------
+    def list_policy_rules(self) -> list[PolicyRuleRow]:
+        """The stored policy rules by ``position`` (then id)."""
+        ...
+
+    def put_policy_rule(self, row: PolicyRuleRow) -> None:
+        """Insert or replace the rule ``row.id``; raises the policy epoch."""
+        ...
+
+    def delete_policy_rule(self, rule_id: str) -> bool:
+        """Remove a stored rule (raising the policy epoch); False if there is none."""
+        ...
+
+    def policy_epoch(self) -> int:
+        """A counter raised by every change of the stored policy rules: gateways poll it
+        cheaply and rebuild their policy when it moves."""
+        ...

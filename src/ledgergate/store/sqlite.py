@@ -24,6 +24,7 @@ from ledgergate.core.ledger.merkle import HASH_SIZE
 from ledgergate.store.base import CheckpointRow, EntryRow, StoreError
 from ledgergate.store.sqlite_identity import IDENTITY_SCHEMA, IdentityTables
 from ledgergate.store.sqlite_identity import translated as _translated
+from ledgergate.store.sqlite_policy import POLICY_SCHEMA, PolicyTables
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_sqlite"]
 
@@ -92,6 +93,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
     (2, IDENTITY_SCHEMA),
+    (3, POLICY_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -153,7 +155,7 @@ def open_sqlite(path: Path, *, durable: bool = False) -> SqliteStore:
     return SqliteStore(path, durable=durable)
 
 
-class SqliteStore(IdentityTables):
+class SqliteStore(IdentityTables, PolicyTables):
     """One connection to a ledgergate SQLite database. One thread at a time."""
 
     def __init__(self, path: Path, *, durable: bool = False) -> None:

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from ledgergate.wire.pg.events import ClientData, Committed, Record, SendToClient, ServerData
-from ledgergate.wire.pg.frames import build, iter_messages
+from ledgergate.wire.pg.frames import FrameError, build, iter_messages
 from ledgergate.wire.pg.results import (
     Field,
     ResultShaper,
@@ -164,3 +164,81 @@ def test_a_malformed_row_description_closes_the_session_without_rows() -> None:
     sent = b"".join(a.data for a in acts if isinstance(a, SendToClient))
     assert [t for t, _ in iter_messages(sent)] == [b"E"]
     assert b"ann@example.com" not in sent and rel.closed
+
+
+# -- COPY TO STDOUT ---------------------------------------------------------------------
+
+
+class UpperCopy:
+    """A COPY plan that upper-cases whole lines, one row per line."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.finished = False
+
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        self.buf += data
+        head, sep, self.buf = self.buf.rpartition(b"\n")
+        return (head + sep).upper(), (head + sep).count(b"\n")
+
+    def finish(self) -> None:
+        if self.buf:
+            raise ValueError("a row was cut")
+        self.finished = True
+
+
+def copy_out(ncols: int, fmt: int = 0) -> bytes:
+    return build(b"H", struct.pack("!bh", fmt, ncols) + struct.pack("!h", fmt) * ncols)
+
+
+COPY_DONE = build(b"c") + build(b"C", b"COPY 2\x00") + build(b"Z", b"I")
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_copy_data_is_rewritten_whole_rows_at_a_time(step: int) -> None:
+    seen: list[tuple[bytes, int, bool]] = []
+    plans: list[UpperCopy] = []
+
+    def copy_planner(sql: bytes, ncols: int, binary: bool) -> UpperCopy:
+        seen.append((sql, ncols, binary))
+        plans.append(UpperCopy())
+        return plans[-1]
+
+    sh = ResultShaper(planner([]), copy_planner)
+    sh.client(ord("Q"), build(b"Q", b"COPY t TO STDOUT\x00"))
+    # rows split across CopyData messages, as the protocol allows
+    data = copy_out(2) + build(b"d", b"a\tb\nc") + build(b"d", b"\td\n") + COPY_DONE
+    out = b""
+    for i in range(0, len(data), step):
+        out += sh.server(data[i : i + step]).out
+    msgs = list(iter_messages(out))
+    assert b"".join(b for t, b in msgs if t == b"d") == b"A\tB\nC\tD\n"
+    assert [t for t, _ in msgs if t != b"d"] == [b"H", b"c", b"C", b"Z"]
+    assert seen == [(b"COPY t TO STDOUT", 2, False)] and plans[0].finished
+    assert sh.copy_rows == 2
+
+
+def test_a_refused_copy_answers_an_error_and_drops_its_data() -> None:
+    from ledgergate.wire.pg.results import CopyRefusal
+
+    def refuse(sql: bytes, ncols: int, binary: bool) -> UpperCopy:
+        raise CopyRefusal("its columns cannot be attributed")
+
+    for copy_planner in (refuse, None):
+        sh = ResultShaper(planner([]), copy_planner)
+        sh.client(ord("Q"), build(b"Q", b"COPY t TO STDOUT\x00"))
+        r = sh.server(copy_out(1) + build(b"d", b"secret\n") + COPY_DONE)
+        msgs = list(iter_messages(r.out))
+        assert [t for t, _ in msgs] == [b"E", b"Z"]
+        assert b"secret" not in r.out and b"42501" in msgs[0][1]
+        # the next statement's results pass as usual
+        sh.client(ord("Q"), build(b"Q", b"SELECT 1\x00"))
+        r = sh.server(T + ROWS + DONE)
+        assert [t for t, _ in iter_messages(r.out)] == [b"T", b"D", b"D", b"C", b"Z"]
+
+
+def test_a_copy_cut_inside_a_row_is_a_protocol_error() -> None:
+    sh = ResultShaper(planner([]), lambda sql, n, b: UpperCopy())
+    sh.client(ord("Q"), build(b"Q", b"COPY t TO STDOUT\x00"))
+    with pytest.raises(FrameError):
+        sh.server(copy_out(1) + build(b"d", b"half a row") + COPY_DONE)

@@ -19,16 +19,19 @@ from typing import Any
 
 from ledgergate.core.masking.detectors import Hit, joinable, scan
 from ledgergate.core.masking.functions import MaskSpec, mask_hits, mask_value
+from ledgergate.core.policy.copy import CopyFacts, copy_facts
 from ledgergate.core.policy.rules import MaskAction, PolicyRule
 from ledgergate.wire.pg import _datarows
-from ledgergate.wire.pg.results import Field
+from ledgergate.wire.pg.copytext import CopyEncoder, CopyFormat, CopySplitter
+from ledgergate.wire.pg.results import CopyRefusal, Field
 
-__all__ = ["MaskPlanner", "RowMasking"]
+__all__ = ["CopyMasking", "MaskPlanner", "RowMasking"]
 
 Catalog = Mapping[tuple[int, int], str]  # (table oid, attnum) -> "schema.table.column"
 # Types whose binary wire format is their text (UTF-8): text, varchar, bpchar, name.
 # Binary values of these are masked like text; other binary values under a rule are NULL.
-TEXT_LIKE = frozenset({25, 1043, 1042, 19})
+TEXT_OID = 25
+TEXT_LIKE = frozenset({TEXT_OID, 1043, 1042, 19})
 # Content detectors look into values of these types only (text, varchar, bpchar, name,
 # json, jsonb, xml, unknown): numbers, dates and the like hold no free text. A card
 # number kept in a numeric column is a column rule's job.
@@ -233,6 +236,11 @@ def _action(c: _Col) -> tuple[int, int, bool, bytes] | None:
     return None
 
 
+def _text_field(name: str, oid: int = 0, attnum: int = 0) -> Field:
+    """A COPY column: text, attributed when ``oid`` and ``attnum`` are known."""
+    return Field(name.encode("utf-8"), oid if attnum else 0, attnum, TEXT_OID, 0)
+
+
 def _const(spec: MaskSpec) -> Callable[[Hit], MaskSpec]:
     return lambda _h: spec
 
@@ -247,6 +255,7 @@ class MaskPlanner:
         key: bytes,
         report: Callable[[list[dict[str, Any]], int], None] | None = None,
         refs: Callable[[str], frozenset[str]] | None = None,
+        search_path: list[str] | None = None,
     ) -> None:
         self.rules = [r for r in rules if r.mask is not None]
         self.catalog = catalog
@@ -254,6 +263,101 @@ class MaskPlanner:
         self.report = report
         # statement text -> the mask rules whose columns it mentions (see SessionPolicy).
         self.refs = refs
+        # Unqualified table names in COPY statements resolve on these schemas.
+        self.search_path = search_path or ["public"]
+        self._by_table: dict[str, tuple[int, list[tuple[int, str]]]] | None = None
+
+    def _tables(self) -> dict[str, tuple[int, list[tuple[int, str]]]]:
+        """``schema.table`` -> (its oid, its columns as (attnum, name) in table order)."""
+        if self._by_table is None:
+            out: dict[str, tuple[int, list[tuple[int, str]]]] = {}
+            for (oid, attnum), name in self.catalog.items():
+                table, _, column = name.rpartition(".")
+                out.setdefault(table, (oid, []))[1].append((attnum, column))
+            for _oid, cols in out.values():
+                cols.sort()
+            self._by_table = out
+        return self._by_table
+
+    def _table(self, name: str | None, schema: str | None = None) -> str | None:
+        """The catalog's ``schema.table`` for a table as a statement names it."""
+        if name is None:
+            return None
+        tables = self._tables()
+        if schema is not None:
+            key = f"{schema}.{name}"
+            return key if key in tables else None
+        if "." in name:
+            return name if name in tables else None
+        return next((k for s in self.search_path if (k := f"{s}.{name}") in tables), None)
+
+    def plan_copy(self, sql: bytes, ncols: int, binary: bool) -> CopyMasking | None:
+        """The plan for the data of a COPY TO STDOUT with ``ncols`` columns, None when no
+        rule touches it; ``CopyRefusal`` when its columns cannot be told apart although
+        a column rule could apply (or its format cannot be rewritten)."""
+        text = sql.decode("utf-8", "replace")
+        try:
+            facts = copy_facts(text)
+        except ValueError as e:
+            raise CopyRefusal(f"its options cannot be read: {e}") from None
+        if facts is None:
+            raise CopyRefusal("the statement that started it is not a COPY ... TO STDOUT")
+        if binary or facts.format.format == "binary":
+            raise CopyRefusal("binary COPY data cannot be masked; use FORMAT text or csv")
+        fields = self._copy_fields(facts, ncols)
+        plan = self.plan(fields, sql)
+        if plan is None:
+            return None
+        names = [f.name.decode("utf-8", "replace") for f in fields]
+        quote = facts.format.force_quote_columns(names)
+        return CopyMasking(plan, facts.format, ncols, quote)
+
+    def _copy_fields(self, facts: CopyFacts, ncols: int) -> tuple[Field, ...]:
+        """The COPY's columns as a RowDescription would give them (as text)."""
+        tables = self._tables()
+        fields: list[Field] | None
+        if facts.query is None:
+            key = self._table(facts.table, facts.schema)
+            if key is not None:
+                oid, cols = tables[key]
+                by_name = {c: a for a, c in cols}
+                names = facts.columns or tuple(c for _a, c in cols)
+                fields = [_text_field(n, oid, by_name.get(n, 0)) for n in names]
+            elif facts.columns is not None:
+                fields = [_text_field(n) for n in facts.columns]
+            else:
+                fields = None
+        else:
+            fields = self._query_fields(facts)
+        if fields is not None and len(fields) == ncols:
+            return tuple(fields)
+        # Columns we cannot name: fine for content detectors, not for a column rule.
+        if any(r.mask is not None and r.mask.columns for r in self.rules):
+            what = facts.table or "its query"
+            raise CopyRefusal(
+                f"the columns of {what} cannot be attributed (not in the gateway's catalog "
+                "snapshot, or a * over several tables); list the columns or use SELECT"
+            )
+        return tuple(_text_field("?column?") for _ in range(ncols))
+
+    def _query_fields(self, facts: CopyFacts) -> list[Field] | None:
+        """The columns of ``COPY (query)``, or None when a ``*`` hides which they are."""
+        tables = self._tables()
+        out: list[Field] = []
+        for t in facts.targets:
+            key = self._table(t.table)
+            if t.star:
+                if key is None:
+                    return None
+                oid, cols = tables[key]
+                out += [_text_field(c, oid, a) for a, c in cols]
+            elif key is not None and t.column is not None:
+                oid, cols = tables[key]
+                attnum = next((a for a, c in cols if c == t.column), 0)
+                out.append(_text_field(t.name, oid, attnum))
+            else:
+                out.append(_text_field(t.name))
+        return out
 
     def plan(self, fields: tuple[Field, ...], sql: bytes = b"") -> RowMasking | None:
         hinted: frozenset[str] = frozenset()
@@ -283,6 +387,36 @@ class MaskPlanner:
         if not cols:
             return None
         return RowMasking(cols, self.key, self.report, len(fields))
+
+
+class CopyMasking:
+    """One COPY TO STDOUT's plan (``wire.pg.results.CopyPlan``): its data split into rows
+    (``wire.pg.copytext``), each row masked like a DataRow, and encoded again in the
+    same format. Rows nothing changed in go on as the bytes that came."""
+
+    def __init__(self, rows: RowMasking, fmt: CopyFormat, ncols: int, quote: frozenset[int]):
+        self.plan = rows
+        self.split = CopySplitter(fmt, columns=ncols)
+        self.encoder = CopyEncoder(fmt, force_quote=quote)
+
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        """(what to forward, rows in it) for a piece of COPY data; a row cut at the end
+        waits for the rest."""
+        out: list[bytes] = []
+        rows = 0
+        for line in self.split.feed(data):
+            if line.header:
+                out.append(line.raw)
+                continue
+            rows += 1
+            new = self.plan.mask(line.values)
+            out.append(line.raw if new is None else self.encoder.encode(new))
+        return b"".join(out), rows
+
+    def finish(self) -> None:
+        """The COPY ended: a row still incomplete is an error (``CopyDataError``)."""
+        self.plan.finish()
+        self.split.finish()
 
 
 def _column_matches(patterns: list[str], source: str | None, name: str) -> bool:

@@ -9,7 +9,8 @@ Order, for a session on a connection by an identity with groups:
    where results are masked, ``COPY ... TO`` is refused (its rows are not masked yet);
 4. what is left is allowed; ``mask`` rules then shape the results (``core.masking``).
 A multi-statement string is refused whole when any of its statements is.
-Every decision names the policy version (a digest of the policy section), so a ledger
+Every decision names the policy version (a digest of the effective policy: the file's
+section and the rules kept in the store, see ``core.policy.effective``), so a ledger
 entry says which policy it was decided under. Pure and cached: the per-session object
 keeps a bounded cache of decisions by statement text.
 """
@@ -26,10 +27,11 @@ from fnmatch import fnmatchcase
 
 from pglast.parser import ParseError, fingerprint
 
+from ledgergate.core.policy.copy import copy_facts
 from ledgergate.core.policy.rules import AllowClause, DenyConditions, PolicyRule, PolicySettings
 from ledgergate.core.policy.sql import Statement, classify
 
-__all__ = ["Decision", "PolicySet", "SessionPolicy"]
+__all__ = ["Decision", "PolicySet", "SessionPolicy", "policy_version"]
 
 # Distinct statement texts whose decision a session keeps: an application repeats a few
 # hundred; a client sending endless distinct literals just re-parses (bounded memory).
@@ -191,20 +193,24 @@ class SessionPolicy:
                 "unparseable",
                 "the statement could not be parsed, and this connection is guarded",
             ), False
+        # set_config's arguments and COPY's options (FORMAT binary or csv) are constants
+        # that change the decision: such statements are cached by their text.
         constant_free = not any(
             f.rsplit(".", 1)[-1] == "set_config" for st in c.statements for f in st.functions
-        )
-        return self._judge(c.statements), constant_free
+        ) and not any(st.kind == "copy" for st in c.statements)
+        return self._judge(c.statements, sql), constant_free
 
-    def _judge(self, statements: tuple[Statement, ...]) -> Decision:
+    def _judge(self, statements: tuple[Statement, ...], sql: str = "") -> Decision:
         sp = self.settings.search_path
         for st in statements:
             if self.mask and st.kind == "copy" and st.copy_direction == "to":
-                return Decision(
-                    False,
-                    "mask-copy-out",
-                    "COPY ... TO is refused where results are masked; use SELECT",
+                why = (
+                    _copy_unmaskable(sql)
+                    if len(statements) == 1
+                    else "COPY ... TO is sent alone where results are masked"
                 )
+                if why is not None:
+                    return Decision(False, "mask-copy-out", why)
             for r in self.deny:
                 assert r.deny is not None
                 if _denies(r.deny, st, sp):
@@ -221,14 +227,35 @@ class SessionPolicy:
         return ALLOW
 
 
+def _copy_unmaskable(sql: str) -> str | None:
+    """Why the data of a ``COPY ... TO`` could not be masked in flight, or None. Its data
+    is masked when it comes to the client in text or CSV (``core.masking.plan``); to a
+    server file or program it never passes the gateway, in binary it is not rewritten."""
+    try:
+        facts = copy_facts(sql)
+    except ValueError as e:
+        return f"COPY ... TO with options that cannot be read is refused where masked: {e}"
+    if facts is None:
+        return "COPY ... TO a file or program is refused where results are masked; use STDOUT"
+    if facts.format.format == "binary":
+        return "binary COPY ... TO is refused where results are masked; use FORMAT text or csv"
+    return None
+
+
+def policy_version(settings: PolicySettings) -> str:
+    """The digest naming a policy (the file's section, or the effective policy of the
+    file and the store): equal policies have equal versions, whoever computes them."""
+    doc = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "pol_" + hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
 class PolicySet:
     """The whole policy section; hands out ``SessionPolicy`` objects, shared per
     (connection, groups) so their decision caches are shared too."""
 
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
-        doc = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        self.version = "pol_" + hashlib.sha256(doc.encode()).hexdigest()[:16]
+        self.version = policy_version(settings)
         self._sessions: OrderedDict[tuple[str, frozenset[str]], SessionPolicy | None] = (
             OrderedDict()
         )

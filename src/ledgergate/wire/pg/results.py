@@ -27,6 +27,7 @@ from typing import Protocol
 
 from ledgergate.wire.pg import _datarows  # the row loop in C (see _datarows.c)
 from ledgergate.wire.pg.frames import FrameError
+from ledgergate.wire.pg.messages import error_response
 
 __all__ = ["Field", "Planner", "ResultShaper", "RowPlan", "ShapedRead"]
 
@@ -63,6 +64,27 @@ class RowPlan(Protocol):
 
 # (the result's columns, the SQL text of the statement that produced it) -> a plan.
 Planner = Callable[[tuple[Field, ...], bytes], RowPlan | None]
+
+
+class CopyPlan(Protocol):
+    """A COPY TO STDOUT's masking: its data in, the rewritten data out."""
+
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        """(bytes to forward, complete rows in them) for a piece of COPY data."""
+        ...
+
+    def finish(self) -> None:
+        """The COPY ended (raises ValueError when it ended inside a row)."""
+        ...
+
+
+class CopyRefusal(Exception):
+    """Raised by a ``CopyPlanner``: this COPY's data may not pass; the message says why."""
+
+
+# (the COPY statement's text, its column count, binary?) -> a plan, or None when no rule
+# applies; raises ``CopyRefusal`` when the data cannot be masked.
+CopyPlanner = Callable[[bytes, int, bool], CopyPlan | None]
 
 
 @dataclass(slots=True)
@@ -168,8 +190,13 @@ def describe_portal(portal: bytes) -> bytes:
 
 
 class ResultShaper:
-    def __init__(self, planner: Planner) -> None:
+    def __init__(self, planner: Planner, copy_planner: CopyPlanner | None = None) -> None:
         self.planner = planner
+        self.copy_planner = copy_planner
+        # The COPY TO STDOUT in progress: its plan; or refused (its data is dropped, and
+        # the client got an error in place of the CopyOutResponse).
+        self._copy: CopyPlan | None = None
+        self._copy_refused = False
         self._expect: deque[_Exp] = deque()
         self._stmt: dict[bytes, tuple[Field, ...] | None] = {}
         self._portal: dict[bytes, tuple[Field, ...] | None] = {}
@@ -180,13 +207,21 @@ class ResultShaper:
         self._described: set[bytes] = set()  # portals the client describes in this batch
         self._plan: RowPlan | None = None
         self._plan_for: object = None
+        self.copy_rows = 0  # rows of COPY data masked (all reads)
         self._buf = bytearray()
         # A hook for the guard: each ErrorResponse may be replaced (a refusal).
         self.on_error: Callable[[bytes], bytes | None] | None = None
 
     # -- client side ----------------------------------------------------------------------
     def client(self, tag: int, frame: bytes) -> bytes:
-        """A client message about to be forwarded; returns what to forward instead."""
+        """A client message about to be forwarded; returns what to forward instead.
+        A message too short for what its type must hold is a ``FrameError``."""
+        try:
+            return self._client(tag, frame)
+        except (ValueError, struct.error, IndexError) as e:
+            raise FrameError(f"malformed {chr(tag)!r} message from the client: {e}") from None
+
+    def _client(self, tag: int, frame: bytes) -> bytes:
         t = chr(tag)
         if t == "P":
             name, pos = _cstr(frame, 5)
@@ -340,6 +375,32 @@ class ResultShaper:
                 (self._portal if d.target == b"P" else self._stmt)[d.name] = None
                 return not d.injected, None
             return True, None
+        if c == "H":
+            return self._copy_out(frame, q[0].sql if head in ("Q", "E") else b"")
+        if c == "d":
+            if self._copy_refused:
+                return False, None
+            if self._copy is None:
+                return True, None
+            data, rows = self._copy.feed(frame[5:])
+            self.copy_rows += rows
+            if not data:
+                return False, None
+            return True, b"d" + _I.pack(len(data) + 4) + data
+        if c == "c":
+            if self._copy_refused:
+                return False, None
+            if self._copy is not None:
+                self._copy.finish()
+            return True, None
+        if c == "C" and (self._copy is not None or self._copy_refused):
+            refused = self._copy_refused
+            self._copy, self._copy_refused = None, False
+            if head == "E":
+                q.popleft()
+            return not refused, None
+        if c == "E":
+            self._copy, self._copy_refused = None, False
         if c == "1":
             self._pop("P")
         elif c == "2":
@@ -364,6 +425,20 @@ class ResultShaper:
             while q:
                 if q.popleft().kind in ("S", "Q", "F"):
                     break
+        return True, None
+
+    def _copy_out(self, frame: bytes, sql: bytes) -> tuple[bool, bytes | None]:
+        """A CopyOutResponse: plan its data, or answer an error in its place."""
+        (fmt,) = struct.unpack_from("!b", frame, 5)
+        (ncols,) = _H.unpack_from(frame, 6)
+        try:
+            if self.copy_planner is None:
+                raise CopyRefusal("COPY data is not masked on this connection")
+            plan = self.copy_planner(sql, ncols, fmt != 0)
+        except CopyRefusal as e:
+            self._copy_refused = True
+            return True, error_response("42501", f"ledgergate: COPY refused: {e}", severity="ERROR")
+        self._copy = plan
         return True, None
 
     def _current_plan(self) -> RowPlan | None:

@@ -12,6 +12,8 @@ Rules:
   after ``ClientClosed`` such reads are still recorded, with ``delivered=False``.
 - A client frame with an unknown type or an absurd length is a protocol error: the client
   gets a FATAL ErrorResponse and the session closes. The backend is trusted to frame.
+- A guard replaced while the session is open (``set_guard``: the policy changed) also
+  decides the statements prepared before it, when they are next bound.
 No sockets, clocks or logging: timestamps arrive on the events.
 """
 
@@ -38,6 +40,7 @@ from ledgergate.wire.pg.events import (
     ServerData,
 )
 from ledgergate.wire.pg.frames import FrameError, FrameSplitter, build
+from ledgergate.wire.pg.prepared import PreparedStatements
 from ledgergate.wire.pg.results import ResultShaper
 
 __all__ = ["Relay", "SessionStats"]
@@ -140,6 +143,14 @@ class Relay:
         self._hold_s = b""  # an ErrorResponse begun at the end of a read, held for the rest
         # Sessions whose results are masked: every server message passes through it.
         self.shaper: ResultShaper | None = None
+        # What the client prepared, decided again at its next Bind after ``set_guard``.
+        self._prepared = PreparedStatements()
+
+    def set_guard(self, guard: Guard | None) -> None:
+        """Replace the guard of an open session (the policy changed): from the next
+        Query or Parse on, and for a statement prepared before, at its next Bind."""
+        self.guard = guard
+        self._prepared.next_generation()
 
     def set_shaper(self, shaper: ResultShaper) -> None:
         shaper.on_error = self._rewrite_error
@@ -252,6 +263,7 @@ class Relay:
                 raw = bytes(buf[s:e])
                 p = m.parse_parse(raw[5:])
                 seen.append(CommandSeen("parse", ts, raw, text=p.query, statement=p.statement))
+                self._prepared.remember(p.statement, p.query)
             elif tag == _B:
                 seen.append(_bind_seen(bytes(buf[s:e]), ts))
             elif tag == _F:
@@ -312,6 +324,7 @@ class Relay:
         out = bytearray()
         for tag, s, e in frames:
             fwd: bytes | None = None
+            ftag = tag
             if tag == _Q:
                 raw = bytes(buf[s:e])
                 text = m.parse_query(raw[5:])
@@ -331,10 +344,35 @@ class Relay:
                 if verdict is not None:
                     stand_in = self._refuse(verdict)
                     fwd = build(b"P", p.statement + b"\x00" + stand_in + b"\x00\x00\x00")
+                    self._prepared.forget(p.statement)
+                else:
+                    self._prepared.remember(p.statement, p.query)
             elif tag == _d:
                 copy_rows += 1
             elif tag == _B:
-                seen.append(_bind_seen(bytes(buf[s:e]), ts))
+                raw = bytes(buf[s:e])
+                b = _bind_seen(raw, ts)
+                text, verdict = (
+                    self._prepared.recheck(b.statement or b"", guard)
+                    if self._prepared.gen
+                    else (b"", None)
+                )
+                if verdict is not None:
+                    # Prepared under an earlier policy and refused by this one: the backend
+                    # fails a stand-in in its place, and skips the batch to its Sync.
+                    b = CommandSeen(
+                        "bind",
+                        ts,
+                        raw,
+                        text=text,
+                        statement=b.statement,
+                        portal=b.portal,
+                        nparams=b.nparams,
+                        blocked=verdict,
+                    )
+                    fwd = build(b"P", b"\x00" + self._refuse(verdict) + b"\x00\x00\x00")
+                    ftag = _P
+                seen.append(b)
             elif tag == _F:
                 seen.append(_function_seen(bytes(buf[s:e]), ts))
             elif tag == _X:
@@ -343,7 +381,7 @@ class Relay:
                 raise FrameError(f"unknown message type {chr(tag)!r}")
             if fwd is None:
                 fwd = bytes(buf[s:e])
-            out += shaper.client(tag, fwd) if shaper else fwd
+            out += shaper.client(ftag, fwd) if shaper else fwd
         end = frames[-1][2]
         self._split.consume(end)
         return self._emit(bytes(out), end, seen, copy_rows, ts)
