@@ -122,7 +122,7 @@ def test_versions_name_the_policy() -> None:
 @pytest.mark.parametrize(
     ("rule", "error"),
     [
-        ({"id": "x"}, "exactly one of deny, allow or mask"),
+        ({"id": "x"}, "exactly one of deny, allow, mask or review"),
         ({"id": "x", "deny": {}}, "at least one condition"),
         ({"id": "x", "deny": {"kinds": ["drop"]}}, "unknown statement kind"),
         ({"id": "x", "deny": {"regex": "("}}, "not a regular expression"),

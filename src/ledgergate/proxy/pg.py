@@ -26,6 +26,7 @@ from ledgergate.core.identity import SessionFacts
 from ledgergate.core.masking.plan import MaskPlanner
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.core.recording import SessionRecorder
+from ledgergate.proxy.review import ReviewAnswer, ReviewAsk, ReviewDesk, params_text
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.pg import messages as m
 from ledgergate.wire.pg.events import (
@@ -38,6 +39,7 @@ from ledgergate.wire.pg.events import (
     Close,
     Committed,
     Fail,
+    Inspect,
     Record,
     SendToClient,
     SendToServer,
@@ -46,11 +48,12 @@ from ledgergate.wire.pg.events import (
     StartClientTls,
     StartServerTls,
     TlsStarted,
+    Verdict,
 )
 from ledgergate.wire.pg.frames import build, iter_messages
 from ledgergate.wire.pg.handshake import BackendHandshake, FrontendHandshake
 from ledgergate.wire.pg.results import ResultShaper, parse_data_row
-from ledgergate.wire.pg.session import MAX_HELD, Relay
+from ledgergate.wire.pg.session import MAX_HELD, Guard, NeedsReview, Relay
 
 __all__ = ["AuthResult", "PgGateway"]
 
@@ -91,11 +94,13 @@ class AuthResult:
 Authenticator = Callable[[str, str], Awaitable[AuthResult]]
 
 
-def _guard(policy: SessionPolicy) -> Callable[[str, bytes], tuple[str, str] | None]:
+def _guard(policy: SessionPolicy) -> Guard:
     """The relay's guard over a session's policy (statement text read as UTF-8)."""
 
-    def guard(op: str, text: bytes) -> tuple[str, str] | None:
+    def guard(op: str, text: bytes) -> tuple[str, str] | NeedsReview | None:
         d = policy.check(text.decode("utf-8", "replace"))
+        if d.review is not None:
+            return NeedsReview(d.review)
         return None if d.allowed else (d.rule or "policy", d.message or "refused")
 
     return guard
@@ -189,6 +194,9 @@ class PgSession:
         # What the session was admitted on (re-checked by the gateway's watch), and the
         # instant it must end at the latest (checked at every client read: an int compare).
         self.facts: SessionFacts | None = None
+        # A statement held for review: (ticket, rule, the desk's task); why it was withdrawn.
+        self._review: tuple[int, str, asyncio.Task[ReviewAnswer]] | None = None
+        self._withdrawn: str | None = None
         self.policy: SessionPolicy | None = None
         self.deadline_ns = 2**63 - 1
         self.deadline_reason = ""
@@ -694,6 +702,8 @@ class PgSession:
         self._dispatch(self.relay.feed(ClientData(data, t)))
         if self.relay.held_bytes > MAX_HELD:
             self._pause_client("held")
+        if self.relay.waiting_bytes > MAX_HELD:  # behind a statement held for review
+            self._pause_client("review")
 
     def on_server_data(self, data: bytes) -> None:
         self._dispatch(self.relay.feed(ServerData(data, now_ns())))
@@ -726,6 +736,8 @@ class PgSession:
                         return
                 case Close(reason=r):
                     self._close(r)
+                case Inspect():
+                    self._inspect(a)
                 case (
                     StartClientTls()
                     | StartServerTls()
@@ -737,6 +749,61 @@ class PgSession:
                     raise AssertionError(f"handshake action {a!r} during relay")
                 case _:
                     assert_never(a)
+
+    # -- review ------------------------------------------------------------------------
+    def _inspect(self, ins: Inspect) -> None:
+        """A statement held for review: ask the gateway's desk, feed back its answer."""
+        rule = self.policy.review_rule(ins.rule) if self.policy is not None else None
+        desk = self.gw.reviews
+        if rule is None or desk is None or self.facts is None or self.conn is None:
+            # No desk (or the rule vanished with a policy change): nobody can approve it.
+            self._verdict(ins.ticket, ReviewAnswer(False, "no reviewer can be asked"), ins.rule)
+            return
+        ask = ReviewAsk(
+            session_id=self.session_id,
+            identity=self.facts.identity,
+            groups=self.facts.groups,
+            connection=self.conn.name,
+            rule=rule,
+            op=ins.op,
+            statement=ins.text.decode("utf-8", "replace"),
+            params=params_text(ins.params, ins.formats),
+        )
+        task = asyncio.get_running_loop().create_task(desk.ask(ask, self._notice))
+        self._review = (ins.ticket, ins.rule, task)
+        task.add_done_callback(self._reviewed)
+
+    def _notice(self, text: str) -> None:
+        if not self.closed:
+            self.ct.write(m.notice_response(text))
+
+    def _reviewed(self, task: asyncio.Task[ReviewAnswer]) -> None:
+        review, self._review = self._review, None
+        if review is None or self.closed:
+            return
+        ticket, rule, _ = review
+        if task.cancelled():
+            why = self._withdrawn or "the review was withdrawn"
+            answer = ReviewAnswer(False, why, "57014")
+        elif (err := task.exception()) is not None:
+            log.error("session %s: review failed: %r", self.session_id, err)
+            answer = ReviewAnswer(False, "the review could not be completed (fail closed)")
+        else:
+            answer = task.result()
+        self._verdict(ticket, answer, rule)
+
+    def _verdict(self, ticket: int, answer: ReviewAnswer, rule: str) -> None:
+        v = Verdict(ticket, answer.approved, rule, answer.message, answer.code, now_ns())
+        self._dispatch(self.relay.feed(v))
+        self._resume_client("review")
+
+    def withdraw_review(self, why: str) -> bool:
+        """Cancel the wait for a held statement's review (a CancelRequest, the client gone)."""
+        if self._review is None:
+            return False
+        self._withdrawn = why
+        self._review[2].cancel()
+        return True
 
     def terminate(self, code: str, message: str, reason: str) -> None:
         """End a relaying session from the gateway's side with a FATAL error, at the next
@@ -775,6 +842,9 @@ class PgSession:
         self.closed = True
         self.close_reason = reason
         self.relay.closed = True
+        if self._review is not None:  # nobody waits for it any more: withdraw it
+            self._withdrawn = f"the session ended: {reason}"
+            self._review[2].cancel()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         if self.registration is not None:
@@ -846,8 +916,10 @@ class PgGateway:
         handshake_timeout: float,
         policies: PolicySet | None = None,
         masking_key: bytes = b"",
+        reviews: ReviewDesk | None = None,
     ) -> None:
         self.connections = connections
+        self.reviews = reviews
         self.policies = policies
         self.masking_key = masking_key
         self._catalogs: dict[str, tuple[float, dict[tuple[int, int], str]]] = {}
@@ -910,6 +982,10 @@ class PgGateway:
         reg = self.cancel_registry.get((pid, secret))
         if reg is None:
             log.info("cancel request for an unknown session from %s", source.get("ip"))
+            return
+        if reg.session.withdraw_review("the client cancelled the statement"):
+            # The held statement never reached the backend: cancelling means withdrawing
+            # its review (the client gets 57014, as from PostgreSQL).
             return
         conn = reg.conn
         try:

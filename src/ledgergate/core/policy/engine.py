@@ -45,6 +45,7 @@ class Decision:
     allowed: bool
     rule: str | None = None
     message: str | None = None
+    review: str | None = None  # allowed once a human approves it under this review rule
 
 
 ALLOW = Decision(True)
@@ -121,14 +122,20 @@ class SessionPolicy:
         self.deny = [r for r in rules if r.deny is not None]
         self.allow = [r for r in rules if r.allow is not None]
         self.mask = [r for r in rules if r.mask is not None]
+        # Review rules: statements held for a human (command), the connection reachable
+        # only inside an approved window (access; services.access checks it at connect).
+        self.review = [r for r in rules if r.review is not None and r.review.kind == "command"]
+        self.access = [r for r in rules if r.review is not None and r.review.kind == "access"]
         # A session with masking is guarded too: COPY ... TO would carry unmasked rows.
-        self.guarded = bool(self.deny or self.allow or self.mask)
+        self.guarded = bool(self.deny or self.allow or self.mask or self.review)
         # Decisions by statement fingerprint (the parse tree without its constants):
         # `WHERE aid = 1` and `WHERE aid = 2` share one. Only decisions no constant could
         # change go there (no regex rule, no set_config call); the rest by exact text.
         self._by_shape: OrderedDict[str, Decision] = OrderedDict()
         self._by_text: OrderedDict[str, Decision] = OrderedDict()
-        self._shape_ok = not any(r.deny and r.deny.regex for r in self.deny)
+        self._shape_ok = not any(r.deny and r.deny.regex for r in self.deny) and not any(
+            r.review and r.review.when and r.review.when.regex for r in self.review
+        )
         self._refs: OrderedDict[str, frozenset[str]] = OrderedDict()
 
     def masked_refs(self, sql: str) -> frozenset[str]:
@@ -224,7 +231,17 @@ class SessionPolicy:
                 return Decision(
                     False, r.id, r.message or f"not allowed for you on this connection ({st.kind})"
                 )
+        # Nothing refused: does a human have to approve it first? (The first review rule
+        # any of its statements matches; a multi-statement string is held whole.)
+        for r in self.review:
+            assert r.review is not None and r.review.when is not None
+            if any(_denies(r.review.when, st, sp) for st in statements):
+                return Decision(True, r.id, r.message, review=r.id)
         return ALLOW
+
+    def review_rule(self, rule_id: str) -> PolicyRule | None:
+        """The review rule called ``rule_id`` among this session's."""
+        return next((r for r in (*self.review, *self.access) if r.id == rule_id), None)
 
 
 def _copy_unmaskable(sql: str) -> str | None:

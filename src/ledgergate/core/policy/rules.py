@@ -9,7 +9,11 @@ only members; ``except_groups``: everyone but members) and does exactly one thin
 - ``allow`` (least privilege): where such a rule applies, a statement must match one of
   its clauses, else it is refused;
 - ``mask``: rewrite result values of matching columns (``schema.table.column`` globs)
-  and/or values in which content detectors find something.
+  and/or values in which content detectors find something;
+- ``review``: a human must approve first. ``kind: command`` holds matching statements
+  (``when``: the guardrail conditions) until reviewers approve; ``kind: access`` makes
+  the connection reachable only inside an approved, time-boxed access window. The
+  rule's ``groups``/``except_groups`` say whose requests need review (and who may skip).
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["AllowClause", "DenyConditions", "MaskAction", "PolicyRule", "PolicySettings"]
+__all__ = [
+    "AllowClause",
+    "DenyConditions",
+    "MaskAction",
+    "PolicyRule",
+    "PolicySettings",
+    "ReviewAction",
+]
 
 KINDS = (
     "select",
@@ -115,6 +126,60 @@ class MaskAction(_Strict):
         return self
 
 
+def _seconds(v: str | int) -> int:
+    from ledgergate.core.config import parse_duration  # config imports this module
+
+    return parse_duration(v) // 1_000_000_000
+
+
+class ReviewAction(_Strict):
+    """Who must approve what before it runs (see ``core.review`` for the states)."""
+
+    kind: Literal["command", "access"]
+    when: DenyConditions | None = None  # command: which statements need review
+    reviewers: list[str]  # reviewer groups; a reviewer is in one of them, never the requester
+    min_approvals: int = Field(1, ge=1, le=16)
+    # every listed reviewer group must approve (so at least one approval per group, and
+    # min_approvals in all)
+    all_groups: bool = False
+    justification: bool = False  # a request must say why
+    # command: how long the client waits for a decision (hold), and how long an approved
+    # statement stays valid to run (answer); access: the longest window one may ask for.
+    timeout: str = "10m"
+    max_duration: str = "4h"
+    ttl: str = "1h"  # a request no reviewer decides on expires after this
+    approval_valid: str = "15m"  # an approved command runs within this, once
+    # hold: the client's statement waits for the decision; answer: it fails at once with
+    # the review id, and runs once, when sent again after approval (automation).
+    wait: Literal["hold", "answer"] = "hold"
+
+    @field_validator("timeout", "max_duration", "ttl", "approval_valid")
+    @classmethod
+    def _d(cls, v: str) -> str:
+        if _seconds(v) <= 0:
+            raise ValueError("must be a positive duration (e.g. 30s, 15m, 8h)")
+        return v
+
+    @field_validator("reviewers")
+    @classmethod
+    def _r(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a review rule names at least one reviewer group")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> ReviewAction:
+        if self.kind == "command" and self.when is None:
+            raise ValueError("a command review rule says which statements (when: ...)")
+        if self.kind == "access" and self.when is not None:
+            raise ValueError("an access review rule covers the whole connection: no 'when'")
+        return self
+
+    def seconds(self, name: str) -> int:
+        """One of the durations in seconds."""
+        return _seconds(getattr(self, name))
+
+
 class PolicyRule(_Strict):
     id: str
     connections: list[str] = ["*"]
@@ -124,6 +189,7 @@ class PolicyRule(_Strict):
     deny: DenyConditions | None = None
     allow: list[AllowClause] | None = None
     mask: MaskAction | None = None
+    review: ReviewAction | None = None
 
     @field_validator("id")
     @classmethod
@@ -134,9 +200,9 @@ class PolicyRule(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> PolicyRule:
-        n = sum(x is not None for x in (self.deny, self.allow, self.mask))
+        n = sum(x is not None for x in (self.deny, self.allow, self.mask, self.review))
         if n != 1:
-            raise ValueError("a rule has exactly one of deny, allow or mask")
+            raise ValueError("a rule has exactly one of deny, allow, mask or review")
         if self.allow is not None and not self.allow:
             raise ValueError("an allow rule lists at least one clause")
         return self

@@ -47,7 +47,20 @@ class Committed:
     ticket: int
 
 
-Event = ClientData | ServerData | ClientClosed | ServerClosed | TlsStarted | Committed
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to an ``Inspect``: the held statement runs (``approved``) or fails with
+    ``message`` (SQLSTATE ``code``: 42501 refused, 57014 cancelled)."""
+
+    ticket: int
+    approved: bool
+    rule: str = ""
+    message: str = ""
+    code: str = "42501"
+    ts_ns: int = 0
+
+
+Event = ClientData | ServerData | ClientClosed | ServerClosed | TlsStarted | Committed | Verdict
 
 # --- actions --------------------------------------------------------------------------
 
@@ -104,6 +117,21 @@ class ChunkSeen:
     # What was forwarded when it differs from what arrived (an error the gateway put in,
     # masked values); None: the same bytes.
     out: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """A statement that needs a human's review (``rule``): the client direction is held at
+    it, and nothing after it is read, until ``Verdict(ticket)`` arrives. ``op``: 'query'
+    (simple protocol) or 'bind' (an Execute of a prepared statement is near: its text
+    and its parameters, as sent: bytes, or None for NULL; ``formats`` their codes)."""
+
+    ticket: int
+    rule: str
+    op: str
+    text: bytes
+    params: tuple[bytes | None, ...] = ()
+    formats: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,4 +197,5 @@ Action = (
     | BackendReady
     | Close
     | Fail
+    | Inspect
 )

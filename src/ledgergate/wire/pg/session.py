@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ledgergate.wire.pg import messages as m
 from ledgergate.wire.pg.events import (
@@ -33,17 +34,19 @@ from ledgergate.wire.pg.events import (
     CommandSeen,
     Committed,
     Event,
+    Inspect,
     Record,
     SendToClient,
     SendToServer,
     ServerClosed,
     ServerData,
+    Verdict,
 )
 from ledgergate.wire.pg.frames import FrameError, FrameSplitter, build
 from ledgergate.wire.pg.prepared import PreparedStatements
 from ledgergate.wire.pg.results import ResultShaper
 
-__all__ = ["Relay", "SessionStats"]
+__all__ = ["Guard", "NeedsReview", "Relay", "SessionStats"]
 
 _I = struct.Struct("!I")
 _unpack_i = _I.unpack_from
@@ -52,8 +55,19 @@ _FRONTEND = frozenset(b"BCcdDEfFHPpQSX")
 _D, _C = ord("D"), ord("C")
 _Q, _P, _B, _F, _X, _d = (ord(c) for c in "QPBFXd")
 _S, _Z, _E = ord("S"), ord("Z"), ord("E")
+
+
 # A guard: (op, statement text) -> None to let it through, or (rule, message) to refuse.
-Guard = Callable[[str, bytes], "tuple[str, str] | None"]
+@dataclass(frozen=True, slots=True)
+class NeedsReview:
+    """A guard's answer for a statement a human must approve first (rule ``rule``)."""
+
+    rule: str
+
+
+# (op, statement text) -> None (forward it), (rule, message) (refuse it), or NeedsReview
+# (hold it: ``Inspect``, then the ``Verdict``).
+Guard = Callable[[str, bytes], "tuple[str, str] | NeedsReview | None"]
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
 # checks ``held_bytes``); they are never dropped.
 MAX_HELD = 8 << 20
@@ -84,11 +98,13 @@ def _allow_all(op: str, text: bytes) -> None:
     return None
 
 
-def _refusal(verdict: tuple[str, str]) -> bytes:
+def _refusal(verdict: tuple[str, str], code: str = "42501") -> bytes:
     rule, message = verdict
-    return m.error_response(
-        "42501", f"ledgergate: statement refused by rule {rule}: {message}", severity="ERROR"
-    )
+    if code == "57014":  # a cancel: worded as PostgreSQL's own
+        text = f"canceling statement due to user request ({message})"
+    else:
+        text = f"ledgergate: statement refused by rule {rule}: {message}"
+    return m.error_response(code, text, severity="ERROR")
 
 
 class SessionStats:
@@ -145,6 +161,14 @@ class Relay:
         self.shaper: ResultShaper | None = None
         # What the client prepared, decided again at its next Bind after ``set_guard``.
         self._prepared = PreparedStatements()
+        # Review: prepared statements that need one at their Bind (name -> rule, text),
+        # the statement held now (ticket, rule) until its Verdict, and that Verdict's
+        # outcome for the held frame when it is read again (None: not decided yet).
+        self._review_stmt: dict[bytes, tuple[str, bytes]] = {}
+        self._inspecting: tuple[int, str] | None = None
+        self._decided: Verdict | None = None
+        self._decided_code = "42501"
+        self._nticket = 0
 
     def set_guard(self, guard: Guard | None) -> None:
         """Replace the guard of an open session (the policy changed): from the next
@@ -156,11 +180,11 @@ class Relay:
         shaper.on_error = self._rewrite_error
         self.shaper = shaper
 
-    def _refuse(self, verdict: tuple[str, str]) -> bytes:
+    def _refuse(self, verdict: tuple[str, str], code: str = "42501") -> bytes:
         """The SQL that makes the backend fail in place of a refused statement."""
         self._nrefused += 1
         marker = f"ledgergate-refused-{self.refusal_tag}-{self._nrefused}".encode()
-        self._refusals[marker] = _refusal(verdict)
+        self._refusals[marker] = _refusal(verdict, code)
         return b'SELECT * FROM "' + marker + b'"'
 
     def _rewrite_error(self, frame: bytes) -> bytes | None:
@@ -192,6 +216,8 @@ class Relay:
                 return self._protocol_error(str(e))
         if isinstance(event, Committed):
             return self._release(event.ticket)
+        if isinstance(event, Verdict):
+            return self._verdict(event)
         if isinstance(event, ClientClosed):
             self.client_open = False
             return [Close("client terminated" if self.terminated else "client disconnected")]
@@ -242,6 +268,28 @@ class Relay:
             SendToClient(m.error_response("08P01", f"ledgergate: invalid frontend message: {why}")),
             Close(f"protocol error: {why}"),
         ]
+
+    @property
+    def inspecting(self) -> int | None:
+        """The ticket of the statement held for review, if one is."""
+        return self._inspecting[0] if self._inspecting is not None else None
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Client bytes read but not yet relayed (behind a held statement)."""
+        return len(self._split.buf)
+
+    def _verdict(self, v: Verdict) -> list[Action]:
+        """The held statement's answer: it goes on, or fails, and what the client sent
+        after it is read again."""
+        if self._inspecting is None or self._inspecting[0] != v.ticket:
+            return []
+        self._inspecting = None
+        self._decided = v
+        try:
+            return self._client_guarded(b"", v.ts_ns)
+        except FrameError as e:
+            return self._protocol_error(str(e))
 
     # -- client -> server ---------------------------------------------------------------
     def _client(self, data: bytes, ts: int) -> list[Action]:
@@ -314,28 +362,41 @@ class Relay:
         stand-in (see ``_refuse``), so the client's protocol flow is kept exactly:
         Sync, Flush, pipelines and transactions behave as after any failed statement."""
         frames = self._split.feed(data)
-        if not frames:
-            return []
+        if not frames or self._inspecting is not None:
+            return []  # behind a statement held for review: read again after its Verdict
         guard = self.guard or _allow_all
         shaper = self.shaper
         buf = self._split.buf
         seen: list[CommandSeen | ChunkSeen] = []
         copy_rows = 0
         out = bytearray()
+        inspect: Inspect | None = None
+        end = frames[-1][2]
         for tag, s, e in frames:
             fwd: bytes | None = None
             ftag = tag
             if tag == _Q:
                 raw = bytes(buf[s:e])
                 text = m.parse_query(raw[5:])
-                verdict = guard("query", text)
+                verdict = self._decide(guard("query", text))
+                if isinstance(verdict, NeedsReview):
+                    inspect = self._hold(verdict.rule, "query", text)
+                    end = s
+                    break
                 seen.append(CommandSeen("query", ts, raw, text=text, blocked=verdict))
                 if verdict is not None:
-                    fwd = build(b"Q", self._refuse(verdict) + b"\x00")
+                    fwd = build(b"Q", self._refuse(verdict, self._code()) + b"\x00")
             elif tag == _P:
                 raw = bytes(buf[s:e])
                 p = m.parse_parse(raw[5:])
-                verdict = guard("parse", p.query)
+                pv = guard("parse", p.query)
+                self._review_stmt.pop(p.statement, None)
+                if isinstance(pv, NeedsReview):
+                    # A Parse runs nothing: it goes on, and its Bind is held instead
+                    # (with the parameters the reviewer needs to see).
+                    self._review_stmt[p.statement] = (pv.rule, p.query)
+                    pv = None
+                verdict = pv
                 seen.append(
                     CommandSeen(
                         "parse", ts, raw, text=p.query, statement=p.statement, blocked=verdict
@@ -353,10 +414,21 @@ class Relay:
                 raw = bytes(buf[s:e])
                 b = _bind_seen(raw, ts)
                 text, verdict = (
-                    self._prepared.recheck(b.statement or b"", guard)
+                    self._prepared.recheck(b.statement or b"", self._rechecker(b.statement))
                     if self._prepared.gen
                     else (b"", None)
                 )
+                held = self._review_stmt.get(b.statement or b"")
+                if verdict is None and held is not None:
+                    decided = self._decide(NeedsReview(held[0]))
+                    if isinstance(decided, NeedsReview):
+                        bi = m.parse_bind(raw[5:])
+                        inspect = self._hold(
+                            held[0], "bind", held[1], tuple(bi.params), tuple(bi.formats)
+                        )
+                        end = s
+                        break
+                    text, verdict = held[1], decided
                 if verdict is not None:
                     # Prepared under an earlier policy and refused by this one: the backend
                     # fails a stand-in in its place, and skips the batch to its Sync.
@@ -370,7 +442,9 @@ class Relay:
                         nparams=b.nparams,
                         blocked=verdict,
                     )
-                    fwd = build(b"P", b"\x00" + self._refuse(verdict) + b"\x00\x00\x00")
+                    fwd = build(
+                        b"P", b"\x00" + self._refuse(verdict, self._code()) + b"\x00\x00\x00"
+                    )
                     ftag = _P
                 seen.append(b)
             elif tag == _F:
@@ -382,9 +456,53 @@ class Relay:
             if fwd is None:
                 fwd = bytes(buf[s:e])
             out += shaper.client(ftag, fwd) if shaper else fwd
-        end = frames[-1][2]
+            self._decided = None  # a Verdict answers the frame read first after it only
         self._split.consume(end)
-        return self._emit(bytes(out), end, seen, copy_rows, ts)
+        actions = self._emit(bytes(out), end, seen, copy_rows, ts) if end else []
+        if inspect is not None:
+            actions.append(inspect)
+        return actions
+
+    def _rechecker(self, statement: bytes | None) -> Callable[[str, bytes], tuple[str, str] | None]:
+        """The guard for a statement prepared under an earlier policy: one that now needs
+        review is held at this Bind like any other."""
+        guard = self.guard or _allow_all
+
+        def decide(op: str, text: bytes) -> tuple[str, str] | None:
+            v = guard(op, text)
+            if isinstance(v, NeedsReview):
+                self._review_stmt[statement or b""] = (v.rule, text)
+                return None
+            return v
+
+        return decide
+
+    def _decide(
+        self, verdict: tuple[str, str] | NeedsReview | None
+    ) -> tuple[str, str] | NeedsReview | None:
+        """A statement needing review, once its Verdict came: forward it, or refuse it."""
+        if not isinstance(verdict, NeedsReview) or self._decided is None:
+            return verdict
+        v, self._decided = self._decided, None
+        self._decided_code = v.code
+        return None if v.approved else (v.rule or verdict.rule, v.message)
+
+    def _code(self) -> str:
+        """The SQLSTATE of the refusal just decided (a cancelled review: 57014)."""
+        code, self._decided_code = self._decided_code, "42501"
+        return code
+
+    def _hold(
+        self,
+        rule: str,
+        op: str,
+        text: bytes,
+        params: tuple[bytes | None, ...] = (),
+        formats: tuple[int, ...] = (),
+    ) -> Inspect:
+        self._nticket += 1
+        self._inspecting = (self._nticket, rule)
+        return Inspect(self._nticket, rule, op, text, params, formats)
 
     def _release(self, ticket: int) -> list[Action]:
         if ticket > self._committed:
