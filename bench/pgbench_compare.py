@@ -54,6 +54,7 @@ PATHS = (
     "gateway-guarded",
     "gateway-masked",
     "gateway-scanned",
+    "gateway-reviewed",
 )
 DEFAULT_PATHS = ("direct", "pgbouncer", "gateway")
 # The gateway with a policy, to price it against the plain gateway in the same run:
@@ -74,6 +75,19 @@ POLICIES = {
         "  rules:\n"
         "    - {id: email, mask: {columns: ['*.*.email'], function: partial, keep_domain: true}}\n"
         "    - {id: card, mask: {columns: ['*.*.card'], function: partial, keep_last: 4}}\n"
+    ),
+    # The guardrails plus a command review rule no pgbench statement matches: what a
+    # review rule costs the statements it does not hold (target: nothing).
+    "gateway-reviewed": (
+        "policy:\n"
+        "  rules:\n"
+        "    - {id: no-ddl, deny: {kinds: [ddl]}}\n"
+        "    - {id: no-bulk, deny: {kinds: [update, delete], without_where: true}}\n"
+        "    - {id: no-files, deny: {functions: [pg_read_file, lo_export, 'dblink*']}}\n"
+        "    - {id: no-escape, deny: {copy_program: true, do_blocks: true}}\n"
+        "    - id: billing-writes\n"
+        "      review: {kind: command, when: {kinds: [update, delete], tables: ['billing.*']},"
+        " reviewers: [dba]}\n"
     ),
     "gateway-scanned": (
         "policy:\n"
@@ -485,6 +499,11 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             costs.append(f"guardrails on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
         if row["path"] == "gateway-masked" and row["vs_gateway"] is not None:
             costs.append(f"masking on {row['workload']}: {row['vs_gateway']:.2f}× the gateway")
+        if row["path"] == "gateway-reviewed" and row["vs_gateway"] is not None:
+            costs.append(
+                f"guardrails + an unmatched review rule on {row['workload']}: "
+                f"{row['vs_gateway']:.2f}× the gateway"
+            )
         if row["path"] == "gateway-scanned" and row["vs_gateway"] is not None:
             costs.append(
                 f"masking + e-mail detector on {row['workload']}: "
@@ -531,7 +550,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--paths",
         default=",".join(DEFAULT_PATHS),
         help=f"comma-separated, from: {','.join(PATHS)} (default: {','.join(DEFAULT_PATHS)}); "
-        "gateway-guarded, gateway-masked and gateway-scanned price the policy against the "
+        "gateway-guarded, -reviewed, -masked and -scanned price the policy against the "
         "plain gateway",
     )
     p.add_argument(
