@@ -435,9 +435,11 @@ def create_app(admin: AdminService) -> FastAPI:
         await admin.changed()
         return {**change.as_dict(), "removed": True}
 
+    from ledgergate.api.reviews import router as reviews_router
     from ledgergate.api.scim import router as scim_router
 
     app.include_router(v1)
     app.include_router(saml)
     app.include_router(scim_router(admin, caller))
+    app.include_router(reviews_router(admin, caller))
     return app

@@ -18,6 +18,7 @@ import uvicorn
 from ledgergate.api.app import create_app
 from ledgergate.core.config import split_address
 from ledgergate.services.admin import AdminService
+from ledgergate.services.config import api_public_url
 from ledgergate.services.gateway import GatewayRuntime
 
 __all__ = ["ApiAddon", "public_url"]
@@ -32,14 +33,7 @@ class _Server(uvicorn.Server):
 
 
 def public_url(runtime: GatewayRuntime, bound_port: int | None = None) -> str:
-    api = runtime.settings.config.listeners.api
-    if api.public_url:
-        return api.public_url.rstrip("/")
-    assert api.address is not None
-    host, port = split_address(api.address, 18443)
-    if host in ("0.0.0.0", "::"):
-        host = runtime.settings.gateway_name
-    return f"{'https' if api.tls else 'http'}://{host}:{bound_port or port}"
+    return api_public_url(runtime.settings, bound_port)
 
 
 class ApiAddon:

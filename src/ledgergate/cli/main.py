@@ -14,7 +14,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from ledgergate.cli import audit, identities, login, policy, serve, sessions, token
+    from ledgergate.cli import (
+        audit,
+        identities,
+        login,
+        policy,
+        reviews,
+        serve,
+        sessions,
+        token,
+    )
 
     serve.register(app)
     login.register(app)
@@ -26,6 +35,10 @@ def _register() -> None:
     )
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
+    app.add_typer(
+        reviews.request_app, name="request", help="Ask for time-boxed access (as yourself)."
+    )
+    app.add_typer(reviews.app, name="reviews", help="List, approve and deny reviews (as yourself).")
 
 
 _register()

@@ -8,13 +8,23 @@ Validation errors name the offending key, e.g. ``connections.0.sslmode``.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ledgergate.core.policy.rules import PolicySettings
 
 __all__ = [
+    "NOTIFY_EVENTS",
     "ApiListener",
     "Config",
     "ConfigError",
@@ -23,10 +33,13 @@ __all__ = [
     "Grant",
     "IdentitySettings",
     "LedgerSettings",
+    "NotificationSettings",
+    "NotifyEvent",
     "OidcSettings",
     "PostgresListener",
     "Roles",
     "SamlSettings",
+    "WebhookSettings",
     "parse_config",
     "parse_duration",
 ]
@@ -337,6 +350,126 @@ class LedgerSettings(_Strict):
     key: str | None = None  # default: <data_dir>/keys/ledger.ed25519
 
 
+# The review events a webhook can subscribe to: one per state a review enters.
+NotifyEvent = Literal["requested", "approved", "denied", "expired", "cancelled"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+# A webhook answers within a minute or is treated as down: a notifier holding a
+# connection longer only delays the retries of a receiver that is not coming back.
+MAX_WEBHOOK_TIMEOUT_NS = 60 * 1_000_000_000
+# Ten attempts with exponential backoff span hours; past twenty the review has expired.
+MAX_WEBHOOK_ATTEMPTS = 20
+
+
+def check_http_url(v: str, *, secret_ok: bool = False) -> str:
+    """An absolute ``http(s)://host...`` URL (or, with ``secret_ok``, an ``env:VAR`` /
+    ``file:PATH`` reference resolved later). The message never quotes the value: a Slack
+    webhook URL is itself a credential."""
+    if secret_ok and (v.startswith("env:") or v.startswith("file:")):
+        if len(v.split(":", 1)[1]) == 0:
+            raise ValueError("env:/file: needs a variable name or a path")
+        return v
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname or any(c.isspace() for c in v):
+        raise ValueError("must be an absolute http(s) URL with a host")
+    return v
+
+
+class WebhookSettings(_Strict):
+    """One receiver of review notifications. ``json``: the signed canonical JSON body
+    (``secret`` is the HMAC key, required); ``slack``: a Slack incoming-webhook message
+    with Approve/Deny link buttons (a ``secret``, if given, signs the request headers
+    too). ``url`` and ``secret`` may be ``env:VAR`` / ``file:PATH`` (a Slack webhook URL
+    is a credential)."""
+
+    name: str
+    url: str
+    format: Literal["json", "slack"] = "json"
+    secret: str | None = Field(None, validate_default=True)
+    events: list[NotifyEvent] = list(NOTIFY_EVENTS)
+    timeout: str = "5s"  # per attempt, whole request
+    max_attempts: int = Field(6, ge=1, le=MAX_WEBHOOK_ATTEMPTS)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be 1-63 letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_http_url(v, secret_ok=True)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("format") == "json" and not v:
+            raise ValueError("is required for format json (the HMAC key, e.g. env:VAR)")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[NotifyEvent]) -> list[NotifyEvent]:
+        if not v:
+            raise ValueError(f"at least one event is needed ({', '.join(NOTIFY_EVENTS)})")
+        if len(set(v)) != len(v):
+            raise ValueError("an event is listed twice")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: str) -> str:
+        ns = parse_duration(v)
+        if ns <= 0 or ns > MAX_WEBHOOK_TIMEOUT_NS:
+            raise ValueError("must be a positive duration of at most 60s (e.g. 5s, 500ms)")
+        return v
+
+    @property
+    def timeout_ns(self) -> int:
+        return parse_duration(self.timeout)
+
+    def __repr__(self) -> str:  # the URL and the secret may be credentials
+        return f"WebhookSettings(name={self.name!r}, format={self.format!r}, url=<hidden>)"
+
+    __str__ = __repr__
+
+
+class NotificationSettings(_Strict):
+    """Who hears about just-in-time reviews (request, decision, expiry)."""
+
+    # Base of the links in notifications (``<console_url>/reviews/<id>``); default: the
+    # API listener's public URL, filled in by the caller.
+    console_url: str | None = None
+    webhooks: list[WebhookSettings] = []
+
+    @field_validator("console_url")
+    @classmethod
+    def _console_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        check_http_url(v)
+        parts = urlsplit(v)
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment (links are built on it)")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotificationSettings:
+        seen: set[str] = set()
+        for i, w in enumerate(self.webhooks):
+            if w.name in seen:
+                raise ValueError(f"webhooks.{i}.name: duplicate webhook name {w.name!r}")
+            seen.add(w.name)
+        return self
+
+
 class Config(_Strict):
     data_dir: str = "./ledgergate-data"
     store: str | None = None  # default: sqlite:///<data_dir>/ledgergate.db
@@ -352,6 +485,8 @@ class Config(_Strict):
     grants: list[Grant] | None = None
     # Guardrails, least-privilege allow-lists and masking (see core.policy.rules).
     policy: PolicySettings = PolicySettings()
+    # Webhook and Slack notifications of just-in-time reviews (services.notify).
+    notifications: NotificationSettings = NotificationSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

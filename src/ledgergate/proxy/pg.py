@@ -88,6 +88,8 @@ class AuthResult:
     expires_ns: int = 2**63 - 1  # when the credential stops being valid
     via: str = "token"
     grant: str | None = None
+    # Admitted inside an approved access window: (its review id, when it closes).
+    window: tuple[str, int] | None = None
 
 
 # (password, connection name) -> the verdict; runs off the relay loop.
@@ -374,6 +376,9 @@ class PgSession:
             max_session_ns=self.conn.max_session_ns,
         )
         self.deadline_ns, self.deadline_reason = self.facts.deadline()
+        if result.window is not None and result.window[1] < self.deadline_ns:
+            self.deadline_ns = result.window[1]
+            self.deadline_reason = f"the access window of review {result.window[0]} closed"
         base = self._base()
         if gw.policies is not None:
             self.policy = gw.policies.for_session(self.conn.name, self.facts.groups)
@@ -395,9 +400,12 @@ class PgSession:
                     via=result.via,
                     grant=result.grant,
                     expires_ns=result.expires_ns,
+                    **({"review": {"id": result.window[0]}} if result.window else {}),
                 )
             ]
         )
+        if result.window is not None and gw.reviews is not None:
+            gw.reviews.used(result.window[0], self.session_id)
         ready = await self._backend(auth)
         if ready is None:
             return False

@@ -41,13 +41,17 @@ class ReviewAnswer:
     approved: bool
     message: str = ""
     code: str = "42501"
-    review_id: int | None = None
+    review_id: str | None = None
 
 
 class ReviewDesk(Protocol):
     async def ask(self, ask: ReviewAsk, notice: Callable[[str], None]) -> ReviewAnswer:
         """The answer for a held statement. ``notice`` tells the client something while
         it waits (a NoticeResponse). Cancelling the task withdraws the review."""
+        ...
+
+    def used(self, review_id: str, session_id: str) -> None:
+        """Record that a session was opened in the access window of ``review_id``."""
         ...
 
 

@@ -1,6 +1,7 @@
 """The person's side of a login: talking to a gateway's REST API and keeping the token.
 
-Used by ``ledgergate login | logout | whoami``. The gateway tells which identity
+Used by ``ledgergate login | logout | whoami``, and by the commands that act as the
+logged-in person (``request access``, ``reviews ...``). The gateway tells which identity
 providers it trusts (``/api/v1/login/config``); an OIDC login runs on this machine
 (``services.login``: device flow or a browser redirect to a loopback port) and its fresh
 ID token is exchanged for a gateway token; a SAML login goes through the browser to the
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -147,6 +148,30 @@ class GatewayClient:
 
     def logout(self, token: str) -> None:
         self._call("POST", "/api/v1/logout", token)
+
+    # -- reviews (as the caller: the saved token) --------------------------------------------
+    def request_access(
+        self, token: str, connection: str, duration: str, reason: str | None
+    ) -> dict[str, Any]:
+        body = {"connection": connection, "duration": duration, "reason": reason}
+        return dict(self._call("POST", "/api/v1/reviews/access", token, json=body))
+
+    def reviews(self, token: str, **filters: str | bool | int | None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None and v is not False}
+        return list(self._call("GET", "/api/v1/reviews", token, params=params))
+
+    def review(self, token: str, review_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/reviews/{quote(review_id, safe='')}", token))
+
+    def decide_review(
+        self, token: str, review_id: str, *, approve: bool, reason: str
+    ) -> dict[str, Any]:
+        path = f"/api/v1/reviews/{quote(review_id, safe='')}/{'approve' if approve else 'deny'}"
+        return dict(self._call("POST", path, token, json={"reason": reason}))
+
+    def cancel_review(self, token: str, review_id: str, reason: str | None) -> dict[str, Any]:
+        path = f"/api/v1/reviews/{quote(review_id, safe='')}/cancel"
+        return dict(self._call("POST", path, token, json={"reason": reason}))
 
     def _credentials(self, login: dict[str, Any]) -> Credentials:
         return Credentials(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ledgergate.core.config import Config, ConfigError, Connection, parse_config
+from ledgergate.core.config import Config, ConfigError, Connection, parse_config, split_address
 
 __all__ = ["Settings", "load_settings", "resolve_secret"]
 
@@ -121,3 +121,16 @@ def load_settings(
         gateway_name=gw,
         stream=cfg.ledger.stream or f"gateway@{gw}",
     )
+
+
+def api_public_url(settings: Settings, bound_port: int | None = None) -> str:
+    """The REST API's address as people reach it (links in notifications, logins)."""
+    api = settings.config.listeners.api
+    if api.public_url:
+        return api.public_url.rstrip("/")
+    if api.address is None:
+        return ""
+    host, port = split_address(api.address, 18443)
+    if host in ("0.0.0.0", "::"):
+        host = settings.gateway_name
+    return f"{'https' if api.tls else 'http'}://{host}:{bound_port or port}"

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ledgergate.core.config import (
@@ -37,8 +37,10 @@ from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys, policy_rules
 from ledgergate.services.access import AccessControl
-from ledgergate.services.config import Settings, resolve_secret
+from ledgergate.services.config import Settings, api_public_url, resolve_secret
 from ledgergate.services.ledger import LedgerWriter
+from ledgergate.services.notify import Notifier
+from ledgergate.services.review_desk import GatewayReviewDesk
 from ledgergate.store import open_store
 
 __all__ = ["Addon", "GatewayRuntime", "demo_connection", "run_gateway"]
@@ -89,6 +91,7 @@ class GatewayRuntime:
     signer: Signer | None = None
     _auth_pool: ThreadPoolExecutor | None = None
     _access: AccessControl | None = None
+    reviews: GatewayReviewDesk | None = None
     _watch: asyncio.Task[None] | None = None
     # The store's policy epoch the gateway's policy was built at; rebuilds one at a time.
     _policy_epoch: int = -1
@@ -150,7 +153,21 @@ class GatewayRuntime:
             )
 
         async def authenticate(token: str, connection: str) -> AuthResult:
-            return await loop.run_in_executor(self._auth_pool, check, token, connection)
+            r = await loop.run_in_executor(self._auth_pool, check, token, connection)
+            if not r.ok or self.reviews is None:
+                return r
+            # Where an access review rule applies: only inside an approved window.
+            ident = r.identity or {}
+            ok, window, why = await self.reviews.access_window(
+                str(ident.get("subject", "")),
+                tuple(str(g) for g in ident.get("groups", ())),
+                connection,
+            )
+            if not ok:
+                return replace(r, ok=False, denied=True, reason=why)
+            if window is None or window.window_end_ns is None:
+                return r
+            return replace(r, window=(window.id, window.window_end_ns))
 
         # The effective policy: the file's rules, then those kept in the store. One that
         # does not validate (a rule id both in the file and in the store) stops the start:
@@ -162,6 +179,13 @@ class GatewayRuntime:
         except PolicyError as e:
             await self.stop()
             raise ConfigError(f"policy: {e}") from None
+        # Held statements and their reviews, and the webhooks that tell reviewers.
+        self.reviews = GatewayReviewDesk(s, signer, console_url=api_public_url(s))
+        if s.config.notifications.webhooks:
+            self.reviews.notifier = Notifier(
+                s.config.notifications, self.reviews.attempts.append, console_url=api_public_url(s)
+            )
+        await self.reviews.start()
         passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in self.connections}
         pl = s.config.listeners.postgres
         self.gateway = PgGateway(
@@ -174,6 +198,7 @@ class GatewayRuntime:
             handshake_timeout=pl.handshake_timeout,
             policies=policy_rules.policy_set(effective),
             masking_key=self._masking_key(),
+            reviews=self.reviews,
         )
         host, port = split_address(pl.address, 15432)
         server = await self.gateway.listen(host, port)
@@ -297,6 +322,8 @@ class GatewayRuntime:
                 await self._watch
         if self.gateway is not None:
             await self.gateway.shutdown()
+        if self.reviews is not None:
+            await self.reviews.stop()
         if self.sink is not None:
             await self.sink.close()
         if self._auth_pool is not None:

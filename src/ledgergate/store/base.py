@@ -1,7 +1,8 @@
 """The store interface: what services may ask of persistence, whatever the engine.
 
 Owns the shape of stored rows (entries, stream states, checkpoints, payloads, tokens,
-identities, grants, policy rules) and the operations on them. Engines (SQLite now,
+identities, grants, policy rules, reviews and their notification outbox) and the
+operations on them. Engines (SQLite now,
 PostgreSQL later) implement ``Store``; services never see SQL, a connection object or
 an engine's exceptions (engines raise ``StoreError``). No business rules here: hashing,
 sealing, signing, token policy and policy validation live in ``core`` and ``services``.
@@ -23,7 +24,9 @@ __all__ = [
     "EntryRow",
     "GrantRow",
     "IdentityRow",
+    "OutboxRow",
     "PolicyRuleRow",
+    "ReviewRow",
     "Store",
     "StoreError",
     "TokenRow",
@@ -127,6 +130,44 @@ class PolicyRuleRow:
     created_by: str | None
     updated_ns: int
     updated_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRow:
+    """A just-in-time review. ``body`` is the whole record as JSON text (``core.review``
+    reads and writes it); the other fields are copies kept in indexed columns for
+    finding reviews. ``due_ns``: when the review must move by itself (expire or end),
+    None once it is final."""
+
+    id: str
+    kind: str
+    state: str
+    connection: str
+    requester: str
+    binding: str
+    created_ns: int
+    updated_ns: int
+    due_ns: int | None
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A notification to deliver about a review event, written in the transaction that
+    made the change. A worker claims due rows for a lease (``claimed_by`` until
+    ``claimed_until_ns``), then marks each delivered, or failed with a next attempt."""
+
+    id: int
+    review_id: str
+    event: str
+    body: str  # JSON text
+    created_ns: int
+    attempts: int
+    next_attempt_ns: int
+    delivered_ns: int | None
+    last_error: str | None
+    claimed_by: str | None
+    claimed_until_ns: int | None
 
 
 class Store(Protocol):
@@ -283,4 +324,60 @@ class Store(Protocol):
     def policy_epoch(self) -> int:
         """A counter raised by every change of the stored policy rules: gateways poll it
         cheaply and rebuild their policy when it moves."""
+        ...
+
+    # -- reviews ---------------------------------------------------------------------------
+    def put_review(self, row: ReviewRow) -> None:
+        """Insert or replace the review ``row.id``; raises the review epoch."""
+        ...
+
+    def get_review(self, review_id: str) -> ReviewRow | None: ...
+
+    def list_reviews(
+        self,
+        *,
+        states: Sequence[str] = (),
+        kind: str | None = None,
+        connection: str | None = None,
+        requester: str | None = None,
+        binding: str | None = None,
+        limit: int | None = None,
+    ) -> list[ReviewRow]:
+        """Reviews matching every given filter, newest first (then by id)."""
+        ...
+
+    def reviews_due(self, now_ns: int, limit: int | None = None) -> list[ReviewRow]:
+        """Reviews with ``due_ns <= now_ns``, the earliest first."""
+        ...
+
+    def review_epoch(self) -> int:
+        """A counter raised by every change of a review: a gateway holding a statement
+        polls it cheaply and reads the review again when it moves."""
+        ...
+
+    # -- notification outbox --------------------------------------------------------------
+    def add_outbox(self, review_id: str, event: str, body: str, created_ns: int) -> int:
+        """Queue a notification (due at once); returns its id. Call it inside the
+        transaction that makes the change it announces."""
+        ...
+
+    def claim_outbox(self, owner: str, now_ns: int, limit: int, lease_ns: int) -> list[OutboxRow]:
+        """Atomically claim up to ``limit`` undelivered rows due at ``now_ns`` and not
+        held by another worker's live lease, oldest first: each is held by ``owner``
+        until ``now_ns + lease_ns`` and its ``attempts`` counts this one."""
+        ...
+
+    def mark_outbox_delivered(self, row_id: int, now_ns: int) -> bool:
+        """The row was delivered (its claim is released); False if it was already."""
+        ...
+
+    def mark_outbox_failed(self, row_id: int, error: str, next_attempt_ns: int) -> bool:
+        """Delivery failed: release the claim and try again at ``next_attempt_ns``;
+        False if the row is unknown or already delivered."""
+        ...
+
+    def list_outbox(
+        self, review_id: str | None = None, *, pending_only: bool = False
+    ) -> list[OutboxRow]:
+        """Outbox rows (of one review), oldest first; ``pending_only``: not delivered."""
         ...

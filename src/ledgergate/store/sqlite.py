@@ -25,6 +25,7 @@ from ledgergate.store.base import CheckpointRow, EntryRow, StoreError
 from ledgergate.store.sqlite_identity import IDENTITY_SCHEMA, IdentityTables
 from ledgergate.store.sqlite_identity import translated as _translated
 from ledgergate.store.sqlite_policy import POLICY_SCHEMA, PolicyTables
+from ledgergate.store.sqlite_review import REVIEW_SCHEMA, ReviewTables
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_sqlite"]
 
@@ -94,6 +95,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     (2, IDENTITY_SCHEMA),
     (3, POLICY_SCHEMA),
+    (4, REVIEW_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -155,7 +157,7 @@ def open_sqlite(path: Path, *, durable: bool = False) -> SqliteStore:
     return SqliteStore(path, durable=durable)
 
 
-class SqliteStore(IdentityTables, PolicyTables):
+class SqliteStore(IdentityTables, PolicyTables, ReviewTables):
     """One connection to a ledgergate SQLite database. One thread at a time."""
 
     def __init__(self, path: Path, *, durable: bool = False) -> None:
