@@ -158,10 +158,13 @@ class GatewayRuntime:
                 return r
             # Where an access review rule applies: only inside an approved window.
             ident = r.identity or {}
+            groups = tuple(str(g) for g in ident.get("groups", ()))
+            policies = self.gateway.policies if self.gateway is not None else None
+            sp = policies.for_session(connection, groups) if policies is not None else None
+            if sp is None or not sp.access:
+                return r  # no access rule for them here (the common case: no store read)
             ok, window, why = await self.reviews.access_window(
-                str(ident.get("subject", "")),
-                tuple(str(g) for g in ident.get("groups", ())),
-                connection,
+                str(ident.get("subject", "")), groups, connection
             )
             if not ok:
                 return replace(r, ok=False, denied=True, reason=why)
