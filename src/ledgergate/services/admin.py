@@ -11,14 +11,11 @@ a change that may end some. Never returns or logs a token except to its owner, o
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from ledgergate.core.config import parse_duration
@@ -27,7 +24,8 @@ from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.services import identities, tokens
 from ledgergate.services.config import Settings
 from ledgergate.services.ledger import LedgerWriter
-from ledgergate.store import Store, open_store
+from ledgergate.services.worker import LedgerWorker
+from ledgergate.store import Store
 
 __all__ = ["AdminService", "ApiError", "Principal"]
 
@@ -98,49 +96,34 @@ class AdminService:
         self.base_url = base_url
         self._signer = signer
         self._on_change = on_change
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="api")
-        self._store: Store | None = None
-        self._writer: LedgerWriter | None = None
+        self._worker = LedgerWorker(
+            settings.store_url, f"api@{settings.gateway_name}", signer, name="api"
+        )
         self._codes: OrderedDict[str, tuple[int, str, dict[str, Any]]] = OrderedDict()
         self._oidc: Any = None
         self._saml: Any = None
 
     # -- lifecycle and threading ----------------------------------------------------------
     async def start(self) -> None:
-        await self._run(self._open)
+        await self._worker.start()
 
-    def _open(self) -> None:
-        self._store = open_store(self.settings.store_url)
-        self._writer = LedgerWriter.open(
-            self._store,
-            f"api@{self.settings.gateway_name}",
-            self._signer,
-            shared=True,
-            owns_store=False,
-        )
+    @property
+    def _store(self) -> Store | None:
+        return self._worker.store
+
+    @property
+    def _writer(self) -> LedgerWriter | None:
+        return self._worker.writer
 
     async def close(self) -> None:
-        def shut() -> None:
-            if self._writer is not None:
-                self._writer.close(time.time_ns())
-            if self._store is not None:
-                self._store.close()
-
-        await self._run(shut)
-        self._pool.shutdown(wait=True)
+        await self._worker.close()
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kw))
+        return await self._worker.run(fn, *args, **kw)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run ``fn(store, writer, *args, **kw)`` on the worker thread."""
-
-        def go() -> T:
-            assert self._store is not None and self._writer is not None
-            return fn(self._store, self._writer, *args, **kw)
-
-        return await self._run(go)
+        return await self._worker.call(fn, *args, **kw)
 
     async def changed(self) -> None:
         """A change that may end sessions was made here: re-check them now."""

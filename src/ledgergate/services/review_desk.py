@@ -28,7 +28,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -37,9 +36,9 @@ from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.review import GATEWAY, Review, ReviewError, binding_hash
 from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
 from ledgergate.services.config import Settings
-from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.reviews import ReviewService
-from ledgergate.store import Store, open_store
+from ledgergate.services.worker import LedgerWorker
+from ledgergate.store import Store
 
 __all__ = ["POLL_S", "GatewayReviewDesk"]
 
@@ -73,9 +72,9 @@ class GatewayReviewDesk:
         self._signer = signer
         self.notifier = notifier  # services.notify.Notifier, or None (no webhooks)
         self.attempts: list[dict[str, Any]] = []  # the notifier's records of the drain
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="review")
-        self._store: Store | None = None
-        self._writer: LedgerWriter | None = None
+        self._worker = LedgerWorker(
+            settings.store_url, f"reviews@{settings.gateway_name}", signer, name="review"
+        )
         self._waiting: dict[str, list[asyncio.Future[Review]]] = {}
         self._poll: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,45 +82,26 @@ class GatewayReviewDesk:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        await self._run(self._open)
+        await self._worker.start()
         self._poll = asyncio.get_running_loop().create_task(self._watch())
-
-    def _open(self) -> None:
-        self._store = open_store(self.settings.store_url)
-        self._writer = LedgerWriter.open(
-            self._store,
-            f"reviews@{self.settings.gateway_name}",
-            self._signer,
-            shared=True,
-            owns_store=False,
-        )
 
     async def stop(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
             await asyncio.gather(self._poll, return_exceptions=True)
-
-        def shut() -> None:
-            if self._writer is not None:
-                self._writer.close(time.time_ns())
-            if self._store is not None:
-                self._store.close()
-
-        await self._run(shut)
-        self._pool.shutdown(wait=True)
+        await self._worker.close()
         if self.notifier is not None:
             await self.notifier.aclose()
 
+    @property
+    def _store(self) -> Store | None:
+        return self._worker.store
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kw))
+        return await self._worker.run(fn, *args, **kw)
 
     async def _svc(self, fn: Callable[[ReviewService], T]) -> T:
-        def go() -> T:
-            assert self._store is not None and self._writer is not None
-            return fn(ReviewService(self._store, self._writer, self.config))
-
-        return await self._run(go)
+        return await self._worker.call(lambda st, w: fn(ReviewService(st, w, self.config)))
 
     # -- held statements ----------------------------------------------------------------
     def link(self, review_id: str) -> str:
@@ -321,9 +301,10 @@ class GatewayReviewDesk:
     def _record(
         self, row: Any, deliveries: list[dict[str, Any]], attempts: list[dict[str, Any]]
     ) -> None:
-        assert self._writer is not None
+        writer = self._worker.writer
+        assert writer is not None
         now = time.time_ns()
-        self._writer.append(
+        writer.append(
             [
                 Draft(
                     now,

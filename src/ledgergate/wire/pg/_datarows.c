@@ -346,6 +346,49 @@ parse_actions(PyObject *seq, action_t **out, Py_ssize_t *nout)
     return 0;
 }
 
+/* The DataRow at ``pos``: 1 (``*body``, ``*blen``, ``*ncols`` set), 0 when the run ends
+ * there (another message type, or one not complete yet), -1 with ValueError set. */
+static int
+row_at(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos, const unsigned char **body,
+       Py_ssize_t *blen, int *ncols)
+{
+    if (pos + 5 > n || b[pos] != 'D')
+        return 0;
+    uint32_t ln = get_be32(b + pos + 1);
+    if (ln < 4 || (Py_ssize_t)ln > n - pos - 1)
+        return 0; /* incomplete: the rest waits for more bytes */
+    *body = b + pos + 5;
+    *blen = (Py_ssize_t)ln - 4;
+    if (*blen < 2) {
+        PyErr_SetString(PyExc_ValueError, "DataRow without a column count");
+        return -1;
+    }
+    *ncols = (int16_t)(((*body)[0] << 8) | (*body)[1]);
+    if (*ncols < 0) {
+        PyErr_SetString(PyExc_ValueError, "DataRow with a negative column count");
+        return -1;
+    }
+    return 1;
+}
+
+/* The next value's length at ``*p`` of a row body (-1: NULL), ``*p`` moved past the
+ * length; -1 with ValueError set when it does not fit the message. */
+static int
+value_at(const unsigned char *body, Py_ssize_t blen, Py_ssize_t *p, int32_t *vlen)
+{
+    if (*p + 4 > blen) {
+        PyErr_SetString(PyExc_ValueError, "DataRow shorter than its columns");
+        return -1;
+    }
+    *vlen = (int32_t)get_be32(body + *p);
+    *p += 4;
+    if (*vlen < -1 || (*vlen > 0 && *vlen > blen - *p)) {
+        PyErr_SetString(PyExc_ValueError, "DataRow value longer than its message");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 datarows_skip(PyObject *self, PyObject *args)
 {
@@ -398,21 +441,10 @@ datarows_rewrite(PyObject *self, PyObject *args)
     if (ob_reserve(&ob, n - pos > 0 ? n - pos : 64) < 0)
         goto done;
 
-    while (pos + 5 <= n && b[pos] == 'D') {
-        uint32_t ln = get_be32(b + pos + 1);
-        if (ln < 4 || (Py_ssize_t)ln > n - pos - 1)
-            break; /* incomplete: the rest waits for more bytes */
-        const unsigned char *body = b + pos + 5;
-        Py_ssize_t blen = (Py_ssize_t)ln - 4;
-        if (blen < 2) {
-            PyErr_SetString(PyExc_ValueError, "DataRow without a column count");
-            goto done;
-        }
-        int ncols = (int16_t)((body[0] << 8) | body[1]);
-        if (ncols < 0) {
-            PyErr_SetString(PyExc_ValueError, "DataRow with a negative column count");
-            goto done;
-        }
+    const unsigned char *body;
+    Py_ssize_t blen;
+    int ncols, at;
+    while ((at = row_at(b, n, pos, &body, &blen, &ncols)) == 1) {
         Py_ssize_t start = ob.len;
         /* type, length (patched below), column count */
         if (ob_reserve(&ob, 7) < 0)
@@ -423,16 +455,9 @@ datarows_rewrite(PyObject *self, PyObject *args)
         ob.len += 2;
         Py_ssize_t p = 2;
         for (int col = 0; col < ncols; col++) {
-            if (p + 4 > blen) {
-                PyErr_SetString(PyExc_ValueError, "DataRow shorter than its columns");
+            int32_t vlen;
+            if (value_at(body, blen, &p, &vlen) < 0)
                 goto done;
-            }
-            int32_t vlen = (int32_t)get_be32(body + p);
-            p += 4;
-            if (vlen < -1 || (vlen > 0 && vlen > blen - p)) {
-                PyErr_SetString(PyExc_ValueError, "DataRow value longer than its message");
-                goto done;
-            }
             const unsigned char *v = body + p;
             if (vlen > 0)
                 p += vlen;
@@ -556,9 +581,11 @@ datarows_rewrite(PyObject *self, PyObject *args)
             goto done;
         }
         put_be32((unsigned char *)ob.p + start + 1, (uint32_t)mlen);
-        pos += 1 + (Py_ssize_t)ln;
+        pos += 5 + blen;
         rows++;
     }
+    if (at < 0)
+        goto done;
     countlist = PyList_New(nacts);
     if (countlist == NULL)
         goto done;
@@ -617,21 +644,10 @@ datarows_gather(PyObject *self, PyObject *args)
     Py_ssize_t n = view.len;
     if (pos < 0)
         pos = 0;
-    while (pos + 5 <= n && b[pos] == 'D') {
-        uint32_t ln = get_be32(b + pos + 1);
-        if (ln < 4 || (Py_ssize_t)ln > n - pos - 1)
-            break;
-        const unsigned char *body = b + pos + 5;
-        Py_ssize_t blen = (Py_ssize_t)ln - 4;
-        if (blen < 2) {
-            PyErr_SetString(PyExc_ValueError, "DataRow without a column count");
-            goto done;
-        }
-        int count = (int16_t)((body[0] << 8) | body[1]);
-        if (count < 0) {
-            PyErr_SetString(PyExc_ValueError, "DataRow with a negative column count");
-            goto done;
-        }
+    const unsigned char *body;
+    Py_ssize_t blen;
+    int count, at;
+    while ((at = row_at(b, n, pos, &body, &blen, &count)) == 1) {
         /* Offsets of this row's values: walk once, then pick the wanted columns. */
         Py_ssize_t p = 2;
         for (Py_ssize_t k = 0; k < ncols; k++) {
@@ -639,16 +655,9 @@ datarows_gather(PyObject *self, PyObject *args)
                 goto done;
         }
         for (int col = 0; col < count; col++) {
-            if (p + 4 > blen) {
-                PyErr_SetString(PyExc_ValueError, "DataRow shorter than its columns");
+            int32_t vlen;
+            if (value_at(body, blen, &p, &vlen) < 0)
                 goto done;
-            }
-            int32_t vlen = (int32_t)get_be32(body + p);
-            p += 4;
-            if (vlen < -1 || (vlen > 0 && vlen > blen - p)) {
-                PyErr_SetString(PyExc_ValueError, "DataRow value longer than its message");
-                goto done;
-            }
             if (vlen >= 0) {
                 for (Py_ssize_t k = 0; k < ncols; k++) {
                     if (want[k] != col)
@@ -667,9 +676,11 @@ datarows_gather(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "DataRow longer than its columns");
             goto done;
         }
-        pos += 1 + (Py_ssize_t)ln;
+        pos += 5 + blen;
         rows++;
     }
+    if (at < 0)
+        goto done;
     result = Py_BuildValue("nnO", pos, rows, lists);
 done:
     Py_XDECREF(lists);
