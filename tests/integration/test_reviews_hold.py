@@ -300,6 +300,22 @@ def test_access_windows_admit_and_close(api: Api, gw: Gateway) -> None:
         psycopg.connect(gw.dsn(tok)).close()
     rec = api.c.get(f"/api/v1/reviews/{rid}", headers=api.who("bob", "dba")).json()
     assert rec["executions"], rec
+    # a window ended early by the requester cuts its sessions at once
+    r = api.c.post(
+        "/api/v1/reviews/access",
+        headers=cora,
+        json={"connection": "app", "duration": "30m", "reason": "INC-4212"},
+    )
+    rid = r.json()["id"]
+    api.decide(rid, api.who("bob", "dba"), "approve", "go")
+    with psycopg.connect(gw.dsn(tok), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        done = api.c.post(f"/api/v1/reviews/{rid}/cancel", headers=cora, json={})
+        assert done.status_code == 200, done.text
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="access window"):
+            c.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - t0 < 4
 
 
 def test_two_gateway_processes_over_one_store(

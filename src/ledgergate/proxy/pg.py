@@ -199,6 +199,7 @@ class PgSession:
         # A statement held for review: (ticket, rule, the desk's task); why it was withdrawn.
         self._review: tuple[int, str, asyncio.Task[ReviewAnswer]] | None = None
         self._withdrawn: str | None = None
+        self.window_id: str | None = None  # the access review it was admitted under
         self.policy: SessionPolicy | None = None
         self.deadline_ns = 2**63 - 1
         self.deadline_reason = ""
@@ -405,6 +406,7 @@ class PgSession:
             ]
         )
         if result.window is not None and gw.reviews is not None:
+            self.window_id = result.window[0]
             gw.reviews.used(result.window[0], self.session_id)
         ready = await self._backend(auth)
         if ready is None:
@@ -1036,6 +1038,16 @@ class PgGateway:
 
     def open_sessions(self) -> list[PgSession]:
         return [s for s in self.sessions if s.relaying and not s.closed and s.facts is not None]
+
+    def windows_in_use(self) -> set[str]:
+        """The access reviews open sessions were admitted under."""
+        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
+
+    def close_window(self, review_id: str, why: str) -> int:
+        """End the sessions admitted in an access window that was ended or cancelled."""
+        return self.end_sessions(
+            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
+        )
 
     def end_sessions(self, verdicts: dict[str, str]) -> int:
         """End the sessions named (session_id → reason); returns how many were open."""

@@ -203,6 +203,8 @@ class GatewayRuntime:
             masking_key=self._masking_key(),
             reviews=self.reviews,
         )
+        self.reviews.windows_in_use = self.gateway.windows_in_use
+        self.reviews.close_window = self.gateway.close_window
         host, port = split_address(pl.address, 15432)
         server = await self.gateway.listen(host, port)
         sock = server.sockets[0].getsockname()

@@ -77,6 +77,10 @@ class GatewayReviewDesk:
         )
         self._waiting: dict[str, list[asyncio.Future[Review]]] = {}
         self._poll: asyncio.Task[None] | None = None
+        # Set by the gateway: the access windows its open sessions were admitted in, and
+        # how to end those sessions when a window is ended early or cancelled.
+        self.windows_in_use: Callable[[], set[str]] = set
+        self.close_window: Callable[[str, str], object] = lambda review_id, why: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._owner = f"{settings.gateway_name}:{id(self):x}"
 
@@ -246,17 +250,24 @@ class GatewayReviewDesk:
                     await self._svc(lambda svc: svc.expire_due(time.time_ns()))
                     await self._drain()
                 now = await self._svc(lambda svc: svc.epoch())
-                if now == epoch or not self._waiting:
+                windows = self.windows_in_use()
+                if now == epoch or not (self._waiting or windows):
                     epoch = now
                     continue
                 epoch = now
                 ids = list(self._waiting)
-                got = await self._svc(partial(_states, ids=ids))
-                for rid, r in got.items():
+                got = await self._svc(partial(_states, ids=[*ids, *windows]))
+                for rid in ids:
+                    r = got.get(rid)
                     if r is not None and r.state != "pending":
                         for fut in self._waiting.pop(rid, []):
                             if not fut.done():
                                 fut.set_result(r)
+                for rid in windows:
+                    r = got.get(rid)
+                    if r is None or r.state not in ("approved", "active"):
+                        state = "gone" if r is None else r.state
+                        self.close_window(rid, f"the access window of review {rid} was {state}")
             except Exception:  # the store is busy or gone: keep serving, try again
                 log.exception("the review poll failed; retrying")
 
