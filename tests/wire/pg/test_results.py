@@ -209,8 +209,12 @@ def test_copy_data_is_rewritten_whole_rows_at_a_time(step: int) -> None:
     # rows split across CopyData messages, as the protocol allows
     data = copy_out(2) + build(b"d", b"a\tb\nc") + build(b"d", b"\td\n") + COPY_DONE
     out = b""
+    rows = 0
     for i in range(0, len(data), step):
-        out += sh.server(data[i : i + step]).out
+        r = sh.server(data[i : i + step])
+        out += r.out
+        rows += r.rows
+    assert rows == 2  # CopyData messages, for the chunk entries, as the plain walk counts
     msgs = list(iter_messages(out))
     assert b"".join(b for t, b in msgs if t == b"d") == b"A\tB\nC\tD\n"
     assert [t for t, _ in msgs if t != b"d"] == [b"H", b"c", b"C", b"Z"]
@@ -242,3 +246,10 @@ def test_a_copy_cut_inside_a_row_is_a_protocol_error() -> None:
     sh.client(ord("Q"), build(b"Q", b"COPY t TO STDOUT\x00"))
     with pytest.raises(FrameError):
         sh.server(copy_out(1) + build(b"d", b"half a row") + COPY_DONE)
+
+
+def test_replication_copy_both_cannot_pass_a_masked_session() -> None:
+    sh = ResultShaper(planner([]), lambda sql, n, b: UpperCopy())
+    sh.client(ord("Q"), build(b"Q", b"START_REPLICATION SLOT s LOGICAL 0/0\x00"))
+    with pytest.raises(FrameError, match="CopyBoth"):
+        sh.server(build(b"W", struct.pack("!bh", 0, 0)) + build(b"d", b"raw row"))

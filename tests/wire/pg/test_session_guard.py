@@ -164,3 +164,20 @@ def test_an_error_split_across_reads_is_held_then_replaced(cut: int) -> None:
     )
     assert [t for t, _ in iter_messages(got)] == [b"N", b"E", b"Z"]
     assert b"does not exist" not in got
+
+
+def test_a_function_call_is_refused_on_a_guarded_session() -> None:
+    """FunctionCall names a function by OID, past the parser: refused, in step."""
+    r = relay()
+    # oid 2275, no argument formats, no arguments, text result
+    fc = build(b"F", struct.pack("!Ihhh", 2275, 0, 0, 0))
+    acts = commit_all(r, r.feed(ClientData(fc, 1)))
+    (cmd,) = [
+        c for a in acts if isinstance(a, Record) for c in a.seen if isinstance(c, CommandSeen)
+    ]
+    assert cmd.op == "function" and cmd.blocked is not None and cmd.blocked[0] == "function-call"
+    sent = to_server(acts)
+    assert [t for t, _ in iter_messages(sent)] == [b"Q"] and b"ledgergate-refused-" in sent
+    back = r.feed(ServerData(stand_in_error(sent) + RFQ, 2))
+    (msg,) = refusals(to_client(back))
+    assert "rule function-call" in msg

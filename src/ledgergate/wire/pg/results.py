@@ -307,6 +307,8 @@ class ResultShaper:
                 raise FrameError(f"malformed {chr(t)!r} message from the server: {e}") from None
             if t == 0x43:  # 'C'
                 tags.append(frame[5:].split(b"\x00", 1)[0])
+            elif t == 0x64:  # 'd': a COPY row as it arrived (the plain walk counts them too)
+                rows += 1
             if not keep:
                 changed = True
                 continue
@@ -377,6 +379,8 @@ class ResultShaper:
             return True, None
         if c == "H":
             return self._copy_out(frame, q[0].sql if head in ("Q", "E") else b"")
+        if c == "W":  # CopyBoth (replication): a stream no plan can mask
+            raise ValueError("replication (CopyBoth) data cannot be masked")
         if c == "d":
             if self._copy_refused:
                 return False, None

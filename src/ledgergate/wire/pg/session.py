@@ -88,6 +88,13 @@ def _bind_seen(raw: bytes, ts: int) -> CommandSeen:
     )
 
 
+FUNCTION_CALL_REFUSED = (
+    "function-call",
+    "the FunctionCall protocol message is refused on a guarded connection; "
+    "call the function in SQL",
+)
+
+
 def _function_seen(raw: bytes, ts: int) -> CommandSeen:
     if len(raw) < 9:
         raise FrameError("truncated FunctionCall")
@@ -448,7 +455,15 @@ class Relay:
                     ftag = _P
                 seen.append(b)
             elif tag == _F:
-                seen.append(_function_seen(bytes(buf[s:e]), ts))
+                # A FunctionCall names a function by OID, out of the parser's sight: on a
+                # guarded session it would bypass guardrails (pg_read_file, lo_export) and
+                # masking, so it fails like a refused statement.
+                f = _function_seen(bytes(buf[s:e]), ts)
+                seen.append(
+                    CommandSeen(f.op, f.ts_ns, f.raw, text=f.text, blocked=FUNCTION_CALL_REFUSED)
+                )
+                fwd = build(b"Q", self._refuse(FUNCTION_CALL_REFUSED) + b"\x00")
+                ftag = _Q
             elif tag == _X:
                 self.terminated = True
             elif tag not in _FRONTEND:
