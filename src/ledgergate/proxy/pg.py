@@ -28,6 +28,7 @@ from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.core.recording import SessionRecorder
 from ledgergate.proxy.review import ReviewAnswer, ReviewAsk, ReviewDesk, params_text
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
+from ledgergate.wire.pg import catalog as catalog_codec
 from ledgergate.wire.pg import messages as m
 from ledgergate.wire.pg.events import (
     Action,
@@ -50,9 +51,8 @@ from ledgergate.wire.pg.events import (
     TlsStarted,
     Verdict,
 )
-from ledgergate.wire.pg.frames import build, iter_messages
 from ledgergate.wire.pg.handshake import BackendHandshake, FrontendHandshake
-from ledgergate.wire.pg.results import ResultShaper, parse_data_row
+from ledgergate.wire.pg.results import ResultShaper
 from ledgergate.wire.pg.session import MAX_HELD, Guard, NeedsReview, Relay
 
 __all__ = ["AuthResult", "PgGateway"]
@@ -66,14 +66,6 @@ END_GRACE_S = 5.0
 # by sessions on one connection for this long; a table created since is matched by its
 # output column names until the next snapshot (more masked, never less).
 CATALOG_TTL_S = 60.0
-CATALOG_SQL = (
-    b"SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname "
-    b"FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-    b"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    b"WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','f','p') "
-    b"AND n.nspname NOT IN ('pg_catalog','information_schema') "
-    b"AND n.nspname NOT LIKE 'pg_toast%'"
-)
 now_ns = time.time_ns
 
 
@@ -462,30 +454,13 @@ class PgSession:
         client's first byte is relayed (so nothing else is in flight on it)."""
         side = self.s
         assert side is not None and side.transport is not None and self.conn is not None
-        side.transport.write(build(b"Q", CATALOG_SQL + b"\x00"))
-        buf = b""
-        out: dict[tuple[int, int], str] = {}
+        side.transport.write(catalog_codec.query())
+        reader = catalog_codec.CatalogReader()
         async with asyncio.timeout(self.conn.connect_timeout):
             while True:
-                buf += await side.read()
-                done = 0
-                pos = 0
-                while pos + 5 <= len(buf):
-                    ln = int.from_bytes(buf[pos + 1 : pos + 5], "big")
-                    if pos + 1 + ln > len(buf):
-                        break
-                    done = pos = pos + 1 + ln
-                for tag, body in iter_messages(buf[:done]):
-                    if tag == b"D":
-                        oid, att, nsp, rel, col = parse_data_row(body)
-                        if oid and att and nsp and rel and col:
-                            key = (int(oid), int(att))
-                            out[key] = b".".join((nsp, rel, col)).decode("utf-8", "replace")
-                    elif tag == b"E":
-                        raise ValueError(m.parse_error_fields(body).get("M", "error"))
-                    elif tag == b"Z":
-                        return out
-                buf = buf[done:]
+                got = reader.feed(await side.read())
+                if got is not None:
+                    return got
 
     def _mask_report(self, items: list[dict[str, Any]], rows: int) -> None:
         if self.recorder is None:
@@ -692,9 +667,8 @@ class PgSession:
         elif relay.guard is not None:
             relay.set_guard(lambda op, text: None)  # refusals in flight still rewritten
         if relay.shaper is not None:
-            cached = self.gw._catalogs.get(self.conn.name)
             # No catalog snapshot: columns are matched by their output names.
-            planner = self._planner(new, cached[1] if cached is not None else {})
+            planner = self._planner(new, self.gw.cached_catalog(self.conn.name))
             relay.shaper.planner = planner.plan
             relay.shaper.copy_planner = planner.plan_copy
         if self.recorder is not None:
@@ -1021,6 +995,11 @@ class PgGateway:
             self.sink.submit(
                 [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
             )
+
+    def cached_catalog(self, name: str) -> dict[tuple[int, int], str]:
+        """The connection's last catalog snapshot (empty if none was read)."""
+        got = self._catalogs.get(name)
+        return got[1] if got is not None else {}
 
     async def catalog(
         self,
