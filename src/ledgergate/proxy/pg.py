@@ -758,8 +758,8 @@ class PgSession:
         task.add_done_callback(self._reviewed)
 
     def _notice(self, text: str) -> None:
-        if not self.closed:
-            self.ct.write(m.notice_response(text))
+        if not self.closed:  # never inside a server message being relayed
+            self._dispatch(self.relay.notice(m.notice_response(text)))
 
     def _reviewed(self, task: asyncio.Task[ReviewAnswer]) -> None:
         review, self._review = self._review, None

@@ -140,3 +140,18 @@ def test_refused_statements_are_still_refused_and_others_pass() -> None:
     acts = commit_all(r, r.feed(CD(q("DROP TABLE t") + q("SELECT 1"), 1)))
     assert not inspects(acts)
     assert [c.blocked for c in commands(acts)] == [("no-drop", "DDL is not allowed"), None]
+
+
+def test_a_notice_waits_for_the_server_message_in_flight() -> None:
+    from ledgergate.wire.pg import messages as m
+    from ledgergate.wire.pg.events import SendToClient
+
+    r = relay()
+    row = build(b"D", b"\x00\x01\x00\x00\x00\x05hello")
+    note = m.notice_response("ledgergate: review rv_1 required")
+    assert r.notice(note) == [SendToClient(note)]  # nothing in flight: at once
+    r.feed(ServerData(row[:7], 1))  # half a DataRow forwarded
+    assert r.notice(note) == []
+    rest = r.feed(ServerData(row[7:], 2))
+    sent = b"".join(a.data for a in rest if isinstance(a, SendToClient))
+    assert sent == row[7:] + note  # after the message, never inside it

@@ -176,6 +176,7 @@ class Relay:
         self._decided: Verdict | None = None
         self._decided_code = "42501"
         self._nticket = 0
+        self._notices: list[bytes] = []  # gateway notices waiting for a message boundary
 
     def set_guard(self, guard: Guard | None) -> None:
         """Replace the guard of an open session (the policy changed): from the next
@@ -639,7 +640,25 @@ class Relay:
                 actions.append(SendToClient(error))
             actions.append(Close(reason))
             return actions
-        return self._walk(data, ts)
+        actions = self._walk(data, ts)
+        if self._notices and self._at_boundary():
+            actions.append(SendToClient(b"".join(self._notices)))
+            self._notices.clear()
+        return actions
+
+    def _at_boundary(self) -> bool:
+        """Whether what went to the client so far ends with a whole server message."""
+        return self.shaper is not None or (self._skip == 0 and not self._hdr)
+
+    def notice(self, frame: bytes) -> list[Action]:
+        """A message of the gateway's own for the client (a NoticeResponse): now, if no
+        server message is half forwarded, else right after the one in flight."""
+        if self.closed or not self.client_open:
+            return []
+        if self._at_boundary():
+            return [SendToClient(frame)]
+        self._notices.append(frame)
+        return []
 
     def _walk(self, data: bytes, ts: int) -> list[Action]:
         if self.shaper is not None:
