@@ -68,6 +68,8 @@ def test_put_list_explain_and_delete(tmp_path: Path) -> None:
     r = run(cfg, "check")
     assert r.exit_code == 0 and "4 rules, valid (3 from the store)" in r.output
     assert put["new_version"] in r.output
+    assert "  deny  no-ddl " in r.output and "  mask  mask-email " in r.output
+    assert r.output.count("[file]") == 1 and r.output.count("[api]") == 3
     r = run(cfg, "explain", "app", "GRANT SELECT ON t TO bob")
     assert r.exit_code == 1 and "DENY by no-dcl: ask" in r.output
     r = run(cfg, "explain", "app", "SELECT email FROM t", "--json")

@@ -3,13 +3,15 @@ front of the shared SCRAM + TLS cluster."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.integration.gateway import Gateway
+from tests.integration.gateway import Gateway, free_port
 from tests.integration.pgcluster import PgCluster
 
 
@@ -56,3 +58,28 @@ def gateway_factory(tmp_path: Path, pgc: PgCluster) -> Iterator[GatewayFactory]:
 @pytest.fixture
 def gateway(gateway_factory: GatewayFactory) -> Gateway:
     return gateway_factory().start()
+
+
+def api_gateway(
+    factory: GatewayFactory, connections: list[dict[str, object]], extra: dict[str, Any]
+) -> Gateway:
+    """A started gateway (``extra``: more configuration) whose REST API listens on a free
+    loopback port, kept as ``gw.api_port`` for ``api_client``."""
+    port = free_port()
+    listeners = {**extra.get("listeners", {}), "api": {"address": f"127.0.0.1:{port}"}}
+    gw = factory(connections, extra={**extra, "listeners": listeners}).start()
+    gw.api_port = port  # type: ignore[attr-defined]
+    return gw
+
+
+def api_client(gw: Gateway) -> httpx.Client:
+    """An HTTPS client of the API of an ``api_gateway``; the gateway's own generated
+    certificate is the trust anchor, as for psql's sslrootcert."""
+    ca = ssl.create_default_context(cafile=str(gw.data_dir / "tls" / "server.crt"))
+    port: int = gw.api_port  # type: ignore[attr-defined]
+    return httpx.Client(base_url=f"https://localhost:{port}", verify=ca)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The headers of an API call made with ``token``."""
+    return {"Authorization": f"Bearer {token}"}

@@ -5,7 +5,7 @@ statement; a new mask rule masks new result sets, or ends a session opened unmas
 
 from __future__ import annotations
 
-import ssl
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +15,14 @@ import psycopg
 import pytest
 import yaml
 
-from tests.integration.fixtures import GatewayFactory, app_connection
-from tests.integration.gateway import Gateway, free_port
+from tests.integration.fixtures import (
+    GatewayFactory,
+    api_client,
+    api_gateway,
+    app_connection,
+    bearer,
+)
+from tests.integration.gateway import Gateway
 from tests.integration.pgcluster import PgCluster
 from tests.integration.test_pg_security import entries
 
@@ -36,11 +42,10 @@ def people(pg: PgCluster) -> None:
 
 @pytest.fixture
 def gw(gateway_factory: GatewayFactory, pgc: PgCluster, people: None) -> Gateway:
-    port = free_port()
-    g = gateway_factory(
+    return api_gateway(
+        gateway_factory,
         [app_connection(pgc)],
-        extra={
-            "listeners": {"api": {"address": f"127.0.0.1:{port}"}},
+        {
             "roles": {
                 "admin": {"identities": ["root-admin"]},
                 "auditor": {"groups": ["audit"]},
@@ -49,21 +54,13 @@ def gw(gateway_factory: GatewayFactory, pgc: PgCluster, people: None) -> Gateway
             "grants": [{"connections": ["*"], "groups": ["eng", "support"]}],
             "policy": {"rules": [{"id": "no-ddl", "deny": {"kinds": ["ddl"]}}]},
         },
-    ).start()
-    g.api_port = port  # type: ignore[attr-defined]
-    return g
+    )
 
 
 @pytest.fixture
 def http(gw: Gateway) -> Iterator[httpx.Client]:
-    ca = ssl.create_default_context(cafile=str(gw.data_dir / "tls" / "server.crt"))
-    base = f"https://localhost:{gw.api_port}"  # type: ignore[attr-defined]
-    with httpx.Client(base_url=base, verify=ca) as c:
+    with api_client(gw) as c:
         yield c
-
-
-def _auth(tok: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tok}"}
 
 
 def _put(http: httpx.Client, admin: dict[str, str], rule_id: str, body: Any) -> httpx.Response:
@@ -71,15 +68,15 @@ def _put(http: httpx.Client, admin: dict[str, str], rule_id: str, body: Any) -> 
 
 
 def test_rules_through_the_api(gw: Gateway, http: httpx.Client) -> None:
-    admin = _auth(gw.token("root-admin"))
+    admin = bearer(gw.token("root-admin"))
     before = http.get("/api/v1/policy", headers=admin).json()
     assert [(r["id"], r["source"]) for r in before["rules"]] == [("no-ddl", "file")]
     v0 = before["version"]
 
     # roles: admins change, auditors and reviewers read, users neither
-    auditor = _auth(gw.token("carol", "user", "1h", "--group", "audit"))
-    reviewer = _auth(gw.token("rita", "user", "1h", "--group", "review"))
-    user = _auth(gw.token("erin", "user", "1h", "--group", "eng"))
+    auditor = bearer(gw.token("carol", "user", "1h", "--group", "audit"))
+    reviewer = bearer(gw.token("rita", "user", "1h", "--group", "review"))
+    user = bearer(gw.token("erin", "user", "1h", "--group", "eng"))
     for who in (auditor, reviewer, user):
         r = _put(http, who, "no-sleep", NO_SLEEP)
         assert r.status_code == 403 and "admin" in r.json()["error"]
@@ -98,7 +95,14 @@ def test_rules_through_the_api(gw: Gateway, http: httpx.Client) -> None:
     )
     r = _put(http, admin, "no-sleep", {**NO_SLEEP, "id": "other"})
     assert r.status_code == 422 and "names another id" in r.json()["error"]
-    assert _put(http, admin, "no-sleep", {**NO_SLEEP, "position": -1}).status_code == 422
+    for position in (-1, "0", True, 1.0):
+        r = _put(http, admin, "no-sleep", {**NO_SLEEP, "position": position})
+        assert r.status_code == 422 and r.json()["error"].startswith("position: "), position
+    assert _put(http, admin, "no-sleep", ["deny"]).status_code == 422  # not a mapping
+    lone = json.dumps({**NO_SLEEP, "message": "\ud800"})  # JSON spells it "\\ud800"
+    as_json = {**admin, "Content-Type": "application/json"}
+    r = http.put("/api/v1/policy/rules/no-sleep", headers=as_json, content=lone)
+    assert r.status_code == 422 and "not valid Unicode" in r.json()["error"]
     r = _put(http, admin, "no-ddl", {"deny": {"kinds": ["dcl"]}})
     assert r.status_code == 409
     assert r.json()["error"] == "rule 'no-ddl' belongs to the configuration file; change it there"
@@ -153,7 +157,7 @@ def test_rules_through_the_api(gw: Gateway, http: httpx.Client) -> None:
 def test_a_new_guardrail_refuses_the_next_statement_of_an_open_session(
     gw: Gateway, http: httpx.Client
 ) -> None:
-    admin = _auth(gw.token("root-admin"))
+    admin = bearer(gw.token("root-admin"))
     tok = gw.token("erin", "user", "1h", "--group", "eng")
     with psycopg.connect(gw.dsn(tok), autocommit=True) as c:
         c.execute("SELECT pg_sleep(0)")
@@ -196,7 +200,7 @@ def test_a_change_made_by_another_process_reaches_open_sessions_within_a_second(
 def test_mask_rules_over_the_api_mask_new_results_and_end_unmasked_sessions(
     gw: Gateway, http: httpx.Client
 ) -> None:
-    admin = _auth(gw.token("root-admin"))
+    admin = bearer(gw.token("root-admin"))
     support = gw.token("sam", "user", "1h", "--group", "support")
     eng = gw.token("erin", "user", "1h", "--group", "eng")
     (_, email, phone) = PEOPLE[0]

@@ -123,6 +123,10 @@ def test_refused_changes_change_nothing(st: Store, w: LedgerWriter) -> None:
     assert e.value.reason == "invalid"
     with pytest.raises(pr.PolicyChangeError, match="position"):
         _put(st, w, "x", DENY_DCL, position=-1)
+    # a lone surrogate (JSON can spell one: "\ud800") has no place in a ledger entry
+    with pytest.raises(pr.PolicyChangeError, match=r"rule 'x': .*not valid Unicode") as e:
+        _put(st, w, "x", {**DENY_DCL, "message": "no \ud800"})
+    assert e.value.reason == "invalid"
     assert st.list_policy_rules() == [] and st.policy_epoch() == 0
     assert _entries(st, "admin.policy.put") == []
 
@@ -141,6 +145,30 @@ def test_a_stored_rule_that_clashes_with_a_new_file_rule_can_still_be_removed(
     assert e.value.reason == "invalid"
     c = pr.delete_rule(st, w, grown, "no-dcl", now_ns=T0, by="x")
     assert c.old_version is None and c.new_version == policy_version(grown)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{not json", "its stored body is not JSON"),
+        ("[" * 100_000, "its stored body is not JSON"),  # nested past the JSON parser
+        ('["deny"]', "its stored body is not a mapping"),
+        ('{"deny": {"kinds": ["vacuum"]}}', r"deny\.kinds: unknown statement kind"),
+    ],
+)
+def test_a_damaged_stored_rule_is_named_and_can_be_removed(
+    st: Store, w: LedgerWriter, body: str, message: str
+) -> None:
+    _put(st, w, "no-dcl", DENY_DCL)
+    st.put_policy_rule(PolicyRuleRow("broken", body, 1, T0, "x", T0, "x"))
+    with pytest.raises(PolicyError, match=f"rule 'broken': .*{message}"):
+        pr.load(st, FILE)
+    with pytest.raises(pr.PolicyChangeError, match="rule 'broken'") as e:
+        _put(st, w, "other", {"deny": {"do_blocks": True}})
+    assert e.value.reason == "invalid"
+    c = pr.delete_rule(st, w, FILE, "broken", now_ns=T0, by="x")
+    assert c.old_version is None and c.new_version == policy_version(pr.load(st, FILE)[1])
+    assert _ids(st) == ["no-ddl", "no-dcl"]
 
 
 class _Racing:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from ledgergate.store import PolicyRuleRow, open_store
-from ledgergate.store.sqlite import _MIGRATIONS
+from tests.store.migrations import old_database
 
 
 def _row(rule_id: str, position: int, body: str = '{"deny":{"kinds":["ddl"]}}') -> PolicyRuleRow:
@@ -45,11 +44,7 @@ def test_two_handles_see_each_others_changes(tmp_path: Path) -> None:
 
 def test_a_version_2_database_is_migrated(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    raw = sqlite3.connect(db)
-    raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ns INTEGER)")
-    for version, script in _MIGRATIONS[:2]:
-        raw.executescript(script)
-        raw.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+    raw = old_database(db, 2)
     raw.execute("INSERT INTO grants VALUES ('gr_1', '[\"*\"]', '[\"eng\"]', '[]', 1, 'cli')")
     raw.commit()
     raw.close()

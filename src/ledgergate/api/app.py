@@ -12,6 +12,7 @@ thread). Every call except the login steps is authenticated with a ledgergate to
 # and some name aliases local to the factory.
 
 import html
+import logging
 import time
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlparse
@@ -26,12 +27,15 @@ from ledgergate.core.policy.effective import PolicyError
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.services import identities, policy_rules, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
+from ledgergate.services.ledger import LedgerUnavailable
 from ledgergate.services.policy import describe as describe_policy
 from ledgergate.services.policy import explain as explain_policy
 from ledgergate.services.policy_rules import PolicyChangeError
-from ledgergate.store.base import PolicyRuleRow
+from ledgergate.store.base import PolicyRuleRow, StoreError
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("ledgergate.api")
 
 
 class OidcLogin(BaseModel):
@@ -103,6 +107,16 @@ def create_app(admin: AdminService) -> FastAPI:
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
         return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+
+    @app.exception_handler(LedgerUnavailable)
+    @app.exception_handler(StoreError)
+    async def _unavailable(_: Request, e: Exception) -> JSONResponse:
+        # The store or the ledger cannot take the change: nothing was done (fail closed).
+        log.error("api: %s", type(e).__name__)
+        return JSONResponse(
+            {"error": "the gateway's store or ledger is unavailable; nothing was changed"},
+            status_code=503,
+        )
 
     async def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
         return await admin.principal(authorization)
@@ -401,7 +415,7 @@ def create_app(admin: AdminService) -> FastAPI:
         me.require("admin")
         doc = dict(body)
         position = doc.pop("position", None)
-        if position is not None and (type(position) is not int or position < 0):
+        if position is not None and type(position) is not int:  # below 0: put_rule refuses
             raise ApiError(422, "position: a place among the stored rules, 0 or more")
         try:
             change = await admin.call(

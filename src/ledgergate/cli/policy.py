@@ -13,6 +13,7 @@ the CLI's stream, and running gateways apply it within about a second.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,25 +76,21 @@ def _policies(config: Path | None) -> tuple[PolicySet, list[PolicyRuleRow]]:
         fail(f"invalid policy: {e}", 2)
 
 
-def _source(rule_id: str, rows: list[PolicyRuleRow]) -> str:
-    return "api" if any(r.id == rule_id for r in rows) else "file"
-
-
 @app.command()
 def check(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Validate the effective policy (file, then store); print its version and rules."""
     ps, rows = _policies(config)
-    rules = ps.settings.rules
+    described = describe_policy(ps, rows)
     if json_:
-        emit_json(describe_policy(ps, rows))
+        emit_json(described)
         return
     stored = f" ({len(rows)} from the store)" if rows else ""
-    typer.echo(f"policy {ps.version}: {len(rules)} rules, valid{stored}")
-    for r in rules:
-        kind = "deny " if r.deny else "allow" if r.allow else "mask "
-        who = f"groups {','.join(r.groups)}" if r.groups is not None else "everyone"
+    typer.echo(f"policy {ps.version}: {len(described['rules'])} rules, valid{stored}")
+    for r in described["rules"]:
+        who = f"groups {','.join(r['groups'])}" if "groups" in r else "everyone"
         typer.echo(
-            f"  {kind} {r.id:<24} on {','.join(r.connections)} for {who} [{_source(r.id, rows)}]"
+            f"  {r['type']:<5} {r['id']:<24} on {','.join(r['connections'])} for {who} "
+            f"[{r['source']}]"
         )
 
 
@@ -138,7 +135,10 @@ def explain(
 def rules_list(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Every rule of the effective policy: the file's, then the stored ones in order."""
     with Env(config) as env:
-        rows = env.store.list_policy_rules()
+        try:
+            rows = env.store.list_policy_rules()
+        except StoreError as e:
+            fail(f"cannot read the stored rules: {e}")
         try:
             ps = PolicySet(policy_rules.effective(env.settings.config.policy, rows))
         except PolicyError as e:
@@ -154,6 +154,27 @@ def rules_list(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
         by = r["stored"]["updated_by"] if "stored" in r else "-"
         t.add_row(r["id"], r["source"], r["type"], ",".join(r["connections"]), groups, by)
     Console().print(t)
+
+
+def _change(
+    env: Env, done: str, fn: Callable[..., policy_rules.RuleChange], *args: Any, **kw: Any
+) -> policy_rules.RuleChange:
+    """``fn(store, writer, file policy, *args, now_ns=, by=, **kw)``; a refusal or a store
+    that does not answer ends the command (``done``: what was not done, for the message)."""
+    try:
+        return fn(
+            env.store,
+            env.writer(),
+            env.settings.config.policy,
+            *args,
+            now_ns=time.time_ns(),
+            by=env.actor,
+            **kw,
+        )
+    except policy_rules.PolicyChangeError as e:
+        fail(str(e), _CHANGE_EXIT.get(e.reason, 1))
+    except (LedgerUnavailable, StoreError) as e:
+        fail(f"nothing was {done}: {e}")
 
 
 def _document(body: str | None, file: Path | None) -> Any:
@@ -191,21 +212,7 @@ def rules_put(
     """Create or replace a stored rule; running gateways apply it within a second."""
     doc = _document(body, file)
     with Env(config) as env:
-        try:
-            change = policy_rules.put_rule(
-                env.store,
-                env.writer(),
-                env.settings.config.policy,
-                rule_id,
-                doc,
-                position=position,
-                now_ns=time.time_ns(),
-                by=env.actor,
-            )
-        except policy_rules.PolicyChangeError as e:
-            fail(str(e), _CHANGE_EXIT.get(e.reason, 1))
-        except LedgerUnavailable as e:
-            fail(f"nothing was changed: {e}")
+        change = _change(env, "changed", policy_rules.put_rule, rule_id, doc, position=position)
     if json_:
         emit_json(change.as_dict())
         return
@@ -223,17 +230,5 @@ def rules_delete(
 ) -> None:
     """Remove a stored rule (the configuration file's rules are changed there)."""
     with Env(config) as env:
-        try:
-            change = policy_rules.delete_rule(
-                env.store,
-                env.writer(),
-                env.settings.config.policy,
-                rule_id,
-                now_ns=time.time_ns(),
-                by=env.actor,
-            )
-        except policy_rules.PolicyChangeError as e:
-            fail(str(e), _CHANGE_EXIT.get(e.reason, 1))
-        except LedgerUnavailable as e:
-            fail(f"nothing was removed: {e}")
+        change = _change(env, "removed", policy_rules.delete_rule, rule_id)
     typer.echo(f"deleted rule {rule_id}; policy {change.old_version} -> {change.new_version}")

@@ -28,7 +28,7 @@ def describe(ps: PolicySet, stored: Sequence[PolicyRuleRow] = ()) -> dict[str, A
         row = rows.get(r.id)
         d: dict[str, Any] = {
             "id": r.id,
-            "type": "deny" if r.deny else "allow" if r.allow else "mask",
+            "type": "deny" if r.deny else "allow" if r.allow else "review" if r.review else "mask",
             "source": "file" if row is None else "api",
             **r.model_dump(mode="json", exclude_none=True, exclude={"id"}),
         }

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ledgergate.core.ledger.canonical import CanonicalError, canonical_json
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.policy.effective import PolicyError, combine, rule_document
 from ledgergate.core.policy.engine import PolicySet, policy_version
@@ -87,7 +88,7 @@ def _documents(rows: Sequence[PolicyRuleRow]) -> list[tuple[str, Mapping[str, An
     for r in rows:
         try:
             body = json.loads(r.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser
             raise PolicyError(f"rule {r.id!r}: its stored body is not JSON") from None
         if not isinstance(body, dict):
             raise PolicyError(f"rule {r.id!r}: its stored body is not a mapping")
@@ -124,10 +125,6 @@ def _version(file: PolicySettings, rows: Sequence[PolicyRuleRow]) -> str | None:
         return policy_version(effective(file, rows))
     except PolicyError:
         return None
-
-
-def _body(rule: dict[str, Any]) -> str:
-    return json.dumps(rule, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # A change computed from what the store held at ``epoch``: its entry, the rows to write,
@@ -193,8 +190,13 @@ def put_rule(
         raise PolicyChangeError("position: a place among the stored rules, 0 or more", "invalid")
     try:
         rule = rule_document(rule_id, doc)
+        # Stored and put on the ledger as canonical JSON: a string that is not valid
+        # Unicode (a lone surrogate, which a JSON body can spell) is the rule's fault.
+        body = canonical_json(rule).decode("utf-8")
     except PolicyError as e:
         raise PolicyChangeError(str(e), "invalid") from None
+    except CanonicalError as e:
+        raise PolicyChangeError(f"rule {rule_id!r}: {e}", "invalid") from None
 
     def plan() -> _Plan:
         epoch = store.policy_epoch()
@@ -216,7 +218,7 @@ def put_rule(
         order.insert(at, rule_id)
         new_row = PolicyRuleRow(
             rule_id,
-            _body(rule),
+            body,
             at,
             prev.created_ns if prev is not None else now_ns,
             prev.created_by if prev is not None else by,

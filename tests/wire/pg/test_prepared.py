@@ -99,8 +99,9 @@ def test_a_refused_parse_is_not_remembered() -> None:
     r = Relay()
     r.set_guard(no_delete)
     commit_all(r, r.feed(ClientData(parse("DELETE FROM t", b"d") + SYNC, 1)))
-    r.set_guard(lambda op, text: None)
-    # the backend never had it: the Bind goes on and the backend answers for itself
+    r.set_guard(no_delete)  # the policy changed (to the same rules): prepared ones are stale
+    # Remembered, it would be decided again and refused here; the backend never had it,
+    # so the Bind goes on and the backend answers for itself.
     out = bind(b"d") + EXECUTE + SYNC
     assert to_server(commit_all(r, r.feed(ClientData(out, 2)))) == out
 

@@ -87,8 +87,8 @@ class DenyConditions(_Strict):
         if v is not None:
             try:
                 re.compile(v)
-            except re.error as e:
-                raise ValueError(f"not a regular expression: {e}") from None
+            except (re.error, OverflowError, RecursionError) as e:
+                raise ValueError(f"not a usable regular expression: {e}") from None
         return v
 
     @model_validator(mode="after")
