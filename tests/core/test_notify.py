@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ledgergate.core import notify
-from ledgergate.core.config import ConfigError, parse_config
+from ledgergate.core import notify, review
+from ledgergate.core.config import ConfigError, format_duration, parse_config
 from ledgergate.core.ledger.canonical import canonical_json
 from ledgergate.core.notify import (
     MAX_STATEMENT_CHARS,
@@ -25,6 +25,7 @@ from ledgergate.core.notify import (
     slack_message,
     verify_signature,
 )
+from ledgergate.core.policy.rules import PolicyRule
 
 S = 10**9
 T0 = 1_700_000_000 * S
@@ -254,9 +255,6 @@ def test_links_quote_the_id_and_ignore_a_trailing_slash() -> None:
 
 
 def test_a_review_built_by_core_review_is_accepted() -> None:
-    review = pytest.importorskip("ledgergate.core.review")
-    from ledgergate.core.policy.rules import PolicyRule
-
     rule = PolicyRule.model_validate(
         {
             "id": "prod-ddl",
@@ -350,6 +348,14 @@ def test_slack_access_window() -> None:
     r = command_review(kind="access", statement=None, duration_ns=5400 * S)
     text = slack_message("requested", r, console_url=CONSOLE)["blocks"][0]["text"]["text"]
     assert "access on `prod`" in text and "*Window:* for 1h30m" in text
+
+
+@pytest.mark.parametrize(
+    "ns,text",
+    [(0, "0s"), (999_999_999, "0s"), (45 * S, "45s"), (1800 * S, "30m"), (90061 * S, "1d1h1m1s")],
+)
+def test_windows_are_shown_to_the_second(ns: int, text: str) -> None:
+    assert format_duration(ns) == text
 
 
 # -- signing ----------------------------------------------------------------------------

@@ -81,6 +81,20 @@ def access(duration_ns: int = 30 * M, **review: Any) -> Review:
     )
 
 
+def ask_access(r: PolicyRule, **over: Any) -> Review:
+    """``new_access`` under ``r`` with plain arguments, ``over`` replacing some."""
+    args: dict[str, Any] = {
+        "requester": "a",
+        "requester_kind": "user",
+        "groups": [],
+        "connection": "prod",
+        "duration_ns": M,
+        "justification": None,
+        "now_ns": T0,
+    }
+    return new_access("rv", r, **(args | over))
+
+
 def ok(r: Review, who: str = "bob", groups: tuple[str, ...] = ("dba",), at: int = T0 + S) -> Review:
     return decide(r, who, groups, True, "looks right", at)
 
@@ -158,32 +172,12 @@ def test_binding_hash_changes_with_anything_bound() -> None:
 
 def test_justification_is_required_when_the_rule_says_so() -> None:
     with pytest.raises(ReviewError) as e:
-        new_access(
-            "rv",
-            rule("access", justification=True),
-            requester="a",
-            requester_kind="user",
-            groups=[],
-            connection="prod",
-            duration_ns=M,
-            justification="  ",
-            now_ns=T0,
-        )
+        ask_access(rule("access", justification=True), justification="  ")
     assert e.value.reason == "justification required"
     r = access(justification=True)
     assert r.justification == "INC-4211"
     with pytest.raises(ReviewError) as e:
-        new_access(
-            "rv",
-            rule("access"),
-            requester="a",
-            requester_kind="user",
-            groups=[],
-            connection="prod",
-            duration_ns=M,
-            justification="x" * 1001,
-            now_ns=T0,
-        )
+        ask_access(rule("access"), justification="x" * 1001)
     assert e.value.reason == "too long"
 
 
@@ -198,29 +192,9 @@ def test_an_access_window_is_positive_and_at_most_max_duration() -> None:
 
 def test_requests_need_the_right_rule_and_a_requester() -> None:
     with pytest.raises(ReviewError, match="not an access review rule"):
-        new_access(
-            "rv",
-            rule("command"),
-            requester="a",
-            requester_kind="user",
-            groups=[],
-            connection="prod",
-            duration_ns=M,
-            justification=None,
-            now_ns=T0,
-        )
+        ask_access(rule("command"))
     with pytest.raises(ReviewError, match="names who asks"):
-        new_access(
-            "rv",
-            rule("access"),
-            requester=GATEWAY,
-            requester_kind="user",
-            groups=[],
-            connection="prod",
-            duration_ns=M,
-            justification=None,
-            now_ns=T0,
-        )
+        ask_access(rule("access"), requester=GATEWAY)
     with pytest.raises(ReviewError) as e:
         new_command(
             "rv",
@@ -416,7 +390,14 @@ def test_the_record_round_trips() -> None:
     assert Review.from_dict(d) == a and d["params"] is None and d["statement"] is None
     assert d["requester"] == {"kind": "user", "subject": "alice", "groups": ["eng"]}
     assert [h["event"] for h in d["history"]] == ["request", "approve", "activate", "use", "end"]
-    for bad in ({}, {**d, "state": "limbo"}, {**d, "decisions": [{"reviewer": "x"}]}):
+    for bad in (
+        {},
+        {**d, "state": "limbo"},
+        {**d, "decisions": [{"reviewer": "x"}]},
+        {**d, "created_ns": float("inf")},  # json.loads reads Infinity
+        {**d, "requirement": {**d["requirement"], "min_approvals": float("inf")}},
+        {**d, "history": ["request"]},
+    ):
         with pytest.raises(ReviewError) as e:
             Review.from_dict(bad)
         assert e.value.reason == "damaged"
@@ -428,3 +409,20 @@ def test_functions_return_new_values() -> None:
     ok(r)
     cancel(r, "alice", None, T0)
     assert r == before
+
+
+def test_text_that_cannot_be_recorded_is_refused() -> None:
+    """A lone surrogate (JSON can spell one) has no UTF-8 form: no ledger entry, stored
+    review or notification could hold it, so the step is refused, not half made."""
+    r = command()
+    with pytest.raises(ReviewError, match="not valid text") as e:
+        decide(r, "bob", ("dba",), True, "ok \ud800", T0 + S)
+    assert e.value.reason == "bad request"
+    with pytest.raises(ReviewError, match="not valid text"):
+        cancel(r, "alice", "\udfff", T0 + S)
+    with pytest.raises(ReviewError, match="not valid text"):
+        ask_access(rule("access"), justification="INC \ud800")
+    live = activate(ok(access()), T0 + 2 * S)
+    with pytest.raises(ReviewError, match="not valid text"):
+        end(live, "alice", "\ud800", T0 + 3 * S)
+    assert decide(r, "bob", ("dba",), True, "ok ✓ ünïcode", T0 + S).state == "approved"

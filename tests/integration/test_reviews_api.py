@@ -171,6 +171,9 @@ def test_access_reviews_through_the_api(gw: Gateway, http: httpx.Client) -> None
     # the requester withdraws the unused approval; nobody else can
     r = http.post(f"/api/v1/reviews/{rid}/cancel", headers=bob)
     assert r.status_code == 403
+    # nor a reviewer whose name is the one the gateway itself cancels under
+    r = http.post(f"/api/v1/reviews/{rid}/cancel", headers=_auth(gw, "gateway", "dba"))
+    assert r.status_code == 403 and "reserved for the gateway" in r.json()["error"]
     r = http.post(f"/api/v1/reviews/{rid}/cancel", headers=erin, json={"reason": "fixed"})
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -557,3 +558,44 @@ def test_the_record_names_steps_sessions_and_commands(led: Ledger, one: ReviewSe
     assert [c["text"] for c in rec["commands"]] == ["SELECT ?"]  # inside the window only
     with pytest.raises(ReviewError):
         one.record("rv_nope")
+
+
+# -- damaged rows and entries ---------------------------------------------------------------
+def test_a_damaged_review_does_not_stop_the_sweep(one: ReviewService) -> None:
+    bad = ask_access(one)
+    good = ask_access(one, who="frank")
+    row = one.store.get_review(bad.id)
+    assert row is not None
+    one.store.put_review(replace(row, body='{"kind": "access"}', due_ns=T0))  # due first
+    moved = one.expire_due(T0 + 10 * M)
+    assert [r.id for r in moved] == [good.id]
+    with pytest.raises(ReviewError) as e:
+        one.get(bad.id)
+    assert e.value.reason == "damaged"
+
+
+@pytest.mark.parametrize("canonical", [b"[1]", b"not json", b'{"command": "x", "review": 7}'])
+def test_a_tampered_command_entry_does_not_fail_the_record(
+    led: Ledger, one: ReviewService, canonical: bytes
+) -> None:
+    r = ask_access(one)
+    approve(one, r.id, "bob", "dba", at=T0 + M)
+    one.active_access(identity="erin", connection="prod", now_ns=T0 + 2 * M, session_id="s1")
+    w = led.writer()
+    w.append(
+        [
+            Draft(
+                T0 + 3 * M,
+                "command",
+                {"session_id": "s1", "connection": "prod", "command": {"text": "SELECT ?"}},
+            )
+        ],
+        T0 + 3 * M,
+    )
+    w.close(T0 + 3 * M)
+    with one.store.transaction():
+        one.store._db.execute(  # type: ignore[attr-defined]
+            "UPDATE entries SET canonical=? WHERE kind='command'", (canonical,)
+        )
+    rec = one.record(r.id)
+    assert [(c["session_id"], c["text"]) for c in rec["commands"]] == [("s1", None)]

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import within_scope
 from ledgergate.core.policy.effective import PolicyError
-from ledgergate.core.review import MAX_REASON, ReviewError
+from ledgergate.core.review import GATEWAY, MAX_REASON, ReviewError
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.reviews import MAX_LIST, ReviewService
 
@@ -197,6 +197,12 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
     @r.post("/api/v1/reviews/{review_id}/cancel", tags=["reviews"])
     async def cancel(me: Caller, review_id: str, body: CancelBody | None = None) -> dict[str, Any]:
         """Withdraw your own request (or its unused approval), or end your open window."""
+        if me.name == GATEWAY:
+            # The service lets the gateway itself withdraw anyone's held statement: an
+            # identity that happens to bear its name must not borrow that.
+            raise ApiError(
+                403, f"the name {GATEWAY!r} is reserved for the gateway: it cannot cancel"
+            )
 
         def go(svc: ReviewService) -> dict[str, Any]:
             rv = svc.get(review_id)

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ledgergate.cli._common import JsonOpt, emit_json, fail, fmt_ns
-from ledgergate.core.config import parse_duration
+from ledgergate.core.config import format_duration, parse_duration
+from ledgergate.core.review import MAX_REASON
 from ledgergate.services import client as cl
 
 app = typer.Typer(no_args_is_help=True, help="List, show, approve, deny and cancel reviews.")
@@ -36,23 +37,24 @@ def _as_me(fn: Callable[[cl.GatewayClient, str], T]) -> T:
         fail("not logged in; run ledgergate login (reviews act as you)")
     if time.time_ns() >= creds.expires_ns:
         fail("the saved token has expired; run ledgergate login")
-    c = cl.GatewayClient(creds.gateway, creds.ca)
     try:
-        return fn(c, creds.token)
+        c = cl.GatewayClient(creds.gateway, creds.ca)
+        try:
+            return fn(c, creds.token)
+        finally:
+            c.close()
     except cl.ClientError as e:
         fail(str(e))
-    finally:
-        c.close()
+
+
+def _check_reason(text: str | None) -> None:
+    """Refuse here a ``--reason`` the gateway would refuse."""
+    if text is not None and len(text) > MAX_REASON:
+        fail(f"--reason is longer than {MAX_REASON} characters", 2)
 
 
 def _span(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    s = ns // 10**9
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
+    return "-" if ns is None else format_duration(ns)
 
 
 def _what(rv: dict[str, Any], width: int = 60) -> str:
@@ -85,6 +87,7 @@ def request_access(
         parse_duration(for_)
     except ValueError as e:
         fail(str(e), 2)
+    _check_reason(reason)
     rv = _as_me(lambda c, tok: c.request_access(tok, connection, for_, reason))
     if json_:
         emit_json(rv)
@@ -191,6 +194,7 @@ def show(review_id: IdArg, json_: JsonOpt = False) -> None:
 
 
 def _decide(review_id: str, approve: bool, reason: str, json_: bool) -> None:
+    _check_reason(reason)
     rv = _as_me(lambda c, tok: c.decide_review(tok, review_id, approve=approve, reason=reason))
     if json_:
         emit_json(rv)
@@ -220,6 +224,7 @@ def cancel(
     json_: JsonOpt = False,
 ) -> None:
     """Withdraw your own request (or its unused approval), or end your open window."""
+    _check_reason(reason)
     rv = _as_me(lambda c, tok: c.cancel_review(tok, review_id, reason))
     if json_:
         emit_json(rv)

@@ -8,10 +8,11 @@ Validation errors name the offending key, e.g. ``connections.0.sslmode``.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,6 +41,7 @@ __all__ = [
     "Roles",
     "SamlSettings",
     "WebhookSettings",
+    "format_duration",
     "parse_config",
     "parse_duration",
 ]
@@ -72,6 +74,32 @@ def parse_duration(text: str | int) -> int:
     return int(m.group(1)) * _UNIT_NS[m.group(2) or "s"]
 
 
+def format_duration(ns: int) -> str:
+    """``ns`` for people, to the second: ``45s``, ``30m``, ``1h30m``, ``2d``."""
+    s = ns // 1_000_000_000
+    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
+    return "".join(f"{n}{u}" for n, u in parts if n) or "0s"
+
+
+def _check_name(v: str) -> str:
+    if not _NAME.match(v):
+        raise ValueError("must be 1-63 letters, digits, '_', '.' or '-'")
+    return v
+
+
+# The name of a connection or a webhook: it appears in ledger entries, logs and URLs.
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
+def _check_unique(names: list[str], key: str, what: str) -> None:
+    """Refuse a name given twice in the list at ``key``, naming the second place."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{key}.{i}.name: duplicate {what} name {name!r}")
+        seen.add(name)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,7 +118,7 @@ class Credentials(_Strict):
 
 
 class Connection(_Strict):
-    name: str
+    name: Name
     type: Literal["postgres"] = "postgres"
     address: str  # host:port
     database: str
@@ -116,13 +144,6 @@ class Connection(_Strict):
     @property
     def max_session_ns(self) -> int | None:
         return parse_duration(self.max_session) if self.max_session else None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be 1-63 letters, digits, '_', '.' or '-'")
-        return v
 
     @field_validator("address")
     @classmethod
@@ -387,20 +408,13 @@ class WebhookSettings(_Strict):
     too). ``url`` and ``secret`` may be ``env:VAR`` / ``file:PATH`` (a Slack webhook URL
     is a credential)."""
 
-    name: str
+    name: Name
     url: str
     format: Literal["json", "slack"] = "json"
     secret: str | None = Field(None, validate_default=True)
     events: list[NotifyEvent] = list(NOTIFY_EVENTS)
     timeout: str = "5s"  # per attempt, whole request
     max_attempts: int = Field(6, ge=1, le=MAX_WEBHOOK_ATTEMPTS)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be 1-63 letters, digits, '_', '.' or '-'")
-        return v
 
     @field_validator("url")
     @classmethod
@@ -462,11 +476,7 @@ class NotificationSettings(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> NotificationSettings:
-        seen: set[str] = set()
-        for i, w in enumerate(self.webhooks):
-            if w.name in seen:
-                raise ValueError(f"webhooks.{i}.name: duplicate webhook name {w.name!r}")
-            seen.add(w.name)
+        _check_unique([w.name for w in self.webhooks], "webhooks", "webhook")
         return self
 
 
@@ -491,11 +501,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for i, c in enumerate(self.connections):
-            if c.name in seen:
-                raise ValueError(f"connections.{i}.name: duplicate connection name {c.name!r}")
-            seen.add(c.name)
+        _check_unique([c.name for c in self.connections], "connections", "connection")
         return self
 
     def connection(self, name: str) -> Connection | None:

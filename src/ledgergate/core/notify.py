@@ -62,7 +62,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from ledgergate.core.config import NOTIFY_EVENTS
+from ledgergate.core.config import NOTIFY_EVENTS, format_duration
 from ledgergate.core.ledger.canonical import CanonicalError, canonical_json
 
 __all__ = [
@@ -338,12 +338,6 @@ def _utc(ns: int) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _span(ns: int) -> str:
-    s = ns // 1_000_000_000
-    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
-    return "".join(f"{n}{u}" for n, u in parts if n) or "0s"
-
-
 def _who(ident: Mapping[str, Any]) -> str:
     return _esc(str(ident["subject"]), SLACK_FIELD_CHARS)
 
@@ -364,7 +358,8 @@ def slack_message(
         lines.append(f"*Rule:* `{_esc(v['rule'], SLACK_FIELD_CHARS)}`")
     w = v["window"]
     if w:
-        span = [f"for {_span(w['duration_ns'])}"] if w.get("duration_ns") is not None else []
+        dur = w.get("duration_ns")
+        span = [f"for {format_duration(dur)}"] if dur is not None else []
         span += [f"from {_utc(w['start_ns'])}"] if w.get("start_ns") is not None else []
         span += [f"until {_utc(w['end_ns'])}"] if w.get("end_ns") is not None else []
         lines.append(f"*Window:* {' '.join(span) or 'unspecified'}")

@@ -149,36 +149,80 @@ def _step(
 
 
 # -- creating ------------------------------------------------------------------------------
-def _text(v: str | None, what: str, reason: str) -> str:
+def _clean(v: str | None, what: str) -> str:
+    """``v`` stripped ("" for None): at most ``MAX_REASON`` characters of text that can be
+    recorded (a lone surrogate cannot: it has no UTF-8 form)."""
     t = (v or "").strip()
-    if not t:
-        raise ReviewError(f"{what} is required", reason)
     if len(t) > MAX_REASON:
         raise ReviewError(f"{what} is longer than {MAX_REASON} characters", "too long")
+    if not t.isascii():
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReviewError(f"{what} is not valid text", "bad request") from None
+    return t
+
+
+def _text(v: str | None, what: str, reason: str) -> str:
+    t = _clean(v, what)
+    if not t:
+        raise ReviewError(f"{what} is required", reason)
     return t
 
 
 def _justification(action: ReviewAction, text: str | None) -> str | None:
+    what = "a justification (why this is needed)"
     if action.justification:
-        return _text(text, "a justification (why this is needed)", "justification required")
-    t = (text or "").strip()
-    if len(t) > MAX_REASON:
-        raise ReviewError(f"the justification is longer than {MAX_REASON} characters", "too long")
-    return t or None
+        return _text(text, what, "justification required")
+    return _clean(text, what) or None
 
 
-def _action(rule: PolicyRule, kind: Kind) -> ReviewAction:
+def _action(rule: PolicyRule, kind: Kind, requester: str, requester_kind: str) -> ReviewAction:
+    """The ``kind`` review ``rule`` asks for, once the request names who asks."""
     if rule.review is None or rule.review.kind != kind:
         article = "an" if kind == "access" else "a"
         raise ReviewError(f"rule {rule.id!r} is not {article} {kind} review rule", "bad request")
-    return rule.review
-
-
-def _who(requester: str, requester_kind: str) -> None:
     if not requester or requester == GATEWAY:
         raise ReviewError("a request names who asks", "bad request")
     if requester_kind not in ("user", "service"):
         raise ReviewError("the requester is a user or a service", "bad request")
+    return rule.review
+
+
+def _pending(
+    review_id: str,
+    rule_id: str,
+    action: ReviewAction,
+    kind: Kind,
+    *,
+    requester: str,
+    requester_kind: str,
+    groups: Sequence[str],
+    connection: str,
+    binding: str,
+    justification: str | None,
+    now_ns: int,
+    **fields: Any,
+) -> Review:
+    """A new pending review: what both kinds hold (``fields``: the kind's own)."""
+    why = _justification(action, justification)
+    return Review(
+        id=review_id,
+        kind=kind,
+        state="pending",
+        rule_id=rule_id,
+        connection=connection,
+        requester=requester,
+        requester_kind=requester_kind,
+        requester_groups=tuple(groups),
+        requirement=Requirement.of(action),
+        binding=binding,
+        created_ns=now_ns,
+        expires_ns=now_ns + action.seconds("ttl") * 10**9,
+        justification=why,
+        history=(Transition("request", "pending", requester, why, now_ns),),
+        **fields,
+    )
 
 
 def new_command(
@@ -196,8 +240,7 @@ def new_command(
     now_ns: int,
 ) -> Review:
     """A pending review of one statement (with its parameter values)."""
-    action = _action(rule, "command")
-    _who(requester, requester_kind)
+    action = _action(rule, "command", requester, requester_kind)
     if len(statement) > MAX_STATEMENT:
         raise ReviewError(
             f"a statement to review is at most {MAX_STATEMENT} characters", "too long"
@@ -207,26 +250,22 @@ def new_command(
         raise ReviewError(
             f"parameters to review are at most {MAX_PARAMS_CHARS} characters", "too long"
         )
-    why = _justification(action, justification)
-    return Review(
-        id=review_id,
-        kind="command",
-        state="pending",
-        rule_id=rule.id,
-        connection=connection,
+    return _pending(
+        review_id,
+        rule.id,
+        action,
+        "command",
         requester=requester,
         requester_kind=requester_kind,
-        requester_groups=tuple(groups),
-        requirement=Requirement.of(action),
+        groups=groups,
+        connection=connection,
         binding=binding_hash(requester, connection, statement, ps),
-        created_ns=now_ns,
-        expires_ns=now_ns + action.seconds("ttl") * 10**9,
-        justification=why,
+        justification=justification,
+        now_ns=now_ns,
         statement=statement,
         params=ps,
         session_id=session_id,
         approval_valid_ns=action.seconds("approval_valid") * 10**9,
-        history=(Transition("request", "pending", requester, why, now_ns),),
     )
 
 
@@ -243,32 +282,26 @@ def new_access(
     now_ns: int,
 ) -> Review:
     """A pending request for an access window of ``duration_ns`` on ``connection``."""
-    action = _action(rule, "access")
-    _who(requester, requester_kind)
-    longest = action.seconds("max_duration") * 10**9
+    action = _action(rule, "access", requester, requester_kind)
     if duration_ns <= 0:
         raise ReviewError("an access window lasts a positive time (e.g. 30m)", "bad request")
-    if duration_ns > longest:
+    if duration_ns > action.seconds("max_duration") * 10**9:
         raise ReviewError(
             f"rule {rule.id!r} allows windows of at most {action.max_duration}", "too long"
         )
-    why = _justification(action, justification)
-    return Review(
-        id=review_id,
-        kind="access",
-        state="pending",
-        rule_id=rule.id,
-        connection=connection,
+    return _pending(
+        review_id,
+        rule.id,
+        action,
+        "access",
         requester=requester,
         requester_kind=requester_kind,
-        requester_groups=tuple(groups),
-        requirement=Requirement.of(action),
+        groups=groups,
+        connection=connection,
         binding=binding_hash(requester, connection, None),
-        created_ns=now_ns,
-        expires_ns=now_ns + action.seconds("ttl") * 10**9,
-        justification=why,
+        justification=justification,
+        now_ns=now_ns,
         duration_ns=duration_ns,
-        history=(Transition("request", "pending", requester, why, now_ns),),
     )
 
 
@@ -354,7 +387,7 @@ def cancel(review: Review, actor: str, reason: str | None, now_ns: int) -> Revie
     when the client that was waiting for it went away."""
     if actor not in (review.requester, GATEWAY):
         raise ReviewError("only the requester can cancel a request", "forbidden")
-    why = (reason or "").strip()[:MAX_REASON] or (
+    why = _clean((reason or "").strip()[:MAX_REASON], "a reason") or (
         "cancelled by the requester" if actor == review.requester else "the client went away"
     )
     return _step(review, "cancel", actor, why, now_ns)
@@ -411,5 +444,5 @@ def record_use(review: Review, session_id: str, now_ns: int) -> Review:
 
 def end(review: Review, actor: str, reason: str | None, now_ns: int) -> Review:
     """An active window closes (its time is up, or it is ended early)."""
-    why = (reason or "").strip()[:MAX_REASON] or "the window closed"
+    why = _clean((reason or "").strip()[:MAX_REASON], "a reason") or "the window closed"
     return _step(review, "end", actor, why, now_ns)

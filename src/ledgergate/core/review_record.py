@@ -66,6 +66,13 @@ class Requirement:
     def of(cls, action: ReviewAction) -> Requirement:
         return cls(action.min_approvals, tuple(dict.fromkeys(action.reviewers)), action.all_groups)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "min_approvals": self.min_approvals,
+            "groups": list(self.groups),
+            "all_groups": self.all_groups,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ReviewDecision:
@@ -74,6 +81,15 @@ class ReviewDecision:
     approve: bool
     reason: str
     ts_ns: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reviewer": self.reviewer,
+            "groups": list(self.groups),
+            "approve": self.approve,
+            "reason": self.reason,
+            "ts_ns": self.ts_ns,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,14 @@ class Review:
             return self.window_end_ns
         return None
 
+    def identity(self) -> dict[str, Any]:
+        """The requester as ledger entries name an identity: ``{kind, subject, groups}``."""
+        return {
+            "kind": self.requester_kind,
+            "subject": self.requester,
+            "groups": list(self.requester_groups),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         """The whole approval record, JSON types only (also its stored form)."""
         return {
@@ -149,16 +173,8 @@ class Review:
             "state": self.state,
             "rule_id": self.rule_id,
             "connection": self.connection,
-            "requester": {
-                "kind": self.requester_kind,
-                "subject": self.requester,
-                "groups": list(self.requester_groups),
-            },
-            "requirement": {
-                "min_approvals": self.requirement.min_approvals,
-                "groups": list(self.requirement.groups),
-                "all_groups": self.requirement.all_groups,
-            },
+            "requester": self.identity(),
+            "requirement": self.requirement.as_dict(),
             "binding": self.binding,
             "created_ns": self.created_ns,
             "expires_ns": self.expires_ns,
@@ -173,16 +189,7 @@ class Review:
             "window_end_ns": self.window_end_ns,
             "decided_ns": self.decided_ns,
             "approvals": self.approvals,
-            "decisions": [
-                {
-                    "reviewer": d.reviewer,
-                    "groups": list(d.groups),
-                    "approve": d.approve,
-                    "reason": d.reason,
-                    "ts_ns": d.ts_ns,
-                }
-                for d in self.decisions
-            ],
+            "decisions": [d.as_dict() for d in self.decisions],
             "executions": [{"session_id": e.session_id, "ts_ns": e.ts_ns} for e in self.executions],
             "history": [
                 {
@@ -256,7 +263,7 @@ class Review:
                     for x in d.get("history") or ()
                 ),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ReviewError(
                 f"a stored review is damaged ({type(e).__name__})", "damaged"
             ) from None

@@ -104,6 +104,17 @@ def load(path: Path | None = None) -> Credentials | None:
         return None
 
 
+_UNEXPECTED = "the gateway's answer is not a review (is that URL a ledgergate API?)"
+
+
+def _as_review(v: object) -> dict[str, Any]:
+    """A review as the API answers it (an object with an id), or ``ClientError``: the
+    commands never trip over an answer of another shape (a proxy's page, no JSON)."""
+    if not isinstance(v, dict) or not isinstance(v.get("id"), str):
+        raise ClientError(_UNEXPECTED)
+    return v
+
+
 def forget(path: Path | None = None) -> bool:
     p = path or credentials_path()
     try:
@@ -117,9 +128,10 @@ class GatewayClient:
     def __init__(self, url: str, ca: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.ca = ca
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-        )
+        try:
+            verify = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        except (OSError, ssl.SSLError) as e:  # a CA file moved, emptied or not PEM
+            raise ClientError(f"cannot load the CA bundle {ca}: {e.strerror or e}") from None
         self.http = httpx.Client(base_url=self.url, verify=verify, timeout=HTTP_TIMEOUT_S)
 
     def close(self) -> None:
@@ -150,28 +162,34 @@ class GatewayClient:
         self._call("POST", "/api/v1/logout", token)
 
     # -- reviews (as the caller: the saved token) --------------------------------------------
+    def _call_review(self, method: str, path: str, token: str, **kw: Any) -> dict[str, Any]:
+        return _as_review(self._call(method, path, token, **kw))
+
     def request_access(
         self, token: str, connection: str, duration: str, reason: str | None
     ) -> dict[str, Any]:
         body = {"connection": connection, "duration": duration, "reason": reason}
-        return dict(self._call("POST", "/api/v1/reviews/access", token, json=body))
+        return self._call_review("POST", "/api/v1/reviews/access", token, json=body)
 
     def reviews(self, token: str, **filters: str | bool | int | None) -> list[dict[str, Any]]:
         params = {k: v for k, v in filters.items() if v is not None and v is not False}
-        return list(self._call("GET", "/api/v1/reviews", token, params=params))
+        found = self._call("GET", "/api/v1/reviews", token, params=params)
+        if not isinstance(found, list):
+            raise ClientError(_UNEXPECTED)
+        return [_as_review(x) for x in found]
 
     def review(self, token: str, review_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v1/reviews/{quote(review_id, safe='')}", token))
+        return self._call_review("GET", f"/api/v1/reviews/{quote(review_id, safe='')}", token)
 
     def decide_review(
         self, token: str, review_id: str, *, approve: bool, reason: str
     ) -> dict[str, Any]:
         path = f"/api/v1/reviews/{quote(review_id, safe='')}/{'approve' if approve else 'deny'}"
-        return dict(self._call("POST", path, token, json={"reason": reason}))
+        return self._call_review("POST", path, token, json={"reason": reason})
 
     def cancel_review(self, token: str, review_id: str, reason: str | None) -> dict[str, Any]:
         path = f"/api/v1/reviews/{quote(review_id, safe='')}/cancel"
-        return dict(self._call("POST", path, token, json={"reason": reason}))
+        return self._call_review("POST", path, token, json={"reason": reason})
 
     def _credentials(self, login: dict[str, Any]) -> Credentials:
         return Credentials(

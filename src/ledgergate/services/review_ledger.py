@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ledgergate.core.review import Review, params_hash, statement_hash
+from ledgergate.core.review import STATES, Review, params_hash, statement_hash
 from ledgergate.core.sqltext import redact
 from ledgergate.store.base import Store
 
@@ -29,16 +29,7 @@ __all__ = [
 ]
 
 # The ledger entry kinds of reviews: review.<state after the step>.
-KINDS = (
-    "review.pending",
-    "review.approved",
-    "review.denied",
-    "review.expired",
-    "review.cancelled",
-    "review.executed",
-    "review.active",
-    "review.ended",
-)
+KINDS = tuple(f"review.{state}" for state in STATES)
 # Command entries an approval record lists (an access window can run many).
 MAX_RECORD_COMMANDS = 1000
 # How long before its review a held statement's command entry may be stamped (it is
@@ -90,11 +81,7 @@ def entry_fields(r: Review, level: str) -> dict[str, Any]:
             "event": step.event,
             "actor": step.actor,
         },
-        "identity": {
-            "kind": r.requester_kind,
-            "subject": r.requester,
-            "groups": list(r.requester_groups),
-        },
+        "identity": r.identity(),
         "connection": r.connection,
         "rule": r.rule_id,
         "binding": r.binding,
@@ -110,11 +97,7 @@ def entry_fields(r: Review, level: str) -> dict[str, Any]:
     if step.event == "request":
         f["justification"] = r.justification
         f["expires_ns"] = r.expires_ns
-        f["requirement"] = {
-            "min_approvals": r.requirement.min_approvals,
-            "groups": list(r.requirement.groups),
-            "all_groups": r.requirement.all_groups,
-        }
+        f["requirement"] = r.requirement.as_dict()
         if r.session_id is not None:
             f["session_id"] = r.session_id
     elif step.event in ("vote", "approve", "deny"):
@@ -143,11 +126,7 @@ def notice(r: Review, event: str, level: str) -> dict[str, Any]:
         "state": r.state,
         "rule_id": r.rule_id,
         "connection": r.connection,
-        "requester": {
-            "kind": r.requester_kind,
-            "subject": r.requester,
-            "groups": list(r.requester_groups),
-        },
+        "requester": r.identity(),
         "statement": redact(r.statement) if r.statement is not None and shown else None,
         "justification": r.justification,
         "duration_ns": r.duration_ns,
@@ -155,16 +134,7 @@ def notice(r: Review, event: str, level: str) -> dict[str, Any]:
         "window_end_ns": r.window_end_ns,
         "actor": step.actor,
         "reason": step.reason,
-        "decisions": [
-            {
-                "reviewer": d.reviewer,
-                "groups": list(d.groups),
-                "approve": d.approve,
-                "reason": d.reason,
-                "ts_ns": d.ts_ns,
-            }
-            for d in r.decisions
-        ],
+        "decisions": [d.as_dict() for d in r.decisions],
         "reviewers": list(r.requirement.groups),
         "min_approvals": r.requirement.min_approvals,
         "approvals": r.approvals,
@@ -228,9 +198,9 @@ def _commands(store: Store, r: Review) -> list[dict[str, Any]]:
         until_ns=until,
         limit=MAX_RECORD_COMMANDS * 4,
     ):
-        doc = json.loads(e.canonical)
-        cmd = doc.get("command") or {}
-        tagged = (doc.get("review") or {}).get("id") == r.id
+        doc = _doc(e.canonical)
+        cmd = _part(doc, "command")
+        tagged = _part(doc, "review").get("id") == r.id
         if r.kind == "command" and not tagged and cmd.get("text_sha256") != want:
             continue
         out.append(
@@ -248,10 +218,21 @@ def _commands(store: Store, r: Review) -> list[dict[str, Any]]:
     return out
 
 
-def _review_id(canonical: bytes) -> str | None:
+def _doc(canonical: bytes) -> dict[str, Any]:
+    """A stored entry's fields; an entry that is not a JSON object (tampered with: the
+    verifier reports it) reads as empty here rather than failing the whole record."""
     try:
         doc = json.loads(canonical)
-    except ValueError:
-        return None
-    rv = doc.get("review") if isinstance(doc, dict) else None
-    return rv.get("id") if isinstance(rv, dict) else None
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _part(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    v = doc.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _review_id(canonical: bytes) -> str | None:
+    rid = _part(_doc(canonical), "review").get("id")
+    return rid if isinstance(rid, str) else None

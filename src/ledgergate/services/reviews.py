@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ledgergate.core.config import Config
 from ledgergate.core.identity import roles_of
+from ledgergate.core.ledger.canonical import canonical_json
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.core.policy.rules import PolicyRule, PolicySettings
@@ -51,6 +53,8 @@ from ledgergate.services.tokens import record_change
 from ledgergate.store.base import ReviewRow, Store
 
 __all__ = ["KINDS", "ReviewService"]
+
+log = logging.getLogger("ledgergate.reviews")
 
 KINDS = rl.KINDS  # the ledger entry kinds this service writes
 
@@ -82,8 +86,9 @@ def _new_id() -> str:
     return "rv_" + secrets.token_hex(6)
 
 
-def _body(r: Review) -> str:
-    return json.dumps(r.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _json(doc: Mapping[str, Any]) -> str:
+    """A stored review or outbox body: canonical JSON text."""
+    return canonical_json(doc).decode("utf-8")
 
 
 def _row(r: Review, now_ns: int) -> ReviewRow:
@@ -97,18 +102,22 @@ def _row(r: Review, now_ns: int) -> ReviewRow:
         r.created_ns,
         now_ns,
         r.due_ns,
-        _body(r),
+        _json(r.as_dict()),
     )
 
 
 def _read(row: ReviewRow) -> Review:
+    damaged = ReviewError(f"review {row.id[:40]!r} is damaged in the store", "damaged")
     try:
         doc = json.loads(row.body)
-    except ValueError:
-        raise ReviewError(f"review {row.id} is damaged in the store", "damaged") from None
+    except (ValueError, RecursionError):
+        raise damaged from None
     if not isinstance(doc, dict):
-        raise ReviewError(f"review {row.id} is damaged in the store", "damaged")
-    return Review.from_dict(doc)
+        raise damaged
+    try:
+        return Review.from_dict(doc)
+    except ReviewError:
+        raise damaged from None
 
 
 class ReviewService:
@@ -354,7 +363,14 @@ class ReviewService:
         seconds; the API before it answers)."""
         out: builtins.list[Review] = []
         for row in self.store.reviews_due(now_ns, MAX_DUE_BATCH):
-            moved = self._expire_one(row.id, now_ns)
+            try:
+                moved = self._expire_one(row.id, now_ns)
+            except ReviewError as e:
+                if e.reason != "damaged":
+                    raise
+                # One unreadable row must not stop every other review from moving.
+                log.error("%s; the sweep leaves it as it is", e)
+                continue
             if moved is not None:
                 out.append(moved)
         return out
@@ -489,13 +505,7 @@ class ReviewService:
         entry = Draft(now_ns, f"review.{after.state}", rl.entry_fields(after, self._level(after)))
         row = _row(after, now_ns)
         notice = _OUTBOX_EVENT.get(step.event)
-        body = (
-            json.dumps(
-                rl.notice(after, notice, self._level(after)), sort_keys=True, ensure_ascii=False
-            )
-            if notice
-            else None
-        )
+        body = _json(rl.notice(after, notice, self._level(after))) if notice else None
 
         def change(st: Store) -> None:
             cur = st.get_review(after.id)
