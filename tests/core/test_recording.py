@@ -246,3 +246,18 @@ def test_captured_sessions(name: str, level: str) -> None:
         assert statements == [redact(s) for s in statements]  # already redacted: stable
         assert all("'" not in s for s in statements)
     assert all(d.payloads == () for d in drafts) == (level != "full")
+
+
+def test_a_base_without_canonical_json_is_refused_up_front() -> None:
+    """Command and chunk drafts are typed (the chain skips their type walk) because the
+    base they are built on was checked once, at the recorder's creation."""
+    with pytest.raises(ValueError, match="floats"):
+        SessionRecorder({**BASE, "source": {"port": 1.5}}, "redacted")
+    rec = SessionRecorder(dict(BASE), "redacted")
+    assert all(d.typed for d in rec.drafts((query("SELECT 1"),)))
+    assert rec.chunk(ChunkSeen("s2c", 1, 1, b"x", 0, (), True)).typed
+    assert not rec.event(1, "session.open").typed
+    rec.set_policy("v7")
+    assert rec.drafts((query("SELECT 1"),))[0].fields["policy"] == "v7"
+    rec.set_policy(None)
+    assert "policy" not in rec.drafts((query("SELECT 1"),))[0].fields

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pglast import parser
 
+from ledgergate.core import sqltext
+from ledgergate.core._sqlshape import shape
 from ledgergate.core.sqltext import MAX_SCAN, redact, redact_simple, split_statements
 
 SECRET = "Zq9-secret-VALUE"
@@ -260,3 +262,132 @@ def test_no_generated_literal_survives(template: str, literal: str) -> None:
             out = fn(stmt)
             assert "Zq9" not in out
             assert literal_tokens(out) == []
+
+
+# Statements made of the pieces numbers can sit among: identifiers with digits, casts to
+# types with digits, exponents, decimal points, signs, operators, keywords and the
+# characters that take a text off the shape path (quotes, $, backslash, comments).
+SHAPE_PIECES = st.sampled_from(
+    [
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "LIMIT",
+        "OFFSET",
+        "AND",
+        "IN",
+        "t1",
+        "col2",
+        "x",
+        "_3a",
+        "e",
+        "E",
+        "x1e5",
+        "::int4",
+        "::numeric(10,2)",
+        "(",
+        ")",
+        ",",
+        ".",
+        "=",
+        "<",
+        "+",
+        "-",
+        "*",
+        "/",
+        "#",
+        "||",
+        ";",
+        "[",
+        "]",
+        "'a'",
+        '"',
+        "$1",
+        "$$",
+        "\\",
+        "--",
+        "/*",
+        "*/",
+        "é",
+        " ",
+        " ",
+        "  ",
+        "x1e5",
+        "b",
+        "o",
+        "_",
+    ]
+)
+NUMBERS = st.sampled_from(
+    [
+        "0",
+        "7",
+        "42",
+        "1.5",
+        ".5",
+        "5.",
+        "1e5",
+        "1E-3",
+        "00012",
+        "99999999999999999999",
+        "0x1F",
+        "0b1",
+        "0o7",
+        "1_000",
+    ]
+)
+
+
+def _render(parts: list[str | int], numbers: list[str]) -> str:
+    return "".join(numbers[p % len(numbers)] if isinstance(p, int) else p for p in parts)
+
+
+@given(
+    parts=st.lists(st.one_of(SHAPE_PIECES, st.integers(0, 3)), min_size=1, max_size=14),
+    first=st.lists(NUMBERS, min_size=4, max_size=4),
+    second=st.lists(NUMBERS, min_size=4, max_size=4),
+)
+def test_statements_of_one_shape_share_exactly_the_redaction_each_would_get(
+    parts: list[str | int], first: list[str], second: list[str]
+) -> None:
+    """redact_simple looks statements up by their shape (numbers taken out): the one
+    that fills the cache and the one served from it must get what redacting each alone
+    gives, byte for byte, for any mix of numbers with identifiers, casts and operators."""
+    a, b = _render(parts, first), _render(parts, second)
+    alone = sqltext._redact_simple.__wrapped__
+    sqltext._shapes.clear()
+    assert redact_simple(a) == alone(a)
+    assert redact_simple(b) == alone(b)
+
+
+@given(
+    st.one_of(
+        st.lists(st.one_of(SHAPE_PIECES, NUMBERS), max_size=16).map("".join),
+        st.text(max_size=40),
+        st.text("0123456789eExX_ .-/*'$ab", max_size=40),
+    )
+)
+def test_the_native_shape_is_the_reference_shape(sql: str) -> None:
+    assert shape(sql) == sqltext.shape_reference(sql)
+
+
+def test_shape_bounds() -> None:
+    long = "SELECT " + "1," * (sqltext.MAX_SHAPED // 2)
+    assert shape(long) is None and sqltext.shape_reference(long) is None
+    edge = "x" * (sqltext.MAX_SHAPED - 1) + "1"
+    assert shape(edge) == sqltext.shape_reference(edge) == edge
+    assert shape("") == "" and shape("7") == "$" and shape("e7") == "e7"
+    with pytest.raises(TypeError):
+        shape(b"SELECT 1")  # type: ignore[arg-type]
+
+
+def test_numbers_share_a_shape_and_the_shape_cache_is_bounded() -> None:
+    sqltext._shapes.clear()
+    for aid in range(3 * sqltext._CACHE):
+        assert redact_simple(f"SELECT abalance FROM t WHERE aid = {aid};") == (
+            "SELECT abalance FROM t WHERE aid = ?;"
+        )
+    assert len(sqltext._shapes) == 1
+    for n in range(sqltext._CACHE + 10):
+        redact_simple(f"SELECT c{n} FROM t WHERE a = 1")
+    assert len(sqltext._shapes) <= sqltext._CACHE

@@ -15,6 +15,7 @@ from __future__ import annotations
 from hashlib import sha256
 from typing import Any
 
+from ledgergate.core.ledger.canonical import canonical_json
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.sqltext import redact, redact_simple, split_statements
 from ledgergate.wire.pg.events import ChunkSeen, CommandSeen
@@ -26,18 +27,28 @@ RECORDING_LEVELS = ("metadata", "redacted", "full")
 
 class SessionRecorder:
     """Builds drafts for one session. ``base`` holds the fields every entry of the
-    session carries (session_id, connection, identity, source)."""
+    session carries (session_id, connection, identity, source); it is checked for
+    canonical JSON once, here, so the command and chunk drafts built on it are ``typed``
+    (their own values are str, int and None by construction)."""
 
     __slots__ = ("base", "cmd_seq", "encoding", "full", "level")
 
     def __init__(self, base: dict[str, Any], level: str, encoding: str = "utf-8") -> None:
         if level not in RECORDING_LEVELS:
             raise ValueError(f"unknown recording level {level!r}")
+        canonical_json(base)  # raises CanonicalError (a ValueError) for a bad base
         self.base = base
         self.level = level
         self.full = level == "full"
         self.encoding = encoding
         self.cmd_seq = 0
+
+    def set_policy(self, version: str | None) -> None:
+        """The policy version later entries name (None: no policy applies)."""
+        if version is None:
+            self.base.pop("policy", None)
+        else:
+            self.base["policy"] = str(version)
 
     def event(self, ts_ns: int, kind: str, **fields: Any) -> Draft:
         return Draft(ts_ns, kind, {**self.base, **fields})
@@ -77,8 +88,8 @@ class SessionRecorder:
             sent = c.data if c.out is None else c.out
             pd = digest if c.out is None else chunk["sha256_out"]
             chunk["payload"] = pd
-            return Draft(c.ts_ns, "chunk", fields, ((pd, sent),))
-        return Draft(c.ts_ns, "chunk", fields)
+            return Draft(c.ts_ns, "chunk", fields, ((pd, sent),), True)
+        return Draft(c.ts_ns, "chunk", fields, (), True)
 
     def _text(self, raw: bytes) -> str:
         return raw.decode(self.encoding, "replace")
@@ -107,6 +118,7 @@ class SessionRecorder:
                         "command",
                         {**self.base, "command": cmd},
                         payloads if i == 0 else (),
+                        True,
                     )
                 )
             return out
@@ -132,7 +144,7 @@ class SessionRecorder:
             }
         if payload_digest:
             cmd["payload"] = payload_digest
-        return [Draft(c.ts_ns, "command", {**self.base, "command": cmd}, payloads)]
+        return [Draft(c.ts_ns, "command", {**self.base, "command": cmd}, payloads, True)]
 
     def blocked(self, c: CommandSeen) -> Draft:
         """A refused command: what was attempted (at the recording level; never a raw
@@ -151,6 +163,8 @@ class SessionRecorder:
                 "decision": {"action": "block", "rule": rule, "message": message},
                 "outcome": "refused",
             },
+            (),
+            True,
         )
 
     def _cmd(self, op: str, stmt: str) -> dict[str, Any]:

@@ -672,10 +672,7 @@ class PgSession:
             relay.shaper.planner = planner.plan
             relay.shaper.copy_planner = planner.plan_copy
         if self.recorder is not None:
-            if new is not None:
-                self.recorder.base["policy"] = new.version
-            else:
-                self.recorder.base.pop("policy", None)
+            self.recorder.set_policy(new.version if new is not None else None)
         log.info("session %s: policy %s", self.session_id, new.version if new else "none")
 
     def on_client_data(self, data: bytes) -> None:

@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgergate.core.ledger.canonical import MAX_DEPTH, CanonicalError, canonical_json
+from ledgergate.core.ledger.canonical import (
+    MAX_DEPTH,
+    CanonicalError,
+    canonical_json,
+    canonical_json_typed,
+)
 
 
 def test_keys_sorted_at_every_level_and_separators_compact() -> None:
@@ -161,3 +166,23 @@ def test_fast_encoder_matches_the_reference_encoder(value: object) -> None:
             canonical_json(value)
         return
     assert canonical_json(value) == ref
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_typed_encoding_is_the_checked_encoding(value: dict[str, Any]) -> None:
+    """The recorder's typed drafts skip the type walk, never the bytes: whatever
+    canonical_json gives (or refuses), canonical_json_typed gives (or refuses) too."""
+    try:
+        ref = canonical_json(value)
+    except CanonicalError:
+        with pytest.raises(CanonicalError):
+            canonical_json_typed(value)
+        return
+    assert canonical_json_typed(value) == ref
+
+
+def test_typed_encoding_falls_back_for_what_the_fast_encoder_declines() -> None:
+    big = {"n": 2**70, "s": "ok"}
+    assert canonical_json_typed(big) == b'{"n":1180591620717411303424,"s":"ok"}'
+    with pytest.raises(CanonicalError, match="lone surrogate"):
+        canonical_json_typed({"s": "\ud800"})

@@ -23,9 +23,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ledgergate.core.ledger.canonical import CanonicalError, canonical_json
+from ledgergate.core.ledger.canonical import CanonicalError, canonical_json, canonical_json_typed
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.ledger.merkle import HASH_SIZE, CompactRange, leaf_hash
+from ledgergate.wire.hotdata import hotdata
 
 __all__ = [
     "GENESIS_HASH",
@@ -48,7 +49,7 @@ class ChainError(ValueError):
     """A draft or a state record that cannot be part of a stream."""
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class SealedEntry:
     """An entry with its place in a stream. ``canonical`` is exactly the bytes hashed
     and stored; ``entry_hash`` = ``leaf_hash(canonical)``."""
@@ -172,7 +173,7 @@ class Chain:
         doc["kind"] = kind
         doc["prev_hash"] = st.head_hash.hex()
         try:
-            data = canonical_json(doc)
+            data = canonical_json_typed(doc) if draft.typed else canonical_json(doc)
         except CanonicalError as e:
             raise ChainError(f"{kind} entry: {e}") from None
         h = leaf_hash(data)

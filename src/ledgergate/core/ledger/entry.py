@@ -6,11 +6,13 @@ entry_hash yet). The ledger writer seals drafts in order (see ``chain``). Pure d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ledgergate.wire.hotdata import hotdata
 
-@dataclass(frozen=True, slots=True)
+
+@hotdata
 class Draft:
     """One event to be recorded.
 
@@ -19,9 +21,17 @@ class Draft:
     floats), text as ``str``. ``payloads`` are raw bytes kept apart from the entry and
     addressed by their SHA-256 hex digest (the entry names the digest); the writer
     stores them encrypted so retention can delete them while the chain still verifies.
+
+    ``typed``: every value in ``fields`` is already known to be one that canonical JSON
+    accepts (``str``, ``int``, ``bool``, ``None``, and dicts with ``str`` keys and lists of
+    those, nested a few levels). The session recorder sets it for the command and chunk
+    entries it builds from such values (and a session base it checked once), so the chain
+    skips the per-entry type walk; anything the encoder still declines (an integer
+    beyond 64 bits, a lone surrogate) takes the checked path.
     """
 
     ts_ns: int
     kind: str
     fields: dict[str, Any]
     payloads: tuple[tuple[str, bytes], ...] = field(default=())
+    typed: bool = False

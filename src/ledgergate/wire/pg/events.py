@@ -1,25 +1,27 @@
 """Events fed to and actions returned by the PostgreSQL protocol sessions.
 
 Events are past facts; actions are imperatives the asyncio shell carries out in order.
-Pure data: frozen, slotted dataclasses.
+Pure data: frozen, slotted dataclasses; the ones built for every query are ``hotdata``
+(frozen for the type checker, without the runtime cost of frozen).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledgergate.wire.hotdata import hotdata
 from ledgergate.wire.pg.messages import StartupMessage
 
 # --- events ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class ClientData:
     data: bytes
     ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class ServerData:
     data: bytes
     ts_ns: int
@@ -40,7 +42,7 @@ class TlsStarted:
     """The shell finished a TLS handshake on the side the session asked for."""
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class Committed:
     """Every durable Record up to and including ``ticket`` is committed to the store."""
 
@@ -65,12 +67,12 @@ Event = ClientData | ServerData | ClientClosed | ServerClosed | TlsStarted | Com
 # --- actions --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class SendToClient:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class SendToServer:
     data: bytes
 
@@ -85,7 +87,7 @@ class StartServerTls:
     """Wrap the backend connection in TLS (client side of the handshake)."""
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class CommandSeen:
     """A client message that asks the backend to do something: Query ('query'), Parse
     ('parse'), Bind ('bind') or FunctionCall ('function'). ``raw`` is the whole frame."""
@@ -101,7 +103,7 @@ class CommandSeen:
     blocked: tuple[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class ChunkSeen:
     """One read of data crossing the gateway: ``direction`` 's2c' (results, COPY OUT,
     notices) or 'c2s' (COPY IN data). ``delivered`` is False when the receiving side was
@@ -134,7 +136,7 @@ class Inspect:
     formats: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@hotdata
 class Record:
     """Append what was seen to the ledger. ``durable``: the session holds the bytes that
     depend on it until ``Committed(ticket)`` arrives; otherwise it is queued for the

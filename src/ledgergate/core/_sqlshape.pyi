@@ -1,0 +1,3 @@
+"""Types of the native statement-shape pass (see _sqlshape.c)."""
+
+def shape(text: str, /) -> str | None: ...
