@@ -803,7 +803,7 @@ class PgSession:
             self._ledger_failed(err)
             return
         self._dispatch(self.relay.feed(Committed(ticket)))
-        if self.relay.held_bytes <= MAX_HELD:
+        if "held" in self._paused_client and self.relay.held_bytes <= MAX_HELD:
             self._resume_client("held")
 
     def _ledger_failed(self, err: BaseException | None) -> None:
