@@ -60,12 +60,31 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ProcStats:
-    cpu_s: float  # utime + stime of the process itself
-    peak_rss_kb: int  # VmHWM
-    rss_kb: int  # VmRSS
+    cpu_s: float  # utime + stime of the process and its live child processes
+    peak_rss_kb: int  # VmHWM (summed over them)
+    rss_kb: int  # VmRSS (summed over them)
 
 
 def proc_stats(pid: int) -> ProcStats:
+    """The process's figures plus its children's (a gateway with several workers is a
+    supervisor and its relay processes)."""
+    own = _one_proc(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    total = [own.cpu_s, own.peak_rss_kb, own.rss_kb]
+    for c in children:
+        try:
+            st = _one_proc(c)
+        except OSError:
+            continue  # exited meanwhile
+        total = [total[0] + st.cpu_s, total[1] + st.peak_rss_kb, total[2] + st.rss_kb]
+    return ProcStats(total[0], int(total[1]), int(total[2]))
+
+
+def _one_proc(pid: int) -> ProcStats:
     with open(f"/proc/{pid}/stat") as f:
         # comm (field 2) may contain spaces; fields after the closing parenthesis are fixed.
         fields = f.read().rsplit(")", 1)[1].split()
@@ -219,8 +238,10 @@ class GatewayProcess:
         *,
         name: str = "gateway",
         extra_yaml: str = "",
+        workers: int = 1,
     ) -> None:
         self.name = name
+        self.workers = workers
         self.dir = workdir / name
         self.cluster = cluster
         self.dbname = dbname
@@ -245,7 +266,8 @@ class GatewayProcess:
         self.config.write_text(
             f"data_dir: {self.dir / 'data'}\n"
             "listeners:\n"
-            f'  postgres: {{address: "127.0.0.1:{self.port}", allow_plaintext: true}}\n'
+            f'  postgres: {{address: "127.0.0.1:{self.port}", allow_plaintext: true, '
+            f"workers: {self.workers}}}\n"
             "connections:\n"
             "  - name: bench\n"
             "    type: postgres\n"

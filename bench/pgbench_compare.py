@@ -55,8 +55,12 @@ PATHS = (
     "gateway-masked",
     "gateway-scanned",
     "gateway-reviewed",
+    "gateway-workers",
 )
 DEFAULT_PATHS = ("direct", "pgbouncer", "gateway")
+# The gateway as several relay processes on one port (listeners.postgres.workers), one
+# per core of this 2-core machine kind.
+WORKERS = {"gateway-workers": 2}
 # The gateway with a policy, to price it against the plain gateway in the same run:
 # guardrails that every pgbench statement is checked against (and passes); masking of
 # the PII table's columns by column rule; and the same plus a content detector that
@@ -312,7 +316,14 @@ def start_paths(
         endpoints["pgbouncer"] = bouncer.start()
         versions["pgbouncer"] = _version([shutil.which("pgbouncer") or "pgbouncer", "--version"])
     for name in [n for n in names if n.startswith("gateway")]:
-        gw = GatewayProcess(workdir, cluster, DBNAME, name=name, extra_yaml=POLICIES.get(name, ""))
+        gw = GatewayProcess(
+            workdir,
+            cluster,
+            DBNAME,
+            name=name,
+            extra_yaml=POLICIES.get(name, ""),
+            workers=WORKERS.get(name, 1),
+        )
         stack.callback(gw.stop)
         endpoints[name] = gw.start()
     if any(n.startswith("gateway") for n in names):

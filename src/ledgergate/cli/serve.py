@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         demo_token_ttl: Annotated[
             str, typer.Option(help="TTL of the demo token (embedded default only).")
         ] = "8h",
+        worker: Annotated[
+            int | None, typer.Option(hidden=True, help="Run as relay process N (internal).")
+        ] = None,
     ) -> None:
         """Start the gateway. Without -c and without ./ledgergate.yaml it runs the embedded
         default: SQLite store, generated TLS certificate and ledger key under the data
@@ -87,9 +90,23 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None
+        nworkers = cfg.listeners.postgres.workers
+        if worker is not None and not 0 <= worker < nworkers:
+            typer.echo(f"ledgergate: --worker must be below {nworkers}", err=True)
+            raise typer.Exit(2)
+        if nworkers > 1 and worker is None:
+            from ledgergate.services import workers as wk
+
+            wk.prepare(settings)
+            typer.echo(
+                f"ledgergate: {nworkers} relay processes on {cfg.listeners.postgres.address}"
+            )
+            raise typer.Exit(wk.supervise([sys.executable, sys.argv[0], *sys.argv[1:]], nworkers))
+        if worker is not None:
+            settings = settings.for_worker(worker)
         runtime = gw.GatewayRuntime(settings=settings, connections=connections)
         api = None
-        if cfg.listeners.api.address:
+        if cfg.listeners.api.address and settings.worker == 0:
             from ledgergate.api.server import ApiAddon
 
             api = ApiAddon()
@@ -98,6 +115,12 @@ def register(app: typer.Typer) -> None:
         def ready(rt: gw.GatewayRuntime) -> None:
             assert rt.bound is not None
             host, port = rt.bound
+            if settings.worker > 0:  # worker 0 says the rest
+                typer.echo(
+                    f"ledgergate: worker {settings.worker} listening on {host}:{port}; "
+                    f"ledger stream {settings.stream}"
+                )
+                return
             shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
             typer.echo(f"ledgergate: listening for PostgreSQL clients on {host}:{port}")
             if api is not None:

@@ -183,6 +183,11 @@ def split_address(v: str, default_port: int = 5432) -> tuple[str, int]:
     return host, port
 
 
+# Relay processes on one PostgreSQL port at most (the worker's index is a byte of the
+# cancel keys it hands out).
+MAX_WORKERS = 64
+
+
 class PostgresListener(_Strict):
     address: str = "0.0.0.0:15432"
     # Cleartext password over a plaintext connection exposes the token: allowed only
@@ -190,6 +195,10 @@ class PostgresListener(_Strict):
     allow_plaintext: bool = False
     # A client must finish its startup handshake within this many seconds.
     handshake_timeout: float = 15.0
+    # Relay processes sharing the port (SO_REUSEPORT; the kernel spreads connections over
+    # them), each with its own event loop and ledger stream: a Python relay uses one
+    # core per process.
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
 
     @field_validator("address")
     @classmethod

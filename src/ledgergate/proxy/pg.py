@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, assert_never
 
 from ledgergate.core.config import Connection
@@ -413,6 +415,8 @@ class PgSession:
             self.relay.set_shaper(ResultShaper(planner.plan, planner.plan_copy))
         # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
         secret = secrets.token_bytes(max(4, len(ready.secret)))
+        if gw.workers > 1:  # whose session it is, for a cancel that reaches another worker
+            secret = bytes([gw.worker]) + secret[1:]
         self.registration = (ready.pid, secret)
         gw.cancel_registry[(ready.pid, secret)] = _Registration(self.conn, ready.secret, self)
         backend_tls = (
@@ -898,7 +902,16 @@ class PgGateway:
         policies: PolicySet | None = None,
         masking_key: bytes = b"",
         reviews: ReviewDesk | None = None,
+        worker: int = 0,
+        workers: int = 1,
+        run_dir: Path | None = None,
     ) -> None:
+        # Relay process ``worker`` of ``workers`` on one port: the first byte of every
+        # cancel secret it hands out is its index, so a CancelRequest that the kernel
+        # gave another worker is passed to this one over ``run_dir``'s socket.
+        self.worker = worker
+        self.workers = workers
+        self.run_dir = run_dir
         self.connections = connections
         self.reviews = reviews
         self.policies = policies
@@ -915,13 +928,64 @@ class PgGateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._backend_tls: dict[str, ssl.SSLContext] = {}
         self.server: asyncio.Server | None = None
+        self._cancels: asyncio.Server | None = None
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
+        if self.workers > 1:
+            await self._listen_cancels()
         self.server = await loop.create_server(
-            self._accept, host, port, reuse_address=True, backlog=512
+            self._accept,
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=self.workers > 1 or None,
+            backlog=512,
         )
         return self.server
+
+    def _cancel_socket(self, worker: int) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / f"pg-cancel-{worker}.sock"
+
+    async def _listen_cancels(self) -> None:
+        """Take the cancel requests other workers received for this one's sessions."""
+        path = self._cancel_socket(self.worker)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a worker that was killed
+
+        async def take(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                async with asyncio.timeout(5):
+                    line = await r.readline()
+                doc = json.loads(line)
+                pid, secret = int(doc["pid"]), bytes.fromhex(doc["secret"])
+                source = {k: doc["source"][k] for k in ("ip", "port") if k in doc["source"]}
+            except (ValueError, KeyError, TypeError, TimeoutError, OSError):
+                log.warning("worker %d: a malformed cancel hand-over was dropped", self.worker)
+                return
+            finally:
+                w.close()
+            await self.cancel(pid, secret, source, handed_over=True)
+
+        self._cancels = await asyncio.start_unix_server(take, path=str(path))
+        path.chmod(0o600)
+
+    async def _hand_over_cancel(
+        self, worker: int, pid: int, secret: bytes, source: dict[str, Any]
+    ) -> None:
+        try:
+            async with asyncio.timeout(2):
+                _, w = await asyncio.open_unix_connection(str(self._cancel_socket(worker)))
+                w.write(
+                    json.dumps({"pid": pid, "secret": secret.hex(), "source": source}).encode()
+                    + b"\n"
+                )
+                await w.drain()
+                w.close()
+        except (OSError, TimeoutError) as e:
+            log.warning("cancel request for worker %d could not be handed over: %s", worker, e)
 
     def _accept(self) -> _Side:
         return PgSession(self).c
@@ -959,9 +1023,20 @@ class PgGateway:
             self._backend_tls[conn.name] = ctx
         return ctx
 
-    async def cancel(self, pid: int, secret: bytes, source: dict[str, Any]) -> None:
+    async def cancel(
+        self, pid: int, secret: bytes, source: dict[str, Any], *, handed_over: bool = False
+    ) -> None:
         reg = self.cancel_registry.get((pid, secret))
         if reg is None:
+            owner = secret[0] if secret else 0
+            if (
+                not handed_over
+                and self.workers > 1
+                and owner != self.worker
+                and owner < self.workers
+            ):
+                await self._hand_over_cancel(owner, pid, secret, source)
+                return
             log.info("cancel request for an unknown session from %s", source.get("ip"))
             return
         if reg.session.withdraw_review("the client cancelled the statement"):
@@ -1038,6 +1113,10 @@ class PgGateway:
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self._cancels is not None:
+            self._cancels.close()
+            with contextlib.suppress(OSError):
+                self._cancel_socket(self.worker).unlink()
         for s in list(self.sessions):
             s.terminate("57P01", "ledgergate: the gateway is shutting down", "gateway shutdown")
         for t in list(self._tasks):

@@ -7,6 +7,7 @@ logs or returns a secret in an error message.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import dataclass
@@ -59,6 +60,19 @@ class Settings:
     payload_key: Path
     gateway_name: str
     stream: str
+    # This process's place among ``listeners.postgres.workers`` relay processes.
+    worker: int = 0
+
+    def for_worker(self, worker: int) -> Settings:
+        """The settings of relay process ``worker``: the first keeps the gateway's ledger
+        stream, the others append to ``<stream>.w<N>`` (a stream has one writer)."""
+        stream = self.stream if worker == 0 else f"{self.stream}.w{worker}"
+        return dataclasses.replace(self, stream=stream, worker=worker)
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets the relay processes of one gateway reach each other on."""
+        return self.data_dir / "run"
 
     @property
     def key_name(self) -> str:

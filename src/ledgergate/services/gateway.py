@@ -184,7 +184,7 @@ class GatewayRuntime:
             raise ConfigError(f"policy: {e}") from None
         # Held statements and their reviews, and the webhooks that tell reviewers.
         self.reviews = GatewayReviewDesk(s, signer, console_url=api_public_url(s))
-        if s.config.notifications.webhooks:
+        if s.config.notifications.webhooks and s.worker == 0:  # one process delivers
             self.reviews.notifier = Notifier(
                 s.config.notifications, self.reviews.attempts.append, console_url=api_public_url(s)
             )
@@ -202,6 +202,9 @@ class GatewayRuntime:
             policies=policy_rules.policy_set(effective),
             masking_key=self._masking_key(),
             reviews=self.reviews,
+            worker=s.worker,
+            workers=pl.workers,
+            run_dir=s.run_dir,
         )
         self.reviews.windows_in_use = self.gateway.windows_in_use
         self.reviews.close_window = self.gateway.close_window
