@@ -135,6 +135,30 @@ def test_a_failed_journal_write_fails_closed_and_keeps_the_chain(
     assert verified(led) == 10
 
 
+def test_a_short_journal_write_is_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    led = Ledger(tmp_path)
+    w = led.writer(journal_root=jroot(led))
+    real_write = os.write
+    sizes: list[int] = []
+
+    def short(fd: int, data: bytes) -> int:  # the kernel may take less than asked
+        sizes.append(len(data))
+        return real_write(fd, bytes(data)[:50])
+
+    monkeypatch.setattr(journal_files.os, "write", short)
+    w.append(chunk_drafts(4), T0)
+    monkeypatch.setattr(journal_files.os, "write", real_write)
+    assert len(sizes) > 2 and sizes[1] == sizes[0] - 50  # the rest, 50 bytes at a time
+    w.append(chunk_drafts(3), T0 + 1)
+    w.close(T0 + 2)
+    assert verified(led) == 7
+    w2 = led.writer(journal_root=jroot(led))  # and the journal replays cleanly
+    assert w2.size == 7
+    w2.close(T0 + 3)
+
+
 def test_an_indexer_failure_stops_appends_and_the_journal_is_kept(tmp_path: Path) -> None:
     led = Ledger(tmp_path)
     w = led.writer(journal_root=jroot(led))

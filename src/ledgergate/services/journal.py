@@ -210,7 +210,8 @@ class Indexer:
                 b.checkpoints.append(checkpoint)
             if state is not None:
                 b.state = state
-            if not b.segments or b.segments[-1] != segment:
+            segs = b.segments
+            if not segs or (segs[-1] is not segment and segs[-1] != segment):
                 b.segments.append(segment)
             b.nbytes += nbytes
             self._backlog += nbytes

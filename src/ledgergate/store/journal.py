@@ -141,10 +141,12 @@ class Journal:
             raise OSError(f"the journal of {self.stream} has no open segment")
         start = self.offset
         try:
-            view = memoryview(buf)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            n = os.write(fd, buf)
+            if n < len(buf):  # a short write (a signal, a full disk): write the rest
+                view = memoryview(buf)[n:]
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
             if self.durable:
                 os.fdatasync(fd)
         except OSError as e:
