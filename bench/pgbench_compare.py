@@ -527,12 +527,12 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [
             "",
             f"large result: COPY of {cfg['rows']:,} rows to psql (≈{size:.1f} MB)",
-            f"{'path':<11}{'MB/s':>9}{'×direct':>9}{'×pgbouncer':>11}"
+            f"{'path':<17}{'MB/s':>9}{'×direct':>9}{'×pgbouncer':>11}"
             f"{'relay CPU s/100 MB':>20}{'relay RSS':>11}",
         ]
         for row in copy:
             lines.append(
-                f"{row['path']:<11}{_fmt(row['mb_s'], '9.1f')}{_fmt(row['vs_direct'], '9.2f')}"
+                f"{row['path']:<17}{_fmt(row['mb_s'], '9.1f')}{_fmt(row['vs_direct'], '9.2f')}"
                 f"{_fmt(row['vs_pgbouncer'], '11.2f')}"
                 f"{_fmt(row['relay_cpu_s_per_100mb'], '18.3f', ' s'):>20}"
                 f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}"
