@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -137,9 +138,14 @@ WORKLOADS = (
 )
 COPY_KEY = "copy-out"
 PII_KEY = "pii-select"  # a PII-heavy SELECT result: MB/s with and without masking
-MBS_KEYS = (COPY_KEY, PII_KEY)
+# The same COPY with --big-rows (10 M) rows, once (first repetition): the relay's memory
+# sampled while ~700 MB cross it must stay flat.
+BIG_KEY = "big-result"
+MBS_KEYS = (COPY_KEY, PII_KEY, BIG_KEY)
 BY_KEY = {w.key: w for w in WORKLOADS}
-ALL_KEYS = (*BY_KEY, COPY_KEY)
+ALL_KEYS = (*BY_KEY, COPY_KEY, BIG_KEY)
+# How often the relay's resident set is sampled during the big result.
+RSS_SAMPLE_S = 0.1
 EXTRA_KEYS = (PII_KEY,)  # not in the default set; name them with --workloads
 
 
@@ -204,6 +210,59 @@ def run_copy(ep: Endpoint, rows: int) -> dict[str, Any]:
     """COPY a generated result to psql's stdout and count the bytes as they arrive."""
     sql = f"COPY (SELECT g, md5(g::text), now() FROM generate_series(1, {rows}) g) TO STDOUT"
     return run_bytes(ep, sql)
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset VmHWM of ``pid`` and its children to their current RSS (``clear_refs`` 5,
+    Linux >= 4.0, needs the right to write it); False if it could not be done."""
+    pids = [pid]
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as f:
+        pids += [int(c) for c in f.read().split()]
+    try:
+        for p in pids:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def run_big(ep: Endpoint, rows: int) -> dict[str, Any]:
+    """The large COPY with the relay's resident set sampled throughout: RSS at the start,
+    the peak (sampled, and VmHWM when it could be reset first) and at the end."""
+    if not ep.relay_pid:
+        return run_copy(ep, rows)
+    pid = ep.relay_pid
+    hwm_reset = _reset_peak(pid)
+    start = proc_stats(pid).rss_kb
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(RSS_SAMPLE_S):
+            with contextlib.suppress(OSError):
+                samples.append(proc_stats(pid).rss_kb)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        out = run_copy(ep, rows)
+    finally:
+        done.set()
+        t.join()
+    end = proc_stats(pid)
+    peak = max([start, end.rss_kb, *samples])
+    if hwm_reset:
+        peak = max(peak, end.peak_rss_kb)
+    out.update(
+        rss_start_kb=start,
+        rss_peak_kb=peak,
+        rss_end_kb=end.rss_kb,
+        rss_growth_kb=peak - start,
+        rss_samples=len(samples),
+        hwm_reset=hwm_reset,
+    )
+    return out
 
 
 def run_pii(ep: Endpoint) -> dict[str, Any]:
@@ -375,7 +434,11 @@ def run_all(
             for name in order:
                 ep = endpoints[name]
                 reset_state(cluster)
-                if key == COPY_KEY:
+                if key == BIG_KEY:
+                    if rep > 0:
+                        continue  # once: it is a memory figure, and long
+                    res = run_big(ep, args.big_rows)
+                elif key == COPY_KEY:
                     res = run_copy(ep, args.rows)
                 elif key == PII_KEY:
                     res = run_pii(ep)
@@ -447,6 +510,9 @@ def _summarize_path(key: str, name: str, reps: list[dict[str, dict[str, Any]]]) 
     }
     if key in MBS_KEYS:
         row.update(bytes=med("bytes"), relay_cpu_s_per_100mb=med("relay_cpu_s_per_100mb"))
+    if key == BIG_KEY:
+        for f in ("rss_start_kb", "rss_peak_kb", "rss_end_kb", "rss_growth_kb"):
+            row[f] = med(f)
     else:
         row["relay_cpu_us_per_tx"] = med("relay_cpu_us_per_tx")
     if any("p50_us" in r for r in mine):
@@ -537,6 +603,24 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"{_fmt(row['relay_cpu_s_per_100mb'], '18.3f', ' s'):>20}"
                 f"{_fmt(_mb(row['relay_peak_rss_kb']), '8.1f', ' MB'):>11}"
             )
+    big = [r for r in summary if r["workload"] == BIG_KEY]
+    if big:
+        lines += [
+            "",
+            f"memory: COPY of {cfg['big_rows']:,} rows to psql (≈{big[0]['bytes'] / MB:.0f} MB), "
+            "once; the relay's resident set sampled every "
+            f"{RSS_SAMPLE_S * 1000:.0f} ms",
+            f"{'path':<17}{'MB/s':>9}{'×direct':>9}{'RSS start':>12}{'peak':>11}{'end':>11}"
+            f"{'growth':>11}",
+        ]
+        for row in big:
+            lines.append(
+                f"{row['path']:<17}{_fmt(row['mb_s'], '9.1f')}{_fmt(row['vs_direct'], '9.2f')}"
+                f"{_fmt(_mb(row.get('rss_start_kb')), '9.1f', ' MB'):>12}"
+                f"{_fmt(_mb(row.get('rss_peak_kb')), '8.1f', ' MB'):>11}"
+                f"{_fmt(_mb(row.get('rss_end_kb')), '8.1f', ' MB'):>11}"
+                f"{_fmt(_kb_as_mb(row.get('rss_growth_kb')), '+8.1f', ' MB'):>11}"
+            )
     if meta.get("gateway_peak_rss_kb"):
         lines += [
             "",
@@ -546,8 +630,24 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _gateway_peak(gw: Endpoint | None, runs: list[dict[str, Any]]) -> int | None:
+    """The gateway's peak RSS over the run: VmHWM now, and as read after each workload
+    (the memory run resets VmHWM to measure its own peak)."""
+    if gw is None or not gw.relay_pid:
+        return None
+    seen = [proc_stats(gw.relay_pid).peak_rss_kb]
+    for r in runs:
+        if r["path"] == "gateway":
+            seen += [r.get("relay_peak_rss_kb") or 0, r.get("rss_peak_kb") or 0]
+    return max(seen)
+
+
 def _mb(kb: int | None) -> float | None:
     return kb / 1024 if kb else None
+
+
+def _kb_as_mb(kb: float | None) -> float | None:
+    return None if kb is None else kb / 1024
 
 
 # -- main --------------------------------------------------------------------------------
@@ -574,6 +674,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     p.add_argument("--seconds", type=int, default=None, help="seconds per pgbench run (15)")
     p.add_argument("--rows", type=int, default=None, help="rows in the large result (2000000)")
+    p.add_argument(
+        "--big-rows",
+        type=int,
+        default=None,
+        help="rows in the memory run (big-result, once; default 10000000)",
+    )
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
     p.add_argument(
         "--warmup",
@@ -592,8 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write the runs and the summary as JSON to FILE (or stdout: -)",
     )
     args = p.parse_args(argv)
-    quick = {"reps": 1, "seconds": 5, "rows": 200_000, "warmup": 1}
-    full = {"reps": 3, "seconds": 15, "rows": 2_000_000, "warmup": 3}
+    quick = {"reps": 1, "seconds": 5, "rows": 200_000, "big_rows": 1_000_000, "warmup": 1}
+    full = {"reps": 3, "seconds": 15, "rows": 2_000_000, "big_rows": 10_000_000, "warmup": 3}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -603,7 +709,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workloads = [k for k in known if k in chosen]  # always in the table's order
     if bad := [x for x in args.paths if x not in PATHS] + sorted(chosen - set(known)):
         p.error(f"unknown path or workload: {', '.join(bad)}")
-    if not args.paths or args.reps < 1 or args.seconds < 1 or args.rows < 1:
+    if not args.paths or args.reps < 1 or args.seconds < 1 or min(args.rows, args.big_rows) < 1:
         p.error("need at least one path, and positive --reps, --seconds, --rows")
     return args
 
@@ -628,12 +734,19 @@ def main(argv: list[str] | None = None) -> int:
             meta: dict[str, Any] = {
                 "config": {
                     k: getattr(args, k)
-                    for k in ("paths", "workloads", "reps", "seconds", "rows", "scale", "warmup")
+                    for k in (
+                        "paths",
+                        "workloads",
+                        "reps",
+                        "seconds",
+                        "rows",
+                        "big_rows",
+                        "scale",
+                        "warmup",
+                    )
                 },
                 "versions": versions,
-                "gateway_peak_rss_kb": proc_stats(gw.relay_pid).peak_rss_kb
-                if gw and gw.relay_pid
-                else None,
+                "gateway_peak_rss_kb": _gateway_peak(gw, runs),
             }
     except KeyboardInterrupt:
         log("interrupted; everything started was stopped")
