@@ -109,7 +109,7 @@ class LedgerSink:
             self._ticker = loop.call_later(self._checkpoint_seconds, self._tick)
 
     async def close(self) -> None:
-        log.warning("ledger sink: %d entries in %d commits", self.appended, self.batches)
+        log.info("ledger sink: %d entries in %d commits", self.appended, self.batches)
         if self._ticker is not None:
             self._ticker.cancel()
         if self.threaded and self._thread is not None:
