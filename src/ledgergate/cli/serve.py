@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ledgergate.core.config import ConfigError, parse_duration
+from ledgergate.core.config import ConfigError, parse_duration, split_address
 from ledgergate.services.config import load_settings
 
 ConfigOpt = Annotated[
@@ -94,16 +95,24 @@ def register(app: typer.Typer) -> None:
         if worker is not None and not 0 <= worker < nworkers:
             typer.echo(f"ledgergate: --worker must be below {nworkers}", err=True)
             raise typer.Exit(2)
-        if nworkers > 1 and worker is None:
+        if nworkers > 1:
             from ledgergate.services import workers as wk
 
-            wk.prepare(settings)
-            typer.echo(
-                f"ledgergate: {nworkers} relay processes on {cfg.listeners.postgres.address}"
-            )
-            raise typer.Exit(wk.supervise([sys.executable, sys.argv[0], *sys.argv[1:]], nworkers))
-        if worker is not None:
-            settings = settings.for_worker(worker)
+            try:
+                if worker is None:  # the supervisor
+                    address = cfg.listeners.postgres.address
+                    wk.prepare(settings)
+                    socks = wk.bind_listeners(*split_address(address, 15432), nworkers)
+                    typer.echo(f"ledgergate: {nworkers} relay processes on {address}")
+                    command = [sys.executable, sys.argv[0], *sys.argv[1:]]
+                    raise typer.Exit(wk.supervise(command, nworkers, socks, settings.run_dir))
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor passes it on
+                env = wk.worker_env()
+                wk.die_with_parent(env.supervisor)
+            except wk.WorkerError as e:
+                typer.echo(f"ledgergate: {e}", err=True)
+                raise typer.Exit(2) from None
+            settings = settings.for_worker(worker, env.key, env.listen_fds)
         runtime = gw.GatewayRuntime(settings=settings, connections=connections)
         api = None
         if cfg.listeners.api.address and settings.worker == 0:

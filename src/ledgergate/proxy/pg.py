@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -34,13 +38,25 @@ if TYPE_CHECKING:
     from ledgergate.proxy.pg_connect import _Registration
     from ledgergate.proxy.pg_session import _Side
 
-__all__ = ["AuthResult", "PgGateway"]
+__all__ = ["LISTEN_BACKLOG", "AuthResult", "PgGateway", "cancel_owner"]
 
 log = logging.getLogger("ledgergate.pg")
 # Masked connections: the catalog snapshot (table OID, column number → names) is shared
 # by sessions on one connection for this long; a table created since is matched by its
 # output column names until the next snapshot (more masked, never less).
 CATALOG_TTL_S = 60.0
+# Connections the kernel queues per listening socket before the gateway accepts them.
+LISTEN_BACKLOG = 512
+
+
+def cancel_owner(key: bytes, workers: int, pid: int, secret: bytes) -> int:
+    """Which of ``workers`` relay processes a cancel key belongs to: HMAC-SHA256 under the
+    supervisor's per-run ``key``. Workers draw their secrets until it names them, so
+    the secret keeps every random bit (a client cannot tell the owner or aim at it)."""
+    mac = hmac.digest(key, pid.to_bytes(8, "big", signed=True) + secret, hashlib.sha256)
+    return int.from_bytes(mac[:8], "big") % workers
+
+
 now_ns = time.time_ns
 
 
@@ -82,13 +98,21 @@ class PgGateway:
         worker: int = 0,
         workers: int = 1,
         run_dir: Path | None = None,
+        worker_key: bytes = b"",
+        listen_fds: tuple[int, ...] = (),
     ) -> None:
-        # Relay process ``worker`` of ``workers`` on one port: the first byte of every
-        # cancel secret it hands out is its index, so a CancelRequest that the kernel
-        # gave another worker is passed to this one over ``run_dir``'s socket.
+        # Relay process ``worker`` of ``workers`` on one port, listening on the sockets
+        # its supervisor bound (``listen_fds``). Every cancel secret it hands out is drawn
+        # until ``cancel_owner`` names this worker, so a CancelRequest that the kernel gave
+        # another worker is passed to this one over ``run_dir``'s socket.
+        if workers > 1 and (len(worker_key) < 16 or not listen_fds or run_dir is None):
+            raise ValueError("a relay worker needs its supervisor's key, sockets and run dir")
         self.worker = worker
         self.workers = workers
         self.run_dir = run_dir
+        self.worker_key = worker_key
+        self.listen_fds = listen_fds
+        self._servers: list[asyncio.Server] = []
         self.connections = connections
         self.reviews = reviews
         self.policies = policies
@@ -111,15 +135,22 @@ class PgGateway:
         loop = asyncio.get_running_loop()
         if self.workers > 1:
             await self._listen_cancels()
+            for fd in self.listen_fds:  # bound by the supervisor (``services.workers``)
+                sock = socket.socket(fileno=fd)
+                self._servers.append(
+                    await loop.create_server(self._accept, sock=sock, backlog=LISTEN_BACKLOG)
+                )
+            self.server = self._servers[0]
+            return self.server
         self.server = await loop.create_server(
-            self._accept,
-            host,
-            port,
-            reuse_address=True,
-            reuse_port=self.workers > 1 or None,
-            backlog=512,
+            self._accept, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
         )
         return self.server
+
+    def cancel_owner(self, pid: int, secret: bytes) -> int:
+        """The worker whose session the cancel key (pid, secret) is, if any is: a keyed
+        hash, so the secret keeps all its random bits and a client learns nothing."""
+        return cancel_owner(self.worker_key, self.workers, pid, secret)
 
     def _cancel_socket(self, worker: int) -> Path:
         assert self.run_dir is not None
@@ -146,8 +177,11 @@ class PgGateway:
                 w.close()
             await self.cancel(pid, secret, source, handed_over=True)
 
-        self._cancels = await asyncio.start_unix_server(take, path=str(path))
-        path.chmod(0o600)
+        old = os.umask(0o077)  # the socket is never reachable by anyone else, not even briefly
+        try:
+            self._cancels = await asyncio.start_unix_server(take, path=str(path))
+        finally:
+            os.umask(old)
 
     async def _hand_over_cancel(
         self, worker: int, pid: int, secret: bytes, source: dict[str, Any]
@@ -161,6 +195,7 @@ class PgGateway:
                 )
                 await w.drain()
                 w.close()
+            log.info("cancel request handed over to worker %d", worker)
         except (OSError, TimeoutError) as e:
             log.warning("cancel request for worker %d could not be handed over: %s", worker, e)
 
@@ -205,15 +240,11 @@ class PgGateway:
     ) -> None:
         reg = self.cancel_registry.get((pid, secret))
         if reg is None:
-            owner = secret[0] if secret else 0
-            if (
-                not handed_over
-                and self.workers > 1
-                and owner != self.worker
-                and owner < self.workers
-            ):
-                await self._hand_over_cancel(owner, pid, secret, source)
-                return
+            if not handed_over and self.workers > 1:
+                owner = self.cancel_owner(pid, secret)
+                if owner != self.worker:
+                    await self._hand_over_cancel(owner, pid, secret, source)
+                    return
             log.info("cancel request for an unknown session from %s", source.get("ip"))
             return
         if reg.session.withdraw_review("the client cancelled the statement"):
@@ -290,6 +321,8 @@ class PgGateway:
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
+        for srv in self._servers:
+            srv.close()
         if self._cancels is not None:
             self._cancels.close()
             with contextlib.suppress(OSError):

@@ -286,8 +286,9 @@ async def _handshake(session: PgSession) -> bool:
         session.relay.set_shaper(ResultShaper(planner.plan, planner.plan_copy))
     # Our own cancel secret, as long as the backend's (4 bytes in 3.0, longer in 3.2).
     secret = secrets.token_bytes(max(4, len(ready.secret)))
-    if gw.workers > 1:  # whose session it is, for a cancel that reaches another worker
-        secret = bytes([gw.worker]) + secret[1:]
+    while gw.workers > 1 and gw.cancel_owner(ready.pid, secret) != gw.worker:
+        # drawn until it names this worker, for a cancel that reaches another one
+        secret = secrets.token_bytes(len(secret))
     session.registration = (ready.pid, secret)
     gw.cancel_registry[(ready.pid, secret)] = _Registration(session.conn, ready.secret, session)
     backend_tls = (

@@ -60,14 +60,22 @@ class Settings:
     payload_key: Path
     gateway_name: str
     stream: str
-    # This process's place among ``listeners.postgres.workers`` relay processes.
+    # This process's place among ``listeners.postgres.workers`` relay processes, and what
+    # its supervisor handed it: the per-run key cancel keys are routed by, and the
+    # listening sockets it bound (see ``services.workers``).
     worker: int = 0
+    worker_key: bytes = dataclasses.field(default=b"", repr=False)
+    listen_fds: tuple[int, ...] = ()
 
-    def for_worker(self, worker: int) -> Settings:
+    def for_worker(
+        self, worker: int, key: bytes = b"", listen_fds: tuple[int, ...] = ()
+    ) -> Settings:
         """The settings of relay process ``worker``: the first keeps the gateway's ledger
         stream, the others append to ``<stream>.w<N>`` (a stream has one writer)."""
         stream = self.stream if worker == 0 else f"{self.stream}.w{worker}"
-        return dataclasses.replace(self, stream=stream, worker=worker)
+        return dataclasses.replace(
+            self, stream=stream, worker=worker, worker_key=key, listen_fds=listen_fds
+        )
 
     @property
     def run_dir(self) -> Path:

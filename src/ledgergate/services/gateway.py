@@ -205,6 +205,8 @@ class GatewayRuntime:
             worker=s.worker,
             workers=pl.workers,
             run_dir=s.run_dir,
+            worker_key=s.worker_key,
+            listen_fds=s.listen_fds,
         )
         self.reviews.windows_in_use = self.gateway.windows_in_use
         self.reviews.close_window = self.gateway.close_window
