@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -79,6 +80,23 @@ def test_open_creates_dirs_wal_and_schema(tmp_path: Path) -> None:
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
+
+
+def test_a_new_store_is_the_gateway_users_alone(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "ledger.db"
+    st = open_store(_url(db))
+    with st.transaction():
+        st.insert_entries([_entry("s", 0, 1)])
+    wal = db.with_name(db.name + "-wal")
+    assert wal.exists()  # still open: SQLite made it with the database's mode
+    for p in (db, wal, db.with_name(db.name + "-shm")):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    st.close()
+    # an existing database keeps the mode its operator gave it
+    db.chmod(0o640)
+    open_store(_url(db)).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ become ``StoreError`` here.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -149,11 +150,22 @@ def _checkpoint(r: Sequence[Any]) -> CheckpointRow:
 
 
 def open_sqlite(path: Path, *, durable: bool = False) -> SqliteStore:
-    """Open (creating the file, its parent directories and the schema) a database."""
+    """Open (creating the file, its parent directories and the schema) a database. A
+    new database and the directories made for it are the gateway user's alone (0600,
+    0700; SQLite gives its -wal and -shm files the database's mode): the ledger, token
+    hashes and reviews are no one else's to read."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create the directory of the SQLite store {path}: {e}") from e
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StoreError(f"cannot create the SQLite store {path}: {e.strerror}") from e
+    else:
+        os.close(fd)
     return SqliteStore(path, durable=durable)
 
 
