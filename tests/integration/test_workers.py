@@ -165,3 +165,30 @@ def test_the_port_is_the_gateways_alone(gateway_factory: GatewayFactory) -> None
     with psycopg.connect(gw.dsn(gw.token())) as c:  # the gateway kept serving
         assert c.execute("SELECT 3").fetchone() == (3,)
     assert gw.stop() == 0
+
+
+def test_a_worker_restarted_after_a_config_edit_refuses_and_clients_never_hang(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """Workers run one configuration: a worker restarted after the file was edited
+    refuses to start (and keeps being retried, logged), while the kernel gives its share
+    of new connections to the live worker instead of queueing them on a dead socket."""
+    gw = start_workers(gateway_factory)
+    tok = gw.token()
+    doc = yaml.safe_load(gw.config_path.read_text())
+    doc["log_level"] = "debug"
+    gw.config_path.write_text(yaml.safe_dump(doc))
+    os.kill(workers_of(gw)[1], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while "configuration changed since the gateway started" not in gw.logs():
+        assert time.monotonic() < deadline, gw.logs()
+        time.sleep(0.1)
+    for _ in range(12):  # none of these may wait on the dead worker's socket
+        t0 = time.monotonic()
+        with psycopg.connect(gw.dsn(tok), connect_timeout=5) as c:
+            assert c.execute("SELECT 4").fetchone() == (4,)
+        assert time.monotonic() - t0 < 4
+    # 1 if the stop found worker 1 refusing once more (exit 2), 0 if between two tries
+    assert gw.stop() in (0, 1)
+    assert "worker 0 stopped with status" not in gw.logs()  # the live one stopped cleanly
+    assert gw.cli("audit", "verify").returncode == 0

@@ -134,9 +134,19 @@ def test_restart_policy() -> None:
 def test_worker_env_is_what_the_supervisor_hands_over() -> None:
     key = bytes(range(32))
     env = workers.worker_env(
-        {workers.ENV_KEY: key.hex(), workers.ENV_FDS: "3,4", workers.ENV_SUPERVISOR: "77"}
+        {
+            workers.ENV_KEY: key.hex(),
+            workers.ENV_FDS: "3,4",
+            workers.ENV_SUPERVISOR: "77",
+            workers.ENV_CONFIG: "abc",
+        }
     )
-    assert (env.key, env.listen_fds, env.supervisor) == (key, (3, 4), 77)
+    assert (env.key, env.listen_fds, env.supervisor, env.config_digest) == (
+        key,
+        (3, 4),
+        77,
+        "abc",
+    )
     assert key.hex() not in repr(env)
     for bad in ({}, {workers.ENV_KEY: "zz", workers.ENV_FDS: "3", workers.ENV_SUPERVISOR: "1"}):
         with pytest.raises(workers.WorkerError, match="--worker is for"):
@@ -155,3 +165,11 @@ def test_cancel_owner_is_keyed_and_spreads_over_the_workers() -> None:
     assert moved > 2500  # another run's key routes differently (3/4 expected)
     # the pid is part of it too
     assert owners != [cancel_owner(key, 4, 4243, i.to_bytes(4, "big")) for i in range(4000)]
+
+
+def test_the_config_digest_follows_the_configuration(tmp_path: Path) -> None:
+    a = workers.config_digest(settings_in(tmp_path))
+    assert a == workers.config_digest(settings_in(tmp_path))  # same file, same digest
+    cfg = tmp_path / "lg.yaml"
+    cfg.write_text(cfg.read_text() + "log_level: debug\n")
+    assert workers.config_digest(load_settings(cfg)) != a

@@ -105,10 +105,18 @@ def register(app: typer.Typer) -> None:
                     socks = wk.bind_listeners(*split_address(address, 15432), nworkers)
                     typer.echo(f"ledgergate: {nworkers} relay processes on {address}")
                     command = [sys.executable, sys.argv[0], *sys.argv[1:]]
-                    raise typer.Exit(wk.supervise(command, nworkers, socks, settings.run_dir))
+                    digest = wk.config_digest(settings)
+                    raise typer.Exit(
+                        wk.supervise(command, nworkers, socks, settings.run_dir, digest)
+                    )
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor passes it on
                 env = wk.worker_env()
                 wk.die_with_parent(env.supervisor)
+                if env.config_digest != wk.config_digest(settings):
+                    raise wk.WorkerError(
+                        f"worker {worker}: the configuration changed since the gateway "
+                        "started; restart the gateway to apply it"
+                    )
             except wk.WorkerError as e:
                 typer.echo(f"ledgergate: {e}", err=True)
                 raise typer.Exit(2) from None

@@ -102,11 +102,12 @@ class PgGateway:
         listen_fds: tuple[int, ...] = (),
     ) -> None:
         # Relay process ``worker`` of ``workers`` on one port, listening on the sockets
-        # its supervisor bound (``listen_fds``). Every cancel secret it hands out is drawn
+        # its supervisor bound (``listen_fds``; none: started again, it binds its own
+        # into the SO_REUSEPORT group). Every cancel secret it hands out is drawn
         # until ``cancel_owner`` names this worker, so a CancelRequest that the kernel gave
         # another worker is passed to this one over ``run_dir``'s socket.
-        if workers > 1 and (len(worker_key) < 16 or not listen_fds or run_dir is None):
-            raise ValueError("a relay worker needs its supervisor's key, sockets and run dir")
+        if workers > 1 and (len(worker_key) < 16 or run_dir is None):
+            raise ValueError("a relay worker needs its supervisor's key and run dir")
         self.worker = worker
         self.workers = workers
         self.run_dir = run_dir
@@ -139,6 +140,17 @@ class PgGateway:
                 sock = socket.socket(fileno=fd)
                 self._servers.append(
                     await loop.create_server(self._accept, sock=sock, backlog=LISTEN_BACKLOG)
+                )
+            if not self._servers:  # a restarted worker joins its running peers' group
+                self._servers.append(
+                    await loop.create_server(
+                        self._accept,
+                        host,
+                        port,
+                        reuse_address=True,
+                        reuse_port=True,
+                        backlog=LISTEN_BACKLOG,
+                    )
                 )
             self.server = self._servers[0]
             return self.server

@@ -8,8 +8,9 @@ process becomes a supervisor of N relay processes:
 - it binds the listening sockets itself: once without ``SO_REUSEPORT`` to prove the port
   is free (a second gateway, or anything else, on the port is refused instead of
   silently taking a share of the clients), then one ``SO_REUSEPORT`` socket per worker,
-  so the kernel spreads connections over them. A worker restarted gets its socket back
-  and the clients queued on it wait instead of being reset;
+  so the kernel spreads connections over them. A dead worker's sockets are closed at
+  once (the kernel gives the others its share; what was queued on them is reset), and
+  started again it joins the port itself when it is up, never before;
 - it starts N copies of its own command line with ``--worker K``, each handed its socket
   and, in its environment, the per-run key cancel keys are routed by
   (``proxy.pg.cancel_owner``). Each worker has its own event loop and ledger stream (see
@@ -17,7 +18,9 @@ process becomes a supervisor of N relay processes:
 - a worker that fails before it was ever up stops the gateway (its configuration or
   environment is refused: so would the others'); one that exits later is started again,
   after a delay that doubles while it keeps failing fast (``RestartPolicy``), while the
-  others keep serving; its journal is replayed at its start;
+  others keep serving; its journal is replayed at its start. It must run with the
+  configuration the others run with: one whose file was edited since refuses to start
+  (``config_digest``) until the whole gateway is restarted;
 - it passes SIGINT/SIGTERM on as SIGTERM and waits for every worker's final checkpoint;
   workers run in process groups of their own and ignore SIGINT (a Ctrl-C at a terminal
   is the supervisor's to pass on), and get SIGTERM if the supervisor dies
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import secrets
@@ -52,6 +56,7 @@ __all__ = [
     "WorkerEnv",
     "WorkerError",
     "bind_listeners",
+    "config_digest",
     "die_with_parent",
     "prepare",
     "secure_run_dir",
@@ -62,8 +67,7 @@ __all__ = [
 log = logging.getLogger("ledgergate")
 
 # A worker that crashes is started again after this long, doubled for every crash within
-# ``FAST_FAIL_S`` of its start, up to ``MAX_RESTART_DELAY_S`` (its socket stays open in
-# the supervisor meanwhile: the clients the kernel queues on it wait that long).
+# ``FAST_FAIL_S`` of its start, up to ``MAX_RESTART_DELAY_S``.
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 FAST_FAIL_S = 30.0
@@ -75,6 +79,7 @@ _PR_SET_PDEATHSIG = 1
 ENV_KEY = "LEDGERGATE_WORKER_KEY"  # hex; the per-run cancel-routing key
 ENV_FDS = "LEDGERGATE_LISTEN_FDS"  # comma-separated inherited listening sockets
 ENV_SUPERVISOR = "LEDGERGATE_SUPERVISOR_PID"
+ENV_CONFIG = "LEDGERGATE_CONFIG_DIGEST"  # what a restarted worker must still read
 
 
 class WorkerError(RuntimeError):
@@ -160,6 +165,7 @@ class WorkerEnv:
     key: bytes = field(repr=False)
     listen_fds: tuple[int, ...]
     supervisor: int
+    config_digest: str
 
 
 def worker_env(environ: dict[str, str] | None = None) -> WorkerEnv:
@@ -168,13 +174,14 @@ def worker_env(environ: dict[str, str] | None = None) -> WorkerEnv:
     env = os.environ if environ is None else environ
     try:
         key = bytes.fromhex(env[ENV_KEY])
-        fds = tuple(int(f) for f in env[ENV_FDS].split(","))
+        fds = tuple(int(f) for f in env[ENV_FDS].split(",") if f)
         supervisor = int(env[ENV_SUPERVISOR])
+        digest = env[ENV_CONFIG]
     except (KeyError, ValueError):
         raise WorkerError("--worker is for the relay processes ledgergate starts") from None
-    if len(key) < 16 or not fds:
+    if len(key) < 16:
         raise WorkerError("--worker is for the relay processes ledgergate starts")
-    return WorkerEnv(key, fds, supervisor)
+    return WorkerEnv(key, fds, supervisor, digest)
 
 
 def die_with_parent(supervisor: int) -> None:
@@ -206,12 +213,23 @@ class RestartPolicy:
         return min(MAX_RESTART_DELAY_S, RESTART_DELAY_S * float(1 << min(self.fails, 16)))
 
 
+def config_digest(settings: Settings) -> str:
+    """A digest of the configuration a gateway runs with (not a secret's value: ``env:``
+    and ``file:`` references are compared as written)."""
+    return hashlib.sha256(settings.config.model_dump_json().encode()).hexdigest()
+
+
 def supervise(
-    command: Sequence[str], workers: int, listeners: list[list[socket.socket]], run_dir: Path
+    command: Sequence[str],
+    workers: int,
+    listeners: list[list[socket.socket]],
+    run_dir: Path,
+    digest: str,
 ) -> int:
     """Run ``command + ["--worker", K]`` for K in 0..workers-1, worker K on
     ``listeners[K]``, until SIGINT/SIGTERM; return the exit status (0 when every worker
-    stopped cleanly). A worker is up once its cancel socket exists in ``run_dir``."""
+    stopped cleanly). A worker is up once its cancel socket exists in ``run_dir``; a
+    worker refuses to start when its configuration's digest is not ``digest``."""
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -229,6 +247,7 @@ def supervise(
             ENV_KEY: key.hex(),
             ENV_FDS: ",".join(map(str, fds)),
             ENV_SUPERVISOR: str(os.getpid()),
+            ENV_CONFIG: digest,
         }
         return subprocess.Popen(
             [*command, "--worker", str(k)],
@@ -271,6 +290,9 @@ def supervise(
             )
             procs[k] = None
             restart_at[k] = now + delay
+            for sock in listeners[k]:  # no client waits on a socket nobody accepts from
+                sock.close()
+            listeners[k] = []  # started again, it joins the port itself once it is up
     live = [(k, p) for k, p in enumerate(procs) if p is not None]
     for _, p in live:
         if p.poll() is None:
