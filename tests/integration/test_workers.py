@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -191,4 +193,36 @@ def test_a_worker_restarted_after_a_config_edit_refuses_and_clients_never_hang(
     # 1 if the stop found worker 1 refusing once more (exit 2), 0 if between two tries
     assert gw.stop() in (0, 1)
     assert "worker 0 stopped with status" not in gw.logs()  # the live one stopped cleanly
+    assert gw.cli("audit", "verify").returncode == 0
+
+
+def test_a_malformed_cancel_hand_over_is_dropped_and_nothing_else_changes(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The workers' cancel socket takes one JSON line from a peer worker; anything else
+    (not JSON, wrong types, a value canonical JSON would refuse) is dropped with a
+    warning, and the gateway and its ledger carry on."""
+    gw = start_workers(gateway_factory)
+    tok = gw.token()
+    path = gw.data_dir / "run" / "pg-cancel-0.sock"
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+    bad = [
+        b"not json\n",
+        b'{"pid": "1", "secret": "00", "source": {"ip": "x", "port": 1}}\n',
+        b'{"pid": 1, "secret": "zz", "source": {"ip": "x", "port": 1}}\n',
+        b'{"pid": 1, "secret": "00", "source": {"ip": "x", "port": 1.5}}\n',
+        b'{"pid": 99999999999, "secret": "00", "source": {"ip": "x", "port": 1}}\n',
+        b"[1, 2]\n",
+    ]
+    for line in bad:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(path))
+            s.sendall(line)
+    deadline = time.monotonic() + 10
+    while gw.logs().count("malformed cancel hand-over was dropped") < len(bad):
+        assert time.monotonic() < deadline, gw.logs()
+        time.sleep(0.05)
+    with psycopg.connect(gw.dsn(tok)) as c:
+        assert c.execute("SELECT 5").fetchone() == (5,)
+    assert gw.stop() == 0
     assert gw.cli("audit", "verify").returncode == 0

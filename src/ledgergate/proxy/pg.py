@@ -31,7 +31,7 @@ from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.pg_connect import run_session
 from ledgergate.proxy.pg_session import PgSession
 from ledgergate.proxy.review import ReviewDesk
-from ledgergate.proxy.sink import LedgerSink
+from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.pg import messages as m
 
 if TYPE_CHECKING:
@@ -180,14 +180,22 @@ class PgGateway:
                 async with asyncio.timeout(5):
                     line = await r.readline()
                 doc = json.loads(line)
-                pid, secret = int(doc["pid"]), bytes.fromhex(doc["secret"])
-                source = {k: doc["source"][k] for k in ("ip", "port") if k in doc["source"]}
+                pid, secret, ip, port = doc["pid"], bytes.fromhex(doc["secret"]), *_source(doc)
+                if type(pid) is not int or not -(2**31) <= pid < 2**31:
+                    raise ValueError("pid")
             except (ValueError, KeyError, TypeError, TimeoutError, OSError):
                 log.warning("worker %d: a malformed cancel hand-over was dropped", self.worker)
                 return
             finally:
                 w.close()
-            await self.cancel(pid, secret, source, handed_over=True)
+            await self.cancel(pid, secret, {"ip": ip, "port": port}, handed_over=True)
+
+        def _source(doc: dict[str, Any]) -> tuple[str | None, int | None]:
+            # what reaches the session.cancel entry: plain types only (canonical JSON)
+            ip, port = doc["source"]["ip"], doc["source"]["port"]
+            if not (ip is None or type(ip) is str) or not (port is None or type(port) is int):
+                raise TypeError("source")
+            return ip, port
 
         old = os.umask(0o077)  # the socket is never reachable by anyone else, not even briefly
         try:
@@ -284,9 +292,10 @@ class PgGateway:
             outcome = f"failed ({type(e).__name__})"
         rec = reg.session.recorder
         if rec is not None:
-            self.sink.submit(
-                [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
-            )
+            with contextlib.suppress(LedgerUnavailable):  # the sessions are stopping anyway
+                self.sink.submit(
+                    [rec.event(now_ns(), "session.cancel", outcome=outcome, requested_by=source)]
+                )
 
     def cached_catalog(self, name: str) -> dict[tuple[int, int], str]:
         """The connection's last catalog snapshot (empty if none was read)."""
