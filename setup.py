@@ -1,5 +1,6 @@
-"""The native modules (DataRow runs under a mask plan; the shape of a statement for the
-redaction cache: see their headers); everything else is in pyproject.toml."""
+"""The native modules (DataRow runs under a mask plan; sealing runs of ledger drafts,
+with OpenSSL's SHA-256 and zlib's CRC-32; the shape of a statement for the redaction
+cache: see their headers); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -11,6 +12,12 @@ setup(
             "ledgergate.wire.pg._datarows",
             ["src/ledgergate/wire/pg/_datarows.c"],
             extra_compile_args=FLAGS,
+        ),
+        Extension(
+            "ledgergate.core.ledger._sealer",
+            ["src/ledgergate/core/ledger/_sealer.c"],
+            extra_compile_args=FLAGS,
+            libraries=["crypto", "z"],
         ),
         Extension(
             "ledgergate.core._sqlshape",

@@ -274,3 +274,51 @@ def test_journal_lock_is_released_on_close(tmp_path: Path) -> None:
     w.close(T0)
     j = Journal.acquire(jroot(led), led.stream, wait_s=0)
     j.release()
+
+
+def test_mixed_batches_are_stored_as_sealing_draft_by_draft_would(tmp_path: Path) -> None:
+    """Typed drafts are sealed natively in runs, the others the checked way, in one
+    append: the store ends up with the entries, index columns and payloads (each once)
+    that sealing one draft at a time gives."""
+    from dataclasses import replace
+
+    from ledgergate.core.ledger.chain import Chain, StreamState
+
+    led = Ledger(tmp_path)
+    w = led.writer(journal_root=jroot(led))
+    raw = b"result bytes kept as a payload"
+    digest = sha256(raw).hexdigest()
+    typed = [replace(d, typed=True) for d in chunk_drafts(9)]
+    typed[4] = replace(typed[4], fields={**typed[4].fields, "identity": "svc-ci"})
+    batch = [
+        *typed[:3],
+        Draft(T0, "session.open", {"session_id": "s_x", "note": "not typed"}),
+        typed[3],
+        Draft(T0 + 1, "chunk", {"chunk": {"payload": digest}}, ((digest, raw),), True),
+        Draft(T0 + 2, "chunk", {"chunk": {"payload": digest}}, ((digest, raw),), True),
+        *typed[4:7],
+        Draft(T0 + 3, "chunk", {"big": 2**70}, (), True),  # beyond orjson: checked path
+        *typed[7:],
+    ]
+    sealed = w.append(batch, T0)
+    w.append(typed[:2], T0 + 10)  # a second append continues the chain
+    w.close(T0 + 20)
+    ref = Chain(StreamState.genesis(led.stream))
+    want = [ref.seal(d) for d in [*batch, *typed[:2]]]
+    assert list(sealed) == want[: len(batch)]
+    assert sealed[1:3] == want[1:3]
+    st = led.store()
+    try:
+        rows = [st.get_entry(led.stream, e.seq) for e in want]
+        assert [(r.canonical, r.entry_hash) for r in rows if r] == [
+            (e.canonical, e.entry_hash) for e in want
+        ]
+        ident = [(r.session_id, r.identity, r.connection) for r in rows if r]
+        assert ident[3] == ("s_x", None, None)
+        assert ident[7] == ("s_bench", "svc-ci", "demo")
+        assert ident[0] == ("s_bench", "alice", "demo")
+        blob = st.get_payload(digest)
+        assert blob is not None and led.cipher.open(digest, blob) == raw
+    finally:
+        st.close()
+    assert verified(led) == len(want)

@@ -9,9 +9,11 @@ checkpoint is added to that same transaction every N entries or T seconds.
 Three ownership modes:
 - journaled (a gateway's own stream, ``journal_root`` given): ``append`` is durable once
   its records are written to the stream's journal (one write per group commit, see
-  ``store.journal``); an ``Indexer`` thread commits them to the store a few tens of
-  milliseconds later, many appends per transaction. The journal is locked to this writer;
-  on open, whatever a crashed predecessor journaled and the store lacks is replayed first.
+  ``store.journal``; typed drafts are sealed, encoded and given their store rows in
+  native runs, ``Chain.seal_run``); an ``Indexer`` thread commits them to the store a
+  few tens of milliseconds later, many appends per transaction. The journal is locked to
+  this writer; on open, whatever a crashed predecessor journaled and the store lacks is
+  replayed first.
 - ``shared=False`` without a journal: the in-memory state is the truth; drafts are sealed
   before the write lock is taken, so the lock is held only for the inserts.
 - ``shared=True`` (the CLI's stream, appended to by several processes): the state is
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import overload
 
 from ledgergate.core.ledger import journal as jr
 from ledgergate.core.ledger.chain import Chain, ChainError, SealedEntry, StreamState, entry_link
@@ -120,6 +123,32 @@ def _sign(store: Store, signer: Signer, state: StreamState, now_ns: int) -> str:
     row = _checkpoint_row(signer, state, now_ns)
     store.put_checkpoint(row)
     return row.note
+
+
+class _SealedRows(Sequence[SealedEntry]):
+    """The entries of a journaled append, built from their rows when read (the gateway's
+    sink never reads them)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[EntryRow]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> SealedEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[SealedEntry]: ...
+    def __getitem__(self, i: int | slice) -> SealedEntry | list[SealedEntry]:
+        if isinstance(i, slice):
+            return [_sealed(r) for r in self._rows[i]]
+        return _sealed(self._rows[i])
+
+
+def _sealed(r: EntryRow) -> SealedEntry:
+    return SealedEntry(r.stream, r.seq, r.ts_ns, r.kind, r.canonical, r.entry_hash)
 
 
 class LedgerWriter:
@@ -224,12 +253,18 @@ class LedgerWriter:
 
     # -- appending ------------------------------------------------------------------------
     def _seal(
-        self, chain: Chain, drafts: Sequence[Draft], now_ns: int
+        self,
+        chain: Chain,
+        drafts: Sequence[Draft],
+        now_ns: int,
+        seen: set[str] | None = None,
     ) -> tuple[list[SealedEntry], list[EntryRow], list[tuple[str, bytes, int]]]:
+        """Seal ``drafts`` the checked way: entries, their rows, and the payloads whose
+        digest is not in ``seen`` yet (each stored once per append)."""
         sealed: list[SealedEntry] = []
         rows: list[EntryRow] = []
         payloads: list[tuple[str, bytes, int]] = []
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         seal = chain.seal
         cipher = self.cipher
         for d in drafts:
@@ -269,7 +304,7 @@ class LedgerWriter:
         now_ns: int,
         *,
         also: Callable[[Store], None] | None = None,
-    ) -> list[SealedEntry]:
+    ) -> Sequence[SealedEntry]:
         """Seal ``drafts`` in order and commit them (with their payloads and the stream
         state, and a checkpoint when one is due) in one transaction. ``also`` runs inside
         that transaction on the writer's store, so an admin change and its ledger entry
@@ -333,16 +368,14 @@ class LedgerWriter:
         if self.indexer is not None:
             self.indexer.on_drained = cb
 
-    def _append_journaled(self, drafts: Sequence[Draft], now_ns: int) -> list[SealedEntry]:
+    def _append_journaled(self, drafts: Sequence[Draft], now_ns: int) -> Sequence[SealedEntry]:
         journal, indexer = self.journal, self.indexer
         assert journal is not None and indexer is not None
         if indexer.error is not None:
             raise LedgerUnavailable(f"the ledger store cannot be written: {indexer.error}")
         saved = self._state.copy()
         try:
-            sealed, rows, payloads = self._seal(Chain(self._state), drafts, now_ns)
-            enc = jr.encode_entry
-            parts = [enc(e.entry_hash, e.canonical) for e in sealed]
+            parts, rows, payloads = self._seal_journal(Chain(self._state), drafts, now_ns)
             for digest, blob, created in payloads:
                 parts.append(jr.encode_payload(digest, blob, created))
             state = self._state
@@ -369,7 +402,35 @@ class LedgerWriter:
             self._cp_size, self._cp_ns = cp.size, now_ns
         if journal.full:
             self._rotate()
-        return sealed
+        return _SealedRows(rows)
+
+    def _seal_journal(
+        self, chain: Chain, drafts: Sequence[Draft], now_ns: int
+    ) -> tuple[list[bytes], list[EntryRow], list[tuple[str, bytes, int]]]:
+        """Seal ``drafts`` for the journal: their ``E`` records, rows and payloads. Runs of
+        typed drafts without payloads (a session's commands and chunks) are sealed
+        natively (``Chain.seal_run``); each other draft the checked way."""
+        todo = drafts if type(drafts) is list else list(drafts)
+        parts: list[bytes] = []
+        rows: list[EntryRow] = []
+        payloads: list[tuple[str, bytes, int]] = []
+        seen: set[str] = set()
+        enc = jr.encode_entry
+        i, n = 0, len(todo)
+        while i < n:
+            k, records, run = chain.seal_run(todo, i, EntryRow)
+            if k:
+                parts.append(records)
+                rows += run
+                i += k
+                if i == n:
+                    break
+            one, one_rows, one_payloads = self._seal(chain, todo[i : i + 1], now_ns, seen)
+            parts.append(enc(one[0].entry_hash, one[0].canonical))
+            rows += one_rows
+            payloads += one_payloads
+            i += 1
+        return parts, rows, payloads
 
     def _rotate(self) -> None:
         assert self.journal is not None

@@ -28,7 +28,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_DEPTH", "CanonicalError", "canonical_json", "canonical_json_typed"]
+__all__ = [
+    "MAX_DEPTH",
+    "TYPED_ENCODER",
+    "CanonicalError",
+    "canonical_json",
+    "canonical_json_typed",
+]
 
 # Ledger entries nest three levels (entry -> identity -> groups). A deeper value is a
 # bug or an attack (and a cycle would otherwise recurse forever), so refuse it early.
@@ -40,6 +46,9 @@ MAX_DEPTH = 32
 # integers beyond 64 bits, which fall back to the json encoder.
 _fast = orjson.dumps
 _SORT = orjson.OPT_SORT_KEYS
+# The encoder ``canonical_json_typed`` tries first, as (function, option) for native
+# callers (core/ledger/_sealer.c): ``function(value, option=option)``.
+TYPED_ENCODER = (_fast, _SORT)
 _encode = json.JSONEncoder(
     sort_keys=True,
     separators=(",", ":"),

@@ -12,6 +12,9 @@ Owns the entry document and the per-stream state:
 - ``Chain.seal`` turns a ``Draft`` into a ``SealedEntry`` and advances the state IN
   PLACE; a draft that cannot be encoded raises ``ChainError`` and leaves the state as it
   was.
+- ``Chain.seal_run`` does the same natively (``_sealer.c``) for a run of typed drafts
+  without payloads, the bulk of a gateway's entries, and also hands back their journal
+  records and store rows; it stops where ``seal`` must decide.
 
 Must not: do I/O, read the clock (``ts_ns`` comes in the draft), log, or persist
 anything: the ledger writer stores the entries and the state record together.
@@ -21,9 +24,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from ledgergate.core.ledger.canonical import CanonicalError, canonical_json, canonical_json_typed
+from ledgergate.core.ledger import _sealer  # runs of typed drafts in C (see _sealer.c)
+from ledgergate.core.ledger.canonical import (
+    TYPED_ENCODER,
+    CanonicalError,
+    canonical_json,
+    canonical_json_typed,
+)
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.ledger.merkle import HASH_SIZE, CompactRange, leaf_hash
 from ledgergate.wire.hotdata import hotdata
@@ -39,6 +48,9 @@ __all__ = [
     "entry_link",
     "hash_entry_document",
 ]
+
+R = TypeVar("R", bound=tuple[Any, ...])
+_DUMPS, _DUMPS_OPTION = TYPED_ENCODER
 
 GENESIS_HASH = bytes(HASH_SIZE)
 GENESIS_PREV = GENESIS_HASH.hex()  # "00" * 32: prev_hash of seq 0
@@ -182,3 +194,31 @@ class Chain:
         st.size += 1
         st.head_hash = h
         return SealedEntry(st.stream, st.size - 1, ts_ns, kind, data, h)
+
+    def seal_run(
+        self, drafts: list[Draft], start: int, row_type: type[R]
+    ) -> tuple[int, bytes, list[R]]:
+        """Seal drafts from ``drafts[start]`` on natively while they are typed, without
+        payloads and valid, exactly as ``seal`` would (same bytes, same state): return how
+        many were sealed (0 if ``drafts[start]`` needs ``seal``), their journal ``E``
+        records end to end, and a ``row_type`` row per entry (stream, seq, ts_ns, kind,
+        session_id, identity subject, connection, canonical, entry_hash). On an exception
+        the state may have moved: the caller restores its copy."""
+        st = self._state
+        tree = st.tree
+        n, head, journal, rows = _sealer.seal_run(
+            st.stream,
+            st.size,
+            st.head_hash,
+            tree.live_roots(),
+            drafts,
+            start,
+            _DUMPS,
+            _DUMPS_OPTION,
+            row_type,
+        )
+        if n:
+            tree.grown(n)
+            st.size += n
+            st.head_hash = head
+        return n, journal, rows

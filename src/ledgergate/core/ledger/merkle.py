@@ -110,6 +110,18 @@ class CompactRange:
         for leaf in leaves:
             self.append(leaf)
 
+    def live_roots(self) -> list[bytes]:
+        """The list of subtree roots itself, for ``core.ledger._sealer`` to merge leaves
+        into exactly as ``append`` does; the caller then calls ``grown``."""
+        return self._hashes
+
+    def grown(self, n: int) -> None:
+        """``n`` leaves were merged into ``live_roots()``: count them."""
+        size = self._size + n
+        if len(self._hashes) != size.bit_count():
+            raise ValueError(f"a compact range of size {size} has {size.bit_count()} roots")
+        self._size = size
+
     def root(self) -> bytes:
         """MTH of the leaves appended so far (``EMPTY_ROOT`` when there are none)."""
         hashes = self._hashes
