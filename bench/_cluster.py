@@ -41,6 +41,7 @@ __all__ = [
     "PgCluster",
     "Pgbouncer",
     "ProcStats",
+    "PythonRelay",
     "proc_stats",
 ]
 
@@ -211,6 +212,52 @@ class Pgbouncer:
         wait_listening(self.port, self.proc, self.log, "pgbouncer")
         return Endpoint(
             "pgbouncer",
+            "127.0.0.1",
+            self.port,
+            self.dbname,
+            SUPERUSER,
+            self.cluster.password,
+            self.proc.pid,
+        )
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+
+class PythonRelay:
+    """``bench/byte_relay.py``: the bare Python relay (uvloop, Protocol callbacks, bytes
+    passed on as they arrive), as a reference for what any Python relay costs here."""
+
+    SCRIPT = Path(__file__).resolve().parent / "byte_relay.py"
+
+    def __init__(self, workdir: Path, cluster: PgCluster, dbname: str) -> None:
+        self.dir = workdir / "python-relay"
+        self.cluster = cluster
+        self.dbname = dbname
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "relay.log"
+
+    def start(self) -> Endpoint:
+        self.dir.mkdir()
+        self.port = free_port()
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.SCRIPT), str(self.port), str(self.cluster.port)],
+                cwd=self.dir,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_listening(self.port, self.proc, self.log, "byte_relay.py")
+        return Endpoint(
+            "python-relay",
             "127.0.0.1",
             self.port,
             self.dbname,

@@ -45,12 +45,14 @@ from _cluster import (
     GatewayProcess,
     Pgbouncer,
     PgCluster,
+    PythonRelay,
     proc_stats,
 )
 
 PATHS = (
     "direct",
     "pgbouncer",
+    "python-relay",
     "gateway",
     "gateway-guarded",
     "gateway-masked",
@@ -374,6 +376,10 @@ def start_paths(
         stack.callback(bouncer.stop)
         endpoints["pgbouncer"] = bouncer.start()
         versions["pgbouncer"] = _version([shutil.which("pgbouncer") or "pgbouncer", "--version"])
+    if "python-relay" in names:
+        relay = PythonRelay(workdir, cluster, DBNAME)
+        stack.callback(relay.stop)
+        endpoints["python-relay"] = relay.start()
     for name in [n for n in names if n.startswith("gateway")]:
         gw = GatewayProcess(
             workdir,
@@ -662,7 +668,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_PATHS),
         help=f"comma-separated, from: {','.join(PATHS)} (default: {','.join(DEFAULT_PATHS)}); "
         "gateway-guarded, -reviewed, -masked and -scanned price the policy against the "
-        "plain gateway",
+        "plain gateway; python-relay is a bare Python byte relay (bench/byte_relay.py), "
+        "the floor under any relay written in Python",
     )
     p.add_argument(
         "--workloads",
