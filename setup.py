@@ -1,5 +1,5 @@
 """The native modules (DataRow runs under a mask plan; sealing runs of ledger drafts,
-with OpenSSL's SHA-256 and zlib's CRC-32; the shape of a statement for the redaction
+with OpenSSL 3's SHA-256 and zlib's CRC-32; the shape of a statement for the redaction
 cache: see their headers); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup

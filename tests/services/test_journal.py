@@ -322,3 +322,39 @@ def test_mixed_batches_are_stored_as_sealing_draft_by_draft_would(tmp_path: Path
     finally:
         st.close()
     assert verified(led) == len(want)
+
+
+def test_index_columns_are_the_same_live_and_on_replay(tmp_path: Path) -> None:
+    """The rows the writer gives the indexer (native or checked) equal the rows replay
+    rebuilds from the journal: a string as plain text, anything else None."""
+    from dataclasses import replace
+
+    from ledgergate.core.ledger import journal as jr
+
+    class Text(str):
+        pass
+
+    led = Ledger(tmp_path)
+    w = led.writer(journal_root=jroot(led))
+    fields = {"session_id": Text("s_t"), "connection": 5, "identity": {"subject": Text("eve")}}
+    batch = [
+        Draft(T0, "session.open", dict(fields)),  # checked path
+        Draft(T0, "session.open", dict(fields), (), True),  # native run
+        replace(chunk_drafts(1)[0], typed=True),
+    ]
+    w.append(batch, T0)
+    decoded = jr.decode(segments(led)[0].read_bytes())
+    entries = [r for r in decoded.records if isinstance(r, jr.EntryRecord)]
+    replayed = [indexing._entry_row(led.stream, r)[0] for r in entries]
+    w.close(T0 + 1)
+    st = led.store()
+    try:
+        stored = [st.get_entry(led.stream, i) for i in range(3)]
+    finally:
+        st.close()
+    assert stored == replayed
+    assert [(r.session_id, r.identity, r.connection) for r in replayed] == [
+        ("s_t", "eve", None),
+        ("s_t", "eve", None),
+        ("s_bench", "alice", "demo"),
+    ]

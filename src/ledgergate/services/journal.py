@@ -37,7 +37,7 @@ from ledgergate.core.ledger.merkle import leaf_hash
 from ledgergate.store.base import CheckpointRow, EntryRow, Store
 from ledgergate.store.journal import Journal
 
-__all__ = ["Indexer", "JournalDamaged", "replay", "subject_of"]
+__all__ = ["Indexer", "JournalDamaged", "index_text", "replay", "subject_of"]
 
 log = logging.getLogger("ledgergate.ledger")
 
@@ -55,11 +55,20 @@ class JournalDamaged(RuntimeError):
     """A journal cannot be applied to the store (damaged, or it forks the chain)."""
 
 
+def index_text(value: object) -> str | None:
+    """What an entry's field puts in a store index column (session_id, connection): a
+    string as a plain ``str``, anything else None; the same whether the row is built from
+    the draft (live, also natively in ``core/ledger/_sealer.c``) or from the entry's JSON
+    (replay), so a store indexed before a crash equals one rebuilt after it."""
+    return str.__str__(value) if isinstance(value, str) else None
+
+
 def subject_of(identity: object) -> str | None:
-    if type(identity) is dict:
-        s = identity.get("subject")
-        return s if type(s) is str else None
-    return identity if type(identity) is str else None
+    """The identity column: an identity object's ``subject``, or an identity given as a
+    bare string, by ``index_text``'s rule."""
+    if isinstance(identity, dict):
+        return index_text(identity.get("subject"))
+    return index_text(identity)
 
 
 # -- recovery --------------------------------------------------------------------------------
@@ -74,15 +83,14 @@ def _entry_row(stream: str, rec: EntryRecord) -> tuple[EntryRow, bytes]:
     ts, kind = doc.get("ts_ns"), doc.get("kind")
     if type(ts) is not int or type(kind) is not str:
         raise ChainError("it lacks ts_ns or kind")
-    sid, conn = doc.get("session_id"), doc.get("connection")
     row = EntryRow(
         stream,
         seq,
         ts,
         kind,
-        sid if type(sid) is str else None,
+        index_text(doc.get("session_id")),
         subject_of(doc.get("identity")),
-        conn if type(conn) is str else None,
+        index_text(doc.get("connection")),
         rec.canonical,
         rec.entry_hash,
     )

@@ -34,7 +34,7 @@ from ledgergate.core.ledger import journal as jr
 from ledgergate.core.ledger.chain import Chain, ChainError, SealedEntry, StreamState, entry_link
 from ledgergate.core.ledger.checkpoint import Checkpoint, Signer
 from ledgergate.core.ledger.entry import Draft
-from ledgergate.services.journal import Indexer, JournalDamaged, replay, subject_of
+from ledgergate.services.journal import Indexer, JournalDamaged, index_text, replay, subject_of
 from ledgergate.services.keys import PayloadCipher
 from ledgergate.store.base import CheckpointRow, EntryRow, Store, StoreError
 from ledgergate.store.journal import Journal, JournalBusy, stream_dirs
@@ -125,6 +125,24 @@ def _sign(store: Store, signer: Signer, state: StreamState, now_ns: int) -> str:
     return row.note
 
 
+# The native sealer builds store rows by position (core/ledger/_sealer.c).
+if EntryRow._fields != (
+    "stream",
+    "seq",
+    "ts_ns",
+    "kind",
+    "session_id",
+    "identity",
+    "connection",
+    "canonical",
+    "entry_hash",
+):
+    raise ImportError("store.base.EntryRow's columns no longer match core/ledger/_sealer.c")
+# Drafts sealed per native call at most: the call holds the interpreter lock throughout,
+# and in the threaded (fsync) sink mode the event loop waits for it.
+NATIVE_RUN = 256
+
+
 class _SealedRows(Sequence[SealedEntry]):
     """The entries of a journaled append, built from their rows when read (the gateway's
     sink never reads them)."""
@@ -145,6 +163,16 @@ class _SealedRows(Sequence[SealedEntry]):
         if isinstance(i, slice):
             return [_sealed(r) for r in self._rows[i]]
         return _sealed(self._rows[i])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compares by value, like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def _sealed(r: EntryRow) -> SealedEntry:
@@ -277,9 +305,9 @@ class LedgerWriter:
                     e.seq,
                     e.ts_ns,
                     e.kind,
-                    f.get("session_id"),
+                    index_text(f.get("session_id")),
                     subject_of(f.get("identity")),
-                    f.get("connection"),
+                    index_text(f.get("connection")),
                     e.canonical,
                     e.entry_hash,
                 )
@@ -418,13 +446,15 @@ class LedgerWriter:
         enc = jr.encode_entry
         i, n = 0, len(todo)
         while i < n:
-            k, records, run = chain.seal_run(todo, i, EntryRow)
-            if k:
-                parts.append(records)
-                rows += run
-                i += k
-                if i == n:
-                    break
+            d = todo[i]
+            if d.typed and not d.payloads:  # a run may start here
+                k, records, run = chain.seal_run(todo, i, EntryRow, min(n, i + NATIVE_RUN))
+                if k:
+                    parts.append(records)
+                    rows += run
+                    i += k
+                    if i == n or k == NATIVE_RUN:
+                        continue
             one, one_rows, one_payloads = self._seal(chain, todo[i : i + 1], now_ns, seen)
             parts.append(enc(one[0].entry_hash, one[0].canonical))
             rows += one_rows

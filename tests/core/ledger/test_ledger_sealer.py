@@ -19,20 +19,10 @@ from ledgergate.core.ledger import Chain, ChainError, Draft, SealedEntry, Stream
 from ledgergate.core.ledger import journal as jr
 from ledgergate.core.ledger.canonical import TYPED_ENCODER
 from ledgergate.core.ledger.merkle import CompactRange
+from ledgergate.services.journal import index_text, subject_of
 from ledgergate.store.base import EntryRow
 
 STREAM = "gw-sealer"
-
-
-def subject_of(identity: object) -> str | None:
-    if type(identity) is dict:
-        s = identity.get("subject")
-        return s if type(s) is str else None
-    return identity if type(identity) is str else None
-
-
-def _str(v: object) -> str | None:
-    return v if type(v) is str else None
 
 
 def reference(state: StreamState, drafts: list[Draft]) -> tuple[bytes, list[EntryRow]]:
@@ -53,9 +43,9 @@ def row_of(e: SealedEntry, d: Draft) -> EntryRow:
         e.seq,
         e.ts_ns,
         e.kind,
-        _str(f.get("session_id")),
+        index_text(f.get("session_id")),
         subject_of(f.get("identity")),
-        _str(f.get("connection")),
+        index_text(f.get("connection")),
         e.canonical,
         e.entry_hash,
     )
@@ -108,24 +98,31 @@ def test_a_run_seals_as_seal_does(before: int) -> None:
     ]
 
 
+class Text(str):
+    """A str subclass (an enum's value, say): indexed as its plain text."""
+
+
 def test_start_and_the_index_columns() -> None:
     drafts = [
         typed(0),
         typed(1, identity="svc-ci", connection=None),
         typed(2, identity={"kind": "service"}, session_id=7),
         Draft(5, "session.open", {"identity": {"subject": 3}}, (), True),
+        typed(4, session_id=Text("s_sub"), identity={"subject": Text("bob")}),
     ]
     native, ref = states(4)
     reference(ref, drafts[:1])  # what the caller sealed before ``start``
     Chain(native).seal(drafts[0])
     n, records, rows = Chain(native).seal_run(drafts, 1, EntryRow)
     want_records, want_rows = reference(ref, drafts[1:])
-    assert n == 3 and records == want_records and rows == want_rows
+    assert n == 4 and records == want_records and rows == want_rows
     assert [(r.session_id, r.identity, r.connection) for r in rows] == [
         ("s_00000001", "svc-ci", None),
         (None, None, "prod-db"),
         (None, None, None),
+        ("s_sub", "bob", "prod-db"),
     ]
+    assert type(rows[3].session_id) is str and type(rows[3].identity) is str
     same_state(native, ref)
 
 
@@ -174,7 +171,7 @@ def test_the_checked_path_then_seals_or_refuses_the_stopper() -> None:
 def test_bad_arguments_are_refused() -> None:
     dumps, option = TYPED_ENCODER
     tree: list[bytes] = []
-    good = (STREAM, 0, bytes(32), tree, [typed(0)], 0, dumps, option, EntryRow)
+    good = (STREAM, 0, bytes(32), tree, [typed(0)], 0, 1, dumps, option, EntryRow)
     assert _sealer.seal_run(*good)[0] == 1
     for i, bad in [
         (0, b"stream"),
@@ -183,14 +180,17 @@ def test_bad_arguments_are_refused() -> None:
         (3, ()),
         (4, (typed(0),)),
         (5, 1.0),
-        (8, dict),
+        (6, None),
+        (9, dict),
     ]:
         args = list(good)
         args[i] = bad
         with pytest.raises(TypeError):
             _sealer.seal_run(*args)
     with pytest.raises(ValueError, match="start"):
-        _sealer.seal_run(STREAM, 0, bytes(32), [], [typed(0)], 2, dumps, option, EntryRow)
+        _sealer.seal_run(STREAM, 0, bytes(32), [], [typed(0)], 2, 2, dumps, option, EntryRow)
+    with pytest.raises(ValueError, match="stop"):
+        _sealer.seal_run(STREAM, 0, bytes(32), [], [typed(0)], 1, 0, dumps, option, EntryRow)
     with pytest.raises(TypeError):
         _sealer.seal_run(STREAM, 0)  # type: ignore[call-arg]
 
@@ -199,12 +199,12 @@ def test_a_range_that_does_not_match_its_size_is_an_error() -> None:
     dumps, option = TYPED_ENCODER
     # size 1 needs one subtree root to merge the next leaf with
     with pytest.raises(ValueError, match="compact range"):
-        _sealer.seal_run(STREAM, 1, bytes(32), [], [typed(0)], 0, dumps, option, EntryRow)
+        _sealer.seal_run(STREAM, 1, bytes(32), [], [typed(0)], 0, 1, dumps, option, EntryRow)
     with pytest.raises(ValueError, match="32 bytes"):
-        _sealer.seal_run(STREAM, 1, bytes(32), [b"x"], [typed(0)], 0, dumps, option, EntryRow)
+        _sealer.seal_run(STREAM, 1, bytes(32), [b"x"], [typed(0)], 0, 1, dumps, option, EntryRow)
     tree = CompactRange()
     with pytest.raises(ValueError):
-        tree.grown(1)  # no root was merged for it
+        tree.adopt([], 1)  # no root was merged for it
 
 
 # integers beyond 64 bits stop a run (orjson refuses them): the checked path seals those
@@ -254,3 +254,73 @@ def test_any_typed_run_matches_seal(drafts: list[Draft], before: int) -> None:
     assert b"".join(got_records) == want_records
     assert got_rows == want_rows
     same_state(native, ref)
+
+
+def test_stop_bounds_a_run() -> None:
+    drafts = [typed(i) for i in range(10)]
+    native, ref = states(3)
+    n, records, rows = Chain(native).seal_run(drafts, 2, EntryRow, 6)
+    want_records, want_rows = reference(ref, drafts[2:6])
+    assert n == 4 and records == want_records and rows == want_rows
+    assert [r.seq for r in rows] == [3, 4, 5, 6]
+    same_state(native, ref)
+
+
+class OddDraft:
+    """Duck-typed drafts whose attribute reads run Python code."""
+
+    typed = True
+    payloads = ()
+    ts_ns = 1
+    kind = "chunk"
+
+    def __init__(self, on_fields: Any) -> None:
+        self.on_fields = on_fields
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return self.on_fields()  # type: ignore[no-any-return]
+
+
+def test_a_list_changed_while_it_is_read_is_not_read_past_its_end() -> None:
+    drafts: list[Any] = []
+
+    def clear() -> dict[str, Any]:
+        drafts.clear()
+        return {"a": 1}
+
+    drafts += [typed(0), OddDraft(clear), typed(2), typed(3)]
+    native, _ = states(0)
+    n, _records, rows = Chain(native).seal_run(drafts, 0, EntryRow)
+    assert n == 2 and len(rows) == 2  # the draft being read was kept alive; then the end
+
+
+def test_an_error_in_the_middle_of_a_run_leaves_the_state_unchanged() -> None:
+    def boom() -> dict[str, Any]:
+        raise KeyError("fields")
+
+    drafts: list[Any] = [typed(0), typed(1), OddDraft(boom)]
+    native, ref = states(7)
+    with pytest.raises(KeyError):  # raised as it was, not a SystemError
+        Chain(native).seal_run(drafts, 0, EntryRow)
+    same_state(native, ref)
+
+
+def test_only_an_encoder_refusal_stops_a_run() -> None:
+    dumps, option = TYPED_ENCODER
+
+    def refuses(doc: Any, option: int) -> bytes:
+        if doc.get("x") == 1:
+            raise TypeError("refused")
+        return dumps(doc, option=option)
+
+    def fails(doc: Any, option: int) -> bytes:
+        raise MemoryError
+
+    drafts = [typed(0), typed(1, x=1), typed(2)]
+    n, _, _, rows = _sealer.seal_run(
+        STREAM, 0, bytes(32), [], drafts, 0, 3, refuses, option, EntryRow
+    )
+    assert n == 1 and len(rows) == 1
+    with pytest.raises(MemoryError):
+        _sealer.seal_run(STREAM, 0, bytes(32), [], drafts, 0, 3, fails, option, EntryRow)

@@ -1,13 +1,13 @@
 /* Sealing a run of typed drafts onto a ledger stream, for ledgergate's journaled writer.
  *
- * seal_run(stream, size, head, tree, drafts, start, dumps, option, row_type)
+ * seal_run(stream, size, head, tree, drafts, start, stop, dumps, option, row_type)
  *     -> (n, head, journal, rows)
  *
  * The per-entry work of Chain.seal + LedgerWriter._seal + journal.encode_entry in one
  * native loop, for the drafts that need nothing else: ``typed`` drafts without payloads
  * whose ts_ns is a non-negative int, whose kind is a non-empty str and whose fields (an
  * exact dict) use none of the chain's reserved names. For each such draft, from
- * drafts[start] on, in order:
+ * drafts[start] up to drafts[stop] (excluded), in order:
  *   doc       = {**fields, "stream", "seq": size, "ts_ns", "kind", "prev_hash": head hex}
  *   canonical = dumps(doc, option=option)        (orjson with sorted keys: the same
  *                                                  bytes as canonical_json_typed)
@@ -17,21 +17,24 @@
  *   journal  += the ``E`` record of core/ledger/journal.py: type, u32 LE body length,
  *               u32 LE CRC-32 of the body seeded with the type byte, body = h || canonical
  *   rows     += row_type._make((stream, seq, ts_ns, kind, session_id, subject,
- *                              connection, canonical, h))  (row_type: a tuple subclass)   (str fields or None, as services/journal.py's
- *                                         subject_of reads the identity)
+ *                              connection, canonical, h))
+ *               (row_type: a tuple subclass of those nine columns; session_id,
+ *               connection and the identity's subject as services/journal.py's
+ *               index_text and subject_of give them: a string as a plain str, else None)
  * It stops at the first draft that does not qualify, or whose encoding dumps refuses
- * (an integer beyond 64 bits, a lone surrogate), and returns how many it sealed: the
- * caller seals that draft the checked way (or raises its ChainError) and calls again.
- * ``n`` is 0 when the first draft does not qualify; ``head`` is then returned unchanged.
+ * with a TypeError (orjson's JSONEncodeError: an integer beyond 64 bits, a lone
+ * surrogate), and returns how many it sealed: the caller seals that draft the checked
+ * way (or raises its ChainError) and calls again. ``n`` is 0 when drafts[start] does not
+ * qualify; ``head`` is then returned unchanged. Any other exception is raised.
  *
- * The caller's state moves by exactly ``n`` entries: the tree list is only changed for
- * sealed entries. An exception (memory) leaves the tree changed for the entries sealed
- * before it, so the caller rolls its state back on any exception (it already does for a
- * failed append). Hashing is OpenSSL's SHA-256 and the CRC is zlib's; nothing here
- * writes a primitive of its own. Pure: no I/O, no clock.
+ * The tree list is changed in place for every sealed entry, and also for the entries
+ * sealed before an exception: callers hand in a copy and keep it only on success
+ * (Chain.seal_run). Hashing is OpenSSL's SHA-256 (OpenSSL 3) and the CRC is zlib's;
+ * nothing here writes a primitive of its own. Pure: no I/O, no clock.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <stdint.h>
 #include <string.h>
@@ -45,6 +48,7 @@ static EVP_MD *sha256_md; /* fetched once at import */
 static PyObject *s_stream, *s_seq, *s_ts_ns, *s_kind, *s_prev_hash, *s_entry_hash;
 static PyObject *s_fields, *s_typed, *s_payloads, *s_session_id, *s_identity,
     *s_connection, *s_subject, *s_option;
+static PyObject *kw_option; /* ("option",): dumps' keyword */
 
 /* SHA-256 of prefix || a || b, into out. */
 static int
@@ -55,6 +59,7 @@ digest3(EVP_MD_CTX *ctx, unsigned char prefix, const void *a, size_t na, const v
     if (!EVP_DigestInit_ex2(ctx, sha256_md, NULL) || !EVP_DigestUpdate(ctx, &prefix, 1) ||
         (na && !EVP_DigestUpdate(ctx, a, na)) || (nb && !EVP_DigestUpdate(ctx, b, nb)) ||
         !EVP_DigestFinal_ex(ctx, out, &len) || len != HASH_SIZE) {
+        ERR_clear_error();
         PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
         return -1;
     }
@@ -76,38 +81,40 @@ hex_str(const unsigned char *h)
     return s;
 }
 
-/* fields[key] if it is a str, else None (new reference). */
+/* services/journal.py index_text(v): a string as a plain str, else None (new ref). */
 static PyObject *
-str_or_none(PyObject *fields, PyObject *key)
+index_text(PyObject *v)
 {
-    PyObject *v = PyDict_GetItemWithError(fields, key);
-    if (v == NULL && PyErr_Occurred())
-        return NULL;
-    if (v != NULL && PyUnicode_CheckExact(v))
-        return Py_NewRef(v);
+    if (v != NULL && PyUnicode_Check(v))
+        return PyUnicode_FromObject(v); /* the object itself if exactly a str */
     Py_RETURN_NONE;
 }
 
-/* services/journal.py subject_of(fields["identity"]) (new reference). */
+/* index_text(d.get(key)) for a dict d (new reference). */
+static PyObject *
+text_field(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL && PyErr_Occurred())
+        return NULL;
+    return index_text(v);
+}
+
+/* services/journal.py subject_of(fields.get("identity")) (new reference). */
 static PyObject *
 subject_of(PyObject *fields)
 {
     PyObject *ident = PyDict_GetItemWithError(fields, s_identity);
-    if (ident == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    if (PyDict_CheckExact(ident))
-        return str_or_none(ident, s_subject);
-    if (PyUnicode_CheckExact(ident))
-        return Py_NewRef(ident);
-    Py_RETURN_NONE;
+    if (ident == NULL && PyErr_Occurred())
+        return NULL;
+    if (ident != NULL && PyDict_Check(ident))
+        return text_field(ident, s_subject);
+    return index_text(ident);
 }
 
 /* 1: the draft can be sealed here; 0: not (the caller's checked path decides);
- * -1: error. On 1, *fields, *ts and *kind are borrowed from the draft's attributes,
- * which the caller keeps alive through *hold (a new reference to the draft's fields). */
+ * -1: error (an exception is set). *fields, *ts and *kind receive new references to
+ * the draft's attributes as they are read (the caller releases whichever are set). */
 static int
 qualifies(PyObject *draft, PyObject **fields, PyObject **ts, PyObject **kind)
 {
@@ -125,10 +132,9 @@ qualifies(PyObject *draft, PyObject **fields, PyObject **ts, PyObject **kind)
     Py_DECREF(payloads);
     if (!ok)
         return 0;
-    *fields = PyObject_GetAttr(draft, s_fields);
-    *ts = PyObject_GetAttr(draft, s_ts_ns);
-    *kind = PyObject_GetAttr(draft, s_kind);
-    if (*fields == NULL || *ts == NULL || *kind == NULL)
+    if ((*fields = PyObject_GetAttr(draft, s_fields)) == NULL ||
+        (*ts = PyObject_GetAttr(draft, s_ts_ns)) == NULL ||
+        (*kind = PyObject_GetAttr(draft, s_kind)) == NULL)
         return -1;
     if (!PyDict_CheckExact(*fields) || !PyLong_CheckExact(*ts) || !PyUnicode_CheckExact(*kind) ||
         PyUnicode_GET_LENGTH(*kind) == 0)
@@ -224,9 +230,9 @@ static PyObject *
 make_row(PyObject *row_type, PyObject *stream, PyObject *seq, PyObject *ts, PyObject *kind,
          PyObject *fields, PyObject *canon, PyObject *hash)
 {
-    PyObject *sid = str_or_none(fields, s_session_id);
+    PyObject *sid = text_field(fields, s_session_id);
     PyObject *subj = sid ? subject_of(fields) : NULL;
-    PyObject *conn = subj ? str_or_none(fields, s_connection) : NULL;
+    PyObject *conn = subj ? text_field(fields, s_connection) : NULL;
     if (conn == NULL) {
         Py_XDECREF(sid);
         Py_XDECREF(subj);
@@ -252,20 +258,21 @@ make_row(PyObject *row_type, PyObject *stream, PyObject *seq, PyObject *ts, PyOb
 static PyObject *
 seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "seal_run() takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "seal_run() takes 10 arguments");
         return NULL;
     }
     PyObject *stream = args[0], *size_o = args[1], *head_o = args[2], *tree = args[3];
-    PyObject *drafts = args[4], *start_o = args[5], *dumps = args[6], *option = args[7];
-    PyObject *row_type = args[8];
+    PyObject *drafts = args[4], *start_o = args[5], *stop_o = args[6], *dumps = args[7];
+    PyObject *option = args[8], *row_type = args[9];
     if (!PyUnicode_CheckExact(stream) || !PyLong_CheckExact(size_o) ||
         !PyBytes_CheckExact(head_o) || PyBytes_GET_SIZE(head_o) != HASH_SIZE ||
         !PyList_CheckExact(tree) || !PyList_CheckExact(drafts) || !PyLong_CheckExact(start_o) ||
+        !PyLong_CheckExact(stop_o) ||
         !PyType_Check(row_type) || !PyType_IsSubtype((PyTypeObject *)row_type, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError,
                         "seal_run(stream: str, size: int, head: bytes[32], tree: list, "
-                        "drafts: list, start: int, dumps, option, row_type)");
+                        "drafts: list, start: int, stop: int, dumps, option, row_type)");
         return NULL;
     }
     unsigned long long size = PyLong_AsUnsignedLongLong(size_o);
@@ -274,9 +281,11 @@ seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t start = PyLong_AsSsize_t(start_o);
     if (start == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t ndrafts = PyList_GET_SIZE(drafts);
-    if (start < 0 || start > ndrafts) {
-        PyErr_SetString(PyExc_ValueError, "start is out of range");
+    Py_ssize_t stop_at = PyLong_AsSsize_t(stop_o);
+    if (stop_at == -1 && PyErr_Occurred())
+        return NULL;
+    if (start < 0 || start > PyList_GET_SIZE(drafts) || stop_at < start) {
+        PyErr_SetString(PyExc_ValueError, "start or stop is out of range");
         return NULL;
     }
     unsigned char head[HASH_SIZE];
@@ -284,16 +293,17 @@ seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     PyObject *journal = PyByteArray_FromStringAndSize(NULL, 0);
     PyObject *rows = PyList_New(0);
-    PyObject *kwnames = PyTuple_Pack(1, s_option);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     Py_ssize_t n = 0;
-    int failed = journal == NULL || rows == NULL || kwnames == NULL;
+    int failed = journal == NULL || rows == NULL;
     if (ctx == NULL && !failed) {
         PyErr_NoMemory();
         failed = 1;
     }
-    for (Py_ssize_t i = start; !failed && i < ndrafts; i++) {
-        PyObject *draft = PyList_GET_ITEM(drafts, i);
+    /* The list's length is read at every step and each draft is held while it is read:
+     * its attributes may run Python code that changes the list. */
+    for (Py_ssize_t i = start; !failed && i < stop_at && i < PyList_GET_SIZE(drafts); i++) {
+        PyObject *draft = Py_NewRef(PyList_GET_ITEM(drafts, i));
         PyObject *fields = NULL, *ts = NULL, *kind = NULL, *doc = NULL, *canon = NULL;
         PyObject *seq = NULL, *hash = NULL, *row = NULL, *prev = NULL;
         int q = qualifies(draft, &fields, &ts, &kind);
@@ -314,11 +324,19 @@ seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (!stop) {
             PyObject *call[2] = {doc, option};
-            canon = PyObject_Vectorcall(dumps, call, 1, kwnames);
-            if (canon == NULL || !PyBytes_CheckExact(canon)) {
-                /* refused (big int, lone surrogate): the checked path decides */
-                PyErr_Clear();
+            canon = PyObject_Vectorcall(dumps, call, 1, kw_option);
+            if (canon == NULL) {
+                /* refused (JSONEncodeError, a TypeError: big int, lone surrogate): the
+                 * checked path decides; anything else (memory) is raised */
+                if (PyErr_ExceptionMatches(PyExc_TypeError))
+                    PyErr_Clear();
+                else
+                    failed = 1;
                 stop = 1;
+            }
+            else if (!PyBytes_CheckExact(canon)) {
+                PyErr_SetString(PyExc_TypeError, "dumps() did not return bytes");
+                failed = stop = 1;
             }
         }
         if (!stop) {
@@ -347,11 +365,11 @@ seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(hash);
         Py_XDECREF(row);
         Py_XDECREF(prev);
+        Py_DECREF(draft);
         if (stop)
             break;
     }
     EVP_MD_CTX_free(ctx);
-    Py_XDECREF(kwnames);
     if (failed) {
         Py_XDECREF(journal);
         Py_XDECREF(rows);
@@ -369,8 +387,8 @@ seal_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"seal_run", (PyCFunction)(void (*)(void))seal_run, METH_FASTCALL,
-     "seal_run(stream, size, head, tree, drafts, start, dumps, option, row_type) -> "
-     "(n, head, journal, rows): seal the typed drafts from drafts[start] on (see _sealer.c)."},
+     "seal_run(stream, size, head, tree, drafts, start, stop, dumps, option, row_type) -> "
+     "(n, head, journal, rows): seal the typed drafts of drafts[start:stop] (see _sealer.c)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -406,5 +424,7 @@ PyInit__sealer(void)
     INTERN(s_connection, "connection");
     INTERN(s_subject, "subject");
     INTERN(s_option, "option");
+    if ((kw_option = PyTuple_Pack(1, s_option)) == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -12,6 +12,7 @@ def seal_run(
     tree: list[bytes],
     drafts: list[Any],
     start: int,
+    stop: int,
     dumps: Callable[..., bytes],
     option: int,
     row_type: type[R],

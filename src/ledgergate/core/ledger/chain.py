@@ -196,29 +196,32 @@ class Chain:
         return SealedEntry(st.stream, st.size - 1, ts_ns, kind, data, h)
 
     def seal_run(
-        self, drafts: list[Draft], start: int, row_type: type[R]
+        self, drafts: list[Draft], start: int, row_type: type[R], stop: int | None = None
     ) -> tuple[int, bytes, list[R]]:
-        """Seal drafts from ``drafts[start]`` on natively while they are typed, without
-        payloads and valid, exactly as ``seal`` would (same bytes, same state): return how
-        many were sealed (0 if ``drafts[start]`` needs ``seal``), their journal ``E``
-        records end to end, and a ``row_type`` row per entry (stream, seq, ts_ns, kind,
-        session_id, identity subject, connection, canonical, entry_hash). On an exception
-        the state may have moved: the caller restores its copy."""
+        """Seal drafts from ``drafts[start]`` (up to ``stop``) natively while they are
+        typed, without payloads and valid, exactly as ``seal`` would (same bytes, same
+        state): return how many were sealed (0 if ``drafts[start]`` needs ``seal``), their
+        journal ``E`` records end to end, and a ``row_type`` row per entry (stream, seq,
+        ts_ns, kind, session_id, identity subject, connection, canonical, entry_hash:
+        ``row_type`` must have those nine columns in that order). On an exception the
+        state is unchanged."""
         st = self._state
         tree = st.tree
+        roots = tree.roots_list()
         n, head, journal, rows = _sealer.seal_run(
             st.stream,
             st.size,
             st.head_hash,
-            tree.live_roots(),
+            roots,
             drafts,
             start,
+            len(drafts) if stop is None else stop,
             _DUMPS,
             _DUMPS_OPTION,
             row_type,
         )
         if n:
-            tree.grown(n)
+            tree.adopt(roots, n)
             st.size += n
             st.head_hash = head
         return n, journal, rows

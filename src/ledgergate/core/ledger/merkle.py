@@ -110,16 +110,18 @@ class CompactRange:
         for leaf in leaves:
             self.append(leaf)
 
-    def live_roots(self) -> list[bytes]:
-        """The list of subtree roots itself, for ``core.ledger._sealer`` to merge leaves
-        into exactly as ``append`` does; the caller then calls ``grown``."""
-        return self._hashes
+    def roots_list(self) -> list[bytes]:
+        """A new list of the subtree roots, for ``core.ledger._sealer`` to merge leaves into
+        exactly as ``append`` does; ``adopt`` takes it back."""
+        return list(self._hashes)
 
-    def grown(self, n: int) -> None:
-        """``n`` leaves were merged into ``live_roots()``: count them."""
+    def adopt(self, roots: list[bytes], n: int) -> None:
+        """Take ``roots``: this range's roots (``roots_list``) with ``n`` more leaves
+        merged in."""
         size = self._size + n
-        if len(self._hashes) != size.bit_count():
+        if n < 0 or len(roots) != size.bit_count():
             raise ValueError(f"a compact range of size {size} has {size.bit_count()} roots")
+        self._hashes = roots
         self._size = size
 
     def root(self) -> bytes:
