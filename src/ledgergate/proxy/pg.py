@@ -334,7 +334,7 @@ class PgGateway:
         n = 0
         for s in list(self.sessions):
             why = verdicts.get(s.session_id)
-            if why is not None and s.relaying and not s.closed:
+            if why is not None and s.relaying and not s.closed and not s.relay.ending:
                 s.end(why)
                 n += 1
         return n

@@ -202,8 +202,10 @@ class PgSession:
 
     def end(self, why: str) -> None:
         """End the session because its identity may no longer hold it: a
-        ``session.terminated`` entry, a FATAL error the client prints, then close."""
-        if self.closed or not self.relaying:
+        ``session.terminated`` entry, a FATAL error the client prints, then close. Once
+        only: a session already ending (waiting for the server message in flight to
+        finish) is not ended again, so two re-checks racing record one termination."""
+        if self.closed or not self.relaying or self.relay.ending:
             return
         if self.recorder is not None:
             with contextlib.suppress(LedgerUnavailable):
