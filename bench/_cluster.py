@@ -156,13 +156,15 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-class Pgbouncer:
-    """pgbouncer in session mode in front of one database, run as the postgres user
-    (pgbouncer refuses root). Clients authenticate with SCRAM as the superuser; pgbouncer
-    logs in to PostgreSQL with the same password."""
+class _PeerRelay:
+    """A relay in front of the cluster that clients go through as the superuser (the
+    peers the gateway is compared with): its files under ``workdir/name``, its process."""
+
+    name = ""
+    log_name = ""
 
     def __init__(self, workdir: Path, cluster: PgCluster, dbname: str) -> None:
-        self.dir = workdir / "pgbouncer"
+        self.dir = workdir / self.name
         self.cluster = cluster
         self.dbname = dbname
         self.port = 0
@@ -170,7 +172,32 @@ class Pgbouncer:
 
     @property
     def log(self) -> Path:
-        return self.dir / "pgbouncer.log"
+        return self.dir / self.log_name
+
+    def _endpoint(self) -> Endpoint:
+        assert self.proc is not None
+        return Endpoint(
+            self.name,
+            "127.0.0.1",
+            self.port,
+            self.dbname,
+            SUPERUSER,
+            self.cluster.password,
+            self.proc.pid,
+        )
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+
+class Pgbouncer(_PeerRelay):
+    """pgbouncer in session mode in front of one database, run as the postgres user
+    (pgbouncer refuses root). Clients authenticate with SCRAM as the superuser; pgbouncer
+    logs in to PostgreSQL with the same password."""
+
+    name = "pgbouncer"
+    log_name = "pgbouncer.log"
 
     def start(self) -> Endpoint:
         self.dir.mkdir()
@@ -210,37 +237,16 @@ class Pgbouncer:
             **as_postgres(),
         )
         wait_listening(self.port, self.proc, self.log, "pgbouncer")
-        return Endpoint(
-            "pgbouncer",
-            "127.0.0.1",
-            self.port,
-            self.dbname,
-            SUPERUSER,
-            self.cluster.password,
-            self.proc.pid,
-        )
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
+        return self._endpoint()
 
 
-class PythonRelay:
+class PythonRelay(_PeerRelay):
     """``bench/byte_relay.py``: the bare Python relay (uvloop, Protocol callbacks, bytes
     passed on as they arrive), as a reference for what any Python relay costs here."""
 
     SCRIPT = Path(__file__).resolve().parent / "byte_relay.py"
-
-    def __init__(self, workdir: Path, cluster: PgCluster, dbname: str) -> None:
-        self.dir = workdir / "python-relay"
-        self.cluster = cluster
-        self.dbname = dbname
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "relay.log"
+    name = "python-relay"
+    log_name = "relay.log"
 
     def start(self) -> Endpoint:
         self.dir.mkdir()
@@ -256,19 +262,7 @@ class PythonRelay:
                 start_new_session=True,
             )
         wait_listening(self.port, self.proc, self.log, "byte_relay.py")
-        return Endpoint(
-            "python-relay",
-            "127.0.0.1",
-            self.port,
-            self.dbname,
-            SUPERUSER,
-            self.cluster.password,
-            self.proc.pid,
-        )
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
+        return self._endpoint()
 
 
 class GatewayProcess:
