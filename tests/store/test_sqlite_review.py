@@ -33,7 +33,7 @@ def _row(
 
 def test_reviews_round_trip_filter_and_raise_the_epoch(tmp_path: Path) -> None:
     st = open_store(_url(tmp_path))
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION >= 4
     assert st.review_epoch() == 0 and st.list_reviews() == [] and st.get_review("x") is None
     a = _row("rv_a", created=1)
     b = _row("rv_b", state="approved", created=3, binding="c" * 64, due=50)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ledgergate.core.config import ConfigError, parse_duration, split_address
+from ledgergate.core.config import ConfigError, Connection, parse_duration, split_address
 from ledgergate.services.config import load_settings
 
 ConfigOpt = Annotated[
@@ -87,7 +87,10 @@ def register(app: typer.Typer) -> None:
                 connections.append(demo)
         try:
             for c in connections:
-                settings.backend_password(c)
+                if isinstance(c, Connection):
+                    settings.backend_password(c)
+                else:
+                    gw.held_credential(c)  # resolvable now, not at the first request
         except ConfigError as e:
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None
@@ -140,6 +143,10 @@ def register(app: typer.Typer) -> None:
                 return
             shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
             typer.echo(f"ledgergate: listening for PostgreSQL clients on {host}:{port}")
+            if rt.http_bound is not None:
+                hh, hp = rt.http_bound
+                scheme = "https" if cfg.listeners.http.tls else "http"
+                typer.echo(f"ledgergate: listening for S3 and HTTP clients on {scheme}://{hh}:{hp}")
             if api is not None:
                 typer.echo(f"ledgergate: REST API on {api.url} (OpenAPI: {api.url}/docs)")
             typer.echo(
@@ -151,8 +158,9 @@ def register(app: typer.Typer) -> None:
                     "127.0.0.1:5432 for the demo); write a ledgergate.yaml, see README"
                 )
             for c in connections:
+                where = f"{c.address}/{c.database}" if isinstance(c, Connection) else c.target_url
                 typer.echo(
-                    f"ledgergate: connection {c.name!r} -> {c.address}/{c.database} "
+                    f"ledgergate: connection {c.name!r} ({c.type}) -> {where} "
                     f"(recording: {c.recording})"
                 )
             if embedded and connections:

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, emit_json, fail, fmt_ns
 from ledgergate.core.config import parse_duration
-from ledgergate.services import tokens
+from ledgergate.services import access_keys, tokens
+from ledgergate.services.keys import SecretSealer, load_or_create_payload_key
 from ledgergate.services.ledger import LedgerUnavailable
 
 app = typer.Typer(no_args_is_help=True, help="Mint, list and revoke gateway tokens.")
@@ -44,9 +45,19 @@ def create(
         list[str] | None,
         typer.Option("--group", help="Bind this group to the token (repeatable)."),
     ] = None,
+    s3: Annotated[
+        bool,
+        typer.Option(
+            "--s3",
+            help="Issue an S3 access key (id + secret, for boto3, the aws CLI, rclone) "
+            "instead of a token.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Mint a token. It is shown once, alone on the last line; only its hash is kept."""
+    """Mint a token (shown once, alone on the last line; only its hash is kept), or with
+    --s3 an access key (AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=… on the last two
+    lines, shown once; the secret is kept sealed)."""
     try:
         ttl_ns = parse_duration(ttl)
     except ValueError as e:
@@ -58,6 +69,9 @@ def create(
             fail(f"identity {identity!r} is disabled; enable it first", 2)
         # A service account's groups come with its tokens unless --group says otherwise.
         groups = tuple(group) if group else (ident.groups if ident is not None else ())
+        if s3:
+            _create_access_key(env, identity, kind.value, ttl_ns, now, groups, connection)
+            return
         try:
             tok, rec = tokens.create_token(
                 env.store,
@@ -81,6 +95,43 @@ def create(
         err=True,
     )
     typer.echo(tok)
+
+
+def _create_access_key(
+    env: Env,
+    identity: str,
+    kind: str,
+    ttl_ns: int,
+    now: int,
+    groups: tuple[str, ...],
+    connection: list[str] | None,
+) -> None:
+    try:
+        key_id, secret, rec = access_keys.create_access_key(
+            env.store,
+            env.writer(),
+            SecretSealer(load_or_create_payload_key(env.settings.access_key_key)),
+            identity=identity,
+            kind=kind,
+            ttl_ns=ttl_ns,
+            now_ns=now,
+            created_by=env.actor,
+            groups=groups,
+            connections=tuple(connection) if connection else None,
+            max_ttl_ns=parse_duration(env.settings.config.identity.max_api_token_ttl),
+        )
+    except tokens.TokenError as e:
+        fail(str(e), 2)
+    except LedgerUnavailable as e:
+        fail(f"the access key was not created: {e}")
+    typer.echo(
+        f"access key {key_id} (token {rec.id}) for {rec.kind} {rec.identity!r}, expires "
+        f"{fmt_ns(rec.expires_ns)}.\nThe secret is shown once, on stdout; revoke with "
+        f"ledgergate token revoke {rec.id}.",
+        err=True,
+    )
+    typer.echo(f"AWS_ACCESS_KEY_ID={key_id}")
+    typer.echo(f"AWS_SECRET_ACCESS_KEY={secret}")
 
 
 @app.command("list")

@@ -15,7 +15,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -25,20 +27,28 @@ from pydantic import (
 from ledgergate.core.policy.rules import PolicySettings
 
 __all__ = [
+    "CONNECTION_TYPES",
     "NOTIFY_EVENTS",
+    "AnyConnection",
     "ApiListener",
     "Config",
     "ConfigError",
     "Connection",
     "Credentials",
     "Grant",
+    "HttpAuth",
+    "HttpConnection",
+    "HttpListener",
     "IdentitySettings",
     "LedgerSettings",
     "NotificationSettings",
     "NotifyEvent",
     "OidcSettings",
+    "PostgresConnection",
     "PostgresListener",
     "Roles",
+    "S3Connection",
+    "S3Credentials",
     "SamlSettings",
     "WebhookSettings",
     "format_duration",
@@ -117,19 +127,12 @@ class Credentials(_Strict):
     __str__ = __repr__
 
 
-class Connection(_Strict):
+class _ConnectionBase(_Strict):
+    """What every connection has, whatever its protocol."""
+
     name: Name
-    type: Literal["postgres"] = "postgres"
-    address: str  # host:port
-    database: str
-    credentials: Credentials
-    sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
-    sslrootcert: str | None = None  # CA bundle for verify-full (default: system store)
     recording: Literal["metadata", "redacted", "full"] = "redacted"
     connect_timeout: float = 10.0
-    # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
-    # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
-    require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
     # A session on this connection ends when it has lasted this long (e.g. ``4h``),
     # whatever its token says; unset: only the token and the identity bound it.
     max_session: str | None = None
@@ -145,6 +148,20 @@ class Connection(_Strict):
     def max_session_ns(self) -> int | None:
         return parse_duration(self.max_session) if self.max_session else None
 
+
+class Connection(_ConnectionBase):
+    """A PostgreSQL server (``type: postgres``, the default)."""
+
+    type: Literal["postgres"] = "postgres"
+    address: str  # host:port
+    database: str
+    credentials: Credentials
+    sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    sslrootcert: str | None = None  # CA bundle for verify-full (default: system store)
+    # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
+    # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
+    require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
+
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
@@ -158,6 +175,156 @@ class Connection(_Strict):
     @property
     def port(self) -> int:
         return split_address(self.address)[1]
+
+
+PostgresConnection = Connection
+
+
+class S3Credentials(_Strict):
+    """The access key the gateway signs with towards the storage; ``secret_access_key``
+    is ``env:VAR``, ``file:PATH`` or a literal, resolved at start, never shown."""
+
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:
+        return f"S3Credentials(access_key_id={self.access_key_id!r}, secret_access_key=<hidden>)"
+
+    __str__ = __repr__
+
+
+def _check_base_url(v: str) -> str:
+    check_http_url(v)
+    parts = urlsplit(v)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must be scheme://host[:port][/path] (no query, fragment or user)")
+    return v.rstrip("/")
+
+
+class _HttpBackend(_ConnectionBase):
+    # Verify the backend's TLS certificate (against ``ca_file``, or the system store).
+    verify_tls: bool = True
+    ca_file: str | None = None
+    # A request must be answered (headers) within this many seconds.
+    response_timeout: float = 300.0
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.target_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.target_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.target_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.target_url).path.rstrip("/")
+
+    @property
+    def target_url(self) -> str:
+        """The backend's URL (the S3 endpoint, the API's base URL)."""
+        raise NotImplementedError
+
+
+class S3Connection(_HttpBackend):
+    """An S3-compatible object store (``type: s3``). Clients sign with a key ledgergate
+    issued; the gateway checks it, then signs again with ``credentials``."""
+
+    type: Literal["s3"]
+    endpoint: str  # http(s)://host[:port]
+    region: str = "us-east-1"
+    # How the gateway addresses buckets at the storage: ``/bucket/key`` or
+    # ``bucket.host/key``.
+    addressing: Literal["path", "virtual"] = "path"
+    credentials: S3Credentials
+    # The buckets clients may reach (names or globs); unset: every bucket the key sees.
+    buckets: list[str] | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_base_url(v)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", v):
+            raise ValueError("must be a region name such as us-east-1")
+        return v
+
+    @property
+    def target_url(self) -> str:
+        return self.endpoint
+
+
+class HttpAuth(_Strict):
+    """The credential the gateway adds to every request towards an HTTP API: a bearer
+    token, basic auth, a named header, or nothing. Values may be ``env:``/``file:``."""
+
+    type: Literal["none", "bearer", "basic", "header"] = "none"
+    token: str | None = None  # bearer
+    user: str | None = None  # basic
+    password: str | None = None  # basic
+    header: str | None = None  # header: its name, e.g. X-Api-Key
+    value: str | None = None  # header: its value
+
+    @model_validator(mode="after")
+    def _complete(self) -> HttpAuth:
+        need = {
+            "none": (),
+            "bearer": ("token",),
+            "basic": ("user", "password"),
+            "header": ("header", "value"),
+        }[self.type]
+        for key in need:
+            if not getattr(self, key):
+                raise ValueError(f"auth type {self.type} needs {key}")
+        if self.header is not None and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", self.header):
+            raise ValueError("header must be an HTTP header name")
+        return self
+
+    def __repr__(self) -> str:
+        return f"HttpAuth(type={self.type!r}, <hidden>)"
+
+    __str__ = __repr__
+
+
+class HttpConnection(_HttpBackend):
+    """An HTTP API (``type: http``): clients call ``/<name>/<path>`` on the gateway with
+    their ledgergate token; the gateway calls ``base_url/<path>`` with ``auth``."""
+
+    type: Literal["http"]
+    base_url: str
+    auth: HttpAuth = HttpAuth()
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        return _check_base_url(v)
+
+    @property
+    def target_url(self) -> str:
+        return self.base_url
+
+
+def _connection_type(v: object) -> str:
+    if isinstance(v, dict):
+        return str(v.get("type", "postgres"))
+    return str(getattr(v, "type", "postgres"))
+
+
+AnyConnection = Annotated[
+    Annotated[Connection, Tag("postgres")]
+    | Annotated[S3Connection, Tag("s3")]
+    | Annotated[HttpConnection, Tag("http")],
+    Discriminator(_connection_type),
+]
+CONNECTION_TYPES = ("postgres", "s3", "http")
 
 
 def split_address(v: str, default_port: int = 5432) -> tuple[str, int]:
@@ -226,8 +393,32 @@ class ApiListener(_Strict):
         return v
 
 
+class HttpListener(_Strict):
+    """The HTTPS listener for ``s3`` and ``http`` connections (on when one is declared).
+    TLS with the gateway's certificate unless ``tls`` is false; over plaintext a bearer
+    or basic token would travel in the clear, so it is refused unless
+    ``allow_plaintext`` says so (AWS signatures never carry the secret and are taken)."""
+
+    address: str = "0.0.0.0:19443"
+    tls: bool = True
+    allow_plaintext: bool = False
+    # A client must send a request's headers within this many seconds of starting it
+    # (slow-header clients), and may stay idle between requests this long.
+    header_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    # A body read that makes no progress for this long ends the request.
+    body_timeout: float = 120.0
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        split_address(v, 19443)
+        return v
+
+
 class Listeners(_Strict):
     postgres: PostgresListener = PostgresListener()
+    http: HttpListener = HttpListener()
     api: ApiListener = ApiListener()
 
 
@@ -496,7 +687,7 @@ class Config(_Strict):
     listeners: Listeners = Listeners()
     tls: TlsSettings = TlsSettings()
     ledger: LedgerSettings = LedgerSettings()
-    connections: list[Connection] = []
+    connections: list[AnyConnection] = []
     identity: IdentitySettings = IdentitySettings()
     roles: Roles = Roles()
     # Unset: any authenticated identity may reach every connection (a warning is logged
@@ -513,7 +704,7 @@ class Config(_Strict):
         _check_unique([c.name for c in self.connections], "connections", "connection")
         return self
 
-    def connection(self, name: str) -> Connection | None:
+    def connection(self, name: str) -> Connection | S3Connection | HttpConnection | None:
         for c in self.connections:
             if c.name == name:
                 return c
@@ -531,7 +722,13 @@ def parse_config(doc: object) -> Config:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            # the union's tag ("connections.0.s3.endpoint") is not a key of the file
+            parts = [
+                str(p)
+                for i, p in enumerate(err["loc"])
+                if not (i == 2 and err["loc"][0] == "connections" and p in CONNECTION_TYPES)
+            ]
+            loc = ".".join(parts) or "(top level)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"

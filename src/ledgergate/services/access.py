@@ -25,8 +25,9 @@ from ledgergate.core.identity import (
     roles_of,
     within_scope,
 )
-from ledgergate.services import tokens
+from ledgergate.services import access_keys, tokens
 from ledgergate.services.identities import store_rules
+from ledgergate.services.keys import SecretSealer
 from ledgergate.store.base import IdentityRow, Store
 
 __all__ = ["AccessControl", "Admission"]
@@ -43,7 +44,7 @@ class Admission:
     reason: str | None
     expires_ns: int = 0
     scope: tuple[str, ...] | None = None
-    via: str = "token"  # "token" | "jwt"
+    via: str = "token"  # "token" | "jwt" | "access_key"
     grant: str | None = None  # which grant admitted it ("config", "open", a grant id)
 
 
@@ -111,6 +112,34 @@ class AccessControl:
         else:
             return Admission(False, False, None, None, "unknown token", 0)
         return self._authorize(adm, connection)
+
+    def admit_key(
+        self, key_id: str, sealer: SecretSealer, connection: str | None, now_ns: int
+    ) -> tuple[Admission, str | None, tuple[str, ...] | None]:
+        """An S3 access key presented in a signature: (admission, its secret for the
+        signature check, the key's connection scope). The secret is returned only for a
+        key that is active; ``connection`` None checks the key alone (the caller picks
+        the connection from the scope, then calls again)."""
+        got = access_keys.lookup(self.store, sealer, key_id)
+        if got is None:
+            return Admission(False, False, None, None, "unknown access key"), None, None
+        row = got.token
+        ident = {"kind": row.kind, "subject": row.identity, "groups": list(row.groups)}
+        if row.revoked_ns is not None:
+            why = "access key revoked"
+            return Admission(False, False, ident, row.id, why, row.expires_ns), None, None
+        if now_ns >= row.expires_ns:
+            why = "access key expired"
+            return Admission(False, False, ident, row.id, why, row.expires_ns), None, None
+        if row.last_used_ns is None or now_ns - row.last_used_ns >= tokens.TOUCH_EVERY_NS:
+            self.store.touch_token(row.id, now_ns)
+        adm = Admission(
+            True, False, ident, row.id, None, row.expires_ns, row.connections, "access_key"
+        )
+        if connection is None:
+            return adm, got.secret, row.connections
+        adm = self._authorize(adm, connection)
+        return adm, got.secret if adm.ok else None, row.connections
 
     def _seen(self, claims: Claims, now_ns: int) -> None:
         """Remember an identity first met through its IdP token (for SCIM, disabling and

@@ -93,6 +93,11 @@ class Settings:
         return self.data_dir / "journal"
 
     @property
+    def access_key_key(self) -> Path:
+        """The key S3 access-key secrets are sealed under in the store."""
+        return self.data_dir / "keys" / "access-keys.key"
+
+    @property
     def cli_stream(self) -> str:
         """The stream the CLI's admin actions (tokens...) are appended to."""
         return f"cli@{self.gateway_name}"

@@ -18,21 +18,25 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ledgergate.core.config import (
+    AnyConnection,
     ConfigError,
     Connection,
     Credentials,
+    HttpConnection,
+    S3Connection,
     parse_duration,
     split_address,
 )
 from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.core.policy.effective import PolicyError
+from ledgergate.proxy.http.gateway import Admitted, HttpGateway
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys, policy_rules
@@ -43,7 +47,7 @@ from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
 from ledgergate.store import open_store
 
-__all__ = ["Addon", "GatewayRuntime", "demo_connection", "run_gateway"]
+__all__ = ["Addon", "GatewayRuntime", "demo_connection", "held_credential", "run_gateway"]
 
 log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
@@ -80,8 +84,10 @@ class Addon(Protocol):
 @dataclass
 class GatewayRuntime:
     settings: Settings
-    connections: list[Connection]
+    connections: list[AnyConnection]
     gateway: PgGateway | None = None
+    http: HttpGateway | None = None
+    http_bound: tuple[str, int] | None = None
     sink: LedgerSink | None = None
     bound: tuple[str, int] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -189,10 +195,11 @@ class GatewayRuntime:
                 s.config.notifications, self.reviews.attempts.append, console_url=api_public_url(s)
             )
         await self.reviews.start()
-        passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in self.connections}
+        pg_conns = [c for c in self.connections if isinstance(c, Connection)]
+        passwords: dict[str, str | None] = {c.name: s.backend_password(c) for c in pg_conns}
         pl = s.config.listeners.postgres
         self.gateway = PgGateway(
-            connections={c.name: c for c in self.connections},
+            connections={c.name: c for c in pg_conns},
             passwords=lambda c: passwords[c.name],
             authenticate=authenticate,
             sink=self.sink,
@@ -208,15 +215,92 @@ class GatewayRuntime:
             worker_key=s.worker_key,
             listen_fds=s.listen_fds,
         )
-        self.reviews.windows_in_use = self.gateway.windows_in_use
-        self.reviews.close_window = self.gateway.close_window
+        self.reviews.windows_in_use = lambda: set().union(
+            *(g.windows_in_use() for g in self._listeners())
+        )
+        self.reviews.close_window = lambda rid, why: sum(
+            g.close_window(rid, why) for g in self._listeners()
+        )
         host, port = split_address(pl.address, 15432)
         server = await self.gateway.listen(host, port)
         sock = server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
+        await self._start_http(authenticate)
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
+
+    async def _start_http(self, authenticate: Callable[[str, str], Awaitable[AuthResult]]) -> None:
+        """The HTTPS listener, when an ``s3`` or ``http`` connection is declared."""
+        s = self.settings
+        conns = {
+            c.name: c for c in self.connections if isinstance(c, S3Connection | HttpConnection)
+        }
+        if not conns:
+            return
+        assert self._access is not None and self.sink is not None
+        access, loop = self._access, asyncio.get_running_loop()
+        sealer = keys.SecretSealer(keys.load_or_create_payload_key(s.access_key_key))
+
+        async def by_token(token: str, connection: str) -> Admitted:
+            r = await authenticate(token, connection)
+            return Admitted(
+                r.ok,
+                r.identity,
+                r.token_id,
+                r.reason,
+                r.denied,
+                r.expires_ns,
+                r.via,
+                r.grant,
+                r.window,
+            )
+
+        async def by_key(
+            key_id: str, connection: str | None
+        ) -> tuple[Admitted, str | None, tuple[str, ...] | None]:
+            a, secret, scope = await loop.run_in_executor(
+                self._auth_pool, access.admit_key, key_id, sealer, connection, time.time_ns()
+            )
+            adm = Admitted(
+                a.ok, a.identity, a.token_id, a.reason, a.denied, a.expires_ns, a.via, a.grant
+            )
+            if adm.ok and connection is not None and self.reviews is not None:
+                # access review windows apply to these connections as to PostgreSQL ones
+                ident = adm.identity or {}
+                groups = tuple(str(g) for g in ident.get("groups", ()))
+                policies = self.gateway.policies if self.gateway is not None else None
+                sp = policies.for_session(connection, groups) if policies is not None else None
+                if sp is not None and sp.access:
+                    ok, window, why = await self.reviews.access_window(
+                        str(ident.get("subject", "")), groups, connection
+                    )
+                    if not ok:
+                        return replace(adm, ok=False, denied=True, reason=why), None, scope
+                    if window is not None and window.window_end_ns is not None:
+                        adm = replace(adm, window=(window.id, window.window_end_ns))
+            return adm, secret, scope
+
+        held = {c.name: held_credential(c) for c in conns.values()}
+        hl = s.config.listeners.http
+        self.http = HttpGateway(
+            connections=conns,
+            held=held,
+            authenticate=by_token,
+            authenticate_key=by_key,
+            sink=self.sink,
+            tls=self.server_tls() if hl.tls else None,
+            listener=hl,
+            hostnames=(s.gateway_name, "localhost"),
+            policies=lambda: self.gateway.policies if self.gateway is not None else None,
+        )
+        host, port = split_address(hl.address, 19443)
+        server = await self.http.listen(host, port)
+        sock = server.sockets[0].getsockname()
+        self.http_bound = (str(sock[0]), int(sock[1]))
+
+    def _listeners(self) -> list[PgGateway | HttpGateway]:
+        return [g for g in (self.gateway, self.http) if g is not None]
 
     def _masking_key(self) -> bytes:
         """The keyed-tokenization secret: configured, or generated once (0600)."""
@@ -250,7 +334,7 @@ class GatewayRuntime:
         A change of the stored policy rules (the policy epoch) is applied within the
         same second."""
         assert self._access is not None and self.gateway is not None
-        access, gw, loop = self._access, self.gateway, asyncio.get_running_loop()
+        access, loop = self._access, asyncio.get_running_loop()
         interval = parse_duration(self.settings.config.identity.recheck_interval) / 1e9
         last_epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
         last_full = loop.time()
@@ -261,8 +345,15 @@ class GatewayRuntime:
                 epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
                 if epoch == last_epoch and loop.time() - last_full < interval:
                     continue
+                if epoch != last_epoch and self.http is not None:
+                    self.http.access_changed()
                 last_epoch, last_full = epoch, loop.time()
-                facts = [x.facts for x in gw.open_sessions() if x.facts is not None]
+                facts = [
+                    x.facts
+                    for g in self._listeners()
+                    for x in g.open_sessions()
+                    if x.facts is not None
+                ]
                 verdicts = await loop.run_in_executor(
                     self._auth_pool, access.recheck, facts, time.time_ns()
                 )
@@ -270,7 +361,8 @@ class GatewayRuntime:
                 log.exception("re-checking open sessions failed; retrying")
                 continue
             if verdicts:
-                gw.end_sessions(verdicts)
+                for g in self._listeners():
+                    g.end_sessions(verdicts)
 
     async def refresh_policy(self) -> bool:
         """Rebuild the policy if the store's policy epoch moved, and apply it: new
@@ -314,11 +406,16 @@ class GatewayRuntime:
             await self.refresh_policy()
         except Exception:  # the watch retries within a second
             log.exception("applying the changed policy failed; retrying")
-        facts = [x.facts for x in self.gateway.open_sessions() if x.facts is not None]
+        if self.http is not None:
+            self.http.access_changed()
+        facts = [
+            x.facts for g in self._listeners() for x in g.open_sessions() if x.facts is not None
+        ]
         verdicts = await asyncio.get_running_loop().run_in_executor(
             self._auth_pool, self._access.recheck, facts, time.time_ns()
         )
-        self.gateway.end_sessions(verdicts)
+        for g in self._listeners():
+            g.end_sessions(verdicts)
 
     async def stop(self) -> None:
         for addon in reversed(self.addons):
@@ -330,6 +427,8 @@ class GatewayRuntime:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        if self.http is not None:
+            await self.http.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown()
         if self.reviews is not None:
@@ -340,6 +439,27 @@ class GatewayRuntime:
             if self._access is not None:
                 self._auth_pool.submit(self._access.store.close)
             self._auth_pool.shutdown(wait=False)
+
+
+def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
+    """The connection's held credential, resolved (``env:``/``file:``); never logged."""
+    where = f"connections.{c.name}"
+    if isinstance(c, S3Connection):
+        return {
+            "access_key_id": c.credentials.access_key_id,
+            "secret_access_key": resolve_secret(
+                c.credentials.secret_access_key, what=f"{where}.credentials.secret_access_key"
+            ),
+        }
+    a = c.auth
+    return {
+        "token": resolve_secret(a.token, what=f"{where}.auth.token") if a.token else None,
+        "user": a.user,
+        "password": resolve_secret(a.password, what=f"{where}.auth.password")
+        if a.password
+        else None,
+        "value": resolve_secret(a.value, what=f"{where}.auth.value") if a.value else None,
+    }
 
 
 def run_gateway(runtime: GatewayRuntime, *, on_ready: Callable[[GatewayRuntime], None]) -> None:

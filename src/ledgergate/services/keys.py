@@ -33,6 +33,7 @@ __all__ = [
     "KeyError_",
     "PayloadCipher",
     "PayloadError",
+    "SecretSealer",
     "load_ledger_verifier",
     "load_or_create_ledger_signer",
     "load_or_create_payload_key",
@@ -285,3 +286,32 @@ class PayloadCipher:
         if hashlib.sha256(data).hexdigest() != digest:
             raise PayloadError(f"payload {digest[:16]}… does not match its digest")
         return data
+
+
+class SecretSealer:
+    """AES-256-GCM for secrets the gateway must read back (S3 access-key secrets: a
+    SigV4 verifier needs the secret itself). blob = nonce (12) || ciphertext+tag; the
+    key id is the associated data, so a sealed secret cannot be moved to another key."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != PAYLOAD_KEY_BYTES:
+            raise KeyError_("a sealing key is 32 bytes")
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "SecretSealer(<key hidden>)"
+
+    def seal(self, key_id: str, secret: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, secret.encode("utf-8"), key_id.encode())
+
+    def open(self, key_id: str, blob: bytes) -> str:
+        try:
+            data = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], key_id.encode())
+        except (InvalidTag, ValueError):
+            raise PayloadError(
+                f"the secret of access key {key_id} does not decrypt (wrong key or altered)"
+            ) from None
+        return data.decode("utf-8")

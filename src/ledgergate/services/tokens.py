@@ -144,11 +144,14 @@ def create_token(
     max_ttl_ns: int = MAX_TTL_NS,
     rotated_from: str | None = None,
     also: Callable[[Store], object] | None = None,
+    after: Callable[[Store, TokenRow], object] | None = None,
+    access_key: str | None = None,
 ) -> tuple[str, TokenRecord]:
     """Mint a token for ``identity``; return (token, record). The caller shows the token
     once; only its hash is stored. ``groups`` are bound to it now; ``connections``
     limits where it may be used. ``also`` runs in the same transaction (e.g. revoking
-    the token this one rotates). Raises ``TokenError`` for a bad request."""
+    the token this one rotates), ``after`` once the row is in (an S3 access key
+    attached to it). Raises ``TokenError`` for a bad request."""
     if kind not in KINDS:
         raise TokenError("the token kind must be 'user' or 'service'")
     if not _IDENTITY.match(identity) or identity != identity.strip():
@@ -187,11 +190,15 @@ def create_token(
         body["connections"] = list(row.connections)
     if rotated_from is not None:
         body["rotated_from"] = rotated_from
+    if access_key is not None:
+        body["access_key_id"] = access_key  # the id, as AWS logs it; never the secret
 
     def change(st: Store) -> None:
         if also is not None:
             also(st)
         st.insert_token(row)
+        if after is not None:
+            after(st, row)
 
     record_change(store, writer, Draft(now_ns, "token.created", body), change)
     return token, TokenRecord.from_row(row)
@@ -277,6 +284,8 @@ def rotate_token(
         raise TokenError(f"no token {token_id[:40]!r}")
     if row.revoked_ns is not None or now_ns >= row.expires_ns:
         raise TokenError(f"{token_id} is no longer active; create a new token instead")
+    if row.purpose == "s3":
+        raise TokenError(f"{token_id} is an S3 access key: create a new one, then revoke it")
     ttl = ttl_ns if ttl_ns is not None else row.expires_ns - row.created_ns
     return create_token(
         store,

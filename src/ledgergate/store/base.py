@@ -276,6 +276,16 @@ class Store(Protocol):
 
     def list_tokens(self, identity: str | None = None) -> list[TokenRow]: ...
 
+    def insert_access_key(self, key_id: str, token_id: str, sealed_secret: bytes) -> None:
+        """An S3 access key for the token (inserted in the token's transaction)."""
+        ...
+
+    def access_key(self, key_id: str) -> tuple[TokenRow, bytes] | None:
+        """The token an access key id belongs to and its sealed secret."""
+        ...
+
+    def access_key_ids(self, token_ids: Sequence[str]) -> dict[str, str]: ...
+
     def tokens_by_ids(self, ids: Sequence[str]) -> list[TokenRow]: ...
 
     # -- identities and grants --------------------------------------------------------

@@ -23,7 +23,7 @@ import orjson
 
 from ledgergate.core.ledger.merkle import HASH_SIZE
 from ledgergate.store.base import CheckpointRow, EntryRow, StoreError
-from ledgergate.store.sqlite_identity import IDENTITY_SCHEMA, IdentityTables
+from ledgergate.store.sqlite_identity import ACCESS_KEY_SCHEMA, IDENTITY_SCHEMA, IdentityTables
 from ledgergate.store.sqlite_identity import translated as _translated
 from ledgergate.store.sqlite_policy import POLICY_SCHEMA, PolicyTables
 from ledgergate.store.sqlite_review import REVIEW_SCHEMA, ReviewTables
@@ -97,6 +97,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, IDENTITY_SCHEMA),
     (3, POLICY_SCHEMA),
     (4, REVIEW_SCHEMA),
+    (5, ACCESS_KEY_SCHEMA),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

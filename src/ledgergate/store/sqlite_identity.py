@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ledgergate.store.base import GrantRow, IdentityRow, StoreError, TokenRow
 
-__all__ = ["IDENTITY_SCHEMA", "IdentityTables", "translated"]
+__all__ = ["ACCESS_KEY_SCHEMA", "IDENTITY_SCHEMA", "IdentityTables", "translated"]
 
 IDENTITY_SCHEMA = """
 ALTER TABLE tokens ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api';
@@ -54,6 +54,17 @@ CREATE TABLE access_epoch (
   epoch INTEGER NOT NULL
 );
 INSERT INTO access_epoch (id, epoch) VALUES (1, 0);
+"""
+
+# S3 access keys: the token (identity, expiry, revocation, scope) they belong to, and
+# the secret sealed under the gateway's access-key key (a SigV4 verifier needs the
+# secret itself, so it cannot be a hash).
+ACCESS_KEY_SCHEMA = """
+CREATE TABLE access_keys (
+  key_id TEXT PRIMARY KEY,
+  token_id TEXT NOT NULL UNIQUE REFERENCES tokens(id),
+  sealed_secret BLOB NOT NULL
+);
 """
 
 TOKEN_COLS = (
@@ -170,6 +181,29 @@ class IdentityTables:
                 row.rotated_from,
             ),
         )
+
+    @translated
+    def insert_access_key(self, key_id: str, token_id: str, sealed_secret: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO access_keys (key_id, token_id, sealed_secret) VALUES (?,?,?)",
+            (key_id, token_id, sealed_secret),
+        )
+
+    @translated
+    def access_key(self, key_id: str) -> tuple[TokenRow, bytes] | None:
+        cols = ", ".join(f"t.{c.strip()}" for c in TOKEN_COLS.split(","))
+        r = self._db.execute(
+            f"SELECT {cols}, k.sealed_secret FROM access_keys k JOIN tokens t "
+            "ON t.id = k.token_id WHERE k.key_id=?",
+            (key_id,),
+        ).fetchone()
+        return (token_row(r[:-1]), bytes(r[-1])) if r else None
+
+    @translated
+    def access_key_ids(self, token_ids: Sequence[str]) -> dict[str, str]:
+        """token id → its access key id, for the tokens that are access keys."""
+        rows = self._in("SELECT token_id, key_id FROM access_keys", "token_id", token_ids)
+        return {str(r[0]): str(r[1]) for r in rows}
 
     @translated
     def token_by_hash(self, token_hash: bytes) -> TokenRow | None:

@@ -28,6 +28,7 @@ from fnmatch import fnmatchcase
 from pglast.parser import ParseError, fingerprint
 
 from ledgergate.core.policy.copy import copy_facts
+from ledgergate.core.policy.http import RequestView, request_allowed, request_matches
 from ledgergate.core.policy.rules import AllowClause, DenyConditions, PolicyRule, PolicySettings
 from ledgergate.core.policy.sql import Statement, classify
 
@@ -108,7 +109,7 @@ def _denies(c: DenyConditions, st: Statement, search_path: list[str]) -> bool:
 def _allows(clauses: Iterable[AllowClause], st: Statement, search_path: list[str]) -> bool:
     tables = (*st.reads, *st.writes)
     for cl in clauses:
-        if st.kind in cl.kinds and all(_table_in(t, cl.tables, search_path, True) for t in tables):
+        if cl.kinds is not None and st.kind in cl.kinds and all(_table_in(t, cl.tables, search_path, True) for t in tables):
             return True
     return False
 
@@ -119,6 +120,26 @@ class SessionPolicy:
     def __init__(self, settings: PolicySettings, rules: list[PolicyRule], version: str) -> None:
         self.settings = settings
         self.version = version
+        # Rules about HTTP and S3 requests (core.policy.http) apart from those about SQL.
+        self.request_deny = [r for r in rules if r.deny is not None and r.deny.about_requests]
+        self.request_allow = [
+            r for r in rules if r.allow is not None and any(c.about_requests for c in r.allow)
+        ]
+        self.request_review = [
+            r
+            for r in rules
+            if r.review is not None
+            and r.review.kind == "command"
+            and r.review.when is not None
+            and r.review.when.about_requests
+        ]
+        rules = [
+            r
+            for r in rules
+            if r not in self.request_deny
+            and r not in self.request_allow
+            and r not in self.request_review
+        ]
         self.deny = [r for r in rules if r.deny is not None]
         self.allow = [r for r in rules if r.allow is not None]
         self.mask = [r for r in rules if r.mask is not None]
@@ -128,6 +149,9 @@ class SessionPolicy:
         self.access = [r for r in rules if r.review is not None and r.review.kind == "access"]
         # A session with masking is guarded too: COPY ... TO would carry unmasked rows.
         self.guarded = bool(self.deny or self.allow or self.mask or self.review)
+        self.requests_guarded = bool(
+            self.request_deny or self.request_allow or self.request_review
+        )
         # Decisions by statement fingerprint (the parse tree without its constants):
         # `WHERE aid = 1` and `WHERE aid = 2` share one. Only decisions no constant could
         # change go there (no regex rule, no set_config call); the rest by exact text.
@@ -241,7 +265,33 @@ class SessionPolicy:
 
     def review_rule(self, rule_id: str) -> PolicyRule | None:
         """The review rule called ``rule_id`` among this session's."""
-        return next((r for r in (*self.review, *self.access) if r.id == rule_id), None)
+        return next(
+            (r for r in (*self.review, *self.request_review, *self.access) if r.id == rule_id),
+            None,
+        )
+
+    def check_request(self, r: RequestView) -> Decision:
+        """The decision on an HTTP or S3 request: the first guardrail it matches refuses
+        it; where allow rules about requests apply, it must match one of their clauses;
+        then the first review rule it matches holds it for a human."""
+        for rule in self.request_deny:
+            assert rule.deny is not None
+            if request_matches(rule.deny, r):
+                return Decision(False, rule.id, rule.message or f"refused by guardrail {rule.id}")
+        if self.request_allow and not any(
+            request_allowed(rule.allow or [], r) for rule in self.request_allow
+        ):
+            rule = self.request_allow[0]
+            return Decision(
+                False,
+                rule.id,
+                rule.message or f"not allowed for you on this connection ({r.operation})",
+            )
+        for rule in self.request_review:
+            assert rule.review is not None and rule.review.when is not None
+            if request_matches(rule.review.when, r):
+                return Decision(True, rule.id, rule.message, review=rule.id)
+        return ALLOW
 
 
 def _copy_unmaskable(sql: str) -> str | None:

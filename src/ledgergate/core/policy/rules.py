@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "REQUEST_CONDITIONS",
     "AllowClause",
     "DenyConditions",
     "MaskAction",
@@ -61,8 +62,25 @@ def _kinds(v: list[str]) -> list[str]:
     return v
 
 
+# Conditions on HTTP and S3 requests (``core.policy.http``); the others are about SQL
+# statements. A rule's conditions are about one or the other, never both.
+REQUEST_CONDITIONS = ("operations", "methods", "buckets", "keys", "paths", "headers")
+
+
+def _request_conditions(model: BaseModel) -> tuple[bool, bool]:
+    """(has SQL conditions, has request conditions)."""
+    sql = any(
+        getattr(model, f) not in (None, False)
+        for f in type(model).model_fields
+        if f not in REQUEST_CONDITIONS
+    )
+    req = any(getattr(model, f) is not None for f in REQUEST_CONDITIONS)
+    return sql, req
+
+
 class DenyConditions(_Strict):
-    """A statement matches when every condition given here holds (at least one)."""
+    """A statement (or, with the request conditions, an HTTP or S3 request) matches when
+    every condition given here holds (at least one)."""
 
     kinds: list[str] | None = None
     tables: list[str] | None = None  # any table read or written matches a glob
@@ -75,11 +93,34 @@ class DenyConditions(_Strict):
     role_changes: bool | None = None
     search_path_changes: bool | None = None
     regex: str | None = None  # last resort, on the statement's text
+    # HTTP and S3 requests: the S3 API name (PutObject, Delete*, PutBucket*), the HTTP
+    # method, bucket and object-key globs, path globs (``/api/admin/*``, the path after
+    # the connection's name), and header globs (``{content-type: "text/*"}``).
+    operations: list[str] | None = None
+    methods: list[str] | None = None
+    buckets: list[str] | None = None
+    keys: list[str] | None = None
+    paths: list[str] | None = None
+    headers: dict[str, str] | None = None
 
     @field_validator("kinds")
     @classmethod
     def _k(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _kinds(v)
+
+    @field_validator("methods")
+    @classmethod
+    def _m(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [m.upper() for m in v]
+
+    @field_validator("headers")
+    @classmethod
+    def _h(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return None if v is None else {k.lower(): p for k, p in v.items()}
+
+    @property
+    def about_requests(self) -> bool:
+        return _request_conditions(self)[1]
 
     @field_validator("regex")
     @classmethod
@@ -95,17 +136,56 @@ class DenyConditions(_Strict):
     def _some(self) -> DenyConditions:
         if all(getattr(self, f) in (None, False) for f in type(self).model_fields):
             raise ValueError("a deny rule needs at least one condition")
+        sql, req = _request_conditions(self)
+        if sql and req:
+            raise ValueError(
+                "conditions are about SQL statements or about HTTP/S3 requests "
+                f"({', '.join(REQUEST_CONDITIONS)}), not both in one rule"
+            )
         return self
 
 
 class AllowClause(_Strict):
-    kinds: list[str]
+    """SQL: statements of these ``kinds`` on these ``tables``. HTTP/S3: requests whose
+    every given condition holds (``operations``, ``methods``, ``buckets``, ``keys``,
+    ``paths``, ``headers``, as in ``DenyConditions``)."""
+
+    kinds: list[str] | None = None
     tables: list[str] = ["*"]  # every table read or written must match one glob
+    operations: list[str] | None = None
+    methods: list[str] | None = None
+    buckets: list[str] | None = None
+    keys: list[str] | None = None
+    paths: list[str] | None = None
+    headers: dict[str, str] | None = None
 
     @field_validator("kinds")
     @classmethod
-    def _k(cls, v: list[str]) -> list[str]:
-        return _kinds(v)
+    def _k(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _kinds(v)
+
+    @field_validator("methods")
+    @classmethod
+    def _m(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [m.upper() for m in v]
+
+    @field_validator("headers")
+    @classmethod
+    def _h(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return None if v is None else {k.lower(): p for k, p in v.items()}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AllowClause:
+        req = any(getattr(self, f) is not None for f in REQUEST_CONDITIONS)
+        if self.kinds is None and not req:
+            raise ValueError("an allow clause names statement kinds or request conditions")
+        if self.kinds is not None and req:
+            raise ValueError("an allow clause is about SQL statements or requests, not both")
+        return self
+
+    @property
+    def about_requests(self) -> bool:
+        return self.kinds is None
 
 
 class MaskAction(_Strict):

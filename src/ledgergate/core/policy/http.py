@@ -1,0 +1,66 @@
+"""Guardrails, allow-lists and review conditions for HTTP and S3 requests.
+
+Owns what a policy rule's request conditions mean: ``operations`` (S3 API names,
+globs: ``Delete*``), ``methods``, ``buckets``, ``keys`` (object keys, globs:
+``audit/*``), ``paths`` (the path after the connection's name for HTTP APIs, ``/bucket/
+key`` for S3), ``headers`` (name → value glob). A condition a request has nothing for
+(``keys`` on ListBuckets) does not hold. Rules whose conditions are about SQL never
+match a request, and rules about requests never match a statement. Pure.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from ledgergate.core.policy.rules import AllowClause, DenyConditions
+
+__all__ = ["RequestView", "request_allowed", "request_matches"]
+
+
+class RequestView:
+    """The facts of one request the conditions are checked against."""
+
+    __slots__ = ("bucket", "headers", "key", "method", "operation", "path")
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        operation: str,
+        path: str,
+        bucket: str | None = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.method = method.upper()
+        self.operation = operation
+        self.path = path
+        self.bucket = bucket
+        self.key = key
+        self.headers = headers or {}
+
+
+def _any(value: str | None, patterns: list[str]) -> bool:
+    return value is not None and any(fnmatchcase(value, p) for p in patterns)
+
+
+def request_matches(c: DenyConditions | AllowClause, r: RequestView) -> bool:
+    """Every request condition given holds (False when none is given)."""
+    checks: list[bool] = []
+    if c.operations is not None:
+        checks.append(_any(r.operation, c.operations))
+    if c.methods is not None:
+        checks.append(r.method in c.methods)
+    if c.buckets is not None:
+        checks.append(_any(r.bucket, c.buckets))
+    if c.keys is not None:
+        checks.append(_any(r.key, c.keys))
+    if c.paths is not None:
+        checks.append(_any(r.path, c.paths))
+    if c.headers is not None:
+        checks.append(all(_any(r.headers.get(k), [p]) for k, p in c.headers.items()))
+    return bool(checks) and all(checks)
+
+
+def request_allowed(clauses: list[AllowClause], r: RequestView) -> bool:
+    return any(request_matches(cl, r) for cl in clauses if cl.about_requests)

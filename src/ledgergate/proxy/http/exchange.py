@@ -1,0 +1,507 @@
+"""One admitted request relayed: recorded, signed again, its body checked, answered.
+
+Owns the order a request's bytes follow: the ``command`` entry is committed before the
+backend sees the request; each body chunk's entry is submitted before the chunk is
+written on; the end of an upload is held back until every signature and checksum
+checked out (else the backend connection is aborted and the backend commits nothing);
+the answer is relayed in recorded slices; and a ``command.result`` entry closes the
+request with the backend's status, ETag and version id, or with why it was refused or
+cut. The held credential goes only into the request to the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+import h11
+
+from ledgergate.core.policy.http import RequestView
+from ledgergate.core.recording_http import RequestFacts
+from ledgergate.proxy.http.backend import BackendConn, BackendError
+from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
+from ledgergate.proxy.sink import LedgerUnavailable
+from ledgergate.wire.http.body import AwsChunkedBody, BodyError, Expected, SliceBody
+from ledgergate.wire.http.messages import forwardable, header, problem_body, s3_error_body
+from ledgergate.wire.s3 import sigv4
+from ledgergate.wire.s3.checksums import ALGORITHMS
+
+if TYPE_CHECKING:
+    from ledgergate.proxy.http.gateway import HttpGateway, HttpTarget
+
+__all__ = ["relay"]
+
+now_ns = time.time_ns
+XML = b"application/xml"
+PROBLEM = b"application/problem+json"
+STREAMING = {
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD": (True, False),
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER": (True, True),
+    "STREAMING-UNSIGNED-PAYLOAD-TRAILER": (False, True),
+}
+# Request headers never passed to the backend: the client's credentials and what the
+# gateway sets itself.
+_DROP = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"expect",
+        b"x-amz-date",
+        b"x-amz-content-sha256",
+        b"x-amz-security-token",
+        b"content-length",
+    }
+)
+# Presigned-URL parameters: the gateway signs its own request to the backend.
+_PRESIGN = frozenset(
+    {
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+    }
+)
+# Response headers that are the backend's own business, not the client's.
+_DROP_RESPONSE = frozenset({b"content-length", b"server", b"date"})
+# How much of an error answer is read to find its S3 error code.
+ERROR_PEEK = 4096
+_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
+
+
+class _Cut(Exception):
+    pass
+
+
+async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
+    """Relay the admitted request; False when the client connection must close."""
+    s = t.session
+    rec = s.recorder
+    head = t.head
+    headers = list(head.headers)
+    facts = _facts(t)
+    s.requests += 1
+    sp = gw.policy_for(s)
+    if sp is not None and sp.requests_guarded:
+        rec.set_policy(sp.version)
+        d = sp.check_request(_view(t, facts))
+        if not d.allowed:
+            message = d.message or f"refused by rule {d.rule}"
+            await gw.sink.commit([rec.blocked_request(now_ns(), facts, d.rule, message)])
+            why = f"ledgergate: refused by rule {d.rule}: {message}"
+            await client.refuse(_error(t, 403, "AccessDenied", why, client))
+            return await client.discard_body()
+    cmd = rec.request(now_ns(), facts, _raw_head(head) if rec.full else b"")
+    seq = cmd.fields["command"]["seq"]
+    await gw.sink.commit([cmd])
+    outcome: str = "failed"
+    result: dict[str, Any] = {}
+    pool = gw.pools[t.conn.name]
+    bc: BackendConn | None = None
+    counts = {"c2s": 0, "s2c": 0, "bytes_in": 0, "bytes_out": 0}
+    try:
+        bc = await pool.get()
+        method, target, out_headers, body = _backend_request(gw, t)
+        if header(headers, b"transfer-encoding") is not None:
+            out_headers.append((b"transfer-encoding", b"chunked"))
+        await bc.send(h11.Request(method=method, target=target, headers=out_headers))
+        if client.h.they_are_waiting_for_100_continue:
+            await client.send(h11.InformationalResponse(status_code=100, headers=[]))
+        await _upload(gw, client, t, bc, body, seq, counts)
+        await bc.send(h11.EndOfMessage())
+        async with asyncio.timeout(t.conn.response_timeout):
+            resp = await bc.response()
+        outcome, result = await _download(gw, client, t, bc, resp, seq, counts)
+        pool.put(bc)
+        bc = None
+        return True
+    except BodyError as e:
+        outcome = "refused"
+        result = {"error": {"code": e.code, "message": e.message}}
+        await client.refuse(_error(t, e.status, e.code, e.message, client))
+        return client.h.their_state is h11.DONE
+    except _Cut as e:
+        outcome, result = "cut", {"reason": str(e)}
+        await client.refuse(_error(t, 403, "AccessDenied", f"ledgergate: {e}", client, close=True))
+        return False
+    except asyncio.CancelledError:
+        if client._cut is None:
+            raise
+        outcome, result = "cut", {"reason": client._cut}
+        with contextlib.suppress(Exception):
+            await client.refuse(
+                _error(t, 403, "AccessDenied", f"ledgergate: {client._cut}", client, close=True)
+            )
+        raise
+    except BackendError as e:
+        outcome, result = "failed", {"error": {"code": "BackendError", "message": str(e)}}
+        await client.refuse(
+            _error(t, 502, "ServiceUnavailable", f"ledgergate: {e}", client, close=True)
+        )
+        return False
+    except TimeoutError:
+        outcome, result = "failed", {"error": {"code": "Timeout", "message": "no answer in time"}}
+        await client.refuse(
+            _error(
+                t,
+                504,
+                "RequestTimeout",
+                "ledgergate: the backend did not answer in time",
+                client,
+                close=True,
+            )
+        )
+        return False
+    except (ConnectionError, OSError, h11.ProtocolError) as e:
+        outcome, result = "failed", {"error": {"code": "ClientError", "message": type(e).__name__}}
+        return False
+    finally:
+        if bc is not None:
+            bc.abort()  # the request did not complete: the backend must not commit it
+        s.bytes_in += counts["bytes_in"]
+        s.bytes_out += counts["bytes_out"]
+        with contextlib.suppress(LedgerUnavailable):
+            gw.sink.submit(
+                [
+                    rec.result(
+                        now_ns(),
+                        seq,
+                        facts.op,
+                        outcome,
+                        chunks={"c2s": counts["c2s"], "s2c": counts["s2c"]},
+                        bytes={"in": counts["bytes_in"], "out": counts["bytes_out"]},
+                        **result,
+                    )
+                ]
+            )
+
+
+def _view(t: HttpTarget, f: RequestFacts) -> RequestView:
+    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
+    return RequestView(
+        method=f.method, operation=f.op, path=f.path, bucket=f.bucket, key=f.key, headers=hdrs
+    )
+
+
+def _error(
+    t: HttpTarget, status: int, code: str, message: str, client: ClientConn, *, close: bool = False
+) -> Refusal:
+    if t.kind == "s3":
+        body = s3_error_body(code, message, t.head.path.decode("latin-1"), client.conn_id)
+        return Refusal(status, body, XML, close=close, reason=message)
+    return Refusal(
+        status, problem_body(status, code, message), PROBLEM, close=close, reason=message
+    )
+
+
+def _raw_head(head: Any) -> bytes:
+    lines = [head.method + b" " + head.target]
+    for k, v in head.headers:
+        if k in (b"authorization",):
+            v = b"<hidden>"
+        lines.append(k + b": " + v)
+    return b"\r\n".join(lines)
+
+
+def _facts(t: HttpTarget) -> RequestFacts:
+    head = t.head
+    headers = list(head.headers)
+    clen = header(headers, b"content-length")
+    ctype = header(headers, b"content-type")
+    method = head.method.decode("latin-1")
+    if t.kind == "s3":
+        from ledgergate.wire.http.messages import s3_operation
+
+        q = t.query or []
+        checksum = None
+        for k, v in headers:
+            alg = k.decode("latin-1").removeprefix("x-amz-checksum-")
+            if k.startswith(b"x-amz-checksum-") and alg in ALGORITHMS:
+                checksum = (alg, v.decode("latin-1"))
+        trailer = header(headers, b"x-amz-trailer")
+        if checksum is None and trailer is not None:
+            checksum = (trailer.decode("latin-1").removeprefix("x-amz-checksum-"), "trailer")
+        decoded = header(headers, b"x-amz-decoded-content-length")
+        length = decoded if decoded is not None else clen
+        return RequestFacts(
+            protocol="s3",
+            method=method,
+            op=s3_operation(head.method, t.bucket, t.key, q),
+            path=unquote(head.path.decode("latin-1")),
+            query=tuple((k, v) for k, v in q if k not in _PRESIGN),
+            bucket=t.bucket,
+            key=t.key,
+            content_length=int(length) if length and length.isdigit() else None,
+            payload=t.signed.payload_hash if t.signed else None,
+            checksum=checksum,
+            content_type=ctype.decode("latin-1") if ctype else None,
+        )
+    path, _, query = t.rest.partition(b"?")
+    return RequestFacts(
+        protocol="http",
+        method=method,
+        op=method,
+        path=unquote(path.decode("latin-1")),
+        query=tuple(parse_qsl(query.decode("latin-1"), keep_blank_values=True)),
+        content_length=int(clen) if clen and clen.isdigit() else None,
+        content_type=ctype.decode("latin-1") if ctype else None,
+    )
+
+
+def _backend_request(
+    gw: HttpGateway, t: HttpTarget
+) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], SliceBody | AwsChunkedBody]:
+    """The request to send the backend (method, target, headers) and the body relay."""
+    conn = t.conn
+    head = t.head
+    headers = list(head.headers)
+    host = conn.host if conn.port in (80, 443) else f"{conn.host}:{conn.port}"
+    out = [(k, v) for k, v in forwardable(headers) if k not in _DROP]
+    clen = header(headers, b"content-length")
+    if clen is not None:
+        out.append((b"content-length", clen))
+    if t.kind == "http":
+        held = gw.held[conn.name]
+        out.insert(0, (b"host", host.encode("latin-1")))
+        auth = conn.auth  # type: ignore[union-attr]
+        if auth.type == "bearer":
+            out.append((b"authorization", b"Bearer " + (held["token"] or "").encode("latin-1")))
+        elif auth.type == "basic":
+            pair = f"{held['user']}:{held['password']}".encode()
+            out.append((b"authorization", b"Basic " + base64.b64encode(pair)))
+        elif auth.type == "header":
+            out = [(k, v) for k, v in out if k != (auth.header or "").lower().encode()]
+            out.append(
+                (
+                    (auth.header or "").lower().encode("latin-1"),
+                    (held["value"] or "").encode("latin-1"),
+                )
+            )
+        target = (conn.base_path.encode("latin-1") + t.rest) or b"/"
+        return head.method, target, out, SliceBody()
+    # S3: the same request, path-style (or virtual-hosted) at the storage, signed again.
+    assert t.signed is not None
+    raw_path = head.path
+    client_virtual = t.bucket is not None and _virtual(gw, head)
+    bucket_b = _quote_bucket(t.bucket) if t.bucket else b""
+    if conn.addressing == "virtual" and t.bucket:  # type: ignore[union-attr]
+        host = f"{t.bucket}.{host}"
+        path = raw_path if client_virtual else b"/" + raw_path[1:].partition(b"/")[2]
+    else:
+        path = (b"/" + bucket_b + raw_path) if client_virtual else raw_path
+    query = _strip_presign(head.query)
+    target = conn.base_path.encode("latin-1") + path + (b"?" + query if query else b"")
+    held = gw.held[conn.name]
+    payload = t.signed.payload_hash
+    if t.signed.presigned and payload != "UNSIGNED-PAYLOAD":
+        payload = "UNSIGNED-PAYLOAD"
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out.insert(0, (b"host", host.encode("latin-1")))
+    region = conn.region  # type: ignore[union-attr]
+    signed_headers, seed = sigv4.sign_headers(
+        head.method,
+        target,
+        out,
+        access_key=held["access_key_id"] or "",
+        secret=held["secret_access_key"] or "",
+        region=region,
+        service="s3",
+        amz_date=amz_date,
+        payload_hash=payload,
+    )
+    body: SliceBody | AwsChunkedBody
+    mode = STREAMING.get(payload)
+    if mode is not None:
+        signed, trailer = mode
+        verify = resign = None
+        if signed:
+            sr = t.signed
+            assert t.signing_key is not None
+            verify = sigv4.ChunkChain(t.signing_key, sr.amz_date, sr.scope, sr.signature)
+            bkey = sigv4.signing_key(held["secret_access_key"] or "", amz_date[:8], region, "s3")
+            resign = sigv4.ChunkChain(
+                bkey, amz_date, f"{amz_date[:8]}/{region}/s3/aws4_request", seed
+            )
+        decoded = header(headers, b"x-amz-decoded-content-length")
+        trailer_name = header(headers, b"x-amz-trailer")
+        body = AwsChunkedBody(
+            signed=signed,
+            trailer=trailer,
+            verify=verify,
+            resign=resign,
+            decoded_length=int(decoded) if decoded and decoded.isdigit() else None,
+            trailer_name=trailer_name.decode("latin-1").strip().lower() if trailer_name else None,
+        )
+    else:
+        body = SliceBody(_expected(headers, payload))
+    return head.method, target, signed_headers, body
+
+
+def _expected(headers: list[tuple[bytes, bytes]], payload: str) -> Expected:
+    md5 = header(headers, b"content-md5")
+    checksum = None
+    for k, v in headers:
+        alg = k.decode("latin-1").removeprefix("x-amz-checksum-")
+        if k.startswith(b"x-amz-checksum-") and alg in ALGORITHMS:
+            checksum = (alg, v.decode("latin-1").strip())
+    digest = (
+        payload
+        if len(payload) == 64 and all(c in "0123456789abcdefABCDEF" for c in payload)
+        else None
+    )
+    return Expected(digest, md5.decode("latin-1").strip() if md5 else None, checksum)
+
+
+def _virtual(gw: HttpGateway, head: Any) -> bool:
+    host = header(list(head.headers), b"host")
+    if not host:
+        return False
+    name = host.decode("latin-1").rsplit(":", 1)[0].lower()
+    return any(name.endswith("." + h) for h in gw.hostnames)
+
+
+def _quote_bucket(bucket: str) -> bytes:
+    from urllib.parse import quote
+
+    return quote(bucket, safe="-._~").encode("ascii")
+
+
+def _strip_presign(query: bytes) -> bytes:
+    if b"X-Amz-" not in query:
+        return query
+    keep = [
+        p
+        for p in query.split(b"&")
+        if unquote(p.split(b"=", 1)[0].decode("latin-1")) not in _PRESIGN
+    ]
+    return b"&".join(keep)
+
+
+async def _upload(
+    gw: HttpGateway,
+    client: ClientConn,
+    t: HttpTarget,
+    bc: BackendConn,
+    body: SliceBody | AwsChunkedBody,
+    seq: int,
+    counts: dict[str, int],
+) -> None:
+    """Relay the request body: each chunk recorded, then written; the end held back
+    until the body checked out."""
+    s = t.session
+    rec = s.recorder
+    timeout = gw.listener.body_timeout
+    while True:
+        why = s.check(now_ns())
+        if why is not None:
+            raise _Cut(f"session ended: {why}")
+        try:
+            ev = await client.next_event(timeout)
+        except TimeoutError:
+            raise BodyError(
+                "RequestTimeout", "the request body was not sent in time", 400
+            ) from None
+        except h11.RemoteProtocolError as e:
+            raise BodyError("IncompleteBody", f"the request body is malformed: {e}") from None
+        if isinstance(ev, h11.Data):
+            counts["bytes_in"] += len(ev.data)
+            out, facts = body.feed(bytes(ev.data))
+        elif isinstance(ev, h11.EndOfMessage):
+            out, facts = body.finish()
+        else:
+            raise BodyError(
+                "IncompleteBody", "the client closed the connection before the body's end"
+            )
+        if facts:
+            ts = now_ns()
+            counts["c2s"] += len(facts)
+            gw.sink.submit([rec.body_chunk(ts, seq, "c2s", f) for f in facts])
+            if gw.sink.congested:
+                await _uncongested(gw)
+        for piece in out:
+            await bc.send(h11.Data(data=piece))
+        if isinstance(ev, h11.EndOfMessage):
+            return
+
+
+async def _uncongested(gw: HttpGateway) -> None:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def resume() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    gw.sink.when_uncongested(resume)
+    await fut
+
+
+async def _download(
+    gw: HttpGateway,
+    client: ClientConn,
+    t: HttpTarget,
+    bc: BackendConn,
+    resp: h11.Response,
+    seq: int,
+    counts: dict[str, int],
+) -> tuple[str, dict[str, Any]]:
+    """Relay the answer in recorded slices; return the request's outcome and facts."""
+    s = t.session
+    rec = s.recorder
+    status = resp.status_code
+    rheaders = [(k, v) for k, v in forwardable(list(resp.headers)) if k not in _DROP_RESPONSE]
+    length = header(list(resp.headers), b"content-length")
+    if length is not None:
+        rheaders.append((b"content-length", length))
+    result: dict[str, Any] = {"status": status}
+    etag = header(list(resp.headers), b"etag")
+    if etag:
+        result["etag"] = etag.decode("latin-1")
+    version = header(list(resp.headers), b"x-amz-version-id")
+    if version:
+        result["version_id"] = version.decode("latin-1")
+    reason = resp.reason or phrase(status)
+    await client.send(h11.Response(status_code=status, headers=rheaders, reason=reason))
+    client.response_started = True
+    slicer = SliceBody()
+    peek = bytearray()
+    async for data in bc.body():
+        why = s.check(now_ns())
+        if why is not None:
+            raise _Cut(f"session ended: {why}")
+        counts["bytes_out"] += len(data)
+        if status >= 300 and len(peek) < ERROR_PEEK:
+            peek += data[: ERROR_PEEK - len(peek)]
+        out, facts = slicer.feed(data)
+        await _send_slices(gw, client, rec, seq, out, facts, counts)
+    out, facts = slicer.finish()
+    await _send_slices(gw, client, rec, seq, out, facts, counts)
+    await client.send(h11.EndOfMessage())
+    if status >= 300:
+        m = _CODE.search(bytes(peek))
+        result["error"] = {"code": m.group(1).decode("ascii") if m else str(status)}
+        return "rejected", result
+    return "accepted", result
+
+
+async def _send_slices(
+    gw: HttpGateway,
+    client: ClientConn,
+    rec: Any,
+    seq: int,
+    out: list[bytes],
+    facts: list[Any],
+    counts: dict[str, int],
+) -> None:
+    if facts:
+        ts = now_ns()
+        counts["s2c"] += len(facts)
+        gw.sink.submit([rec.body_chunk(ts, seq, "s2c", f) for f in facts])
+    for piece in out:
+        await client.send(h11.Data(data=piece))
