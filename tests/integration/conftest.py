@@ -1,6 +1,8 @@
 """Fixtures for tests against real servers: throwaway PostgreSQL clusters (`pg`, shared by
 the session, and `pg_cluster_factory` for per-test variants). Gateway processes have
-their own fixtures in tests/integration/fixtures.py.
+their own fixtures in tests/integration/fixtures.py. Backends for ``type: s3`` and
+``type: http`` connections: versitygw (`s3server`, `s3server_factory`) and a small REST
+API (`httpapi`, `httpapi_factory`).
 
 Every test under tests/integration/ gets the ``integration`` marker, so
 ``pytest -m 'not integration'`` runs the fast part alone.
@@ -14,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.integration.httpapi import HttpApi, HttpApiFactory
 from tests.integration.pgcluster import PgCluster, PgClusterFactory
+from tests.integration.s3server import S3Server, S3ServerFactory
 
 _HERE = Path(__file__).parent
 
@@ -50,3 +54,54 @@ def pg_cluster_factory() -> Iterator[PgClusterFactory]:
     finally:
         for cluster in reversed(started):
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3server() -> Iterator[S3Server]:
+    """The session's shared versitygw (plain HTTP, root credentials only). Tests share
+    it: make buckets with ``s3server.new_bucket()`` and leave the others alone."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3server_factory() -> Iterator[S3ServerFactory]:
+    """Start versitygw servers for one test: ``s3server_factory(tls=True)``; keyword
+    arguments are S3Server's. All of them are stopped and deleted after the test."""
+    started: list[S3Server] = []
+
+    def make(**options: Any) -> S3Server:
+        server = S3Server(**options)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture
+def httpapi() -> Iterator[HttpApi]:
+    """A fresh test REST API (bearer token ``httpapi.token``, plain HTTP) for one test."""
+    with HttpApi() as api:
+        yield api
+
+
+@pytest.fixture
+def httpapi_factory() -> Iterator[HttpApiFactory]:
+    """Start test REST APIs for one test: ``httpapi_factory(basic="u:p", tls=True)``;
+    keyword arguments are HttpApi's. All of them are stopped after the test."""
+    started: list[HttpApi] = []
+
+    def make(**options: Any) -> HttpApi:
+        api = HttpApi(**options)
+        started.append(api)
+        return api.start()
+
+    try:
+        yield make
+    finally:
+        for api in reversed(started):
+            api.stop()

@@ -327,7 +327,9 @@ def test_guardrails_refuse_with_s3_errors_and_decision_entries(s3gw: S3Gateway) 
     assert not s3gw.s3.object_path(bucket, "tmp/x").exists()
     with pytest.raises(botocore.exceptions.ClientError) as e:
         c.delete_bucket(Bucket=bucket)
-    assert "bucket settings change through the platform team" in e.value.response["Error"]["Message"]
+    assert (
+        "bucket settings change through the platform team" in e.value.response["Error"]["Message"]
+    )
     assert (s3gw.s3.root / bucket).is_dir()
     blocks = [
         b
@@ -352,3 +354,67 @@ def test_a_read_only_group_cannot_write(s3gw: S3Gateway) -> None:
     assert not s3gw.s3.object_path(bucket, "new.csv").exists()
     # the connection stays usable after the refusal (the body was read and dropped)
     assert c.head_object(Bucket=bucket, Key="report.csv")["ContentLength"] == 8
+
+
+def test_object_manifest_and_retransmission(s3gw: S3Gateway, tmp_path: Path) -> None:
+    """A multipart upload's manifest lists its parts in order, each with its chunks'
+    digests and where they are on the ledger; a part sent again is recorded as a
+    retransmission naming the earlier attempt and who sent it."""
+    bucket = s3gw.s3.new_bucket()
+    c = s3gw.client(s3gw.key("pipeline"))
+    up = c.create_multipart_upload(Bucket=bucket, Key="day.log")["UploadId"]
+    p1, p2 = os.urandom(5 * MiB), os.urandom(2 * MiB)
+    e1 = c.upload_part(Bucket=bucket, Key="day.log", UploadId=up, PartNumber=1, Body=p1)["ETag"]
+    c.upload_part(Bucket=bucket, Key="day.log", UploadId=up, PartNumber=2, Body=os.urandom(10))
+    e2 = c.upload_part(Bucket=bucket, Key="day.log", UploadId=up, PartNumber=2, Body=p2)["ETag"]
+    done = c.complete_multipart_upload(
+        Bucket=bucket,
+        Key="day.log",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+    )
+    assert s3gw.s3.object_path(bucket, "day.log").read_bytes() == p1 + p2
+    parts = [e for e in _commands(s3gw, "UploadPart") if e["command"].get("bucket") == bucket]
+    assert "retransmits" not in parts[0]["command"]
+    again = parts[2]["command"]["retransmits"]
+    assert again["command"] == parts[1]["command"]["seq"] and again["identity"] == "pipeline"
+    manifests = [m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket]
+    assert len(manifests) == 1
+    obj = manifests[0]["object"]
+    assert obj["key"] == "day.log" and obj["etag"] == done["ETag"] and manifests[0]["complete"]
+    assert [p["part_number"] for p in obj["parts"]] == [1, 2]
+    assert obj["size"] == len(p1) + len(p2)
+    # every chunk named in the manifest is a chunk entry with that digest
+    chunks = {
+        (e["session_id"], e["chunk"]["command"], e["chunk"]["seq"]): e["chunk"]["sha256_in"]
+        for e in s3gw.entries("chunk")
+        if e["direction"] == "c2s"
+    }
+    data = p1 + p2
+    off = 0
+    for p in obj["parts"]:
+        for ch in p["chunks"]:
+            assert chunks[(p["session_id"], p["command"], ch["seq"])] == ch["sha256"]
+            assert hashlib.sha256(data[off : off + ch["size"]]).hexdigest() == ch["sha256"]
+            off += ch["size"]
+    assert off == len(data)
+
+
+def test_put_object_manifest_and_a_retried_put(s3gw: S3Gateway) -> None:
+    bucket = s3gw.s3.new_bucket()
+    c = s3gw.client(s3gw.key("pipeline"))
+    body = os.urandom(MiB + 5)
+    c.put_object(Bucket=bucket, Key="x.bin", Body=body)
+    c.put_object(Bucket=bucket, Key="x.bin", Body=body)  # the same content again
+    results = [
+        e
+        for e in s3gw.entries("command.result")
+        if e["command"]["op"] == "PutObject" and e["identity"]["subject"] == "pipeline"
+    ]
+    mine = [e for e in s3gw.entries("command") if e["command"].get("bucket") == bucket]
+    seqs = {(m["session_id"], m["command"]["seq"]) for m in mine}
+    results = [r for r in results if (r["session_id"], r["command"]["seq"]) in seqs]
+    assert "retransmits" not in results[0]
+    assert results[1]["retransmits"]["command"] == results[0]["command"]["seq"]
+    manifests = [m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket]
+    assert len(manifests) == 2 and manifests[0]["object"]["size"] == len(body)

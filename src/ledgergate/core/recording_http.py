@@ -81,9 +81,13 @@ class HttpRecorder(SessionRecorder):
 
     __slots__ = ()
 
-    def request(self, ts_ns: int, f: RequestFacts, raw_head: bytes = b"") -> Draft:
-        """The ``command`` entry of a request (the caller commits it before sending)."""
+    def request(
+        self, ts_ns: int, f: RequestFacts, raw_head: bytes = b"", **extra: Any
+    ) -> Draft:
+        """The ``command`` entry of a request (the caller commits it before sending);
+        ``extra`` goes into the command (``retransmits``: the earlier attempt)."""
         cmd = self._cmd_fields(f)
+        cmd.update(extra)
         payloads: tuple[tuple[str, bytes], ...] = ()
         if self.full and raw_head:
             digest = sha256(raw_head).hexdigest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import contextlib
 import re
 import time
@@ -21,9 +22,11 @@ from urllib.parse import parse_qsl, unquote
 
 import h11
 
+from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.policy.http import RequestView
 from ledgergate.core.recording_http import RequestFacts
 from ledgergate.proxy.http.backend import BackendConn, BackendError
+from ledgergate.proxy.http.objects import Attempt, parse_complete_parts
 from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.http.body import AwsChunkedBody, BodyError, Expected, SliceBody
@@ -74,6 +77,10 @@ _DROP_RESPONSE = frozenset({b"content-length", b"server", b"date"})
 # How much of an error answer is read to find its S3 error code.
 ERROR_PEEK = 4096
 _CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
+_ETAG = re.compile(rb"<ETag>([^<]{1,200})</ETag>")
+# A CompleteMultipartUpload's body (its part list) and answer are kept up to this size to
+# build the object's manifest (10,000 parts take about 1 MiB).
+KEEP_MAX = 2 << 20
 
 
 class _Cut(Exception):
@@ -98,8 +105,16 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
             why = f"ledgergate: refused by rule {d.rule}: {message}"
             await client.refuse(_error(t, 403, "AccessDenied", why, client))
             return await client.discard_body()
-    cmd = rec.request(now_ns(), facts, _raw_head(head) if rec.full else b"")
+    upload = _upload_key(t, facts)
+    extra: dict[str, Any] = {}
+    if upload is not None:
+        earlier = gw.objects.earlier_part(t.conn.name, *upload)
+        if earlier is not None:
+            extra["retransmits"] = earlier.ref()
+    cmd = rec.request(now_ns(), facts, _raw_head(head) if rec.full else b"", **extra)
     seq = cmd.fields["command"]["seq"]
+    attempt = Attempt(s.session_id, seq, str(s.identity.get("subject", "")))
+    keep = bytearray() if facts.op == "CompleteMultipartUpload" else None
     await gw.sink.commit([cmd])
     outcome: str = "failed"
     result: dict[str, Any] = {}
@@ -114,11 +129,17 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         await bc.send(h11.Request(method=method, target=target, headers=out_headers))
         if client.h.they_are_waiting_for_100_continue:
             await client.send(h11.InformationalResponse(status_code=100, headers=[]))
-        await _upload(gw, client, t, bc, body, seq, counts)
+        await _upload(gw, client, t, bc, body, seq, counts, attempt, keep)
         await bc.send(h11.EndOfMessage())
         async with asyncio.timeout(t.conn.response_timeout):
             resp = await bc.response()
-        outcome, result = await _download(gw, client, t, bc, resp, seq, counts)
+        outcome, result, answer = await _download(
+            gw, client, t, bc, resp, seq, counts, peek_all=keep is not None
+        )
+        if outcome == "accepted" and keep is not None and b"<Error>" in answer:
+            outcome = "rejected"  # S3 can answer a completion 200 with an error inside
+            m = _CODE.search(answer)
+            result["error"] = {"code": m.group(1).decode("ascii") if m else "InternalError"}
         pool.put(bc)
         bc = None
         return True
@@ -167,20 +188,85 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
             bc.abort()  # the request did not complete: the backend must not commit it
         s.bytes_in += counts["bytes_in"]
         s.bytes_out += counts["bytes_out"]
-        with contextlib.suppress(LedgerUnavailable):
-            gw.sink.submit(
-                [
-                    rec.result(
-                        now_ns(),
-                        seq,
-                        facts.op,
-                        outcome,
-                        chunks={"c2s": counts["c2s"], "s2c": counts["s2c"]},
-                        bytes={"in": counts["bytes_in"], "out": counts["bytes_out"]},
-                        **result,
-                    )
-                ]
+        attempt.outcome = outcome
+        attempt.etag = result.get("etag")
+        closing = [
+            rec.result(
+                now_ns(),
+                seq,
+                facts.op,
+                outcome,
+                chunks={"c2s": counts["c2s"], "s2c": counts["s2c"]},
+                bytes={"in": counts["bytes_in"], "out": counts["bytes_out"]},
+                **result,
             )
+        ]
+        closing.extend(_objects(gw, t, facts, attempt, upload, keep, result, closing[0]))
+        with contextlib.suppress(LedgerUnavailable):
+            gw.sink.submit(closing)
+
+
+def _upload_key(t: HttpTarget, f: RequestFacts) -> tuple[str, str, str, int] | None:
+    """(bucket, key, upload id, part number) of an UploadPart."""
+    if f.op != "UploadPart" or t.bucket is None or t.key is None:
+        return None
+    q = dict(t.query or [])
+    part = q.get("partNumber", "")
+    if not part.isdigit() or "uploadId" not in q:
+        return None
+    return t.bucket, t.key, q["uploadId"], int(part)
+
+
+def _objects(
+    gw: HttpGateway,
+    t: HttpTarget,
+    f: RequestFacts,
+    attempt: Attempt,
+    upload: tuple[str, str, str, int] | None,
+    keep: bytearray | None,
+    result: dict[str, Any],
+    closing: Draft,
+) -> list[Draft]:
+    """Remember parts and objects; the manifest entry of a completed object."""
+    conn, rec, book = t.conn.name, t.session.recorder, gw.objects
+    if upload is not None:
+        book.part_done(conn, *upload, attempt)
+        return []
+    if t.bucket is None or t.key is None:
+        return []
+    obj: dict[str, Any] = {"bucket": t.bucket, "key": t.key}
+    if f.op == "PutObject":
+        earlier = book.earlier_object(conn, t.bucket, t.key, attempt)
+        if earlier is not None and (
+            earlier.outcome != "accepted" or earlier.chunks_sha256 == attempt.chunks_sha256
+        ):
+            closing.fields["retransmits"] = earlier.ref()
+        book.object_done(conn, t.bucket, t.key, attempt)
+        if attempt.outcome != "accepted":
+            return []
+        parts = [{"part_number": None, **attempt.manifest_part()}]
+    elif f.op == "CompleteMultipartUpload" and attempt.outcome == "accepted" and keep is not None:
+        upload_id = dict(t.query or []).get("uploadId", "")
+        parts = book.complete(conn, t.bucket, t.key, upload_id, parse_complete_parts(bytes(keep)))
+        obj["upload_id"] = upload_id
+    else:
+        return []
+    for k in ("etag", "version_id"):
+        if k in result:
+            obj[k] = result[k]
+    if f.checksum is not None:
+        obj["checksum"] = {"algorithm": f.checksum[0], "value": f.checksum[1]}
+    obj["size"] = sum(int(p.get("size", 0)) for p in parts)
+    obj["parts"] = parts
+    return [
+        rec.event(
+            now_ns(),
+            "object.manifest",
+            command={"seq": attempt.command, "op": f.op},
+            object=obj,
+            complete=all(p.get("seen", True) for p in parts),
+        )
+    ]
 
 
 def _view(t: HttpTarget, f: RequestFacts) -> RequestView:
@@ -392,6 +478,8 @@ async def _upload(
     body: SliceBody | AwsChunkedBody,
     seq: int,
     counts: dict[str, int],
+    attempt: Attempt,
+    keep: bytearray | None,
 ) -> None:
     """Relay the request body: each chunk recorded, then written; the end held back
     until the body checked out."""
@@ -412,6 +500,8 @@ async def _upload(
             raise BodyError("IncompleteBody", f"the request body is malformed: {e}") from None
         if isinstance(ev, h11.Data):
             counts["bytes_in"] += len(ev.data)
+            if keep is not None and len(keep) < KEEP_MAX:
+                keep += ev.data[: KEEP_MAX - len(keep)]
             out, facts = body.feed(bytes(ev.data))
         elif isinstance(ev, h11.EndOfMessage):
             out, facts = body.finish()
@@ -422,7 +512,11 @@ async def _upload(
         if facts:
             ts = now_ns()
             counts["c2s"] += len(facts)
-            gw.sink.submit([rec.body_chunk(ts, seq, "c2s", f) for f in facts])
+            drafts = [rec.body_chunk(ts, seq, "c2s", f) for f in facts]
+            for d in drafts:
+                ch = d.fields["chunk"]
+                attempt.chunks.append((ch["seq"], ch["size"], ch["sha256_in"]))
+            gw.sink.submit(drafts)
             if gw.sink.congested:
                 await _uncongested(gw)
         for piece in out:
@@ -450,8 +544,11 @@ async def _download(
     resp: h11.Response,
     seq: int,
     counts: dict[str, int],
-) -> tuple[str, dict[str, Any]]:
-    """Relay the answer in recorded slices; return the request's outcome and facts."""
+    *,
+    peek_all: bool = False,
+) -> tuple[str, dict[str, Any], bytes]:
+    """Relay the answer in recorded slices; return the request's outcome and facts, and
+    the start of the answer's body (of an error, or all of it with ``peek_all``)."""
     s = t.session
     rec = s.recorder
     status = resp.status_code
@@ -476,8 +573,8 @@ async def _download(
         if why is not None:
             raise _Cut(f"session ended: {why}")
         counts["bytes_out"] += len(data)
-        if status >= 300 and len(peek) < ERROR_PEEK:
-            peek += data[: ERROR_PEEK - len(peek)]
+        if (status >= 300 or peek_all) and len(peek) < KEEP_MAX:
+            peek += data[: (KEEP_MAX if peek_all else ERROR_PEEK) - len(peek)]
         out, facts = slicer.feed(data)
         await _send_slices(gw, client, rec, seq, out, facts, counts)
     out, facts = slicer.finish()
@@ -486,8 +583,12 @@ async def _download(
     if status >= 300:
         m = _CODE.search(bytes(peek))
         result["error"] = {"code": m.group(1).decode("ascii") if m else str(status)}
-        return "rejected", result
-    return "accepted", result
+        return "rejected", result, bytes(peek)
+    if peek_all:
+        m = _ETAG.search(bytes(peek))
+        if m is not None:
+            result["etag"] = html.unescape(m.group(1).decode("utf-8", "replace"))
+    return "accepted", result, bytes(peek)
 
 
 async def _send_slices(

@@ -34,6 +34,7 @@ import h11
 from ledgergate.core.config import HttpConnection, HttpListener, S3Connection
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.proxy.http.backend import BackendPool
+from ledgergate.proxy.http.objects import ObjectBook
 from ledgergate.proxy.http.session import ClientConn, LedgerSession, Refusal
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.http.messages import (
@@ -123,6 +124,7 @@ class HttpGateway:
         self.listener = listener
         self.hostnames = tuple(h.lower() for h in hostnames)
         self.pools = {name: BackendPool(c) for name, c in connections.items()}
+        self.objects = ObjectBook()
         self.sessions: set[LedgerSession] = set()
         self._clients: set[asyncio.Task[None]] = set()
         self._cache: dict[tuple[str, str, str], tuple[int, Admitted, str | None, Any]] = {}
