@@ -109,7 +109,11 @@ def _denies(c: DenyConditions, st: Statement, search_path: list[str]) -> bool:
 def _allows(clauses: Iterable[AllowClause], st: Statement, search_path: list[str]) -> bool:
     tables = (*st.reads, *st.writes)
     for cl in clauses:
-        if cl.kinds is not None and st.kind in cl.kinds and all(_table_in(t, cl.tables, search_path, True) for t in tables):
+        if (
+            cl.kinds is not None
+            and st.kind in cl.kinds
+            and all(_table_in(t, cl.tables, search_path, True) for t in tables)
+        ):
             return True
     return False
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import html
 import contextlib
+import html
 import re
 import time
 from typing import TYPE_CHECKING, Any
