@@ -81,9 +81,7 @@ class HttpRecorder(SessionRecorder):
 
     __slots__ = ()
 
-    def request(
-        self, ts_ns: int, f: RequestFacts, raw_head: bytes = b"", **extra: Any
-    ) -> Draft:
+    def request(self, ts_ns: int, f: RequestFacts, raw_head: bytes = b"", **extra: Any) -> Draft:
         """The ``command`` entry of a request (the caller commits it before sending);
         ``extra`` goes into the command (``retransmits``: the earlier attempt)."""
         cmd = self._cmd_fields(f)
@@ -95,9 +93,7 @@ class HttpRecorder(SessionRecorder):
             payloads = ((digest, raw_head),)
         return Draft(ts_ns, "command", {**self.base, "command": cmd}, payloads, True)
 
-    def blocked_request(
-        self, ts_ns: int, f: RequestFacts, rule: str | None, message: str
-    ) -> Draft:
+    def blocked_request(self, ts_ns: int, f: RequestFacts, rule: str | None, message: str) -> Draft:
         """A request a policy rule refused: what was attempted and the rule."""
         return Draft(
             ts_ns,

@@ -153,9 +153,7 @@ class SessionPolicy:
         self.access = [r for r in rules if r.review is not None and r.review.kind == "access"]
         # A session with masking is guarded too: COPY ... TO would carry unmasked rows.
         self.guarded = bool(self.deny or self.allow or self.mask or self.review)
-        self.requests_guarded = bool(
-            self.request_deny or self.request_allow or self.request_review
-        )
+        self.requests_guarded = bool(self.request_deny or self.request_allow or self.request_review)
         # Decisions by statement fingerprint (the parse tree without its constants):
         # `WHERE aid = 1` and `WHERE aid = 2` share one. Only decisions no constant could
         # change go there (no regex rule, no set_config call); the rest by exact text.
