@@ -120,6 +120,7 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     result: dict[str, Any] = {}
     pool = gw.pools[t.conn.name]
     bc: BackendConn | None = None
+    body: SliceBody | AwsChunkedBody | None = None
     counts = {"c2s": 0, "s2c": 0, "bytes_in": 0, "bytes_out": 0}
     try:
         bc = await pool.get()
@@ -146,6 +147,16 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     except BodyError as e:
         outcome = "refused"
         result = {"error": {"code": e.code, "message": e.message}}
+        if e.chunk is not None:
+            counts["c2s"] += 1
+            with contextlib.suppress(LedgerUnavailable):
+                gw.sink.submit(
+                    [
+                        rec.refused_chunk(
+                            now_ns(), seq, (body.chunks if body else 0) + 1, e.chunk, e.message
+                        )
+                    ]
+                )
         await client.refuse(_error(t, e.status, e.code, e.message, client))
         return client.h.their_state is h11.DONE
     except _Cut as e:

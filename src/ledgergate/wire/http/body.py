@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from ledgergate.wire.s3 import chunked as awschunked
 from ledgergate.wire.s3.checksums import Checksum
@@ -47,11 +48,17 @@ class BodyChunkFact:
 
 
 class BodyError(ValueError):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    """A body that does not check out. ``chunk``: the chunk refused (its bytes as
+    received) when one chunk is to blame, so it can be recorded as refused."""
+
+    def __init__(
+        self, code: str, message: str, status: int = 400, chunk: bytes | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.chunk = chunk
 
 
 Out = tuple[list[bytes], list[BodyChunkFact]]
@@ -143,6 +150,7 @@ class AwsChunkedBody:
         "_cur",
         "_dec",
         "_decoded_length",
+        "_failed",
         "_final",
         "_out_chain",
         "_seq",
@@ -186,15 +194,27 @@ class AwsChunkedBody:
         self._sig: str | None = None
         self._seq = 0
         self._final: bytes | None = None
+        self._failed: BodyError | None = None
         self.size = 0
 
     def feed(self, data: bytes) -> Out:
+        """The chunks of ``data`` that checked out; a chunk that does not is raised at
+        the next call (``feed`` or ``finish``), after the good ones before it are out."""
+        if self._failed is not None:
+            raise self._failed
         out: list[bytes] = []
         facts: list[BodyChunkFact] = []
         try:
-            events = self._dec.feed(data)
+            self._events(self._dec.feed(data), out, facts)
         except awschunked.ChunkedError as e:
-            raise BodyError(e.code, e.message) from None
+            self._failed = BodyError(e.code, e.message)
+        except BodyError as e:
+            self._failed = e
+        if self._failed is not None and not out:
+            raise self._failed
+        return out, facts
+
+    def _events(self, events: list[Any], out: list[bytes], facts: list[BodyChunkFact]) -> None:
         for ev in events:
             if isinstance(ev, awschunked.ChunkStart):
                 self._cur.clear()
@@ -208,7 +228,6 @@ class AwsChunkedBody:
             elif isinstance(ev, awschunked.BodyEnd) and self._final is None:
                 # no trailer: the final chunk alone
                 self._final = awschunked.encode_final(self._final_sig(), (), None)
-        return out, facts
 
     def _final_sig(self) -> str | None:
         if not self._signed:
@@ -224,7 +243,7 @@ class AwsChunkedBody:
                 self._verify.verify(digest, self._sig or "")
             except SigV4Error as e:
                 raise BodyError(
-                    e.code, "a chunk signature does not match: " + e.message, 403
+                    e.code, "a chunk signature does not match: " + e.message, 403, data
                 ) from None
         if not data:  # the final, zero-length chunk: its signature is checked above
             return
@@ -269,6 +288,8 @@ class AwsChunkedBody:
         self._final = awschunked.encode_final(final_sig, lines, trailer_sig)
 
     def finish(self) -> Out:
+        if self._failed is not None:
+            raise self._failed
         try:
             self._dec.finish()
         except awschunked.ChunkedError as e:

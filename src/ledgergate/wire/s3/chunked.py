@@ -4,9 +4,9 @@ out) and the encoder pieces to frame the same chunks again.
 Owns the framing only: a chunk's signature is read, not checked (``sigv4.ChunkChain``
 checks it), and a trailing checksum is handed out, not compared. No I/O, clock or logging.
 
-The grammar, as S3 documents it and botocore, the AWS SDKs for Go (v2) and Java (v2) and
-MinIO send it (``signed``: x-amz-content-sha256 is ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``
-or ``...-TRAILER``; ``trailer``: it ends in ``-TRAILER``)::
+The grammar, as S3 documents it, botocore and the AWS SDKs for Go (v2) and Java (v2)
+send it and MinIO and versitygw read it (``signed``: x-amz-content-sha256 is
+``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]``; ``trailer``: it ends in ``-TRAILER``)::
 
     body    = *chunk final trailer CRLF
     chunk   = size [";chunk-signature=" sig] CRLF data CRLF     ; size > 0
