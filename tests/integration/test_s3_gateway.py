@@ -418,3 +418,25 @@ def test_put_object_manifest_and_a_retried_put(s3gw: S3Gateway) -> None:
     assert results[1]["retransmits"]["command"] == results[0]["command"]["seq"]
     manifests = [m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket]
     assert len(manifests) == 2 and manifests[0]["object"]["size"] == len(body)
+
+
+def test_sessions_show_prints_the_manifest_and_a_chunk_is_provable(
+    s3gw: S3Gateway, tmp_path: Path
+) -> None:
+    bucket = s3gw.s3.new_bucket()
+    c = s3gw.client(s3gw.key("auditee"))
+    c.put_object(Bucket=bucket, Key="proof.bin", Body=os.urandom(MiB + 10))
+    manifest = next(
+        m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket
+    )
+    out = s3gw.gw.cli("sessions", "show", manifest["session_id"]).stdout
+    assert f"object {bucket}/proof.bin: 1.0 MiB" in out
+    assert "(PutObject)" in out and "<- request #1 PutObject: accepted 200" in out
+    places = [line.rsplit(" at ", 1)[1] for line in out.splitlines() if "      chunk " in line]
+    assert len(places) == 2 and all(":" in p for p in places)
+    proof = tmp_path / "proof.json"
+    s3gw.gw.cli("audit", "prove", places[1], "-o", str(proof))
+    r = s3gw.gw.cli("audit", "verify-proof", str(proof), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    replay = s3gw.gw.cli("sessions", "replay", manifest["session_id"], "--speed", "0").stdout
+    assert "-> chunk 1 of request #1: 1.0 MiB (aws-chunked)" in replay

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, emit_json, fail, fmt_ns, parse_time
-from ledgergate.services import sessions
+from ledgergate.services import http_timeline, sessions
 from ledgergate.store import StoreError
 
 app = typer.Typer(no_args_is_help=True, help="List, show and replay recorded sessions.")
@@ -69,6 +69,9 @@ def list_(
 
 
 def _describe(e: dict[str, Any]) -> str:
+    http = http_timeline.describe(e)
+    if http is not None:
+        return http
     kind = str(e.get("kind"))
     if kind == "command":
         c = e.get("command") or {}
@@ -98,15 +101,19 @@ def show(
             rows = sessions.session_timeline(env.store, session_id)
         except StoreError as e:
             fail(str(e))
-    if not rows:
-        fail(f"no session {session_id}")
-    if json_:
-        emit_json(rows)
-        return
-    for doc in rows:
-        typer.echo(
-            f"{fmt_ns(doc.get('ts_ns'))}  {doc.get('stream')}:{doc.get('seq')}  {_describe(doc)}"
-        )
+        if not rows:
+            fail(f"no session {session_id}")
+        if json_:
+            emit_json(rows)
+            return
+        for doc in rows:
+            typer.echo(
+                f"{fmt_ns(doc.get('ts_ns'))}  {doc.get('stream')}:{doc.get('seq')}  "
+                f"{_describe(doc)}"
+            )
+            if doc.get("kind") == "object.manifest":
+                for line in http_timeline.manifest_lines(env.store, doc):
+                    typer.echo(line)
 
 
 @app.command()

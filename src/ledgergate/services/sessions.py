@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ledgergate.services import http_timeline
 from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
@@ -141,7 +142,7 @@ def _event_line(e: dict[str, Any]) -> str:
     kind = e.get("kind")
     if kind == "session.open":
         client = _dict(e.get("client")) or {}
-        app = client.get("application_name") or "client"
+        app = client.get("application_name") or client.get("protocol") or "client"
         return (
             f"-- session {e.get('session_id')} opened by {_who(e)} with {app} "
             f"on {e.get('connection')} (recording: {e.get('recording')})"
@@ -243,6 +244,12 @@ class _Replayer:
 
     def entry(self, e: dict[str, Any]) -> None:
         kind = e.get("kind")
+        http = http_timeline.describe(e)
+        if http is not None:  # HTTP and S3 requests, chunks, answers, manifests
+            self.write([http])
+            if kind == "object.manifest":
+                self.write(http_timeline.manifest_lines(self.store, e))
+            return
         if kind == "command":
             self.command(e)
         elif kind == "chunk":
