@@ -293,6 +293,7 @@ class GatewayRuntime:
             listener=hl,
             hostnames=(s.gateway_name, "localhost"),
             policies=lambda: self.gateway.policies if self.gateway is not None else None,
+            reviews=self.reviews,
         )
         host, port = split_address(hl.address, 19443)
         server = await self.http.listen(host, port)

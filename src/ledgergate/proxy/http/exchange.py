@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import html
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,14 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from ledgergate.core.ledger.entry import Draft
+from ledgergate.core.policy.engine import Decision
 from ledgergate.core.policy.http import RequestView
+from ledgergate.core.policy.rules import PolicyRule
 from ledgergate.core.recording_http import RequestFacts
 from ledgergate.proxy.http.backend import BackendConn, BackendError
 from ledgergate.proxy.http.objects import Attempt, parse_complete_parts
 from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
+from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.http.body import AwsChunkedBody, BodyError, Expected, SliceBody
 from ledgergate.wire.http.messages import forwardable, header, problem_body, s3_error_body
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["relay"]
 
+log = logging.getLogger("ledgergate.http")
 now_ns = time.time_ns
 XML = b"application/xml"
 PROBLEM = b"application/problem+json"
@@ -99,6 +104,10 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     if sp is not None and sp.requests_guarded:
         rec.set_policy(sp.version)
         d = sp.check_request(_view(t, facts))
+        if d.allowed and d.review is not None:
+            verdict = await _review(gw, t, facts, sp.review_rule(d.review))
+            if not verdict.approved:
+                d = Decision(False, d.review, verdict.message)
         if not d.allowed:
             message = d.message or f"refused by rule {d.rule}"
             await gw.sink.commit([rec.blocked_request(now_ns(), facts, d.rule, message)])
@@ -134,12 +143,12 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         await bc.send(h11.EndOfMessage())
         async with asyncio.timeout(t.conn.response_timeout):
             resp = await bc.response()
-        outcome, result, answer = await _download(
+        outcome, result, told = await _download(
             gw, client, t, bc, resp, seq, counts, peek_all=keep is not None
         )
-        if outcome == "accepted" and keep is not None and b"<Error>" in answer:
+        if outcome == "accepted" and keep is not None and b"<Error>" in told:
             outcome = "rejected"  # S3 can answer a completion 200 with an error inside
-            m = _CODE.search(answer)
+            m = _CODE.search(told)
             result["error"] = {"code": m.group(1).decode("ascii") if m else "InternalError"}
         pool.put(bc)
         bc = None
@@ -215,6 +224,37 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         closing.extend(_objects(gw, t, facts, attempt, upload, keep, result, closing[0]))
         with contextlib.suppress(LedgerUnavailable):
             gw.sink.submit(closing)
+
+
+async def _review(
+    gw: HttpGateway, t: HttpTarget, f: RequestFacts, rule: PolicyRule | None
+) -> ReviewAnswer:
+    """Hold the request for a human (``services.review_desk``): the request line and
+    what the client declared of its body are what the approval is bound to, so the
+    identical request runs once after approval."""
+    if rule is None or gw.reviews is None:
+        return ReviewAnswer(False, "no reviewer can be asked")
+    s = t.session
+    query = "&".join(f"{k}={v}" for k, v in f.query)
+    statement = f"{f.method} {f.path}{'?' + query if query else ''}"
+    if f.protocol == "s3":
+        statement += f" ({f.op})"
+    params = (
+        f"content-length={f.content_length}" if f.content_length is not None else None,
+        f"payload-sha256={f.payload}" if f.payload is not None else None,
+        f"checksum={f.checksum[0]}:{f.checksum[1]}" if f.checksum is not None else None,
+    )
+    ask = ReviewAsk(
+        session_id=s.session_id,
+        identity=s.facts.identity,
+        groups=s.facts.groups,
+        connection=s.conn_name,
+        rule=rule,
+        op="request",
+        statement=statement,
+        params=params,
+    )
+    return await gw.reviews.ask(ask, lambda text: log.info("session %s: %s", s.session_id, text))
 
 
 def _upload_key(t: HttpTarget, f: RequestFacts) -> tuple[str, str, str, int] | None:

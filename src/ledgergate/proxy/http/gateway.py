@@ -36,6 +36,7 @@ from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.proxy.http.backend import BackendPool
 from ledgergate.proxy.http.objects import ObjectBook
 from ledgergate.proxy.http.session import ClientConn, LedgerSession, Refusal
+from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.http.messages import (
     RequestHead,
@@ -111,7 +112,9 @@ class HttpGateway:
         listener: HttpListener,
         hostnames: tuple[str, ...],
         policies: Callable[[], PolicySet | None] = lambda: None,
+        reviews: ReviewDesk | None = None,
     ) -> None:
+        self.reviews = reviews
         # The policy in force (the PostgreSQL listener's, changed in place when the
         # stored rules change): read at every request, so a change applies at once.
         self.policies = policies
@@ -485,6 +488,8 @@ class HttpGateway:
         session, new = client.session_for(adm, conn_name, self.connections[conn_name].type)
         if new:
             rec = session.recorder
+            if adm.window is not None and self.reviews is not None:
+                self.reviews.used(adm.window[0], session.session_id)
             t = now_ns()
             await self.sink.commit(
                 [

@@ -1,0 +1,153 @@
+"""Just-in-time review of S3 requests: a delete under prod/ is held until a reviewer
+approves it through the API, then runs once; a denied one never reaches the storage;
+``wait: answer`` fails at once with the review id and the identical request runs once
+after approval."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import httpx
+import pytest
+
+from tests.integration.gateway import free_port
+from tests.integration.s3gw import S3Gateway
+from tests.integration.s3server import S3Server
+
+RULES: list[dict[str, Any]] = [
+    {
+        "id": "prod-deletes",
+        "connections": ["logs"],
+        "review": {
+            "kind": "command",
+            "when": {"operations": ["DeleteObject"], "keys": ["prod/*"]},
+            "reviewers": ["dba"],
+            "timeout": "20s",
+        },
+    },
+    {
+        "id": "bot-purge",
+        "connections": ["logs"],
+        "review": {
+            "kind": "command",
+            "when": {"operations": ["DeleteObject"], "keys": ["purge/*"]},
+            "reviewers": ["dba"],
+            "wait": "answer",
+        },
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def g(tmp_path_factory: pytest.TempPathFactory, s3server: S3Server) -> Iterator[S3Gateway]:
+    api = free_port()
+    gw = S3Gateway(
+        tmp_path_factory.mktemp("s3rv"),
+        s3server,
+        extra={
+            "listeners": {"api": {"address": f"127.0.0.1:{api}"}},
+            "roles": {"reviewer": {"groups": ["dba"]}},
+            "policy": {"rules": RULES},
+        },
+    ).start()
+    gw.api_port = api  # type: ignore[attr-defined]
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+class Api:
+    def __init__(self, g: S3Gateway) -> None:
+        self.g = g
+        self.c = httpx.Client(
+            base_url=f"https://localhost:{g.api_port}",  # type: ignore[attr-defined]
+            verify=ssl.create_default_context(cafile=g.ca),
+        )
+        tok = g.gw.token("bob", "user", "1h", "--group", "dba")
+        self.h = {"Authorization": f"Bearer {tok}"}
+
+    def pending(self, timeout: float = 10.0) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.c.get("/api/v1/reviews", headers=self.h, params={"state": "pending"})
+            if got.json():
+                return got.json()[0]  # type: ignore[no-any-return]
+            time.sleep(0.1)
+        raise AssertionError("no pending review appeared")
+
+    def decide(self, rid: str, verb: str, reason: str) -> None:
+        r = self.c.post(f"/api/v1/reviews/{rid}/{verb}", headers=self.h, json={"reason": reason})
+        assert r.status_code == 200, r.text
+
+
+def _bg(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except Exception as e:  # the test looks at it
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_a_held_delete_runs_after_approval_and_a_denied_one_never(g: S3Gateway) -> None:
+    bucket = g.s3.new_bucket()
+    c = g.client(g.key("erin"))
+    c.put_object(Bucket=bucket, Key="prod/orders.csv", Body=b"id\n1\n")
+    c.put_object(Bucket=bucket, Key="prod/users.csv", Body=b"id\n2\n")
+    api = Api(g)
+    try:
+        t, out = _bg(lambda: c.delete_object(Bucket=bucket, Key="prod/orders.csv"))
+        rv = api.pending()
+        assert rv["rule_id"] == "prod-deletes" and rv["requester"]["subject"] == "erin"
+        assert rv["statement"].startswith(f"DELETE /{bucket}/prod/orders.csv")
+        assert g.s3.object_path(bucket, "prod/orders.csv").exists()  # held, not sent
+        api.decide(rv["id"], "approve", "INC-7 cleanup")
+        t.join(20)
+        assert "error" not in out, out
+        assert not g.s3.object_path(bucket, "prod/orders.csv").exists()
+
+        t, out = _bg(lambda: c.delete_object(Bucket=bucket, Key="prod/users.csv"))
+        rv = api.pending()
+        api.decide(rv["id"], "deny", "not during the audit")
+        t.join(20)
+        err = out["error"]
+        assert isinstance(err, botocore.exceptions.ClientError)
+        assert "denied by bob: not during the audit" in err.response["Error"]["Message"]
+        assert g.s3.object_path(bucket, "prod/users.csv").exists()
+    finally:
+        api.c.close()
+    kinds = [e["kind"] for e in g.entries() if e["kind"].startswith("review.")]
+    assert "review.approved" in kinds and "review.denied" in kinds
+    blocks = [b for b in g.entries("decision.block") if b["identity"]["subject"] == "erin"]
+    assert blocks[-1]["decision"]["rule"] == "prod-deletes"
+
+
+def test_wait_answer_then_the_identical_request_runs_once(g: S3Gateway) -> None:
+    bucket = g.s3.new_bucket()
+    c = g.client(g.key("purge-bot"))
+    c.put_object(Bucket=bucket, Key="purge/old.log", Body=b"old")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.delete_object(Bucket=bucket, Key="purge/old.log")
+    assert "send the statement again once approved" in e.value.response["Error"]["Message"]
+    api = Api(g)
+    try:
+        rv = api.pending()
+        api.decide(rv["id"], "approve", "scheduled purge")
+    finally:
+        api.c.close()
+    c.delete_object(Bucket=bucket, Key="purge/old.log")
+    assert not g.s3.object_path(bucket, "purge/old.log").exists()
+    c.put_object(Bucket=bucket, Key="purge/old.log", Body=b"again")
+    with pytest.raises(botocore.exceptions.ClientError):  # the approval was used up
+        c.delete_object(Bucket=bucket, Key="purge/old.log")
