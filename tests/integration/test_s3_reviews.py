@@ -5,17 +5,22 @@ after approval."""
 
 from __future__ import annotations
 
+import json
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import httpx
 import pytest
 
-from tests.integration.gateway import free_port
+from tests.integration.gateway import BIN, free_port
 from tests.integration.s3gw import S3Gateway
 from tests.integration.s3server import S3Server
 
@@ -151,3 +156,60 @@ def test_wait_answer_then_the_identical_request_runs_once(g: S3Gateway) -> None:
     c.put_object(Bucket=bucket, Key="purge/old.log", Body=b"again")
     with pytest.raises(botocore.exceptions.ClientError):  # the approval was used up
         c.delete_object(Bucket=bucket, Key="purge/old.log")
+
+
+def test_aws_credentials_process_gives_botocore_a_short_lived_key(
+    g: S3Gateway, tmp_path: Path
+) -> None:
+    """People never paste secrets: botocore runs ``ledgergate aws-credentials`` (a
+    credential_process) and gets a key minted from the saved login, expiring with it."""
+    from ledgergate.services import client as cl
+
+    token = g.gw.token("dana", "user", "30m", "--group", "eng")
+    creds_file = tmp_path / "credentials.json"
+    cl.save(
+        cl.Credentials(
+            gateway=f"https://localhost:{g.api_port}",  # type: ignore[attr-defined]
+            ca=g.ca,
+            token=token,
+            token_id="tok_x",
+            identity="dana",
+            groups=("eng",),
+            roles=("user",),
+            expires_ns=time.time_ns() + 30 * 60 * 10**9,
+        ),
+        creds_file,
+    )
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text(
+        f"[default]\ncredential_process = {BIN} aws-credentials logs --ttl 2h\nregion = us-east-1\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "LEDGERGATE_CREDENTIALS": str(creds_file),
+        "AWS_CONFIG_FILE": str(aws_config),
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    out = subprocess.run(
+        [str(BIN), "aws-credentials", "logs"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    doc = json.loads(out)
+    assert doc["Version"] == 1 and doc["AccessKeyId"].startswith("LG")
+    bucket = g.s3.new_bucket()
+    script = (
+        "import boto3, sys\n"
+        "from botocore.config import Config\n"
+        f"c = boto3.session.Session().client('s3', endpoint_url='{g.endpoint}', "
+        f"verify='{g.ca}', config=Config(s3={{'addressing_style': 'path'}}))\n"
+        f"c.put_object(Bucket='{bucket}', Key='from-login.txt', Body=b'hi')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    assert g.s3.object_path(bucket, "from-login.txt").read_bytes() == b"hi"
+    cmds = [e for e in g.entries("command") if e["command"].get("bucket") == bucket]
+    assert cmds[0]["identity"]["subject"] == "dana" and cmds[0]["identity"]["groups"] == ["eng"]
+    # the key expires with the login (30 min), not after the 2 h asked for
+    keys = [
+        t for t in json.loads(g.gw.cli("token", "list", "--json").stdout) if t["identity"] == "dana"
+    ]
+    minted = [t for t in keys if t["purpose"] == "s3-session"]
+    assert minted and all(t["expires_ns"] <= time.time_ns() + 31 * 60 * 10**9 for t in minted)

@@ -56,6 +56,11 @@ class TokenCreate(BaseModel):
     groups: list[str] | None = None
 
 
+class AccessKeyCreate(BaseModel):
+    connection: str | None = Field(None, max_length=63)
+    ttl: str = "1h"
+
+
 class TokenRotate(BaseModel):
     ttl: str | None = None
 
@@ -229,6 +234,19 @@ def create_app(admin: AdminService) -> FastAPI:
         except tokens.TokenError as e:
             raise ApiError(400, str(e)) from None
         return {"token": tok, **rec.as_dict(time.time_ns())}
+
+    @v1.post("/access-keys", tags=["tokens"], status_code=201)
+    async def create_access_key(me: Caller, body: AccessKeyCreate) -> dict[str, Any]:
+        """An S3 access key for yourself (what ``ledgergate aws-credentials`` asks for):
+        your identity and groups, expiring with your token at the latest. The secret is
+        in this answer only."""
+        try:
+            ttl = parse_duration(body.ttl)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        out = await admin.own_access_key(me, body.connection, ttl)
+        await admin.changed()
+        return out
 
     async def _own_or_admin(me: Principal, token_id: str) -> None:
         if "admin" in me.roles:

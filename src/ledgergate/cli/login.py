@@ -1,15 +1,20 @@
-"""``ledgergate login | logout | whoami``: a person's own session (thin over
-``services.client``).
+"""``ledgergate login | logout | whoami | aws-credentials``: a person's own session
+(thin over ``services.client``).
 
 ``login`` signs in at the identity provider the gateway trusts and saves a short-lived
 gateway token (0600) to use as the password of psql and other clients. The gateway's
 URL comes from ``--gateway``, else the configuration's API listener, else the last
 login. Prompts and progress go to stderr; only ``whoami --show-token`` prints the token.
+``aws-credentials`` is an AWS ``credential_process``: it prints a short-lived S3 access
+key minted from the saved login, so botocore, the aws CLI and rclone never hold a
+long-lived secret.
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
+import json
 import time
 import webbrowser
 from pathlib import Path
@@ -167,4 +172,44 @@ def register(app: typer.Typer) -> None:
             f"  roles:   {', '.join(me['roles'])}\n"
             f"  expires: {fmt_ns(me['expires_ns'], short=True)}\n"
             f"  gateway: {creds.gateway}"
+        )
+
+
+def register_aws(app: typer.Typer) -> None:
+    @app.command("aws-credentials")
+    def aws_credentials(
+        connection: Annotated[
+            str | None, typer.Argument(help="The s3 connection the key is for.")
+        ] = None,
+        ttl: Annotated[
+            str, typer.Option("--ttl", help="Lifetime (at most the saved login's).")
+        ] = "1h",
+    ) -> None:
+        """Print a short-lived S3 access key from your saved login, in the JSON an AWS
+        ``credential_process`` prints (put ``credential_process = ledgergate
+        aws-credentials CONNECTION`` in ~/.aws/config)."""
+        creds = cl.load()
+        if creds is None:
+            fail("not logged in; run ledgergate login", 1)
+        if time.time_ns() >= creds.expires_ns:
+            fail("the saved token has expired; run ledgergate login", 1)
+        c = cl.GatewayClient(creds.gateway, creds.ca)
+        try:
+            key = c.access_key(creds.token, connection, ttl)
+        except cl.ClientError as e:
+            fail(str(e))
+        finally:
+            c.close()
+        expires = datetime.datetime.fromtimestamp(
+            key["expires_ns"] / 1e9, tz=datetime.UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        typer.echo(
+            json.dumps(
+                {
+                    "Version": 1,
+                    "AccessKeyId": key["access_key_id"],
+                    "SecretAccessKey": key["secret_access_key"],
+                    "Expiration": expires,
+                }
+            )
         )

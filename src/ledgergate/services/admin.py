@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, ParamSpec, TypeVar
 
 from ledgergate.core.config import parse_duration
@@ -124,6 +125,53 @@ class AdminService:
     async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run ``fn(store, writer, *args, **kw)`` on the worker thread."""
         return await self._worker.call(fn, *args, **kw)
+
+    async def own_access_key(
+        self, me: Principal, connection: str | None, ttl_ns: int
+    ) -> dict[str, Any]:
+        """An S3 access key for the caller themself, from their token: the same identity
+        and groups, the same connection scope (or one connection of it), and it expires
+        with the token at the latest. The secret is in this answer only."""
+        from ledgergate.services import access_keys
+        from ledgergate.services.keys import SecretSealer, load_or_create_payload_key
+
+        now = time.time_ns()
+        if (
+            connection is not None
+            and me.scope is not None
+            and not any(fnmatchcase(connection, p) for p in me.scope)
+        ):
+            raise ApiError(403, f"your token is not valid for connection {connection!r}")
+        ttl = min(ttl_ns, me.expires_ns - now)
+        if ttl <= 0:
+            raise ApiError(401, "not authenticated: token expired")
+        sealer = SecretSealer(load_or_create_payload_key(self.settings.access_key_key))
+
+        def mint(st: Store, w: LedgerWriter) -> tuple[str, str, tokens.TokenRecord]:
+            return access_keys.create_access_key(
+                st,
+                w,
+                sealer,
+                identity=me.name,
+                kind=me.kind,
+                ttl_ns=ttl,
+                now_ns=now,
+                created_by=me.actor,
+                groups=me.groups,
+                connections=(connection,) if connection is not None else me.scope,
+                purpose="s3-session",
+            )
+
+        try:
+            key_id, secret, rec = await self.call(mint)
+        except tokens.TokenError as e:
+            raise ApiError(400, str(e)) from None
+        return {
+            "access_key_id": key_id,
+            "secret_access_key": secret,
+            "token_id": rec.id,
+            "expires_ns": rec.expires_ns,
+        }
 
     async def changed(self) -> None:
         """A change that may end sessions was made here: re-check them now."""

@@ -161,6 +161,11 @@ class GatewayClient:
     def logout(self, token: str) -> None:
         self._call("POST", "/api/v1/logout", token)
 
+    def access_key(self, token: str, connection: str | None, ttl: str) -> dict[str, Any]:
+        """A short-lived S3 access key for the caller (the secret is in this answer)."""
+        body = {"connection": connection, "ttl": ttl}
+        return dict(self._call("POST", "/api/v1/access-keys", token, json=body))
+
     # -- reviews (as the caller: the saved token) --------------------------------------------
     def _call_review(self, method: str, path: str, token: str, **kw: Any) -> dict[str, Any]:
         return _as_review(self._call(method, path, token, **kw))
