@@ -131,7 +131,9 @@ def test_a_tampered_chunk_is_refused_and_nothing_is_committed(gw: S3Gateway, fli
     assert results[0]["error"]["code"] == "SignatureDoesNotMatch"
     # the chunks before the bad one passed (and are recorded); the bad one did not
     passed = [
-        e for e in gw.entries("chunk") if e["identity"]["subject"] == who and e["direction"] == "c2s"
+        e
+        for e in gw.entries("chunk")
+        if e["identity"]["subject"] == who and e["direction"] == "c2s"
     ]
     assert [e["outcome"] for e in passed] == ["forwarded"] * flip + ["refused"]
 
