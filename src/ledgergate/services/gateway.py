@@ -294,6 +294,7 @@ class GatewayRuntime:
             hostnames=(s.gateway_name, "localhost"),
             policies=lambda: self.gateway.policies if self.gateway is not None else None,
             reviews=self.reviews,
+            masking_key=self._masking_key(),
         )
         host, port = split_address(hl.address, 19443)
         server = await self.http.listen(host, port)

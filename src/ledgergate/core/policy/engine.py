@@ -144,9 +144,15 @@ class SessionPolicy:
             and r not in self.request_allow
             and r not in self.request_review
         ]
+        # Masking of HTTP and S3 bodies: rules with fields or detectors.
+        self.request_mask = [
+            r for r in rules if r.mask is not None and (r.mask.fields or r.mask.detectors)
+        ]
         self.deny = [r for r in rules if r.deny is not None]
         self.allow = [r for r in rules if r.allow is not None]
-        self.mask = [r for r in rules if r.mask is not None]
+        self.mask = [
+            r for r in rules if r.mask is not None and (r.mask.columns or r.mask.detectors)
+        ]
         # Review rules: statements held for a human (command), the connection reachable
         # only inside an approved window (access; services.access checks it at connect).
         self.review = [r for r in rules if r.review is not None and r.review.kind == "command"]

@@ -191,6 +191,9 @@ class AllowClause(_Strict):
 class MaskAction(_Strict):
     columns: list[str] = []  # schema.table.column globs ("*.*.email", "public.customers.*")
     detectors: list[str] = []  # content detectors, on every text value of the result
+    # HTTP and S3 bodies (JSON, CSV, text): JSON paths such as "$.users[*].email" or
+    # "$..card" (a CSV column by its header: the path's last name).
+    fields: list[str] = []
     function: Literal["redact", "partial", "tokenize", "null", "fixed"] = "redact"
     keep_last: int = Field(4, ge=0, le=64)
     keep_domain: bool = False
@@ -198,8 +201,12 @@ class MaskAction(_Strict):
 
     @model_validator(mode="after")
     def _some(self) -> MaskAction:
-        if not self.columns and not self.detectors:
-            raise ValueError("a mask rule names columns, detectors, or both")
+        if not self.columns and not self.detectors and not self.fields:
+            raise ValueError("a mask rule names columns, fields, detectors, or some of them")
+        from ledgergate.core.masking.document import parse_path  # (plan imports rules)
+
+        for f in self.fields:
+            parse_path(f)
         for c in self.columns:
             if c.count(".") != 2:
                 raise ValueError(f"{c!r}: a column is schema.table.column (globs allowed)")

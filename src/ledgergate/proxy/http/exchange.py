@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from ledgergate.core.ledger.entry import Draft
+from ledgergate.core.masking.document import DocumentMasker, Unmaskable
 from ledgergate.core.policy.engine import Decision
 from ledgergate.core.policy.http import RequestView
 from ledgergate.core.policy.rules import PolicyRule
@@ -33,7 +34,13 @@ from ledgergate.proxy.http.objects import Attempt, parse_complete_parts
 from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
 from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
-from ledgergate.wire.http.body import AwsChunkedBody, BodyError, Expected, SliceBody
+from ledgergate.wire.http.body import (
+    AwsChunkedBody,
+    BodyChunkFact,
+    BodyError,
+    Expected,
+    SliceBody,
+)
 from ledgergate.wire.http.messages import forwardable, header, problem_body, s3_error_body
 from ledgergate.wire.s3 import sigv4
 from ledgergate.wire.s3.checksums import ALGORITHMS
@@ -83,6 +90,9 @@ _DROP_RESPONSE = frozenset({b"content-length", b"server", b"date"})
 ERROR_PEEK = 4096
 _CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _ETAG = re.compile(rb"<ETag>([^<]{1,200})</ETag>")
+# A masked answer is read whole before it is masked and sent: larger ones are refused
+# (never passed unmasked).
+MASK_MAX = 16 << 20
 # A CompleteMultipartUpload's body (its part list) and answer are kept up to this size to
 # build the object's manifest (10,000 parts take about 1 MiB).
 KEEP_MAX = 2 << 20
@@ -133,7 +143,8 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     counts = {"c2s": 0, "s2c": 0, "bytes_in": 0, "bytes_out": 0}
     try:
         bc = await pool.get()
-        method, target, out_headers, body = _backend_request(gw, t)
+        masker = gw.masker_for(s)
+        method, target, out_headers, body = _backend_request(gw, t, masked=masker is not None)
         if header(headers, b"transfer-encoding") is not None:
             out_headers.append((b"transfer-encoding", b"chunked"))
         await bc.send(h11.Request(method=method, target=target, headers=out_headers))
@@ -143,9 +154,14 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         await bc.send(h11.EndOfMessage())
         async with asyncio.timeout(t.conn.response_timeout):
             resp = await bc.response()
-        outcome, result, told = await _download(
-            gw, client, t, bc, resp, seq, counts, peek_all=keep is not None
-        )
+        if masker is not None and _has_body(t, resp):
+            outcome, result, told = await _download_masked(
+                gw, client, t, bc, resp, seq, counts, masker
+            )
+        else:
+            outcome, result, told = await _download(
+                gw, client, t, bc, resp, seq, counts, peek_all=keep is not None
+            )
         if outcome == "accepted" and keep is not None and b"<Error>" in told:
             outcome = "rejected"  # S3 can answer a completion 200 with an error inside
             m = _CODE.search(told)
@@ -167,6 +183,11 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
                     ]
                 )
         await client.refuse(_error(t, e.status, e.code, e.message, client))
+        return client.h.their_state is h11.DONE
+    except Unmaskable as e:
+        outcome, result = "refused", {"error": {"code": "Unmaskable", "message": str(e)}}
+        why = f"ledgergate: the answer cannot be masked, so it is not sent: {e}"
+        await client.refuse(_error(t, 403, "AccessDenied", why, client))
         return client.h.their_state is h11.DONE
     except _Cut as e:
         outcome, result = "cut", {"reason": str(e)}
@@ -393,14 +414,17 @@ def _facts(t: HttpTarget) -> RequestFacts:
 
 
 def _backend_request(
-    gw: HttpGateway, t: HttpTarget
+    gw: HttpGateway, t: HttpTarget, *, masked: bool = False
 ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], SliceBody | AwsChunkedBody]:
-    """The request to send the backend (method, target, headers) and the body relay."""
+    """The request to send the backend (method, target, headers) and the body relay.
+    ``masked``: the answer will be masked, so it is asked for uncompressed and whole."""
     conn = t.conn
     head = t.head
     headers = list(head.headers)
     host = conn.host if conn.port in (80, 443) else f"{conn.host}:{conn.port}"
     out = [(k, v) for k, v in forwardable(headers) if k not in _DROP]
+    if masked:
+        out = [(k, v) for k, v in out if k not in (b"accept-encoding", b"range", b"if-range")]
     clen = header(headers, b"content-length")
     if clen is not None:
         out.append((b"content-length", clen))
@@ -640,6 +664,80 @@ async def _download(
         if m is not None:
             result["etag"] = html.unescape(m.group(1).decode("utf-8", "replace"))
     return "accepted", result, bytes(peek)
+
+
+def _has_body(t: HttpTarget, resp: h11.Response) -> bool:
+    return t.head.method != b"HEAD" and resp.status_code not in (204, 304)
+
+
+async def _download_masked(
+    gw: HttpGateway,
+    client: ClientConn,
+    t: HttpTarget,
+    bc: BackendConn,
+    resp: h11.Response,
+    seq: int,
+    counts: dict[str, int],
+    masker: DocumentMasker,
+) -> tuple[str, dict[str, Any], bytes]:
+    """A masked answer: read whole (up to ``MASK_MAX``), masked, recorded as one chunk
+    (the digest of what the backend sent and of what the client got), then sent with its
+    new length. Raises ``Unmaskable`` before anything is sent when it cannot be."""
+    s = t.session
+    rec = s.recorder
+    status = resp.status_code
+    rh = list(resp.headers)
+    enc = (header(rh, b"content-encoding") or b"identity").strip().lower()
+    if enc not in (b"identity", b""):
+        raise Unmaskable(f"the answer is compressed ({enc.decode('latin-1')})")
+    raw = bytearray()
+    async for data in bc.body():
+        why = s.check(now_ns())
+        if why is not None:
+            raise _Cut(f"session ended: {why}")
+        raw += data
+        if len(raw) > MASK_MAX:
+            raise Unmaskable(f"the answer is larger than {MASK_MAX >> 20} MiB")
+    counts["bytes_out"] += len(raw)
+    ctype = (header(rh, b"content-type") or b"").decode("latin-1")
+    masked, found = masker.mask(ctype, bytes(raw))
+    fact = BodyChunkFact(1, bytes(raw), masked if masked != raw else None, "document")
+    entries = [rec.body_chunk(now_ns(), seq, "s2c", fact)]
+    counts["s2c"] += 1
+    if found:
+        entries.append(
+            rec.event(
+                now_ns(),
+                "mask",
+                command={"seq": seq},
+                content_type=ctype,
+                masking=[
+                    {"field": f, "rule": r, "count": n} for (f, r), n in sorted(found.items())
+                ],
+            )
+        )
+    gw.sink.submit(entries)
+    out_headers = [
+        (k, v)
+        for k, v in forwardable(rh)
+        if k not in _DROP_RESPONSE and not k.startswith(b"x-amz-checksum-") and k != b"content-md5"
+    ]
+    out_headers.append((b"content-length", str(len(masked)).encode()))
+    reason = resp.reason or phrase(status)
+    await client.send(h11.Response(status_code=status, headers=out_headers, reason=reason))
+    client.response_started = True
+    if masked:
+        await client.send(h11.Data(data=masked))
+    await client.send(h11.EndOfMessage())
+    result: dict[str, Any] = {"status": status, "masked": sum(found.values())}
+    etag = header(rh, b"etag")
+    if etag:
+        result["etag"] = etag.decode("latin-1")
+    if status >= 300:
+        m = _CODE.search(bytes(raw[:ERROR_PEEK]))
+        result["error"] = {"code": m.group(1).decode("ascii") if m else str(status)}
+        return "rejected", result, bytes(raw[:ERROR_PEEK])
+    return "accepted", result, b""
 
 
 async def _send_slices(

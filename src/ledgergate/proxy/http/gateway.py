@@ -32,6 +32,8 @@ from typing import Any
 import h11
 
 from ledgergate.core.config import HttpConnection, HttpListener, S3Connection
+from ledgergate.core.masking.document import DocumentMasker, FieldRule, parse_path
+from ledgergate.core.masking.functions import MaskSpec
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.proxy.http.backend import BackendPool
 from ledgergate.proxy.http.objects import ObjectBook
@@ -113,8 +115,11 @@ class HttpGateway:
         hostnames: tuple[str, ...],
         policies: Callable[[], PolicySet | None] = lambda: None,
         reviews: ReviewDesk | None = None,
+        masking_key: bytes = b"",
     ) -> None:
         self.reviews = reviews
+        self.masking_key = masking_key
+        self._maskers: dict[int, tuple[SessionPolicy, DocumentMasker]] = {}
         # The policy in force (the PostgreSQL listener's, changed in place when the
         # stored rules change): read at every request, so a change applies at once.
         self.policies = policies
@@ -199,6 +204,27 @@ class HttpGateway:
         ps = self.policies()
         return None if ps is None else ps.for_session(s.conn_name, s.facts.groups)
 
+    def masker_for(self, s: LedgerSession) -> DocumentMasker | None:
+        """The session's response masker (None: no mask rule applies to it)."""
+        sp = self.policy_for(s)
+        if sp is None or not sp.request_mask:
+            return None
+        got = self._maskers.get(id(sp))
+        if got is not None and got[0] is sp:
+            return got[1]
+        rules = []
+        for r in sp.request_mask:
+            m = r.mask
+            assert m is not None
+            spec = MaskSpec(m.function, m.keep_last, m.keep_domain, m.replacement)
+            fields = tuple((f, parse_path(f)) for f in m.fields)
+            rules.append(FieldRule(r.id, spec, fields, tuple(m.detectors)))
+        masker = DocumentMasker(rules, self.masking_key)
+        if len(self._maskers) > 256:
+            self._maskers.clear()
+        self._maskers[id(sp)] = (sp, masker)
+        return masker
+
     def access_changed(self) -> None:
         """The store's access epoch moved: admissions are decided again."""
         self._cache.clear()
@@ -244,8 +270,12 @@ class HttpGateway:
 
     async def _admit(self, client: ClientConn, head: RequestHead) -> HttpTarget:
         headers = list(head.headers)
+        auth = header(headers, b"authorization") or b""
+        # An AWS signature (header or presigned URL) is an S3 request; anything else is
+        # for an HTTP API connection (a bearer token or Basic auth, or nothing).
+        aws = auth[:5].upper() == b"AWS4-" or b"X-Amz-Credential=" in head.query
         try:
-            signed = sigv4.parse_request(head.method, head.target, headers)
+            signed = sigv4.parse_request(head.method, head.target, headers) if aws else None
         except sigv4.SigV4Error as e:
             raise self._s3_refusal(
                 client,
@@ -258,7 +288,6 @@ class HttpGateway:
             ) from None
         if signed is not None:
             return await self._admit_s3(client, head, signed)
-        auth = header(headers, b"authorization") or b""
         if auth.startswith(b"AWS ") or b"AWSAccessKeyId=" in head.query:
             raise self._s3_refusal(
                 client,
