@@ -14,7 +14,6 @@ import botocore.exceptions
 import httpx
 import pytest
 
-from tests.integration.gateway import free_port
 from tests.integration.httpapi import HttpApi
 from tests.integration.s3gw import S3Gateway
 from tests.integration.s3server import S3Server
