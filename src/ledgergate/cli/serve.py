@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledgergate.core.config import ConfigError, Connection, parse_duration, split_address
-from ledgergate.services.config import load_settings
+from ledgergate.core.config import (
+    AnyConnection,
+    ConfigError,
+    Connection,
+    parse_duration,
+    split_address,
+)
+from ledgergate.services.config import Settings, load_settings
+from ledgergate.services.demo import DemoBackends
+
+if TYPE_CHECKING:
+    from ledgergate.services.gateway import GatewayRuntime
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("-c", "--config", help="YAML configuration file.", show_default=False)
@@ -39,8 +51,6 @@ def register(app: typer.Typer) -> None:
         default: SQLite store, generated TLS certificate and ledger key under the data
         directory, and a demo connection to a local PostgreSQL when one answers."""
         from ledgergate.services import gateway as gw
-        from ledgergate.services import tokens
-        from ledgergate.store import open_store
 
         try:
             settings = load_settings(config, data_dir=data_dir)
@@ -68,6 +78,7 @@ def register(app: typer.Typer) -> None:
         )
         embedded = settings.source is None
         connections = list(cfg.connections)
+        demo: DemoBackends | None = None
         if embedded and not connections:
             if not listen:
                 cfg = cfg.model_copy(
@@ -82,9 +93,25 @@ def register(app: typer.Typer) -> None:
                     }
                 )
                 settings = dataclasses.replace(settings, config=cfg)
-            demo = gw.demo_connection()
-            if demo is not None:
-                connections.append(demo)
+            cfg = cfg.model_copy(
+                update={
+                    "listeners": cfg.listeners.model_copy(
+                        update={
+                            "http": cfg.listeners.http.model_copy(
+                                update={"address": "127.0.0.1:19443"}
+                            )
+                        }
+                    )
+                }
+            )
+            settings = dataclasses.replace(settings, config=cfg)
+            demo = DemoBackends(settings.data_dir)
+            try:
+                connections.extend(demo.start())
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+                demo.stop()
+                typer.echo(f"ledgergate: the demo backends could not start: {e}", err=True)
+                raise typer.Exit(1) from None
         try:
             for c in connections:
                 if isinstance(c, Connection):
@@ -164,30 +191,7 @@ def register(app: typer.Typer) -> None:
                     f"(recording: {c.recording})"
                 )
             if embedded and connections:
-                store = open_store(settings.store_url)
-                from ledgergate.services.keys import load_or_create_ledger_signer
-                from ledgergate.services.ledger import LedgerWriter
-
-                signer = load_or_create_ledger_signer(settings.ledger_key, settings.key_name)
-                w = LedgerWriter.open(store, settings.cli_stream, signer, shared=True)
-                tok, _ = tokens.create_token(
-                    store,
-                    w,
-                    identity="demo",
-                    kind="user",
-                    ttl_ns=parse_duration(demo_token_ttl),
-                    now_ns=time.time_ns(),
-                    created_by="serve (demo)",
-                )
-                w.close(time.time_ns())
-                typer.echo(
-                    "ledgergate: demo token for identity 'demo' (shown once, "
-                    f"expires in {demo_token_ttl}):"
-                )
-                typer.echo(
-                    f'\n  psql "host={shown} port={port} dbname=demo user=demo '
-                    f'password={tok} sslmode=require"\n'
-                )
+                _demo_banner(settings, connections, shown, port, rt, demo_token_ttl)
             typer.echo("ledgergate: press Ctrl-C to stop (a final checkpoint is signed)")
 
         try:
@@ -195,3 +199,75 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:  # found at start: e.g. stored policy rules that clash
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None
+        finally:
+            if demo is not None:
+                demo.stop()
+
+
+def _demo_banner(
+    settings: Settings,
+    connections: list[AnyConnection],
+    shown: str,
+    port: int,
+    rt: GatewayRuntime,
+    ttl: str,
+) -> None:
+    """Mint the demo credentials (shown once) and say how to reach each demo backend."""
+    from ledgergate.services import access_keys, tokens
+    from ledgergate.services.keys import (
+        SecretSealer,
+        load_or_create_ledger_signer,
+        load_or_create_payload_key,
+    )
+    from ledgergate.services.ledger import LedgerWriter
+    from ledgergate.store import open_store
+
+    store = open_store(settings.store_url)
+    signer = load_or_create_ledger_signer(settings.ledger_key, settings.key_name)
+    w = LedgerWriter.open(store, settings.cli_stream, signer, shared=True)
+    now = time.time_ns()
+    names = {c.name for c in connections}
+    try:
+        if "demo" in names:
+            tok, _ = tokens.create_token(
+                store,
+                w,
+                identity="demo",
+                kind="user",
+                ttl_ns=parse_duration(ttl),
+                now_ns=now,
+                created_by="serve (demo)",
+            )
+            typer.echo(
+                f"ledgergate: demo token for identity 'demo' (shown once, expires in {ttl}):"
+            )
+            typer.echo(
+                f'\n  psql "host={shown} port={port} dbname=demo user=demo '
+                f'password={tok} sslmode=require"\n'
+            )
+        if "demo-s3" in names and rt.http_bound is not None:
+            key_id, secret, _ = access_keys.create_access_key(
+                store,
+                w,
+                SecretSealer(load_or_create_payload_key(settings.access_key_key)),
+                identity="demo",
+                kind="user",
+                ttl_ns=parse_duration(ttl),
+                now_ns=now,
+                created_by="serve (demo)",
+                connections=("demo-s3",),
+            )
+            ca = settings.tls_cert
+            aws = shutil.which("aws") or str(Path(sys.executable).parent / "aws")
+            typer.echo(
+                "ledgergate: demo S3 access key for identity 'demo' (shown once), bucket demo:"
+            )
+            typer.echo(
+                f"\n  export AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} "
+                f"AWS_DEFAULT_REGION=us-east-1\n"
+                f"  {aws} --endpoint-url https://localhost:{rt.http_bound[1]} --ca-bundle {ca} "
+                "s3 cp README.md s3://demo/\n"
+            )
+    finally:
+        w.close(time.time_ns())
+        store.close()

@@ -63,7 +63,7 @@ def list_(
             r.connection or "-",
             f"{src.get('ip')}:{src.get('port')}" if src else "-",
             r.outcome or ("open" if r.closed_ns is None else "-"),
-            str((r.stats or {}).get("commands", "-")),
+            str((r.stats or {}).get("commands", (r.stats or {}).get("requests", "-"))),
         )
     Console().print(t)
 

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import signal
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,6 @@ from ledgergate.core.config import (
     AnyConnection,
     ConfigError,
     Connection,
-    Credentials,
     HttpConnection,
     S3Connection,
     parse_duration,
@@ -47,32 +45,12 @@ from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
 from ledgergate.store import open_store
 
-__all__ = ["Addon", "GatewayRuntime", "demo_connection", "held_credential", "run_gateway"]
+__all__ = ["Addon", "GatewayRuntime", "held_credential", "run_gateway"]
 
 log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
 # reaches open sessions within about this long, whichever process made the change.
 EPOCH_POLL_S = 1.0
-
-
-def demo_connection(
-    address: str = "127.0.0.1:5432", database: str = "postgres"
-) -> Connection | None:
-    """The embedded default's demo: a local PostgreSQL, if one answers on ``address``."""
-    host, port = split_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            pass
-    except OSError:
-        return None
-    return Connection(
-        name="demo",
-        address=address,
-        database=database,
-        credentials=Credentials(user="postgres", password=None),
-        sslmode="prefer",
-        recording="redacted",
-    )
 
 
 class Addon(Protocol):
