@@ -214,3 +214,31 @@ def test_boto3_over_plain_http_checks_the_declared_digest(plain: S3Gateway) -> N
     r = httpx.put(request.url, content=b"what was sent!!", headers=headers, timeout=30)
     assert r.status_code == 400 and "XAmzContentSHA256Mismatch" in r.text
     assert not plain.s3.object_path(bucket, "bad.bin").exists()
+
+
+def test_virtual_hosted_addressing(gw: S3Gateway) -> None:
+    """``bucket.<gateway name>`` (here ``bucket.localhost``) names the bucket in the Host
+    header: signed as botocore signs a virtual-hosted request, relayed path-style."""
+    bucket = gw.s3.new_bucket()
+    key = gw.key("vhost-app")
+    host = f"{bucket}.localhost:{gw.http_port}"
+    request = AWSRequest(
+        method="PUT",
+        url=f"https://{host}/v.txt",
+        headers={"X-Amz-Content-SHA256": hashlib.sha256(b"virtual").hexdigest()},
+        data=b"virtual",
+    )
+    SigV4Auth(Credentials(*key), "s3", gw.s3.region).add_auth(request)
+    headers = dict(request.headers.items())
+    headers["Host"] = host
+    r = httpx.put(
+        f"https://localhost:{gw.http_port}/v.txt",
+        content=b"virtual",
+        headers=headers,
+        verify=_ctx(gw),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert gw.s3.object_path(bucket, "v.txt").read_bytes() == b"virtual"
+    cmd = [e for e in gw.entries("command") if e["identity"]["subject"] == "vhost-app"][-1]
+    assert cmd["command"]["bucket"] == bucket and cmd["command"]["key"] == "v.txt"
