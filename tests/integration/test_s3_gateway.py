@@ -426,9 +426,7 @@ def test_sessions_show_prints_the_manifest_and_a_chunk_is_provable(
     bucket = s3gw.s3.new_bucket()
     c = s3gw.client(s3gw.key("auditee"))
     c.put_object(Bucket=bucket, Key="proof.bin", Body=os.urandom(MiB + 10))
-    manifest = next(
-        m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket
-    )
+    manifest = next(m for m in s3gw.entries("object.manifest") if m["object"]["bucket"] == bucket)
     out = s3gw.gw.cli("sessions", "show", manifest["session_id"]).stdout
     assert f"object {bucket}/proof.bin: 1.0 MiB" in out
     assert "(PutObject)" in out and "<- request #1 PutObject: accepted 200" in out
@@ -440,3 +438,21 @@ def test_sessions_show_prints_the_manifest_and_a_chunk_is_provable(
     assert r.returncode == 0, r.stdout + r.stderr
     replay = s3gw.gw.cli("sessions", "replay", manifest["session_id"], "--speed", "0").stdout
     assert "-> chunk 1 of request #1: 1.0 MiB (aws-chunked)" in replay
+
+
+def test_a_batch_delete_is_decided_key_by_key(s3gw: S3Gateway) -> None:
+    bucket = s3gw.s3.new_bucket()
+    c = s3gw.client(s3gw.key("batch"))
+    for k in ("audit/a.log", "tmp/b", "tmp/c"):
+        c.put_object(Bucket=bucket, Key=k, Body=b"x")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": "tmp/b"}, {"Key": "audit/a.log"}]}
+        )
+    assert "keep-audit" in e.value.response["Error"]["Message"]
+    assert "audit/a.log" in e.value.response["Error"]["Message"]
+    assert s3gw.s3.object_path(bucket, "tmp/b").exists()  # nothing of the batch ran
+    assert s3gw.s3.object_path(bucket, "audit/a.log").exists()
+    done = c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "tmp/b"}, {"Key": "tmp/c"}]})
+    assert sorted(d["Key"] for d in done["Deleted"]) == ["tmp/b", "tmp/c"]
+    assert not s3gw.s3.object_path(bucket, "tmp/b").exists()

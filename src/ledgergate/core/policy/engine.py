@@ -159,6 +159,13 @@ class SessionPolicy:
         self.access = [r for r in rules if r.review is not None and r.review.kind == "access"]
         # A session with masking is guarded too: COPY ... TO would carry unmasked rows.
         self.guarded = bool(self.deny or self.allow or self.mask or self.review)
+        # Rules whose request conditions name object keys (a batch delete is then
+        # decided key by key).
+        self.keys_matter = any(
+            c is not None and c.keys is not None
+            for r in (*self.request_deny, *self.request_review)
+            for c in ((r.deny,) if r.deny is not None else (r.review.when,) if r.review else ())
+        ) or any(cl.keys is not None for r in self.request_allow for cl in (r.allow or ()))
         self.requests_guarded = bool(self.request_deny or self.request_allow or self.request_review)
         # Decisions by statement fingerprint (the parse tree without its constants):
         # `WHERE aid = 1` and `WHERE aid = 2` share one. Only decisions no constant could

@@ -25,7 +25,7 @@ import h11
 
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.masking.document import DocumentMasker, Unmaskable
-from ledgergate.core.policy.engine import Decision
+from ledgergate.core.policy.engine import ALLOW, Decision, SessionPolicy
 from ledgergate.core.policy.http import RequestView
 from ledgergate.core.policy.rules import PolicyRule
 from ledgergate.core.recording_http import RequestFacts
@@ -41,7 +41,14 @@ from ledgergate.wire.http.body import (
     Expected,
     SliceBody,
 )
-from ledgergate.wire.http.messages import forwardable, header, problem_body, s3_error_body
+from ledgergate.wire.http.messages import (
+    forwardable,
+    header,
+    problem_body,
+    s3_delete_keys,
+    s3_error_body,
+)
+from ledgergate.wire.s3 import chunked as awschunked
 from ledgergate.wire.s3 import sigv4
 from ledgergate.wire.s3.checksums import ALGORITHMS
 
@@ -93,6 +100,8 @@ _ETAG = re.compile(rb"<ETag>([^<]{1,200})</ETag>")
 # A masked answer is read whole before it is masked and sent: larger ones are refused
 # (never passed unmasked).
 MASK_MAX = 16 << 20
+# A batch delete's body (up to 1,000 keys) is read before it is decided on, up to this.
+PREFETCH_MAX = 2 << 20
 # A CompleteMultipartUpload's body (its part list) and answer are kept up to this size to
 # build the object's manifest (10,000 parts take about 1 MiB).
 KEEP_MAX = 2 << 20
@@ -110,10 +119,19 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     headers = list(head.headers)
     facts = _facts(t)
     s.requests += 1
+    prefetched: list[h11.Event] | None = None
     sp = gw.policy_for(s)
     if sp is not None and sp.requests_guarded:
         rec.set_policy(sp.version)
         d = sp.check_request(_view(t, facts))
+        if d.allowed and facts.op == "DeleteObjects" and sp.keys_matter:
+            # the keys of a batch delete are in its body: each is decided as a DeleteObject
+            prefetched = await _prefetch(client, gw.listener.body_timeout)
+            if prefetched is None:
+                d = Decision(False, "delete-objects", "the list of keys to delete is too long")
+            else:
+                body_bytes = b"".join(bytes(e.data) for e in prefetched if isinstance(e, h11.Data))
+                d = _judge_keys(sp, t, facts, s3_delete_keys(_decoded(t, body_bytes)))
         if d.allowed and d.review is not None:
             verdict = await _review(gw, t, facts, sp.review_rule(d.review))
             if not verdict.approved:
@@ -150,7 +168,7 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         await bc.send(h11.Request(method=method, target=target, headers=out_headers))
         if client.h.they_are_waiting_for_100_continue:
             await client.send(h11.InformationalResponse(status_code=100, headers=[]))
-        await _upload(gw, client, t, bc, body, seq, counts, attempt, keep)
+        await _upload(gw, client, t, bc, body, seq, counts, attempt, keep, prefetched)
         await bc.send(h11.EndOfMessage())
         async with asyncio.timeout(t.conn.response_timeout):
             resp = await bc.response()
@@ -276,6 +294,65 @@ async def _review(
         params=params,
     )
     return await gw.reviews.ask(ask, lambda text: log.info("session %s: %s", s.session_id, text))
+
+
+async def _prefetch(client: ClientConn, timeout: float) -> list[h11.Event] | None:
+    """The whole (small) body of a request, read before it is decided on; None past
+    ``PREFETCH_MAX`` bytes."""
+    if client.h.they_are_waiting_for_100_continue:
+        await client.send(h11.InformationalResponse(status_code=100, headers=[]))
+    events: list[h11.Event] = []
+    size = 0
+    while True:
+        ev = await client.next_event(timeout)
+        if isinstance(ev, h11.Data):
+            size += len(ev.data)
+            if size > PREFETCH_MAX:
+                return None
+        elif not isinstance(ev, h11.EndOfMessage):
+            raise BodyError(
+                "IncompleteBody", "the client closed the connection before the body's end"
+            )
+        events.append(ev)
+        if isinstance(ev, h11.EndOfMessage):
+            return events
+
+
+def _decoded(t: HttpTarget, body: bytes) -> bytes:
+    """An aws-chunked body's data (a batch delete's XML may come chunked)."""
+    payload = t.signed.payload_hash if t.signed else ""
+    if payload not in STREAMING:
+        return body
+    out = bytearray()
+    dec = awschunked.AwsChunkedDecoder(signed=STREAMING[payload][0], trailer=STREAMING[payload][1])
+    try:
+        for ev in dec.feed(body):
+            if isinstance(ev, awschunked.ChunkData):
+                out += ev.data
+    except awschunked.ChunkedError:
+        return b""
+    return bytes(out)
+
+
+def _judge_keys(sp: SessionPolicy, t: HttpTarget, f: RequestFacts, keys: list[str]) -> Decision:
+    """A batch delete decided key by key, as DeleteObject: the first key refused (or
+    held for review: a batch is not reviewed whole) refuses the whole request."""
+    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
+    for key in keys:
+        view = RequestView(
+            method="DELETE",
+            operation="DeleteObject",
+            path=f"/{f.bucket}/{key}",
+            bucket=f.bucket,
+            key=key,
+            headers=hdrs,
+        )
+        d = sp.check_request(view)
+        if d.review is not None:
+            return Decision(False, d.review, f"deleting {key} needs a review: delete it alone")
+        if not d.allowed:
+            return Decision(False, d.rule, f"{d.message or 'refused'} (key {key})")
+    return ALLOW
 
 
 def _upload_key(t: HttpTarget, f: RequestFacts) -> tuple[str, str, str, int] | None:
@@ -555,6 +632,7 @@ async def _upload(
     counts: dict[str, int],
     attempt: Attempt,
     keep: bytearray | None,
+    prefetched: list[h11.Event] | None = None,
 ) -> None:
     """Relay the request body: each chunk recorded, then written; the end held back
     until the body checked out."""
@@ -566,7 +644,7 @@ async def _upload(
         if why is not None:
             raise _Cut(f"session ended: {why}")
         try:
-            ev = await client.next_event(timeout)
+            ev = prefetched.pop(0) if prefetched else await client.next_event(timeout)
         except TimeoutError:
             raise BodyError(
                 "RequestTimeout", "the request body was not sent in time", 400

@@ -9,6 +9,7 @@ RFC 9457 problem documents). Pure: no I/O, clock or logging.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -24,6 +25,7 @@ __all__ = [
     "forwardable",
     "header",
     "problem_body",
+    "s3_delete_keys",
     "s3_error_body",
     "s3_operation",
     "split_s3_target",
@@ -228,6 +230,16 @@ _OBJECT_SUBRESOURCES: dict[str, dict[str, str]] = {
     "attributes": {"GET": "GetObjectAttributes"},
     "restore": {"POST": "RestoreObject"},
 }
+
+
+_DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
+
+
+def s3_delete_keys(body: bytes) -> list[str]:
+    """The object keys a DeleteObjects request body names, XML entities decoded."""
+    return [
+        html.unescape(m.group(1).decode("utf-8", "replace")) for m in _DELETE_KEY.finditer(body)
+    ]
 
 
 def s3_error_body(code: str, message: str, resource: str, request_id: str) -> bytes:
