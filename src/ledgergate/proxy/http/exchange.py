@@ -220,6 +220,14 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
                 _error(t, 403, "AccessDenied", f"ledgergate: {client._cut}", client, close=True)
             )
         raise
+    except LedgerUnavailable:
+        # fail closed: nothing more passes (the backend connection is aborted below)
+        outcome, result = "failed", {"error": {"code": "LedgerUnavailable", "message": ""}}
+        why = (
+            "ledgergate: the audit ledger is unavailable; refusing traffic until it can be written"
+        )
+        await client.refuse(_error(t, 503, "ServiceUnavailable", why, client, close=True))
+        return False
     except BackendError as e:
         outcome, result = "failed", {"error": {"code": "BackendError", "message": str(e)}}
         await client.refuse(

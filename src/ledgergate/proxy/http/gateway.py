@@ -252,6 +252,7 @@ class HttpGateway:
 
         try:
             target = await self._admit(client, head)
+            return await relay(self, client, target)
         except Refusal as r:
             if client.h.their_state is h11.SEND_BODY and client.h.they_are_waiting_for_100_continue:
                 r.close = True  # the client holds its body back: end the exchange here
@@ -266,7 +267,6 @@ class HttpGateway:
                 )
             )
             return False
-        return await relay(self, client, target)
 
     async def _admit(self, client: ClientConn, head: RequestHead) -> HttpTarget:
         headers = list(head.headers)
