@@ -35,6 +35,7 @@ from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.core.policy.effective import PolicyError
 from ledgergate.proxy.http.gateway import Admitted, HttpGateway
+from ledgergate.proxy.listener import Listener
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys, policy_rules
@@ -279,7 +280,8 @@ class GatewayRuntime:
         sock = server.sockets[0].getsockname()
         self.http_bound = (str(sock[0]), int(sock[1]))
 
-    def _listeners(self) -> list[PgGateway | HttpGateway]:
+    def _listeners(self) -> list[Listener]:
+        """Every protocol's listener: re-checks, access windows and shutdown go to all."""
         return [g for g in (self.gateway, self.http) if g is not None]
 
     def _masking_key(self) -> bytes:

@@ -1,0 +1,47 @@
+"""What every protocol's listener offers the gateway, whatever it carries.
+
+The runtime (``services.gateway``) re-checks open sessions, ends them, closes access
+windows and shuts down through this one shape, for PostgreSQL, S3 and HTTP alike; a
+protocol's listener fills it in. A session it hands out carries its ``SessionFacts``
+(who, on which token, since when) and ends with ``end(why)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ledgergate.core.identity import SessionFacts
+
+__all__ = ["Listener", "OpenSession"]
+
+
+class OpenSession(Protocol):
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def facts(self) -> SessionFacts | None: ...
+
+    @property
+    def window_id(self) -> str | None: ...
+
+
+class Listener(Protocol):
+    def open_sessions(self) -> Sequence[OpenSession]:
+        """The sessions open now (re-checked every interval and at access changes)."""
+        ...
+
+    def end_sessions(self, verdicts: dict[str, str]) -> int:
+        """End the sessions named (session id → why); how many were open."""
+        ...
+
+    def windows_in_use(self) -> set[str]:
+        """The access reviews open sessions were admitted under."""
+        ...
+
+    def close_window(self, review_id: str, why: str) -> int:
+        """End the sessions admitted in an access window that closed early."""
+        ...
+
+    async def shutdown(self) -> None: ...
