@@ -147,9 +147,7 @@ def test_rclone_copy_and_cat(gw: S3Gateway, tmp_path: Path) -> None:
     )
     src = tmp_path / "r.bin"
     src.write_bytes(os.urandom(3 * MiB + 17))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "SSL_CERT_FILE"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "SSL_CERT_FILE"}
     env["SSL_CERT_FILE"] = gw.ca  # Go's TLS reads the CA from here
     subprocess.run(
         ["rclone", "--config", "/dev/null", "copyto", str(src), f"{remote}{bucket}/r.bin"],
@@ -242,3 +240,14 @@ def test_virtual_hosted_addressing(gw: S3Gateway) -> None:
     assert gw.s3.object_path(bucket, "v.txt").read_bytes() == b"virtual"
     cmd = [e for e in gw.entries("command") if e["identity"]["subject"] == "vhost-app"][-1]
     assert cmd["command"]["bucket"] == bucket and cmd["command"]["key"] == "v.txt"
+
+
+def test_head_object_and_the_connection_after_it(plain: S3Gateway) -> None:
+    """A HEAD answer has no body whatever its Content-Length says; the backend
+    connection is reused for the next request."""
+    bucket = plain.s3.new_bucket()
+    c = plain.client(plain.key("head-app"))
+    c.put_object(Bucket=bucket, Key="h.bin", Body=b"x" * 5000)
+    for _ in range(3):
+        assert c.head_object(Bucket=bucket, Key="h.bin")["ContentLength"] == 5000
+        assert c.get_object(Bucket=bucket, Key="h.bin")["Body"].read() == b"x" * 5000

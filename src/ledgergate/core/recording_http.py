@@ -146,7 +146,7 @@ class HttpRecorder(SessionRecorder):
         return cmd
 
     def body_chunk(self, ts_ns: int, cmd_seq: int, direction: str, c: BodyChunkFact) -> Draft:
-        d_in = sha256(c.data_in).hexdigest()
+        d_in = c.digest_in or sha256(c.data_in).hexdigest()
         d_out = d_in if c.data_out is None else sha256(c.data_out).hexdigest()
         chunk: dict[str, Any] = {
             "seq": c.seq,

@@ -1,9 +1,12 @@
-"""Connections from the gateway to an HTTP or S3 backend: h11 client over asyncio.
+"""Connections from the gateway to an HTTP or S3 backend: an asyncio Protocol with
+llhttp (httptools) parsing the answers.
 
-Owns opening (TLS verified as the connection says), sending a request head and body,
-reading the answer, keeping idle connections for reuse, and aborting one whose request
-must not complete (the backend then sees a truncated body and commits nothing). Never
-logs a header: they carry the held credential.
+Owns opening (TLS verified as the connection says), writing a request head and body
+(Content-Length bodies pass through as they are; others are framed chunked), reading
+the answer's head and body with flow control, keeping idle connections for reuse, and
+aborting one whose request must not complete (the backend then sees a truncated body
+and commits nothing). Body bytes are handed on as the transport delivered them (no
+stream buffer copying them twice). Never logs a header: they carry the held credential.
 """
 
 from __future__ import annotations
@@ -13,113 +16,287 @@ import contextlib
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
-import h11
+import httptools
 
 from ledgergate.core.config import HttpConnection, S3Connection
 
-__all__ = ["BackendConn", "BackendError", "BackendPool"]
+__all__ = ["BackendConn", "BackendError", "BackendPool", "BackendResponse"]
 
-# Bytes read from the backend per call: large enough for a GiB download in few reads.
-READ_SIZE = 256 * 1024
 # Idle connections kept per backend; more are closed when they finish.
 MAX_IDLE = 16
 # The largest response head accepted from a backend.
 MAX_RESPONSE_HEAD = 64 * 1024
+# Reading from the backend pauses while this much body waits for the client.
+HIGH_WATER = 4 << 20
+LOW_WATER = 1 << 20
 
 
 class BackendError(ConnectionError):
     """The backend could not be reached or broke the exchange (message safe to show)."""
 
 
-class BackendConn:
-    __slots__ = ("_h", "_reader", "_writer", "broken")
+@dataclass(slots=True)
+class BackendResponse:
+    status_code: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._h = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
-        self.broken = False
 
-    async def send(self, event: h11.Event) -> None:
-        try:
-            data = self._h.send(event)
-        except h11.LocalProtocolError as e:
-            self.broken = True
-            raise BackendError(f"the request could not be framed: {e}") from None
-        if data:
-            try:
-                self._writer.write(data)
-                await self._writer.drain()
-            except (ConnectionError, OSError) as e:
-                self.broken = True
-                raise BackendError(
-                    f"the backend closed the connection ({type(e).__name__})"
-                ) from None
+class _Proto(asyncio.Protocol):
+    """The socket's side: parses what arrives, queues body pieces, pauses when full."""
 
-    async def _next(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        while True:
-            try:
-                ev = self._h.next_event()
-            except h11.RemoteProtocolError as e:
-                self.broken = True
-                raise BackendError(f"the backend's answer is not valid HTTP: {e}") from None
-            if ev is not h11.NEED_DATA:
-                return ev
-            try:
-                data = await self._reader.read(READ_SIZE)
-            except (ConnectionError, OSError) as e:
-                self.broken = True
-                raise BackendError(
-                    f"the backend closed the connection ({type(e).__name__})"
-                ) from None
-            self._h.receive_data(data)
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.head_only = False
+        self.response: BackendResponse | None = None
+        self.pieces: deque[bytes] = deque()
+        self.queued = 0
+        self.complete = False
+        self.error: BackendError | None = None
+        self.closed = False
+        self.wakeup: asyncio.Future[None] | None = None
+        self.paused = False
+        self._head_bytes = 0
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._name = b""
 
-    async def response(self) -> h11.Response:
-        """The final answer's head (informational 1xx answers are skipped)."""
-        while True:
-            ev = await self._next()
-            if isinstance(ev, h11.Response):
-                return ev
-            if isinstance(ev, h11.InformationalResponse):
-                continue
-            self.broken = True
-            raise BackendError("the backend closed the connection before answering")
+    # -- asyncio callbacks -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
-    async def body(self) -> AsyncIterator[bytes]:
-        while True:
-            ev = await self._next()
-            if isinstance(ev, h11.Data):
-                yield bytes(ev.data)
-            elif isinstance(ev, h11.EndOfMessage):
+    def data_received(self, data: bytes) -> None:
+        if self.parser is None or self.complete:
+            if data:
+                self._fail("the backend sent data it was not asked for")
+            return
+        if self.response is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD + (1 << 20):
+                self._fail("the backend's answer head is too large")
                 return
-            else:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if not (self.head_only and self.complete):  # a HEAD answer stops the parser
+                self._fail(f"the backend's answer is not valid HTTP: {e}")
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if not self.complete:
+            self._fail("the backend closed the connection before the answer's end")
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            self._fail("the backend closed the connection before the answer's end")
+        self._can_write.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self._reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is None:
+            self.response = BackendResponse(0, b"")
+        self.response.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        if self.response is None:
+            self.response = BackendResponse(0, b"")
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an informational answer: the real one follows
+            self.response = None
+            return
+        self.response.status_code = status
+        self.response.reason = getattr(self, "_reason", b"")
+        if self.head_only:
+            self.complete = True  # a HEAD answer has no body, whatever its length says
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        self.pieces.append(body)
+        self.queued += len(body)
+        if self.queued > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self.response is not None and self.response.status_code >= 200:
+            self.complete = True
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = BackendError(why)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self) -> None:
+        self.wakeup = asyncio.get_running_loop().create_future()
+        try:
+            await self.wakeup
+        finally:
+            self.wakeup = None
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (httptools reports it as an error)."""
+
+
+class BackendConn:
+    __slots__ = ("_chunked", "_length", "_p", "_sent", "broken", "sent_all")
+
+    def __init__(self, proto: _Proto) -> None:
+        self._p = proto
+        self._chunked = False
+        self._length: int | None = None  # the Content-Length sent, checked as we go
+        self._sent = 0
+        self.broken = False
+        self.sent_all = False
+
+    # -- the request -----------------------------------------------------------------------
+    async def send_head(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        p = self._p
+        p.parser = httptools.HttpResponseParser(p)
+        p.head_only = method == b"HEAD"
+        p.response = None
+        p.complete = False
+        p.pieces.clear()
+        p.queued = 0
+        p._head_bytes = 0
+        names = {k: v for k, v in headers}
+        self._chunked = b"transfer-encoding" in names
+        length = names.get(b"content-length")
+        self._length = int(length) if length is not None and length.isdigit() else None
+        self._sent = 0
+        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for k, v in headers:
+            if b"\r" in v or b"\n" in v or b"\r" in k or b"\n" in k:
                 self.broken = True
-                raise BackendError("the backend broke off its answer")
+                raise BackendError("a header value holds a line break; refused")
+            lines += (k, b": ", v, b"\r\n")
+        lines.append(b"\r\n")
+        await self._write(b"".join(lines))
+
+    async def send_data(self, data: bytes) -> None:
+        if not data:
+            return
+        self._sent += len(data)
+        if not self._chunked and (self._length is None or self._sent > self._length):
+            self.broken = True
+            raise BackendError("the body is longer than the length sent to the backend")
+        if self._chunked:
+            await self._write(b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            await self._write(data)
+
+    async def send_end(self) -> None:
+        if self._chunked:
+            await self._write(b"0\r\n\r\n")
+        elif self._sent != (self._length or 0):
+            self.broken = True
+            raise BackendError("the body is shorter than the length sent to the backend")
+        self.sent_all = True
+
+    async def _write(self, *parts: bytes) -> None:
+        p = self._p
+        if (p.error is not None and p.closed) or p.transport is None or p.transport.is_closing():
+            self.broken = True
+            raise BackendError("the backend closed the connection")
+        if len(parts) == 1:
+            p.transport.write(parts[0])
+        else:
+            p.transport.writelines(parts)
+        if not p._can_write.is_set():
+            await p._can_write.wait()
+            if p.transport.is_closing():
+                self.broken = True
+                raise BackendError("the backend closed the connection")
+
+    # -- the answer ------------------------------------------------------------------------
+    async def response(self) -> BackendResponse:
+        p = self._p
+        while p.response is None or p.response.status_code < 200:
+            if p.error is not None:
+                self.broken = True
+                raise p.error
+            await p.wait()
+        return p.response
+
+    async def body(self, idle: float | None = None) -> AsyncIterator[bytes]:
+        """The answer's body as it arrives; with ``idle``, an empty piece whenever the
+        backend sends nothing for that long (so what is held can be passed on)."""
+        p = self._p
+        while True:
+            while p.pieces:
+                piece = p.pieces.popleft()
+                p.queued -= len(piece)
+                if p.paused and p.queued < LOW_WATER and p.transport is not None:
+                    p.paused = False
+                    p.transport.resume_reading()
+                yield piece
+            if p.complete:
+                return
+            if p.error is not None:
+                self.broken = True
+                raise p.error
+            if idle is None:
+                await p.wait()
+                continue
+            try:
+                await asyncio.wait_for(p.wait(), idle)
+            except TimeoutError:
+                yield b""
 
     @property
     def reusable(self) -> bool:
-        if self.broken:
+        p = self._p
+        if self.broken or not self.sent_all or not p.complete or p.closed:
             return False
-        if self._h.our_state is h11.DONE and self._h.their_state is h11.DONE:
-            try:
-                self._h.start_next_cycle()
-            except h11.LocalProtocolError:
-                return False
-            return True
-        return False
+        if p.error is not None or p.pieces:
+            return False
+        return p.parser is not None and (p.head_only or p.parser.should_keep_alive())
 
     def abort(self) -> None:
         """Drop the connection at once (RST when possible): a request cut short must not
         reach the backend whole."""
         self.broken = True
-        t = self._writer.transport
-        with contextlib.suppress(Exception):
-            t.abort()
+        t = self._p.transport
+        if t is not None:
+            with contextlib.suppress(Exception):
+                t.abort()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        t = self._p.transport
+        if t is not None:
+            with contextlib.suppress(Exception):
+                t.close()
+
+    @property
+    def alive(self) -> bool:
+        p = self._p
+        return not p.closed and p.transport is not None and not p.transport.is_closing()
 
 
 class BackendPool:
@@ -140,18 +317,20 @@ class BackendPool:
     async def get(self) -> BackendConn:
         while self._idle:
             bc = self._idle.pop()
-            if not bc._reader.at_eof() and not bc._writer.is_closing():
+            if bc.alive:
+                bc.sent_all = False
                 return bc
             bc.close()
         c = self.conn
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(c.connect_timeout):
-                r, w = await asyncio.open_connection(
+                _, proto = await loop.create_connection(
+                    _Proto,
                     c.host,
                     c.port,
                     ssl=self._tls,
                     server_hostname=c.host if self._tls is not None else None,
-                    limit=READ_SIZE,
                 )
         except TimeoutError:
             raise BackendError(f"connection {c.name}: the backend did not answer in time") from None
@@ -164,7 +343,7 @@ class BackendPool:
             raise BackendError(
                 f"connection {c.name}: the backend cannot be reached ({why})"
             ) from None
-        return BackendConn(r, w)
+        return BackendConn(proto)
 
     def put(self, bc: BackendConn) -> None:
         if bc.reusable and len(self._idle) < MAX_IDLE:

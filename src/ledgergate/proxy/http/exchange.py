@@ -29,7 +29,7 @@ from ledgergate.core.policy.engine import ALLOW, Decision, SessionPolicy
 from ledgergate.core.policy.http import RequestView
 from ledgergate.core.policy.rules import PolicyRule
 from ledgergate.core.recording_http import RequestFacts
-from ledgergate.proxy.http.backend import BackendConn, BackendError
+from ledgergate.proxy.http.backend import BackendConn, BackendError, BackendResponse
 from ledgergate.proxy.http.objects import Attempt, parse_complete_parts
 from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
 from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
@@ -45,6 +45,7 @@ from ledgergate.wire.http.messages import (
     forwardable,
     header,
     problem_body,
+    s3_copy_source,
     s3_delete_keys,
     s3_error_body,
 )
@@ -97,6 +98,11 @@ _DROP_RESPONSE = frozenset({b"content-length", b"server", b"date"})
 ERROR_PEEK = 4096
 _CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _ETAG = re.compile(rb"<ETag>([^<]{1,200})</ETag>")
+# Answer bytes held for a slice longer than this while the backend sends nothing more are
+# passed on as a short slice, so streams (events, log tails) reach their clients as they
+# come; a download that keeps flowing is cut into whole 1 MiB slices.
+FLUSH_AGE_S = 0.2
+FLUSH_TICK_S = 0.05
 # A masked answer is read whole before it is masked and sent: larger ones are refused
 # (never passed unmasked).
 MASK_MAX = 16 << 20
@@ -124,6 +130,9 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     if sp is not None and sp.requests_guarded:
         rec.set_policy(sp.version)
         d = sp.check_request(_view(t, facts))
+        source = header(list(head.headers), b"x-amz-copy-source")
+        if d.allowed and source is not None:
+            d = _judge_copy_source(sp, t, source)
         if d.allowed and facts.op == "DeleteObjects" and sp.keys_matter:
             # the keys of a batch delete are in its body: each is decided as a DeleteObject
             prefetched = await _prefetch(client, gw.listener.body_timeout)
@@ -165,11 +174,11 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
         method, target, out_headers, body = _backend_request(gw, t, masked=masker is not None)
         if header(headers, b"transfer-encoding") is not None:
             out_headers.append((b"transfer-encoding", b"chunked"))
-        await bc.send(h11.Request(method=method, target=target, headers=out_headers))
+        await bc.send_head(method, target, out_headers)
         if client.h.they_are_waiting_for_100_continue:
             await client.send(h11.InformationalResponse(status_code=100, headers=[]))
         await _upload(gw, client, t, bc, body, seq, counts, attempt, keep, prefetched)
-        await bc.send(h11.EndOfMessage())
+        await bc.send_end()
         async with asyncio.timeout(t.conn.response_timeout):
             resp = await bc.response()
         if masker is not None and _has_body(t, resp):
@@ -342,6 +351,29 @@ def _decoded(t: HttpTarget, body: bytes) -> bytes:
     return bytes(out)
 
 
+def _judge_copy_source(sp: SessionPolicy, t: HttpTarget, value: bytes) -> Decision:
+    """A copy reads its source: decided as a GetObject of it (a rule keeping a key from
+    being read keeps it from being copied out too)."""
+    src = s3_copy_source(value)
+    if src is None:
+        return Decision(False, "copy-source", "x-amz-copy-source is not bucket/key")
+    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
+    view = RequestView(
+        method="GET",
+        operation="GetObject",
+        path=f"/{src[0]}/{src[1]}",
+        bucket=src[0],
+        key=src[1],
+        headers=hdrs,
+    )
+    d = sp.check_request(view)
+    if d.review is not None:
+        return Decision(False, d.review, f"reading {src[0]}/{src[1]} needs a review")
+    if not d.allowed:
+        return Decision(False, d.rule, f"{d.message or 'refused'} (copy source {src[1]})")
+    return ALLOW
+
+
 def _judge_keys(sp: SessionPolicy, t: HttpTarget, f: RequestFacts, keys: list[str]) -> Decision:
     """A batch delete decided key by key, as DeleteObject: the first key refused (or
     held for review: a batch is not reviewed whole) refuses the whole request."""
@@ -476,7 +508,9 @@ def _facts(t: HttpTarget) -> RequestFacts:
         return RequestFacts(
             protocol="s3",
             method=method,
-            op=s3_operation(head.method, t.bucket, t.key, q),
+            op=s3_operation(
+                head.method, t.bucket, t.key, q, header(headers, b"x-amz-copy-source") is not None
+            ),
             path=unquote(head.path.decode("latin-1")),
             query=tuple((k, v) for k, v in q if k not in _PRESIGN),
             bucket=t.bucket,
@@ -681,7 +715,7 @@ async def _upload(
             if gw.sink.congested:
                 await _uncongested(gw)
         for piece in out:
-            await bc.send(h11.Data(data=piece))
+            await bc.send_data(piece)
         if isinstance(ev, h11.EndOfMessage):
             return
 
@@ -702,7 +736,7 @@ async def _download(
     client: ClientConn,
     t: HttpTarget,
     bc: BackendConn,
-    resp: h11.Response,
+    resp: BackendResponse,
     seq: int,
     counts: dict[str, int],
     *,
@@ -729,10 +763,18 @@ async def _download(
     client.response_started = True
     slicer = SliceBody()
     peek = bytearray()
-    async for data in bc.body():
+    held_since = 0.0  # when the bytes held for the current slice started arriving
+    async for data in bc.body(idle=FLUSH_TICK_S):
         why = s.check(now_ns())
         if why is not None:
             raise _Cut(f"session ended: {why}")
+        if not data:  # nothing arrived for a while: bytes held too long are passed on
+            if slicer.held and time.monotonic() - held_since >= FLUSH_AGE_S:
+                out, facts = slicer.flush()
+                await _send_slices(gw, client, rec, seq, out, facts, counts)
+            continue
+        if not slicer.held:
+            held_since = time.monotonic()
         counts["bytes_out"] += len(data)
         if (status >= 300 or peek_all) and len(peek) < KEEP_MAX:
             peek += data[: (KEEP_MAX if peek_all else ERROR_PEEK) - len(peek)]
@@ -752,7 +794,7 @@ async def _download(
     return "accepted", result, bytes(peek)
 
 
-def _has_body(t: HttpTarget, resp: h11.Response) -> bool:
+def _has_body(t: HttpTarget, resp: BackendResponse) -> bool:
     return t.head.method != b"HEAD" and resp.status_code not in (204, 304)
 
 
@@ -761,7 +803,7 @@ async def _download_masked(
     client: ClientConn,
     t: HttpTarget,
     bc: BackendConn,
-    resp: h11.Response,
+    resp: BackendResponse,
     seq: int,
     counts: dict[str, int],
     masker: DocumentMasker,

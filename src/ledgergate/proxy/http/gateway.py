@@ -44,8 +44,10 @@ from ledgergate.wire.http.messages import (
     RequestHead,
     header,
     problem_body,
+    s3_copy_source,
     s3_error_body,
     split_s3_target,
+    unsafe_path,
 )
 from ledgergate.wire.s3 import sigv4
 
@@ -312,6 +314,7 @@ class HttpGateway:
                     None,
                     None,
                 )
+            self.record_reject(client, f"no HTTP connection named {name!r}", 404)
             raise Refusal(
                 404,
                 problem_body(
@@ -373,6 +376,17 @@ class HttpGateway:
             raise self._s3_refusal(
                 client, head, 403, code, msg, None, adm.identity, token_id=adm.token_id
             )
+        if head.path.startswith(b"//"):
+            raise self._s3_refusal(
+                client,
+                head,
+                400,
+                "InvalidURI",
+                "ledgergate: the path has an empty bucket name",
+                None,
+                adm.identity,
+                token_id=adm.token_id,
+            )
         bucket, key, query = split_s3_target(head.target, header(headers, b"host"), self.hostnames)
         conn = self._pick_s3(scope, bucket)
         if conn is None:
@@ -408,17 +422,18 @@ class HttpGateway:
             raise self._s3_refusal(
                 client, head, 403, e.code, e.message, conn.name, adm.identity, token_id=adm.token_id
             ) from None
-        if (
-            conn.buckets is not None
-            and bucket is not None
-            and not any(fnmatch.fnmatchcase(bucket, g) for g in conn.buckets)
+        source = header(headers, b"x-amz-copy-source")
+        src = s3_copy_source(source) if source is not None else None
+        if conn.buckets is not None and any(
+            b is not None and not any(fnmatch.fnmatchcase(b, g) for g in conn.buckets)
+            for b in (bucket, src[0] if src else None)
         ):
             raise self._s3_refusal(
                 client,
                 head,
                 403,
                 "AccessDenied",
-                f"ledgergate: connection {conn.name} does not expose bucket {bucket}",
+                f"ledgergate: connection {conn.name} does not expose that bucket",
                 conn.name,
                 adm.identity,
                 "auth.denied",
@@ -507,8 +522,11 @@ class HttpGateway:
                 adm.identity,
                 adm.token_id,
             )
-        session = await self._session(client, adm, conn.name)
         rest = head.target[len(conn.name) + 1 :] or b"/"
+        unsafe = unsafe_path(rest.split(b"?", 1)[0])
+        if unsafe is not None:
+            raise refuse(400, "Bad Request", f"refused: {unsafe}", "session.reject")
+        session = await self._session(client, adm, conn.name)
         if not rest.startswith(b"/"):
             rest = b"/" + rest
         return HttpTarget("http", conn, session, head, rest=rest)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ now_ns = time.time_ns
 
 # The largest request head (request line and headers) accepted from a client.
 MAX_HEAD = 64 * 1024
+_HEAD_END = re.compile(rb"\n\r?\n")
 # A refused request's body is read and dropped up to this size and time (so the client
 # sees the answer); past either, the connection is closed instead.
 DISCARD_MAX = 8 << 20
@@ -131,6 +133,7 @@ class ClientConn:
         self.session: LedgerSession | None = None
         self.conn_id = f"c_{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
         self._raw_head = bytearray()
+        self._head_started: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._cut: str | None = None
         self.in_request = False
@@ -142,17 +145,24 @@ class ClientConn:
             ev = self.h.next_event()
             if ev is not h11.NEED_DATA:
                 return ev  # type: ignore[return-value]
-            async with asyncio.timeout(timeout):
+            wait = timeout
+            if self.h.their_state is h11.IDLE and self._head_started is not None:
+                # the whole head within header_timeout, not each read of it (drip-feeders)
+                left = self._head_started + self.gw.listener.header_timeout - time.monotonic()
+                wait = min(wait, max(left, 0.0))
+            async with asyncio.timeout(wait):
                 data = await self.reader.read(READ_SIZE)
             if self.h.their_state is h11.IDLE and len(self._raw_head) < MAX_HEAD + READ_SIZE:
+                if not self._raw_head and data:
+                    self._head_started = time.monotonic()
                 self._raw_head += data
             self.h.receive_data(data)
 
     # -- writing ---------------------------------------------------------------------------
     async def send(self, event: h11.Event) -> None:
-        data = self.h.send(event)
-        if data:
-            self.writer.write(data)
+        parts = self.h.send_with_data_passthrough(event)
+        if parts:  # body bytes pass as they are (no join into one copy)
+            self.writer.writelines(parts)
             await self.writer.drain()
 
     async def refuse(self, r: Refusal) -> None:
@@ -200,6 +210,12 @@ class ClientConn:
                     break
                 raw = bytes(self._raw_head)
                 self._raw_head.clear()
+                self._head_started = None
+                end = _HEAD_END.search(raw)
+                if end is None or end.end() > MAX_HEAD:
+                    # h11 bounds only a head still incomplete: one read can hold more
+                    await self._bad(431, f"the request head is larger than {MAX_HEAD} bytes")
+                    break
                 head = RequestHead(bytes(ev.method), bytes(ev.target), tuple(ev.headers))
                 try:
                     check_head(raw, list(ev.headers))
@@ -218,6 +234,9 @@ class ClientConn:
                     self.h.start_next_cycle()
                 except h11.LocalProtocolError:
                     break
+                # a pipelined request already read: its head is checked like the first's
+                self._raw_head = bytearray(self.h.trailing_data[0])
+                self._head_started = time.monotonic() if self._raw_head else None
         except asyncio.CancelledError:
             if self._cut is None:
                 raise

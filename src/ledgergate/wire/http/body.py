@@ -43,8 +43,9 @@ class BodyChunkFact:
     seq: int
     data_in: bytes
     data_out: bytes | None  # None: forwarded as received
-    framing: str  # "aws-chunked" | "slice"
+    framing: str  # "aws-chunked" | "slice" | "document"
     signature: bool = False  # its chunk signature was checked
+    digest_in: str | None = None  # SHA-256 of data_in when already computed
 
 
 class BodyError(ValueError):
@@ -77,11 +78,13 @@ class Expected:
 class SliceBody:
     """A body passed as is, in recorded slices, checked against what was declared."""
 
-    __slots__ = ("_buf", "_check", "_exp", "_md5", "_seq", "_sha", "size")
+    __slots__ = ("_check", "_exp", "_filled", "_md5", "_pieces", "_seq", "_sha", "_slice", "size")
 
     def __init__(self, expected: Expected | None = None) -> None:
         self._exp = expected or Expected()
-        self._buf = bytearray()
+        self._pieces: list[bytes] = []  # the current slice, as it arrived
+        self._filled = 0
+        self._slice = hashlib.sha256()  # its digest, as it arrives (no second pass)
         self._seq = 0
         self.size = 0
         self._sha = hashlib.sha256() if self._exp.sha256_hex else None
@@ -93,19 +96,54 @@ class SliceBody:
         for h in (self._sha, self._md5, self._check):
             if h is not None:
                 h.update(data)
-        self._buf += data
         out: list[bytes] = []
         facts: list[BodyChunkFact] = []
-        while len(self._buf) >= SLICE:
-            piece = bytes(self._buf[:SLICE])
-            del self._buf[:SLICE]
-            self._emit(piece, out, facts)
+        n = len(data)
+        off = 0
+        while off < n:
+            if self._filled == SLICE:  # a full slice held back: more follows, so it goes
+                self._emit(out, facts)
+            take = min(SLICE - self._filled, n - off)
+            part = data if take == n else data[off : off + take]
+            self._slice.update(part)
+            self._pieces.append(part)
+            self._filled += take
+            off += take
+            if self._filled == SLICE and not self._checking:
+                self._emit(out, facts)
         return out, facts
 
-    def _emit(self, piece: bytes, out: list[bytes], facts: list[BodyChunkFact]) -> None:
+    @property
+    def held(self) -> int:
+        """Bytes held for the current slice."""
+        return self._filled
+
+    def flush(self) -> Out:
+        """Hand out what is held as a short slice (a slow answer must reach its client
+        as it comes: event streams, log tails); nothing while a digest is pending."""
+        out: list[bytes] = []
+        facts: list[BodyChunkFact] = []
+        if self._filled and not self._checking:
+            self._emit(out, facts)
+        return out, facts
+
+    @property
+    def _checking(self) -> bool:
+        """Something declared is checked at the end: the last full slice is held back
+        until then (it may be the body's last byte)."""
+        return self._sha is not None or self._md5 is not None or self._check is not None
+
+    def _emit(self, out: list[bytes], facts: list[BodyChunkFact]) -> None:
+        pieces = self._pieces
+        piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._seq += 1
-        facts.append(BodyChunkFact(self._seq, piece, None, "slice"))
+        facts.append(
+            BodyChunkFact(self._seq, piece, None, "slice", digest_in=self._slice.hexdigest())
+        )
         out.append(piece)
+        self._pieces = []
+        self._filled = 0
+        self._slice = hashlib.sha256()
 
     def finish(self) -> Out:
         """Check what was declared, then hand out the last slice."""
@@ -132,9 +170,8 @@ class SliceBody:
             )
         out: list[bytes] = []
         facts: list[BodyChunkFact] = []
-        if self._buf or (self._seq == 0 and self.size):
-            self._emit(bytes(self._buf), out, facts)
-            self._buf.clear()
+        if self._filled:
+            self._emit(out, facts)
         return out, facts
 
     @property
@@ -190,7 +227,7 @@ class AwsChunkedBody:
             raise BodyError(
                 "InvalidRequest", f"unsupported trailing checksum {trailer_name}"
             ) from None
-        self._cur = bytearray()
+        self._cur: list[bytes] = []  # the chunk being read, as it arrives
         self._sig: str | None = None
         self._seq = 0
         self._final: bytes | None = None
@@ -217,12 +254,13 @@ class AwsChunkedBody:
     def _events(self, events: list[Any], out: list[bytes], facts: list[BodyChunkFact]) -> None:
         for ev in events:
             if isinstance(ev, awschunked.ChunkStart):
-                self._cur.clear()
+                self._cur = []
                 self._sig = ev.signature
             elif isinstance(ev, awschunked.ChunkData):
-                self._cur += ev.data
+                self._cur.append(ev.data)
             elif isinstance(ev, awschunked.ChunkEnd):
-                self._chunk(bytes(self._cur), out, facts)
+                cur = self._cur
+                self._chunk(cur[0] if len(cur) == 1 else b"".join(cur), out, facts)
             elif isinstance(ev, awschunked.Trailer):
                 self._end_trailer(ev)
             elif isinstance(ev, awschunked.BodyEnd) and self._final is None:
@@ -252,8 +290,10 @@ class AwsChunkedBody:
             self._check.update(data)
         sig = self._out_chain.sign(digest) if self._signed and self._out_chain else None
         self._seq += 1
-        facts.append(BodyChunkFact(self._seq, data, None, "aws-chunked", self._signed))
-        out.append(awschunked.encode_chunk_header(len(data), sig) + data + b"\r\n")
+        facts.append(
+            BodyChunkFact(self._seq, data, None, "aws-chunked", self._signed, digest_in=digest)
+        )
+        out.extend((awschunked.encode_chunk_header(len(data), sig), data, b"\r\n"))
 
     def _end_trailer(self, ev: awschunked.Trailer) -> None:
         if self._signed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 from xml.sax.saxutils import escape
 
 import orjson
@@ -25,10 +25,12 @@ __all__ = [
     "forwardable",
     "header",
     "problem_body",
+    "s3_copy_source",
     "s3_delete_keys",
     "s3_error_body",
     "s3_operation",
     "split_s3_target",
+    "unsafe_path",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -123,10 +125,10 @@ def split_s3_target(
     """(bucket, key, query pairs) of an S3 request: path-style ``/bucket/key`` or, when
     the Host is ``bucket.<one of virtual_suffixes>``, virtual-hosted ``/key``. The key
     is percent-decoded (as S3 names it); None when the request names none."""
-    text = target.decode("latin-1")
-    parts = urlsplit(text)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    path = parts.path or "/"
+    # not urlsplit: a target starting with "//" is a path here, never an authority
+    path, _, raw_query = target.decode("latin-1").partition("?")
+    query = parse_qsl(raw_query, keep_blank_values=True)
+    path = path or "/"
     bucket: str | None = None
     if host:
         name = host.decode("latin-1").rsplit(":", 1)[0].lower() if host[:1] != b"[" else ""
@@ -135,16 +137,20 @@ def split_s3_target(
                 bucket = name[: -len(suffix) - 1]
                 break
     if bucket is None:
-        seg, _, rest = path.lstrip("/").partition("/")
+        seg, _, rest = path[1:].partition("/")
         bucket = unquote(seg) or None
         key = unquote(rest) if rest else None
     else:
-        key = unquote(path.lstrip("/")) or None
+        key = unquote(path[1:]) or None
     return bucket, key, query
 
 
 def s3_operation(
-    method: bytes, bucket: str | None, key: str | None, query: list[tuple[str, str]]
+    method: bytes,
+    bucket: str | None,
+    key: str | None,
+    query: list[tuple[str, str]],
+    copy_source: bool = False,
 ) -> str:
     """The S3 API name a request calls (PutObject, UploadPart, ListObjectsV2, …), as
     CloudTrail names it; ``Unknown`` for what it cannot tell."""
@@ -169,7 +175,7 @@ def s3_operation(
         )
     if "uploadId" in q:
         if m == "PUT":
-            return "UploadPart"
+            return "UploadPartCopy" if copy_source else "UploadPart"
         return {
             "POST": "CompleteMultipartUpload",
             "DELETE": "AbortMultipartUpload",
@@ -180,6 +186,8 @@ def s3_operation(
     for sub, names in _OBJECT_SUBRESOURCES.items():
         if sub in q:
             return names.get(m, "Unknown")
+    if m == "PUT" and copy_source:
+        return "CopyObject"
     return {
         "GET": "GetObject",
         "HEAD": "HeadObject",
@@ -230,6 +238,29 @@ _OBJECT_SUBRESOURCES: dict[str, dict[str, str]] = {
     "attributes": {"GET": "GetObjectAttributes"},
     "restore": {"POST": "RestoreObject"},
 }
+
+
+def s3_copy_source(value: bytes) -> tuple[str, str] | None:
+    """(bucket, key) of an ``x-amz-copy-source`` header (``bucket/key[?versionId=…]``,
+    URL-encoded, with or without a leading ``/``)."""
+    text = value.decode("latin-1").split("?", 1)[0]
+    bucket, sep, key = unquote(text.removeprefix("/")).partition("/")
+    return (bucket, key) if bucket and sep and key else None
+
+
+def unsafe_path(path: bytes) -> str | None:
+    """Why a path must not be passed on as it is: an empty segment (``//``), a ``.`` or
+    ``..`` segment, an encoded slash or backslash, or a backslash. Servers behind the
+    gateway may normalise them differently than the policy saw them."""
+    low = path.lower()
+    if b"//" in path:
+        return "an empty path segment (//)"
+    if b"%2f" in low or b"%5c" in low or b"\\" in path:
+        return "an encoded slash or a backslash in the path"
+    segs = [unquote(s.decode("latin-1")) for s in path.split(b"/")]
+    if any(s in (".", "..") for s in segs):
+        return "a . or .. path segment"
+    return None
 
 
 _DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)

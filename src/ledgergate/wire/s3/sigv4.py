@@ -26,6 +26,8 @@ Rules (S3's, which differ from other services' SigV4):
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
 import hmac
 import re
@@ -71,6 +73,9 @@ _PAYLOAD_LITERALS = frozenset(
 )
 # S3's limits: 15 minutes of clock skew, and presigned URLs live at most 7 days.
 MAX_SKEW_S = 15 * 60
+# Signing keys kept (one per secret, day, region and service): the gateway's own and its
+# busiest clients' for the day.
+SIGNING_KEYS = 4096
 MAX_EXPIRES_S = 7 * 24 * 3600
 # Query parameters of a presigned request that carry its signature, not the operation.
 _PRESIGN_PARAMS = tuple(
@@ -186,7 +191,10 @@ def canonical_request(
     return b"\n".join(lines)
 
 
+@functools.lru_cache(maxsize=SIGNING_KEYS)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The day's key (four HMACs); cached, as every request of a key on one day uses the
+    same one."""
     key = hmac.digest(b"AWS4" + secret.encode("utf-8"), date.encode("ascii"), "sha256")
     for part in (region, service, "aws4_request"):
         key = hmac.digest(key, part.encode("ascii"), "sha256")
@@ -394,9 +402,19 @@ def _parse_query(query: list[tuple[bytes, bytes]], headers: Headers) -> SignedRe
 # --- verifying and signing --------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def _epoch_s(amz_date: str) -> int:
-    moment = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    """Seconds since the epoch of a YYYYMMDDTHHMMSSZ time (ValueError if not a real one)."""
+    moment = datetime(
+        int(amz_date[0:4]),
+        int(amz_date[4:6]),
+        int(amz_date[6:8]),
+        int(amz_date[9:11]),
+        int(amz_date[11:13]),
+        int(amz_date[13:15]),
+        tzinfo=UTC,
+    )
+    return calendar.timegm(moment.utctimetuple())
 
 
 def verify(
