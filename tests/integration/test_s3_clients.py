@@ -6,6 +6,7 @@ nothing."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -251,3 +252,64 @@ def test_head_object_and_the_connection_after_it(plain: S3Gateway) -> None:
     for _ in range(3):
         assert c.head_object(Bucket=bucket, Key="h.bin")["ContentLength"] == 5000
         assert c.get_object(Bucket=bucket, Key="h.bin")["Body"].read() == b"x" * 5000
+
+
+@pytest.mark.parametrize("how", ["digest", "drop", "reorder"])
+def test_tampering_with_upload_chunk_entries_is_caught(
+    tmp_path: Path, s3server: S3Server, how: str
+) -> None:
+    """Change a stored chunk digest, drop a chunk entry, swap two: audit verify names the
+    entry."""
+    import sqlite3
+
+    g = S3Gateway(tmp_path / "gw", s3server).start()
+    try:
+        bucket = s3server.new_bucket()
+        c = g.client(g.key("pipeline"))
+        c.put_object(Bucket=bucket, Key="t.bin", Body=os.urandom(3 * MiB))
+        g.indexed()
+    finally:
+        g.stop()
+    assert g.gw.cli("audit", "verify").returncode == 0
+    stream = g.gw.stream
+    db = sqlite3.connect(g.gw.store_path)
+    seqs = [
+        r[0]
+        for r in db.execute(
+            "SELECT seq FROM entries WHERE stream=? AND kind='chunk' ORDER BY seq", (stream,)
+        )
+    ]
+    target = seqs[1]
+    if how == "digest":
+        row = db.execute(
+            "SELECT canonical FROM entries WHERE stream=? AND seq=?", (stream, target)
+        ).fetchone()[0]
+        doc = bytes(row)
+        digest = json.loads(doc)["chunk"]["sha256_in"]
+        db.execute(
+            "UPDATE entries SET canonical=? WHERE stream=? AND seq=?",
+            (doc.replace(digest.encode(), b"0" * 64), stream, target),
+        )
+    elif how == "drop":
+        db.execute("DELETE FROM entries WHERE stream=? AND seq=?", (stream, target))
+    else:
+        a, b = (
+            db.execute(
+                "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (stream, s)
+            ).fetchone()
+            for s in (target, target + 1)
+        )
+        db.execute(
+            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
+            (*b, stream, target),
+        )
+        db.execute(
+            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
+            (*a, stream, target + 1),
+        )
+    db.commit()
+    db.close()
+    r = g.gw.cli("audit", "verify", check=False)
+    assert r.returncode == 1, r.stdout
+    word = {"digest": "changed", "drop": "removed", "reorder": "reordered"}[how]
+    assert word in r.stdout and f"entry {target}" in r.stdout, r.stdout
