@@ -131,7 +131,7 @@ def test_versions_name_the_policy() -> None:
         ({"id": "x", "review": {"kind": "command", "reviewers": ["dba"]}}, "when: ..."),
         ({"id": "x", "review": {"kind": "access", "reviewers": []}}, "one reviewer group"),
         ({"id": "x", "mask": {"columns": ["email"]}}, "schema.table.column"),
-        ({"id": "x", "mask": {"function": "partial"}}, "columns, fields, detectors, or some of them"),
+        ({"id": "x", "mask": {"function": "partial"}}, "columns, fields, detectors"),
         ({"id": "bad id!", "deny": {"do_blocks": True}}, "rule id"),
     ],
 )
