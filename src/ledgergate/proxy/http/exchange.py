@@ -12,46 +12,43 @@ cut. The held credential goes only into the request to the backend.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import html
 import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
 
 import h11
 
-from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.masking.document import DocumentMasker, Unmaskable
-from ledgergate.core.policy.engine import ALLOW, Decision, SessionPolicy
-from ledgergate.core.policy.http import RequestView
-from ledgergate.core.policy.rules import PolicyRule
-from ledgergate.core.recording_http import RequestFacts
+from ledgergate.core.policy.engine import Decision
 from ledgergate.proxy.http.backend import BackendConn, BackendError, BackendResponse
-from ledgergate.proxy.http.objects import Attempt, parse_complete_parts
+from ledgergate.proxy.http.decide import (
+    ask_review,
+    decoded_body,
+    judge_copy_source,
+    judge_keys,
+    prefetch,
+    request_view,
+)
+from ledgergate.proxy.http.objects import Attempt, remember, upload_key
+from ledgergate.proxy.http.outbound import backend_request, raw_head, request_facts
 from ledgergate.proxy.http.session import ClientConn, Refusal, phrase
-from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.http.body import (
     AwsChunkedBody,
     BodyChunkFact,
     BodyError,
-    Expected,
     SliceBody,
 )
 from ledgergate.wire.http.messages import (
     forwardable,
     header,
     problem_body,
-    s3_copy_source,
     s3_delete_keys,
     s3_error_body,
 )
-from ledgergate.wire.s3 import chunked as awschunked
-from ledgergate.wire.s3 import sigv4
-from ledgergate.wire.s3.checksums import ALGORITHMS
 
 if TYPE_CHECKING:
     from ledgergate.proxy.http.gateway import HttpGateway, HttpTarget
@@ -62,36 +59,6 @@ log = logging.getLogger("ledgergate.http")
 now_ns = time.time_ns
 XML = b"application/xml"
 PROBLEM = b"application/problem+json"
-STREAMING = {
-    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD": (True, False),
-    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER": (True, True),
-    "STREAMING-UNSIGNED-PAYLOAD-TRAILER": (False, True),
-}
-# Request headers never passed to the backend: the client's credentials and what the
-# gateway sets itself.
-_DROP = frozenset(
-    {
-        b"host",
-        b"authorization",
-        b"expect",
-        b"x-amz-date",
-        b"x-amz-content-sha256",
-        b"x-amz-security-token",
-        b"content-length",
-    }
-)
-# Presigned-URL parameters: the gateway signs its own request to the backend.
-_PRESIGN = frozenset(
-    {
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-        "X-Amz-Security-Token",
-    }
-)
 # Response headers that are the backend's own business, not the client's.
 _DROP_RESPONSE = frozenset({b"content-length", b"server", b"date"})
 # How much of an error answer is read to find its S3 error code.
@@ -106,8 +73,6 @@ FLUSH_TICK_S = 0.05
 # A masked answer is read whole before it is masked and sent: larger ones are refused
 # (never passed unmasked).
 MASK_MAX = 16 << 20
-# A batch delete's body (up to 1,000 keys) is read before it is decided on, up to this.
-PREFETCH_MAX = 2 << 20
 # A CompleteMultipartUpload's body (its part list) and answer are kept up to this size to
 # build the object's manifest (10,000 parts take about 1 MiB).
 KEEP_MAX = 2 << 20
@@ -123,26 +88,26 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     rec = s.recorder
     head = t.head
     headers = list(head.headers)
-    facts = _facts(t)
+    facts = request_facts(t)
     s.requests += 1
     prefetched: list[h11.Event] | None = None
     sp = gw.policy_for(s)
     if sp is not None and sp.requests_guarded:
         rec.set_policy(sp.version)
-        d = sp.check_request(_view(t, facts))
+        d = sp.check_request(request_view(t, facts))
         source = header(list(head.headers), b"x-amz-copy-source")
         if d.allowed and source is not None:
-            d = _judge_copy_source(sp, t, source)
+            d = judge_copy_source(sp, t, source)
         if d.allowed and facts.op == "DeleteObjects" and sp.keys_matter:
             # the keys of a batch delete are in its body: each is decided as a DeleteObject
-            prefetched = await _prefetch(client, gw.listener.body_timeout)
+            prefetched = await prefetch(client, gw.listener.body_timeout)
             if prefetched is None:
                 d = Decision(False, "delete-objects", "the list of keys to delete is too long")
             else:
                 body_bytes = b"".join(bytes(e.data) for e in prefetched if isinstance(e, h11.Data))
-                d = _judge_keys(sp, t, facts, s3_delete_keys(_decoded(t, body_bytes)))
+                d = judge_keys(sp, t, facts, s3_delete_keys(decoded_body(t, body_bytes)))
         if d.allowed and d.review is not None:
-            verdict = await _review(gw, t, facts, sp.review_rule(d.review))
+            verdict = await ask_review(gw, t, facts, sp.review_rule(d.review))
             if not verdict.approved:
                 d = Decision(False, d.review, verdict.message)
         if not d.allowed:
@@ -151,13 +116,13 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
             why = f"ledgergate: refused by rule {d.rule}: {message}"
             await client.refuse(_error(t, 403, "AccessDenied", why, client))
             return await client.discard_body()
-    upload = _upload_key(t, facts)
+    upload = upload_key(t, facts)
     extra: dict[str, Any] = {}
     if upload is not None:
         earlier = gw.objects.earlier_part(t.conn.name, *upload)
         if earlier is not None:
             extra["retransmits"] = earlier.ref()
-    cmd = rec.request(now_ns(), facts, _raw_head(head) if rec.full else b"", **extra)
+    cmd = rec.request(now_ns(), facts, raw_head(head) if rec.full else b"", **extra)
     seq = cmd.fields["command"]["seq"]
     attempt = Attempt(s.session_id, seq, str(s.identity.get("subject", "")))
     keep = bytearray() if facts.op == "CompleteMultipartUpload" else None
@@ -171,7 +136,7 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
     try:
         bc = await pool.get()
         masker = gw.masker_for(s)
-        method, target, out_headers, body = _backend_request(gw, t, masked=masker is not None)
+        method, target, out_headers, body = backend_request(gw, t, masked=masker is not None)
         if header(headers, b"transfer-encoding") is not None:
             out_headers.append((b"transfer-encoding", b"chunked"))
         await bc.send_head(method, target, out_headers)
@@ -277,192 +242,9 @@ async def relay(gw: HttpGateway, client: ClientConn, t: HttpTarget) -> bool:
                 **result,
             )
         ]
-        closing.extend(_objects(gw, t, facts, attempt, upload, keep, result, closing[0]))
+        closing.extend(remember(gw, t, facts, attempt, upload, keep, result, closing[0]))
         with contextlib.suppress(LedgerUnavailable):
             gw.sink.submit(closing)
-
-
-async def _review(
-    gw: HttpGateway, t: HttpTarget, f: RequestFacts, rule: PolicyRule | None
-) -> ReviewAnswer:
-    """Hold the request for a human (``services.review_desk``): the request line and
-    what the client declared of its body are what the approval is bound to, so the
-    identical request runs once after approval."""
-    if rule is None or gw.reviews is None:
-        return ReviewAnswer(False, "no reviewer can be asked")
-    s = t.session
-    query = "&".join(f"{k}={v}" for k, v in f.query)
-    statement = f"{f.method} {f.path}{'?' + query if query else ''}"
-    if f.protocol == "s3":
-        statement += f" ({f.op})"
-    params = (
-        f"content-length={f.content_length}" if f.content_length is not None else None,
-        f"payload-sha256={f.payload}" if f.payload is not None else None,
-        f"checksum={f.checksum[0]}:{f.checksum[1]}" if f.checksum is not None else None,
-    )
-    ask = ReviewAsk(
-        session_id=s.session_id,
-        identity=s.facts.identity,
-        groups=s.facts.groups,
-        connection=s.conn_name,
-        rule=rule,
-        op="request",
-        statement=statement,
-        params=params,
-    )
-    return await gw.reviews.ask(ask, lambda text: log.info("session %s: %s", s.session_id, text))
-
-
-async def _prefetch(client: ClientConn, timeout: float) -> list[h11.Event] | None:
-    """The whole (small) body of a request, read before it is decided on; None past
-    ``PREFETCH_MAX`` bytes."""
-    if client.h.they_are_waiting_for_100_continue:
-        await client.send(h11.InformationalResponse(status_code=100, headers=[]))
-    events: list[h11.Event] = []
-    size = 0
-    while True:
-        ev = await client.next_event(timeout)
-        if isinstance(ev, h11.Data):
-            size += len(ev.data)
-            if size > PREFETCH_MAX:
-                return None
-        elif not isinstance(ev, h11.EndOfMessage):
-            raise BodyError(
-                "IncompleteBody", "the client closed the connection before the body's end"
-            )
-        events.append(ev)
-        if isinstance(ev, h11.EndOfMessage):
-            return events
-
-
-def _decoded(t: HttpTarget, body: bytes) -> bytes:
-    """An aws-chunked body's data (a batch delete's XML may come chunked)."""
-    payload = t.signed.payload_hash if t.signed else ""
-    if payload not in STREAMING:
-        return body
-    out = bytearray()
-    dec = awschunked.AwsChunkedDecoder(signed=STREAMING[payload][0], trailer=STREAMING[payload][1])
-    try:
-        for ev in dec.feed(body):
-            if isinstance(ev, awschunked.ChunkData):
-                out += ev.data
-    except awschunked.ChunkedError:
-        return b""
-    return bytes(out)
-
-
-def _judge_copy_source(sp: SessionPolicy, t: HttpTarget, value: bytes) -> Decision:
-    """A copy reads its source: decided as a GetObject of it (a rule keeping a key from
-    being read keeps it from being copied out too)."""
-    src = s3_copy_source(value)
-    if src is None:
-        return Decision(False, "copy-source", "x-amz-copy-source is not bucket/key")
-    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
-    view = RequestView(
-        method="GET",
-        operation="GetObject",
-        path=f"/{src[0]}/{src[1]}",
-        bucket=src[0],
-        key=src[1],
-        headers=hdrs,
-    )
-    d = sp.check_request(view)
-    if d.review is not None:
-        return Decision(False, d.review, f"reading {src[0]}/{src[1]} needs a review")
-    if not d.allowed:
-        return Decision(False, d.rule, f"{d.message or 'refused'} (copy source {src[1]})")
-    return ALLOW
-
-
-def _judge_keys(sp: SessionPolicy, t: HttpTarget, f: RequestFacts, keys: list[str]) -> Decision:
-    """A batch delete decided key by key, as DeleteObject: the first key refused (or
-    held for review: a batch is not reviewed whole) refuses the whole request."""
-    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
-    for key in keys:
-        view = RequestView(
-            method="DELETE",
-            operation="DeleteObject",
-            path=f"/{f.bucket}/{key}",
-            bucket=f.bucket,
-            key=key,
-            headers=hdrs,
-        )
-        d = sp.check_request(view)
-        if d.review is not None:
-            return Decision(False, d.review, f"deleting {key} needs a review: delete it alone")
-        if not d.allowed:
-            return Decision(False, d.rule, f"{d.message or 'refused'} (key {key})")
-    return ALLOW
-
-
-def _upload_key(t: HttpTarget, f: RequestFacts) -> tuple[str, str, str, int] | None:
-    """(bucket, key, upload id, part number) of an UploadPart."""
-    if f.op != "UploadPart" or t.bucket is None or t.key is None:
-        return None
-    q = dict(t.query or [])
-    part = q.get("partNumber", "")
-    if not part.isdigit() or "uploadId" not in q:
-        return None
-    return t.bucket, t.key, q["uploadId"], int(part)
-
-
-def _objects(
-    gw: HttpGateway,
-    t: HttpTarget,
-    f: RequestFacts,
-    attempt: Attempt,
-    upload: tuple[str, str, str, int] | None,
-    keep: bytearray | None,
-    result: dict[str, Any],
-    closing: Draft,
-) -> list[Draft]:
-    """Remember parts and objects; the manifest entry of a completed object."""
-    conn, rec, book = t.conn.name, t.session.recorder, gw.objects
-    if upload is not None:
-        book.part_done(conn, *upload, attempt)
-        return []
-    if t.bucket is None or t.key is None:
-        return []
-    obj: dict[str, Any] = {"bucket": t.bucket, "key": t.key}
-    if f.op == "PutObject":
-        earlier = book.earlier_object(conn, t.bucket, t.key, attempt)
-        if earlier is not None and (
-            earlier.outcome != "accepted" or earlier.chunks_sha256 == attempt.chunks_sha256
-        ):
-            closing.fields["retransmits"] = earlier.ref()
-        book.object_done(conn, t.bucket, t.key, attempt)
-        if attempt.outcome != "accepted":
-            return []
-        parts = [{"part_number": None, **attempt.manifest_part()}]
-    elif f.op == "CompleteMultipartUpload" and attempt.outcome == "accepted" and keep is not None:
-        upload_id = dict(t.query or []).get("uploadId", "")
-        parts = book.complete(conn, t.bucket, t.key, upload_id, parse_complete_parts(bytes(keep)))
-        obj["upload_id"] = upload_id
-    else:
-        return []
-    for k in ("etag", "version_id"):
-        if k in result:
-            obj[k] = result[k]
-    if f.checksum is not None:
-        obj["checksum"] = {"algorithm": f.checksum[0], "value": f.checksum[1]}
-    obj["size"] = sum(int(p.get("size", 0)) for p in parts)
-    obj["parts"] = parts
-    return [
-        rec.event(
-            now_ns(),
-            "object.manifest",
-            command={"seq": attempt.command, "op": f.op},
-            object=obj,
-            complete=all(p.get("seen", True) for p in parts),
-        )
-    ]
-
-
-def _view(t: HttpTarget, f: RequestFacts) -> RequestView:
-    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in t.head.headers}
-    return RequestView(
-        method=f.method, operation=f.op, path=f.path, bucket=f.bucket, key=f.key, headers=hdrs
-    )
 
 
 def _error(
@@ -474,194 +256,6 @@ def _error(
     return Refusal(
         status, problem_body(status, code, message), PROBLEM, close=close, reason=message
     )
-
-
-def _raw_head(head: Any) -> bytes:
-    lines = [head.method + b" " + head.target]
-    for k, v in head.headers:
-        if k in (b"authorization",):
-            v = b"<hidden>"
-        lines.append(k + b": " + v)
-    return b"\r\n".join(lines)
-
-
-def _facts(t: HttpTarget) -> RequestFacts:
-    head = t.head
-    headers = list(head.headers)
-    clen = header(headers, b"content-length")
-    ctype = header(headers, b"content-type")
-    method = head.method.decode("latin-1")
-    if t.kind == "s3":
-        from ledgergate.wire.http.messages import s3_operation
-
-        q = t.query or []
-        checksum = None
-        for k, v in headers:
-            alg = k.decode("latin-1").removeprefix("x-amz-checksum-")
-            if k.startswith(b"x-amz-checksum-") and alg in ALGORITHMS:
-                checksum = (alg, v.decode("latin-1"))
-        trailer = header(headers, b"x-amz-trailer")
-        if checksum is None and trailer is not None:
-            checksum = (trailer.decode("latin-1").removeprefix("x-amz-checksum-"), "trailer")
-        decoded = header(headers, b"x-amz-decoded-content-length")
-        length = decoded if decoded is not None else clen
-        return RequestFacts(
-            protocol="s3",
-            method=method,
-            op=s3_operation(
-                head.method, t.bucket, t.key, q, header(headers, b"x-amz-copy-source") is not None
-            ),
-            path=unquote(head.path.decode("latin-1")),
-            query=tuple((k, v) for k, v in q if k not in _PRESIGN),
-            bucket=t.bucket,
-            key=t.key,
-            content_length=int(length) if length and length.isdigit() else None,
-            payload=t.signed.payload_hash if t.signed else None,
-            checksum=checksum,
-            content_type=ctype.decode("latin-1") if ctype else None,
-        )
-    path, _, query = t.rest.partition(b"?")
-    return RequestFacts(
-        protocol="http",
-        method=method,
-        op=method,
-        path=unquote(path.decode("latin-1")),
-        query=tuple(parse_qsl(query.decode("latin-1"), keep_blank_values=True)),
-        content_length=int(clen) if clen and clen.isdigit() else None,
-        content_type=ctype.decode("latin-1") if ctype else None,
-    )
-
-
-def _backend_request(
-    gw: HttpGateway, t: HttpTarget, *, masked: bool = False
-) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], SliceBody | AwsChunkedBody]:
-    """The request to send the backend (method, target, headers) and the body relay.
-    ``masked``: the answer will be masked, so it is asked for uncompressed and whole."""
-    conn = t.conn
-    head = t.head
-    headers = list(head.headers)
-    host = conn.host if conn.port in (80, 443) else f"{conn.host}:{conn.port}"
-    out = [(k, v) for k, v in forwardable(headers) if k not in _DROP]
-    if masked:
-        out = [(k, v) for k, v in out if k not in (b"accept-encoding", b"range", b"if-range")]
-    clen = header(headers, b"content-length")
-    if clen is not None:
-        out.append((b"content-length", clen))
-    if t.kind == "http":
-        held = gw.held[conn.name]
-        out.insert(0, (b"host", host.encode("latin-1")))
-        auth = conn.auth  # type: ignore[union-attr]
-        if auth.type == "bearer":
-            out.append((b"authorization", b"Bearer " + (held["token"] or "").encode("latin-1")))
-        elif auth.type == "basic":
-            pair = f"{held['user']}:{held['password']}".encode()
-            out.append((b"authorization", b"Basic " + base64.b64encode(pair)))
-        elif auth.type == "header":
-            out = [(k, v) for k, v in out if k != (auth.header or "").lower().encode()]
-            out.append(
-                (
-                    (auth.header or "").lower().encode("latin-1"),
-                    (held["value"] or "").encode("latin-1"),
-                )
-            )
-        target = (conn.base_path.encode("latin-1") + t.rest) or b"/"
-        return head.method, target, out, SliceBody()
-    # S3: the same request, path-style (or virtual-hosted) at the storage, signed again.
-    assert t.signed is not None
-    raw_path = head.path
-    client_virtual = t.bucket is not None and _virtual(gw, head)
-    bucket_b = _quote_bucket(t.bucket) if t.bucket else b""
-    if conn.addressing == "virtual" and t.bucket:  # type: ignore[union-attr]
-        host = f"{t.bucket}.{host}"
-        path = raw_path if client_virtual else b"/" + raw_path[1:].partition(b"/")[2]
-    else:
-        path = (b"/" + bucket_b + raw_path) if client_virtual else raw_path
-    query = _strip_presign(head.query)
-    target = conn.base_path.encode("latin-1") + path + (b"?" + query if query else b"")
-    held = gw.held[conn.name]
-    payload = t.signed.payload_hash
-    if t.signed.presigned and payload != "UNSIGNED-PAYLOAD":
-        payload = "UNSIGNED-PAYLOAD"
-    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out.insert(0, (b"host", host.encode("latin-1")))
-    region = conn.region  # type: ignore[union-attr]
-    signed_headers, seed = sigv4.sign_headers(
-        head.method,
-        target,
-        out,
-        access_key=held["access_key_id"] or "",
-        secret=held["secret_access_key"] or "",
-        region=region,
-        service="s3",
-        amz_date=amz_date,
-        payload_hash=payload,
-    )
-    body: SliceBody | AwsChunkedBody
-    mode = STREAMING.get(payload)
-    if mode is not None:
-        signed, trailer = mode
-        verify = resign = None
-        if signed:
-            sr = t.signed
-            assert t.signing_key is not None
-            verify = sigv4.ChunkChain(t.signing_key, sr.amz_date, sr.scope, sr.signature)
-            bkey = sigv4.signing_key(held["secret_access_key"] or "", amz_date[:8], region, "s3")
-            resign = sigv4.ChunkChain(
-                bkey, amz_date, f"{amz_date[:8]}/{region}/s3/aws4_request", seed
-            )
-        decoded = header(headers, b"x-amz-decoded-content-length")
-        trailer_name = header(headers, b"x-amz-trailer")
-        body = AwsChunkedBody(
-            signed=signed,
-            trailer=trailer,
-            verify=verify,
-            resign=resign,
-            decoded_length=int(decoded) if decoded and decoded.isdigit() else None,
-            trailer_name=trailer_name.decode("latin-1").strip().lower() if trailer_name else None,
-        )
-    else:
-        body = SliceBody(_expected(headers, payload))
-    return head.method, target, signed_headers, body
-
-
-def _expected(headers: list[tuple[bytes, bytes]], payload: str) -> Expected:
-    md5 = header(headers, b"content-md5")
-    checksum = None
-    for k, v in headers:
-        alg = k.decode("latin-1").removeprefix("x-amz-checksum-")
-        if k.startswith(b"x-amz-checksum-") and alg in ALGORITHMS:
-            checksum = (alg, v.decode("latin-1").strip())
-    digest = (
-        payload
-        if len(payload) == 64 and all(c in "0123456789abcdefABCDEF" for c in payload)
-        else None
-    )
-    return Expected(digest, md5.decode("latin-1").strip() if md5 else None, checksum)
-
-
-def _virtual(gw: HttpGateway, head: Any) -> bool:
-    host = header(list(head.headers), b"host")
-    if not host:
-        return False
-    name = host.decode("latin-1").rsplit(":", 1)[0].lower()
-    return any(name.endswith("." + h) for h in gw.hostnames)
-
-
-def _quote_bucket(bucket: str) -> bytes:
-    from urllib.parse import quote
-
-    return quote(bucket, safe="-._~").encode("ascii")
-
-
-def _strip_presign(query: bytes) -> bytes:
-    if b"X-Amz-" not in query:
-        return query
-    keep = [
-        p
-        for p in query.split(b"&")
-        if unquote(p.split(b"=", 1)[0].decode("latin-1")) not in _PRESIGN
-    ]
-    return b"&".join(keep)
 
 
 async def _upload(

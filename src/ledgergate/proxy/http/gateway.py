@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fnmatch
 import hashlib
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -35,18 +33,17 @@ from ledgergate.core.config import HttpConnection, HttpListener, S3Connection
 from ledgergate.core.masking.document import DocumentMasker, FieldRule, parse_path
 from ledgergate.core.masking.functions import MaskSpec
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
+from ledgergate.proxy.http.admit_s3 import S3Admission
 from ledgergate.proxy.http.backend import BackendPool
 from ledgergate.proxy.http.objects import ObjectBook
 from ledgergate.proxy.http.session import ClientConn, LedgerSession, Refusal
+from ledgergate.proxy.http.target import Admitted, HttpTarget, KeyAuth, TokenAuth
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.http.messages import (
     RequestHead,
     header,
     problem_body,
-    s3_copy_source,
-    s3_error_body,
-    split_s3_target,
     unsafe_path,
 )
 from ledgergate.wire.s3 import sigv4
@@ -67,43 +64,7 @@ XML = b"application/xml"
 PROBLEM = b"application/problem+json"
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    ok: bool
-    identity: dict[str, Any] | None
-    token_id: str | None
-    reason: str | None
-    denied: bool = False
-    expires_ns: int = 2**63 - 1
-    via: str = "token"
-    grant: str | None = None
-    window: tuple[str, int] | None = None
-
-
-@dataclass(slots=True)
-class HttpTarget:
-    """An admitted request: where it goes and what the client signed."""
-
-    kind: str  # "s3" | "http"
-    conn: S3Connection | HttpConnection
-    session: LedgerSession
-    head: RequestHead
-    signed: sigv4.SignedRequest | None = None
-    signing_key: bytes | None = None  # the client's, to check chunk signatures
-    bucket: str | None = None
-    key: str | None = None
-    query: list[tuple[str, str]] | None = None
-    rest: bytes = b""  # HTTP: the path after /<connection>, with its query
-
-
-TokenAuth = Callable[[str, str], Awaitable[Admitted]]
-# (access key id, connection or None) -> (admission, secret, key scope)
-KeyAuth = Callable[
-    [str, str | None], Awaitable[tuple[Admitted, str | None, tuple[str, ...] | None]]
-]
-
-
-class HttpGateway:
+class HttpGateway(S3Admission):
     def __init__(
         self,
         *,
@@ -326,137 +287,6 @@ class HttpGateway:
                 reason="unknown connection",
             )
         return await self._admit_http(client, head, conn)
-
-    def _s3_refusal(
-        self,
-        client: ClientConn,
-        head: RequestHead,
-        status: int,
-        code: str,
-        message: str,
-        conn: str | None,
-        identity: Any,
-        kind: str = "auth.fail",
-        token_id: str | None = None,
-    ) -> Refusal:
-        rec = client.base_without_session(conn, identity)
-        with contextlib.suppress(LedgerUnavailable):
-            self.sink.submit(
-                [
-                    rec.event(
-                        now_ns(),
-                        kind,
-                        reason=message,
-                        error=code,
-                        token_id=token_id,
-                        request={"method": head.method.decode("latin-1"), "protocol": "s3"},
-                        tls=client.tls,
-                        outcome="refused",
-                    )
-                ]
-            )
-        body = s3_error_body(code, message, head.path.decode("latin-1"), client.conn_id)
-        return Refusal(status, body, XML, reason=message)
-
-    async def _admit_s3(
-        self, client: ClientConn, head: RequestHead, signed: sigv4.SignedRequest
-    ) -> HttpTarget:
-        headers = list(head.headers)
-        key_id = signed.access_key
-        adm, _, scope = await self._cached(
-            "key", key_id, "", lambda: self.authenticate_key(key_id, None)
-        )
-        if not adm.ok:
-            code = "InvalidAccessKeyId" if adm.identity is None else "AccessDenied"
-            msg = (
-                "The AWS Access Key Id you provided does not exist in our records."
-                if adm.identity is None
-                else f"ledgergate: {adm.reason}"
-            )
-            raise self._s3_refusal(
-                client, head, 403, code, msg, None, adm.identity, token_id=adm.token_id
-            )
-        if head.path.startswith(b"//"):
-            raise self._s3_refusal(
-                client,
-                head,
-                400,
-                "InvalidURI",
-                "ledgergate: the path has an empty bucket name",
-                None,
-                adm.identity,
-                token_id=adm.token_id,
-            )
-        bucket, key, query = split_s3_target(head.target, header(headers, b"host"), self.hostnames)
-        conn = self._pick_s3(scope, bucket)
-        if conn is None:
-            raise self._s3_refusal(
-                client,
-                head,
-                400,
-                "InvalidRequest",
-                "ledgergate: this access key does not name one S3 connection for this bucket",
-                None,
-                adm.identity,
-                token_id=adm.token_id,
-            )
-        adm, secret, _ = await self._cached(
-            "key", key_id, conn.name, lambda: self.authenticate_key(key_id, conn.name)
-        )
-        if not adm.ok or secret is None:
-            kind = "auth.denied" if adm.denied else "auth.fail"
-            raise self._s3_refusal(
-                client,
-                head,
-                403,
-                "AccessDenied",
-                f"ledgergate: {adm.reason}",
-                conn.name,
-                adm.identity,
-                kind,
-                adm.token_id,
-            )
-        try:
-            skey = sigv4.verify(signed, secret, head.method, head.target, headers, now_ns())
-        except sigv4.SigV4Error as e:
-            raise self._s3_refusal(
-                client, head, 403, e.code, e.message, conn.name, adm.identity, token_id=adm.token_id
-            ) from None
-        source = header(headers, b"x-amz-copy-source")
-        src = s3_copy_source(source) if source is not None else None
-        if conn.buckets is not None and any(
-            b is not None and not any(fnmatch.fnmatchcase(b, g) for g in conn.buckets)
-            for b in (bucket, src[0] if src else None)
-        ):
-            raise self._s3_refusal(
-                client,
-                head,
-                403,
-                "AccessDenied",
-                f"ledgergate: connection {conn.name} does not expose that bucket",
-                conn.name,
-                adm.identity,
-                "auth.denied",
-                adm.token_id,
-            )
-        session = await self._session(client, adm, conn.name)
-        return HttpTarget("s3", conn, session, head, signed, skey, bucket, key, query)
-
-    def _pick_s3(self, scope: tuple[str, ...] | None, bucket: str | None) -> S3Connection | None:
-        s3 = [c for c in self.connections.values() if isinstance(c, S3Connection)]
-        cand = (
-            s3
-            if not scope
-            else [c for c in s3 if any(fnmatch.fnmatchcase(c.name, p) for p in scope)]
-        )
-        if len(cand) == 1:
-            return cand[0]
-        if bucket is None:
-            return None
-        hits = [
-            c for c in cand if c.buckets and any(fnmatch.fnmatchcase(bucket, g) for g in c.buckets)
-        ]
-        return hits[0] if len(hits) == 1 else None
 
     async def _admit_http(
         self, client: ClientConn, head: RequestHead, conn: HttpConnection

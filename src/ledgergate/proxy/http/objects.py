@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Attempt", "ObjectBook", "parse_complete_parts"]
+from ledgergate.core.ledger.entry import Draft
+from ledgergate.core.recording_http import RequestFacts
+
+if TYPE_CHECKING:
+    from ledgergate.proxy.http.gateway import HttpGateway, HttpTarget
+
+__all__ = ["Attempt", "ObjectBook", "parse_complete_parts", "remember", "upload_key"]
+
+now_ns = time.time_ns
 
 # Multipart uploads remembered at once, and objects' last attempts: bounded memory.
 MAX_UPLOADS = 10_000
@@ -131,3 +140,66 @@ class ObjectBook:
         self.objects.move_to_end(k)
         if len(self.objects) > MAX_OBJECTS:
             self.objects.popitem(last=False)
+
+
+def upload_key(t: HttpTarget, f: RequestFacts) -> tuple[str, str, str, int] | None:
+    """(bucket, key, upload id, part number) of an UploadPart."""
+    if f.op != "UploadPart" or t.bucket is None or t.key is None:
+        return None
+    q = dict(t.query or [])
+    part = q.get("partNumber", "")
+    if not part.isdigit() or "uploadId" not in q:
+        return None
+    return t.bucket, t.key, q["uploadId"], int(part)
+
+
+def remember(
+    gw: HttpGateway,
+    t: HttpTarget,
+    f: RequestFacts,
+    attempt: Attempt,
+    upload: tuple[str, str, str, int] | None,
+    keep: bytearray | None,
+    result: dict[str, Any],
+    closing: Draft,
+) -> list[Draft]:
+    """Remember parts and objects; the manifest entry of a completed object."""
+    conn, rec, book = t.conn.name, t.session.recorder, gw.objects
+    if upload is not None:
+        book.part_done(conn, *upload, attempt)
+        return []
+    if t.bucket is None or t.key is None:
+        return []
+    obj: dict[str, Any] = {"bucket": t.bucket, "key": t.key}
+    if f.op == "PutObject":
+        earlier = book.earlier_object(conn, t.bucket, t.key, attempt)
+        if earlier is not None and (
+            earlier.outcome != "accepted" or earlier.chunks_sha256 == attempt.chunks_sha256
+        ):
+            closing.fields["retransmits"] = earlier.ref()
+        book.object_done(conn, t.bucket, t.key, attempt)
+        if attempt.outcome != "accepted":
+            return []
+        parts = [{"part_number": None, **attempt.manifest_part()}]
+    elif f.op == "CompleteMultipartUpload" and attempt.outcome == "accepted" and keep is not None:
+        upload_id = dict(t.query or []).get("uploadId", "")
+        parts = book.complete(conn, t.bucket, t.key, upload_id, parse_complete_parts(bytes(keep)))
+        obj["upload_id"] = upload_id
+    else:
+        return []
+    for k in ("etag", "version_id"):
+        if k in result:
+            obj[k] = result[k]
+    if f.checksum is not None:
+        obj["checksum"] = {"algorithm": f.checksum[0], "value": f.checksum[1]}
+    obj["size"] = sum(int(p.get("size", 0)) for p in parts)
+    obj["parts"] = parts
+    return [
+        rec.event(
+            now_ns(),
+            "object.manifest",
+            command={"seq": attempt.command, "op": f.op},
+            object=obj,
+            complete=all(p.get("seen", True) for p in parts),
+        )
+    ]
