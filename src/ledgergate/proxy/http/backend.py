@@ -264,10 +264,16 @@ class BackendConn:
             if idle is None:
                 await p.wait()
                 continue
+            # The future is made here, before anything can run: data that arrives while
+            # this waits wakes it (a task wrapping p.wait() would miss what arrives
+            # before the task starts, and the answer would stall until the timeout).
+            fut = p.wakeup = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(p.wait(), idle)
+                await asyncio.wait_for(fut, idle)
             except TimeoutError:
                 yield b""
+            finally:
+                p.wakeup = None
 
     @property
     def reusable(self) -> bool:
