@@ -194,5 +194,42 @@ class Gateway:
                         size = max(size, seq + 1)
         return size
 
+    def indexed(self, timeout: float = 10.0) -> None:
+        """Wait until the store holds everything the gateway journaled (unlike
+        ``settle``, open sessions may stay open: HTTP clients keep connections alive)."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            db = sqlite3.connect(self.store_path)
+            try:
+                stored = db.execute(
+                    "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
+                ).fetchone()[0]
+            finally:
+                db.close()
+            if stored >= self.journaled_size():
+                return
+            time.sleep(0.02)
+        raise TimeoutError("the store did not catch up with the journal")
+
+    def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every entry in the store (once indexed), as documents, in stream order."""
+        import json
+        import sqlite3
+
+        self.indexed()
+        db = sqlite3.connect(self.store_path)
+        try:
+            q = "SELECT canonical FROM entries"
+            args: tuple[str, ...] = ()
+            if kind is not None:
+                q += " WHERE kind=?"
+                args = (kind,)
+            rows = db.execute(q + " ORDER BY stream, seq", args).fetchall()
+        finally:
+            db.close()
+        return [json.loads(r[0]) for r in rows]
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -135,36 +135,11 @@ class HttpGateway:
 
     # -- the ledger --------------------------------------------------------------------------
     def indexed(self, timeout: float = 10.0) -> None:
-        """Wait until the store holds everything the gateway journaled (HTTP sessions
-        stay open while clients keep their connections alive)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            db = sqlite3.connect(self.gw.store_path)
-            try:
-                stored = db.execute(
-                    "SELECT count(*) FROM entries WHERE stream=?", (self.gw.stream,)
-                ).fetchone()[0]
-            finally:
-                db.close()
-            if stored >= self.gw.journaled_size():
-                return
-            time.sleep(0.02)
-        raise TimeoutError("the store did not catch up with the journal")
+        self.gw.indexed(timeout)
 
     def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every entry in the store (once indexed), as documents, in stream order."""
-        self.indexed()
-        db = sqlite3.connect(self.gw.store_path)
-        try:
-            q = "SELECT canonical FROM entries"
-            args: tuple[str, ...] = ()
-            if kind is not None:
-                q += " WHERE kind=?"
-                args = (kind,)
-            rows = db.execute(q + " ORDER BY stream, seq", args).fetchall()
-        finally:
-            db.close()
-        return [json.loads(r[0]) for r in rows]
+        return self.gw.entries(kind)
 
     def canonical(self) -> list[str]:
         """Every entry's canonical JSON as stored (for leak checks)."""

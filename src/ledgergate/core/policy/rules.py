@@ -19,7 +19,7 @@ only members; ``except_groups``: everyone but members) and does exactly one thin
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,6 +67,24 @@ def _kinds(v: list[str]) -> list[str]:
 REQUEST_CONDITIONS = ("operations", "methods", "buckets", "keys", "paths", "headers")
 
 
+def _upper(cls: type, v: list[str] | None) -> list[str] | None:
+    """HTTP methods compared as upper case."""
+    return None if v is None else [m.upper() for m in v]
+
+
+def _lower_keys(cls: type, v: dict[str, str] | None) -> dict[str, str] | None:
+    """Header names compared as lower case."""
+    return None if v is None else {k.lower(): p for k, p in v.items()}
+
+
+def _request_validators() -> tuple[Any, Any]:
+    """The pydantic validators of ``methods`` and ``headers`` (shared by deny and allow)."""
+    return (
+        field_validator("methods")(classmethod(_upper)),
+        field_validator("headers")(classmethod(_lower_keys)),
+    )
+
+
 def _request_conditions(model: BaseModel) -> tuple[bool, bool]:
     """(has SQL conditions, has request conditions)."""
     sql = any(
@@ -108,15 +126,8 @@ class DenyConditions(_Strict):
     def _k(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _kinds(v)
 
-    @field_validator("methods")
-    @classmethod
-    def _m(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [m.upper() for m in v]
-
-    @field_validator("headers")
-    @classmethod
-    def _h(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return None if v is None else {k.lower(): p for k, p in v.items()}
+    _methods = _request_validators()[0]
+    _headers = _request_validators()[1]
 
     @property
     def about_requests(self) -> bool:
@@ -164,15 +175,8 @@ class AllowClause(_Strict):
     def _k(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _kinds(v)
 
-    @field_validator("methods")
-    @classmethod
-    def _m(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [m.upper() for m in v]
-
-    @field_validator("headers")
-    @classmethod
-    def _h(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        return None if v is None else {k.lower(): p for k, p in v.items()}
+    _methods = _request_validators()[0]
+    _headers = _request_validators()[1]
 
     @model_validator(mode="after")
     def _one_kind(self) -> AllowClause:
