@@ -258,7 +258,8 @@ def _demo_banner(
                 connections=("demo-s3",),
             )
             ca = settings.tls_cert
-            aws = shutil.which("aws") or str(Path(sys.executable).parent / "aws")
+            beside = Path(sys.executable).parent / "aws"  # quickstart installs it there
+            aws = str(beside) if beside.exists() else shutil.which("aws") or "aws"
             typer.echo(
                 "ledgergate: demo S3 access key for identity 'demo' (shown once), bucket demo:"
             )
