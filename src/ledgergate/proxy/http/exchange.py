@@ -6,7 +6,9 @@ written on; the end of an upload is held back until every signature and checksum
 checked out (else the backend connection is aborted and the backend commits nothing);
 the answer is relayed in recorded slices; and a ``command.result`` entry closes the
 request with the backend's status, ETag and version id, or with why it was refused or
-cut. The held credential goes only into the request to the backend.
+cut. The request sent to the backend is built by ``outbound`` (the held credential goes
+only into it), the decisions beyond the head are ``decide``'s, and what is remembered of
+parts and objects is ``objects``'.
 """
 
 from __future__ import annotations
