@@ -114,7 +114,7 @@ def _owner_name() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _write_tls(dirpath: Path) -> tuple[Path, Path, Path]:
+def write_tls(dirpath: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate it signs for localhost and 127.0.0.1.
     Returns (ca.crt, server.crt, server.key)."""
     now = datetime.datetime.now(datetime.UTC)
@@ -374,7 +374,7 @@ class PgCluster:
             "ssl": "off",
         }
         if self.tls:
-            self._ca, crt, key = _write_tls(self._dir() / "tls")
+            self._ca, crt, key = write_tls(self._dir() / "tls")
             conf.update(ssl="on", ssl_cert_file=str(crt), ssl_key_file=str(key))
         conf.update(self.settings)
         lines = [f"{k} = {v if isinstance(v, int) else quote_literal(v)}" for k, v in conf.items()]

@@ -373,3 +373,24 @@ def test_aws_chunked_flipped_checksum_is_bad_digest_and_the_end_is_held(
     assert wire.startswith(sent) and len(sent) <= trailer_at  # the final chunk never went out
     with pytest.raises(BodyError):
         body.finish()  # and it stays failed
+
+
+def test_request_head_encoding_refuses_a_line_break() -> None:
+    from ledgergate.wire.http.messages import encode_request_head
+
+    head = encode_request_head(b"PUT", b"/b/k?x=1", [(b"host", b"s3:9000"), (b"x-a", b"1")])
+    assert head == b"PUT /b/k?x=1 HTTP/1.1\r\nhost: s3:9000\r\nx-a: 1\r\n\r\n"
+    for bad in ((b"x", b"a\r\nGET / HTTP/1.1"), (b"x\n", b"a"), (b"x", b"a\nb")):
+        with pytest.raises(ValueError):
+            encode_request_head(b"GET", b"/", [bad])
+
+
+def test_chunk_frame_and_head_bound() -> None:
+    from ledgergate.wire.http.messages import LAST_CHUNK, chunk_frame, head_too_large
+
+    assert b"".join(chunk_frame(b"x" * 300)) == b"12c\r\n" + b"x" * 300 + b"\r\n"
+    assert LAST_CHUNK == b"0\r\n\r\n"
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert not head_too_large(head + b"body" * 100, len(head))
+    assert head_too_large(head, len(head) - 1)
+    assert head_too_large(b"GET / HTTP/1.1\r\nHost: a\r\n", 1000)  # no end: refused

@@ -1,5 +1,5 @@
-"""Connections from the gateway to an HTTP or S3 backend: an asyncio Protocol with
-llhttp (httptools) parsing the answers.
+"""Connections from the gateway to an HTTP or S3 backend: an asyncio Protocol feeding
+``wire.http.response`` (llhttp) and writing what ``wire.http.messages`` encodes.
 
 Owns opening (TLS verified as the connection says), writing a request head and body
 (Content-Length bodies pass through as they are; others are framed chunked), reading
@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httptools
-
 from ledgergate.core.config import HttpConnection, S3Connection
+from ledgergate.wire.http.messages import LAST_CHUNK, chunk_frame, encode_request_head
+from ledgergate.wire.http.response import ResponseError, ResponseHead, ResponseReader
 
 __all__ = ["BackendConn", "BackendError", "BackendPool", "BackendResponse"]
 
@@ -49,8 +49,7 @@ class _Proto(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.parser: httptools.HttpResponseParser | None = None
-        self.head_only = False
+        self.reader: ResponseReader | None = None
         self.response: BackendResponse | None = None
         self.pieces: deque[bytes] = deque()
         self.queued = 0
@@ -59,30 +58,34 @@ class _Proto(asyncio.Protocol):
         self.closed = False
         self.wakeup: asyncio.Future[None] | None = None
         self.paused = False
-        self._head_bytes = 0
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._name = b""
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.parser is None or self.complete:
+        if self.reader is None:
             if data:
                 self._fail("the backend sent data it was not asked for")
             return
-        if self.response is None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD + (1 << 20):
-                self._fail("the backend's answer head is too large")
-                return
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            if not (self.head_only and self.complete):  # a HEAD answer stops the parser
-                self._fail(f"the backend's answer is not valid HTTP: {e}")
+            events = self.reader.feed(data)
+        except ResponseError as e:
+            self._fail(str(e))
+            return
+        for ev in events:
+            if type(ev) is bytes:
+                self.pieces.append(ev)
+                self.queued += len(ev)
+            elif isinstance(ev, ResponseHead):
+                self.response = BackendResponse(ev.status_code, ev.reason, ev.headers)
+            else:
+                self.complete = True
+        if self.queued > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -105,40 +108,6 @@ class _Proto(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._can_write.set()
 
-    # -- parser callbacks ------------------------------------------------------------------
-    def on_status(self, status: bytes) -> None:
-        self._reason = status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.response is None:
-            self.response = BackendResponse(0, b"")
-        self.response.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        if self.response is None:
-            self.response = BackendResponse(0, b"")
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:  # an informational answer: the real one follows
-            self.response = None
-            return
-        self.response.status_code = status
-        self.response.reason = getattr(self, "_reason", b"")
-        if self.head_only:
-            self.complete = True  # a HEAD answer has no body, whatever its length says
-            raise _Stop
-
-    def on_body(self, body: bytes) -> None:
-        self.pieces.append(body)
-        self.queued += len(body)
-        if self.queued > HIGH_WATER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if self.response is not None and self.response.status_code >= 200:
-            self.complete = True
-
     # -- helpers ---------------------------------------------------------------------------
     def _fail(self, why: str) -> None:
         if self.error is None:
@@ -158,10 +127,6 @@ class _Proto(asyncio.Protocol):
             self.wakeup = None
 
 
-class _Stop(Exception):
-    """Raised from a parser callback to stop parsing (httptools reports it as an error)."""
-
-
 class BackendConn:
     __slots__ = ("_chunked", "_length", "_p", "_sent", "broken", "sent_all")
 
@@ -178,26 +143,22 @@ class BackendConn:
         self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         p = self._p
-        p.parser = httptools.HttpResponseParser(p)
-        p.head_only = method == b"HEAD"
+        p.reader = ResponseReader(head_only=method == b"HEAD", max_head=MAX_RESPONSE_HEAD)
         p.response = None
         p.complete = False
         p.pieces.clear()
         p.queued = 0
-        p._head_bytes = 0
         names = {k: v for k, v in headers}
         self._chunked = b"transfer-encoding" in names
         length = names.get(b"content-length")
         self._length = int(length) if length is not None and length.isdigit() else None
         self._sent = 0
-        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-        for k, v in headers:
-            if b"\r" in v or b"\n" in v or b"\r" in k or b"\n" in k:
-                self.broken = True
-                raise BackendError("a header value holds a line break; refused")
-            lines += (k, b": ", v, b"\r\n")
-        lines.append(b"\r\n")
-        await self._write(b"".join(lines))
+        try:
+            head = encode_request_head(method, target, headers)
+        except ValueError:
+            self.broken = True
+            raise BackendError("a header value holds a line break; refused") from None
+        await self._write(head)
 
     async def send_data(self, data: bytes) -> None:
         if not data:
@@ -207,13 +168,13 @@ class BackendConn:
             self.broken = True
             raise BackendError("the body is longer than the length sent to the backend")
         if self._chunked:
-            await self._write(b"%x\r\n" % len(data), data, b"\r\n")
+            await self._write(*chunk_frame(data))
         else:
             await self._write(data)
 
     async def send_end(self) -> None:
         if self._chunked:
-            await self._write(b"0\r\n\r\n")
+            await self._write(LAST_CHUNK)
         elif self._sent != (self._length or 0):
             self.broken = True
             raise BackendError("the body is shorter than the length sent to the backend")
@@ -282,7 +243,7 @@ class BackendConn:
             return False
         if p.error is not None or p.pieces:
             return False
-        return p.parser is not None and (p.head_only or p.parser.should_keep_alive())
+        return p.reader is not None and p.reader.keep_alive
 
     def abort(self) -> None:
         """Drop the connection at once (RST when possible): a request cut short must not

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ledgergate.core.identity import SessionFacts
 from ledgergate.core.recording import SessionRecorder
 from ledgergate.core.recording_http import HttpRecorder
 from ledgergate.proxy.sink import LedgerUnavailable
-from ledgergate.wire.http.messages import HeadError, RequestHead, check_head
+from ledgergate.wire.http.messages import HeadError, RequestHead, check_head, head_too_large
 
 if TYPE_CHECKING:
     from ledgergate.proxy.http.gateway import Admitted, HttpGateway
@@ -41,7 +40,6 @@ now_ns = time.time_ns
 
 # The largest request head (request line and headers) accepted from a client.
 MAX_HEAD = 64 * 1024
-_HEAD_END = re.compile(rb"\n\r?\n")
 # A refused request's body is read and dropped up to this size and time (so the client
 # sees the answer); past either, the connection is closed instead.
 DISCARD_MAX = 8 << 20
@@ -211,8 +209,7 @@ class ClientConn:
                 raw = bytes(self._raw_head)
                 self._raw_head.clear()
                 self._head_started = None
-                end = _HEAD_END.search(raw)
-                if end is None or end.end() > MAX_HEAD:
+                if head_too_large(raw, MAX_HEAD):
                     # h11 bounds only a head still incomplete: one read can hold more
                     await self._bad(431, f"the request head is larger than {MAX_HEAD} bytes")
                     break

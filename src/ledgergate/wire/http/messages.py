@@ -19,10 +19,14 @@ import orjson
 
 __all__ = [
     "HOP_BY_HOP",
+    "LAST_CHUNK",
     "HeadError",
     "RequestHead",
     "check_head",
+    "chunk_frame",
+    "encode_request_head",
     "forwardable",
+    "head_too_large",
     "header",
     "problem_body",
     "s3_copy_source",
@@ -53,6 +57,7 @@ HOP_BY_HOP = frozenset(
 # An obsolete line folding (a header line starting with a space or tab): h11 joins it
 # silently; a gateway must refuse it (RFC 9112 5.2: servers reject or replace it).
 _OBS_FOLD = re.compile(rb"\r?\n[ \t]")
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class HeadError(ValueError):
@@ -104,6 +109,37 @@ def check_head(raw_head: bytes, headers: Headers) -> None:
             raise HeadError(400, "Content-Length must be a decimal number")
         if any(c < 0x20 and c != 0x09 for c in v) or b"\x7f" in v:
             raise HeadError(400, "a header value holds a control character")
+
+
+def head_too_large(raw_head: bytes, limit: int) -> bool:
+    """Whether the request head at the start of ``raw_head`` (the bytes read before it
+    was parsed) is longer than ``limit``: h11 bounds only a head still incomplete, and
+    one read can hold a whole oversized head."""
+    end = _HEAD_END.search(raw_head)
+    return end is None or end.end() > limit
+
+
+def encode_request_head(
+    method: bytes, target: bytes, headers: Headers | tuple[tuple[bytes, bytes], ...]
+) -> bytes:
+    """An HTTP/1.1 request head. A name or value holding a line break is refused
+    (``ValueError``): it would let a value end the head and start another request."""
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for k, v in headers:
+        if b"\r" in v or b"\n" in v or b"\r" in k or b"\n" in k or b":" in k:
+            raise ValueError("a header holds a line break")
+        lines += (k, b": ", v, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def chunk_frame(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """``data`` as one chunk of a ``Transfer-Encoding: chunked`` body (three pieces, so
+    the data itself is not copied)."""
+    return b"%x\r\n" % len(data), data, b"\r\n"
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def forwardable(headers: Headers | tuple[tuple[bytes, bytes], ...]) -> Headers:
