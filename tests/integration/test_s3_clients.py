@@ -313,3 +313,41 @@ def test_tampering_with_upload_chunk_entries_is_caught(
     assert r.returncode == 1, r.stdout
     word = {"digest": "changed", "drop": "removed", "reorder": "reordered"}[how]
     assert word in r.stdout and f"entry {target}" in r.stdout, r.stdout
+
+
+def test_full_recording_keeps_no_credential_of_the_client(
+    tmp_path: Path, s3server: S3Server
+) -> None:
+    """At ``recording: full`` the request head is kept (encrypted) as a payload: without
+    the client's Authorization header and without a presigned URL's signature."""
+    import sqlite3
+
+    from ledgergate.services.keys import PayloadCipher
+
+    g = S3Gateway(tmp_path / "gw", s3server, connection={"recording": "full"}).start()
+    try:
+        bucket = s3server.new_bucket()
+        key = g.key("full-rec")
+        c = g.client(key, signature_version="s3v4")
+        c.put_object(Bucket=bucket, Key="f.txt", Body=b"kept")
+        url = c.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "f.txt"}, ExpiresIn=60
+        )
+        assert httpx.get(url, verify=_ctx(g), timeout=30).content == b"kept"
+        g.indexed()
+    finally:
+        g.stop()
+    cipher = PayloadCipher((g.gw.data_dir / "keys" / "payload.key").read_bytes())
+    db = sqlite3.connect(g.gw.store_path)
+    heads = [
+        cipher.open(d, bytes(b))
+        for d, b in db.execute("SELECT digest, blob FROM payloads").fetchall()
+    ]
+    db.close()
+    requests = [h for h in heads if h.startswith((b"PUT /", b"GET /"))]
+    assert len(requests) == 2, requests
+    signature = url.rsplit("X-Amz-Signature=", 1)[1].split("&")[0]
+    for h in requests:
+        assert b"authorization: <hidden>" in h or b"X-Amz-Credential" not in h
+        assert key[1].encode() not in h and signature.encode() not in h
+        assert b"AWS4-HMAC-SHA256 Credential" not in h

@@ -58,10 +58,19 @@ PRESIGN = frozenset(
 )
 
 
+# Request headers that carry a credential (the client's or a token): never kept.
+_SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"x-amz-security-token", b"cookie"}
+)
+
+
 def raw_head(head: Any) -> bytes:
-    lines = [head.method + b" " + head.target]
+    """The request head kept as a payload at ``recording: full``, without what carries a
+    credential: authorization headers, and a presigned URL's signature (a capability
+    until it expires)."""
+    lines = [head.method + b" " + sigv4.strip_presign_query(head.target)]
     for k, v in head.headers:
-        if k in (b"authorization",):
+        if k in _SECRET_HEADERS:
             v = b"<hidden>"
         lines.append(k + b": " + v)
     return b"\r\n".join(lines)
@@ -156,7 +165,7 @@ def backend_request(
         path = raw_path if client_virtual else b"/" + raw_path[1:].partition(b"/")[2]
     else:
         path = (b"/" + bucket_b + raw_path) if client_virtual else raw_path
-    query = _strip_presign(head.query)
+    query = sigv4.strip_presign_query(head.target).partition(b"?")[2]
     target = conn.base_path.encode("latin-1") + path + (b"?" + query if query else b"")
     held = gw.held[conn.name]
     payload = t.signed.payload_hash
@@ -229,14 +238,3 @@ def _virtual(gw: HttpGateway, head: Any) -> bool:
 
 def _quote_bucket(bucket: str) -> bytes:
     return quote(bucket, safe="-._~").encode("ascii")
-
-
-def _strip_presign(query: bytes) -> bytes:
-    if b"X-Amz-" not in query:
-        return query
-    keep = [
-        p
-        for p in query.split(b"&")
-        if unquote(p.split(b"=", 1)[0].decode("latin-1")) not in PRESIGN
-    ]
-    return b"&".join(keep)
