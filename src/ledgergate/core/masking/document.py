@@ -114,7 +114,10 @@ class DocumentMasker:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise Unmaskable("the JSON body does not parse") from None
-        out = self._walk(doc, (), counts)
+        try:
+            out = self._walk(doc, (), counts)
+        except RecursionError:  # nested deeper than the walk goes: refused, not passed
+            raise Unmaskable("the JSON body is nested too deeply to mask") from None
         return orjson.dumps(out)
 
     def _walk(self, v: Any, path: tuple[Step, ...], counts: Counter[tuple[str, str]]) -> Any:
