@@ -2,7 +2,8 @@
 the session, and `pg_cluster_factory` for per-test variants). Gateway processes have
 their own fixtures in tests/integration/fixtures.py. Backends for ``type: s3`` and
 ``type: http`` connections: versitygw (`s3server`, `s3server_factory`) and a small REST
-API (`httpapi`, `httpapi_factory`).
+API (`httpapi`, `httpapi_factory`). Apache Kafka in KRaft mode: `kafka_cluster` (one
+broker), `kafka_cluster3` (three) and `kafka_cluster_factory`.
 
 Every test under tests/integration/ gets the ``integration`` marker, so
 ``pytest -m 'not integration'`` runs the fast part alone.
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.httpapi import HttpApi, HttpApiFactory
+from tests.integration.kafkaserver import QUICK_JVM_OPTIONS, KafkaCluster, KafkaClusterFactory
 from tests.integration.pgcluster import PgCluster, PgClusterFactory
 from tests.integration.s3server import S3Server, S3ServerFactory
 
@@ -105,3 +107,40 @@ def httpapi_factory() -> Iterator[HttpApiFactory]:
     finally:
         for api in reversed(started):
             api.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """The session's shared one-broker Kafka: SASL_PLAINTEXT and SASL_SSL listeners,
+    SCRAM-SHA-512/256 and PLAIN, admin user only. Tests share it: make topics with
+    unique names (``cluster.create_topic``) and leave the others alone."""
+    with KafkaCluster(tls=True, jvm_options=QUICK_JVM_OPTIONS) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster3() -> Iterator[KafkaCluster]:
+    """The session's shared three-broker Kafka (every node also a controller), with
+    replication factor 3 for the internal topics and min.insync.replicas 2. Tests that
+    stop a broker must start it again. Both shared clusters run their JVMs with C1 only
+    (QUICK_JVM_OPTIONS): quicker to start, slower at sustained load."""
+    with KafkaCluster(3, jvm_options=QUICK_JVM_OPTIONS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster_factory() -> Iterator[KafkaClusterFactory]:
+    """Start Kafka clusters for one test: ``kafka_cluster_factory(3, tls=True)``;
+    arguments are KafkaCluster's. All of them are stopped and deleted after the test."""
+    started: list[KafkaCluster] = []
+
+    def make(*args: Any, **options: Any) -> KafkaCluster:
+        cluster = KafkaCluster(*args, **options)
+        started.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        for cluster in reversed(started):
+            cluster.stop()

@@ -18,6 +18,7 @@ from ledgergate.core.config import (
     AnyConnection,
     ConfigError,
     Connection,
+    KafkaConnection,
     parse_duration,
     split_address,
 )
@@ -116,6 +117,8 @@ def register(app: typer.Typer) -> None:
             for c in connections:
                 if isinstance(c, Connection):
                     settings.backend_password(c)
+                elif isinstance(c, KafkaConnection):
+                    gw.kafka_credential(c)
                 else:
                     gw.held_credential(c)  # resolvable now, not at the first request
         except ConfigError as e:
@@ -174,6 +177,12 @@ def register(app: typer.Typer) -> None:
                 hh, hp = rt.http_bound
                 scheme = "https" if cfg.listeners.http.tls else "http"
                 typer.echo(f"ledgergate: listening for S3 and HTTP clients on {scheme}://{hh}:{hp}")
+            for name, (kh, kp) in (rt.kafka_bound or {}).items():
+                sec = "SASL_SSL" if cfg.listeners.kafka.tls else "SASL_PLAINTEXT"
+                typer.echo(
+                    f"ledgergate: listening for Kafka clients of {name!r} on {kh}:{kp} ({sec}; "
+                    "brokers on the ports after it)"
+                )
             if api is not None:
                 typer.echo(f"ledgergate: REST API on {api.url} (OpenAPI: {api.url}/docs)")
             typer.echo(

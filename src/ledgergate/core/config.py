@@ -312,6 +312,85 @@ class HttpConnection(_HttpBackend):
         return self.base_url
 
 
+class KafkaCredentials(_Strict):
+    """The SASL credential the gateway authenticates to the brokers with; ``password``
+    is ``env:VAR``, ``file:PATH`` or a literal, resolved at start, never shown."""
+
+    mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"KafkaCredentials(mechanism={self.mechanism!r}, user={self.user!r}, <hidden>)"
+
+    __str__ = __repr__
+
+
+# Node ids are added to a connection's broker port base; KRaft clusters number brokers
+# from 0 or 1 upwards, and a shared cluster past a few hundred brokers is out of scope.
+MAX_KAFKA_NODE_ID = 999
+
+
+class KafkaConnection(_ConnectionBase):
+    """An Apache Kafka cluster (``type: kafka``). Clients bootstrap from ``listen`` and
+    reach broker N through the gateway at ``advertised_host:broker_ports + N``; the
+    gateway talks to the brokers with ``credentials`` (SASL), over TLS unless ``tls``
+    is false."""
+
+    type: Literal["kafka"]
+    bootstrap: list[str] = Field(min_length=1)  # the brokers' host:port
+    credentials: KafkaCredentials | None = None  # none: the brokers ask for no SASL
+    tls: bool = True
+    verify_tls: bool = True
+    ca_file: str | None = None
+    # Where clients bootstrap (the gateway's address for this cluster).
+    listen: str
+    # The host name clients use for the gateway in broker addresses (default: the
+    # gateway's name, ``LEDGERGATE_GATEWAY_NAME`` or this machine's).
+    advertised_host: str | None = None
+    # Broker N is served on ``broker_ports + N`` (default: the ``listen`` port + 1).
+    broker_ports: int | None = Field(None, ge=1, le=65535)
+    # A broker must answer a request within this many seconds (plus the client's own
+    # timeout for requests that wait by design, such as Fetch and JoinGroup).
+    request_timeout: float = 120.0
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: list[str]) -> list[str]:
+        for a in v:
+            split_address(a, 9092)
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_address(v, 19092)
+        return v
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return split_address(self.listen, 19092)
+
+    @property
+    def bootstrap_addresses(self) -> list[tuple[str, int]]:
+        return [split_address(a, 9092) for a in self.bootstrap]
+
+    @property
+    def target_url(self) -> str:
+        return "kafka://" + ",".join(self.bootstrap)
+
+    def broker_port(self, node_id: int) -> int:
+        """The gateway's port for broker ``node_id`` (ConfigError past the valid range)."""
+        base = self.broker_ports or self.listen_address[1] + 1
+        port = base + node_id
+        if not 0 <= node_id <= MAX_KAFKA_NODE_ID or port > 65535:
+            raise ConfigError(
+                f"connections.{self.name}: broker node id {node_id} has no gateway port "
+                f"(broker_ports {base} + node id must stay below 65536)"
+            )
+        return port
+
+
 def _connection_type(v: object) -> str:
     if isinstance(v, dict):
         return str(v.get("type", "postgres"))
@@ -321,10 +400,11 @@ def _connection_type(v: object) -> str:
 AnyConnection = Annotated[
     Annotated[Connection, Tag("postgres")]
     | Annotated[S3Connection, Tag("s3")]
-    | Annotated[HttpConnection, Tag("http")],
+    | Annotated[HttpConnection, Tag("http")]
+    | Annotated[KafkaConnection, Tag("kafka")],
     Discriminator(_connection_type),
 ]
-CONNECTION_TYPES = ("postgres", "s3", "http")
+CONNECTION_TYPES = ("postgres", "s3", "http", "kafka")
 
 
 def split_address(v: str, default_port: int = 5432) -> tuple[str, int]:
@@ -416,9 +496,25 @@ class HttpListener(_Strict):
         return v
 
 
+class KafkaListener(_Strict):
+    """How the gateway serves Kafka clients (each ``kafka`` connection names its own
+    ports). TLS with the gateway's certificate unless ``tls`` is false; over plaintext a
+    SASL/PLAIN token travels in the clear, so it is refused unless ``allow_plaintext``
+    says so."""
+
+    tls: bool = True
+    allow_plaintext: bool = False
+    # A client must finish TLS and SASL within this many seconds of connecting.
+    handshake_timeout: float = 15.0
+    # A client connection with no request for this long is closed (Kafka's own
+    # connections.max.idle.ms is 10 minutes).
+    idle_timeout: float = 600.0
+
+
 class Listeners(_Strict):
     postgres: PostgresListener = PostgresListener()
     http: HttpListener = HttpListener()
+    kafka: KafkaListener = KafkaListener()
     api: ApiListener = ApiListener()
 
 
@@ -704,7 +800,9 @@ class Config(_Strict):
         _check_unique([c.name for c in self.connections], "connections", "connection")
         return self
 
-    def connection(self, name: str) -> Connection | S3Connection | HttpConnection | None:
+    def connection(
+        self, name: str
+    ) -> Connection | S3Connection | HttpConnection | KafkaConnection | None:
         for c in self.connections:
             if c.name == name:
                 return c

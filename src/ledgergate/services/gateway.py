@@ -27,6 +27,7 @@ from ledgergate.core.config import (
     ConfigError,
     Connection,
     HttpConnection,
+    KafkaConnection,
     S3Connection,
     parse_duration,
     split_address,
@@ -35,6 +36,7 @@ from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.core.policy.effective import PolicyError
 from ledgergate.proxy.http.gateway import Admitted, HttpGateway
+from ledgergate.proxy.kafka.gateway import KafkaGateway
 from ledgergate.proxy.listener import Listener
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
@@ -66,6 +68,8 @@ class GatewayRuntime:
     connections: list[AnyConnection]
     gateway: PgGateway | None = None
     http: HttpGateway | None = None
+    kafka: KafkaGateway | None = None
+    kafka_bound: dict[str, tuple[str, int]] | None = None
     http_bound: tuple[str, int] | None = None
     sink: LedgerSink | None = None
     bound: tuple[str, int] | None = None
@@ -205,6 +209,7 @@ class GatewayRuntime:
         sock = server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
         await self._start_http(authenticate)
+        await self._start_kafka(authenticate)
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
@@ -280,9 +285,46 @@ class GatewayRuntime:
         sock = server.sockets[0].getsockname()
         self.http_bound = (str(sock[0]), int(sock[1]))
 
+    async def _start_kafka(self, authenticate: Callable[[str, str], Awaitable[AuthResult]]) -> None:
+        """A bootstrap port per ``kafka`` connection (broker ports open as brokers appear)."""
+        s = self.settings
+        conns = {c.name: c for c in self.connections if isinstance(c, KafkaConnection)}
+        if not conns:
+            return
+        assert self.sink is not None
+
+        async def by_token(token: str, connection: str) -> Admitted:
+            r = await authenticate(token, connection)
+            return Admitted(
+                r.ok,
+                r.identity,
+                r.token_id,
+                r.reason,
+                r.denied,
+                r.expires_ns,
+                r.via,
+                r.grant,
+                r.window,
+            )
+
+        kl = s.config.listeners.kafka
+        self.kafka = KafkaGateway(
+            connections=conns,
+            held={c.name: kafka_credential(c) for c in conns.values()},
+            authenticate=by_token,
+            sink=self.sink,
+            tls=self.server_tls() if kl.tls else None,
+            listener=kl,
+            advertised_host=s.gateway_name,
+            policies=lambda: self.gateway.policies if self.gateway is not None else None,
+            reviews=self.reviews,
+            masking_key=self._masking_key(),
+        )
+        self.kafka_bound = await self.kafka.start()
+
     def _listeners(self) -> list[Listener]:
         """Every protocol's listener: re-checks, access windows and shutdown go to all."""
-        return [g for g in (self.gateway, self.http) if g is not None]
+        return [g for g in (self.gateway, self.http, self.kafka) if g is not None]
 
     def _masking_key(self) -> bytes:
         """The keyed-tokenization secret: configured, or generated once (0600)."""
@@ -411,6 +453,8 @@ class GatewayRuntime:
                 await self._watch
         if self.http is not None:
             await self.http.shutdown()
+        if self.kafka is not None:
+            await self.kafka.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown()
         if self.reviews is not None:
@@ -441,6 +485,18 @@ def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
         if a.password
         else None,
         "value": resolve_secret(a.value, what=f"{where}.auth.value") if a.value else None,
+    }
+
+
+def kafka_credential(c: KafkaConnection) -> dict[str, str | None]:
+    """The connection's SASL credential towards the brokers, resolved; never logged."""
+    if c.credentials is None:
+        return {}
+    return {
+        "user": c.credentials.user,
+        "password": resolve_secret(
+            c.credentials.password, what=f"connections.{c.name}.credentials.password"
+        ),
     }
 
 

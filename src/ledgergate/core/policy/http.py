@@ -3,8 +3,10 @@
 Owns what a policy rule's request conditions mean: ``operations`` (S3 API names,
 globs: ``Delete*``), ``methods``, ``buckets``, ``keys`` (object keys, globs:
 ``audit/*``), ``paths`` (the path after the connection's name for HTTP APIs, ``/bucket/
-key`` for S3), ``headers`` (name → value glob). A condition a request has nothing for
-(``keys`` on ListBuckets) does not hold. Rules whose conditions are about SQL never
+key`` for S3), ``headers`` (name → value glob); for Kafka (``core.policy.kafka`` builds
+the views) ``topics`` and ``consumer_groups``, with ``operations`` matching the API name
+or its class (produce, consume, describe, admin, group). A condition a request has
+nothing for (``keys`` on ListBuckets, ``topics`` on JoinGroup) does not hold. Rules whose conditions are about SQL never
 match a request, and rules about requests never match a statement. Pure.
 """
 
@@ -20,7 +22,17 @@ __all__ = ["RequestView", "request_allowed", "request_matches"]
 class RequestView:
     """The facts of one request the conditions are checked against."""
 
-    __slots__ = ("bucket", "headers", "key", "method", "operation", "path")
+    __slots__ = (
+        "action",
+        "bucket",
+        "consumer_group",
+        "headers",
+        "key",
+        "method",
+        "operation",
+        "path",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -31,6 +43,9 @@ class RequestView:
         bucket: str | None = None,
         key: str | None = None,
         headers: dict[str, str] | None = None,
+        topic: str | None = None,
+        consumer_group: str | None = None,
+        action: str | None = None,
     ) -> None:
         self.method = method.upper()
         self.operation = operation
@@ -38,6 +53,9 @@ class RequestView:
         self.bucket = bucket
         self.key = key
         self.headers = headers or {}
+        self.topic = topic
+        self.consumer_group = consumer_group
+        self.action = action
 
 
 def _any(value: str | None, patterns: list[str]) -> bool:
@@ -48,7 +66,7 @@ def request_matches(c: DenyConditions | AllowClause, r: RequestView) -> bool:
     """Every request condition given holds (False when none is given)."""
     checks: list[bool] = []
     if c.operations is not None:
-        checks.append(_any(r.operation, c.operations))
+        checks.append(_any(r.operation, c.operations) or _any(r.action, c.operations))
     if c.methods is not None:
         checks.append(r.method in c.methods)
     if c.buckets is not None:
@@ -59,6 +77,10 @@ def request_matches(c: DenyConditions | AllowClause, r: RequestView) -> bool:
         checks.append(_any(r.path, c.paths))
     if c.headers is not None:
         checks.append(all(_any(r.headers.get(k), [p]) for k, p in c.headers.items()))
+    if c.topics is not None:
+        checks.append(_any(r.topic, c.topics))
+    if c.consumer_groups is not None:
+        checks.append(_any(r.consumer_group, c.consumer_groups))
     return bool(checks) and all(checks)
 
 

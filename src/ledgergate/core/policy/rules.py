@@ -63,8 +63,18 @@ def _kinds(v: list[str]) -> list[str]:
 
 
 # Conditions on HTTP and S3 requests (``core.policy.http``); the others are about SQL
-# statements. A rule's conditions are about one or the other, never both.
-REQUEST_CONDITIONS = ("operations", "methods", "buckets", "keys", "paths", "headers")
+# statements. A rule's conditions are about one or the other, never both. ``topics`` and
+# ``consumer_groups`` are Kafka's (``core.policy.kafka``).
+REQUEST_CONDITIONS = (
+    "operations",
+    "methods",
+    "buckets",
+    "keys",
+    "paths",
+    "headers",
+    "topics",
+    "consumer_groups",
+)
 
 
 def _upper(cls: type, v: list[str] | None) -> list[str] | None:
@@ -120,6 +130,10 @@ class DenyConditions(_Strict):
     keys: list[str] | None = None
     paths: list[str] | None = None
     headers: dict[str, str] | None = None
+    # Kafka: topic and consumer-group globs; ``operations`` names Kafka APIs
+    # (DeleteTopics, Alter*) or the classes produce, consume, describe, admin, group.
+    topics: list[str] | None = None
+    consumer_groups: list[str] | None = None
 
     @field_validator("kinds")
     @classmethod
@@ -169,6 +183,8 @@ class AllowClause(_Strict):
     keys: list[str] | None = None
     paths: list[str] | None = None
     headers: dict[str, str] | None = None
+    topics: list[str] | None = None
+    consumer_groups: list[str] | None = None
 
     @field_validator("kinds")
     @classmethod

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ledgergate.core.config import HttpConnection, S3Connection
+from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.http.session import LedgerSession
 from ledgergate.wire.http.messages import RequestHead
 from ledgergate.wire.s3 import sigv4
 
 __all__ = ["Admitted", "HttpTarget", "KeyAuth", "TokenAuth"]
 
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    ok: bool
-    identity: dict[str, Any] | None
-    token_id: str | None
-    reason: str | None
-    denied: bool = False
-    expires_ns: int = 2**63 - 1
-    via: str = "token"
-    grant: str | None = None
-    window: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)

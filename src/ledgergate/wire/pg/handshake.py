@@ -40,7 +40,7 @@ from ledgergate.wire.pg.events import (
     TlsStarted,
 )
 from ledgergate.wire.pg.frames import MAX_STARTUP, FrameError, FrameSplitter, read_cstr
-from ledgergate.wire.pg.scram import ScramClient, ScramError, md5_password
+from ledgergate.wire.scram import ScramClient, ScramError, md5_password
 
 __all__ = ["BackendHandshake", "FrontendHandshake", "ProtocolError"]
 

@@ -16,7 +16,7 @@ import hmac
 import pytest
 
 from ledgergate.wire.pg.frames import iter_messages
-from ledgergate.wire.pg.scram import ScramClient, ScramError, md5_password
+from ledgergate.wire.scram import ScramClient, ScramError, md5_password
 from tests.wire.pg.vectors import load
 
 # RFC 7677, section 3.
@@ -171,3 +171,36 @@ def test_md5_password() -> None:
     assert md5_password(b"user", b"pencil", b"\x01\x02\x03\x04") == (
         b"md54376eb6913b38f9aaff38dc7cf19ca76"
     )
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+@pytest.mark.parametrize("user", ["etl", "a,b=c"])
+def test_against_scramp_server(mech: str, user: str) -> None:
+    """An independent server (scramp) accepts the client's proof for both digests, with
+    the user name escaped as RFC 5802 says, and the client checks the server's
+    signature; a wrong password is refused by that server."""
+    import scramp
+
+    digest = "sha512" if mech.endswith("512") else "sha256"
+    m = scramp.ScramMechanism(mech)
+    salt, stored, server_key, iters = m.make_auth_info("s3cret", iteration_count=4096)
+
+    def exchange(password: str) -> None:
+        c = ScramClient(password, b"0123456789abcdef", user=user, digest=digest)
+        assert c.mechanism == mech
+        seen: list[str] = []
+
+        def lookup(name: str) -> tuple[bytes, bytes, bytes, int]:
+            seen.append(name)
+            return salt, stored, server_key, iters
+
+        server = m.make_server(lookup)
+        server.set_client_first(c.first().decode())
+        assert seen == [user]
+        final = c.final(server.get_server_first().encode())
+        server.set_client_final(final.decode())
+        c.verify(server.get_server_final().encode())
+
+    exchange("s3cret")
+    with pytest.raises(scramp.ScramException):
+        exchange("wrong")

@@ -1,6 +1,8 @@
-"""SCRAM-SHA-256 client (RFC 5802 / RFC 7677) and PostgreSQL's MD5 password hash.
+"""SCRAM client (RFC 5802; SHA-256 per RFC 7677, SHA-512 as Kafka uses it) and
+PostgreSQL's MD5 password hash.
 
-Owns the math of the gateway authenticating to a backend with the held credential.
+Owns the math of the gateway authenticating to a backend with the held credential, for
+every protocol that speaks SCRAM (PostgreSQL's SASL, Kafka's SaslAuthenticate).
 Sans-IO: the client nonce comes in as an argument; built on hashlib/hmac only.
 Errors never include the password.
 """
@@ -34,11 +36,12 @@ def _attrs(msg: bytes) -> dict[str, bytes]:
 
 
 class ScramClient:
-    """One SCRAM-SHA-256 exchange.
+    """One SCRAM exchange (SHA-256 unless ``digest`` says ``sha512``).
 
     ``first()`` → client-first-message; ``final(server_first)`` → client-final-message;
     ``verify(server_final)`` checks the server signature. PostgreSQL ignores the SCRAM
-    user name (it uses the startup user), so it is sent empty as libpq does.
+    user name (it uses the startup user), so it is sent empty as libpq does; Kafka
+    authenticates the ``user`` named in the first message.
     Channel binding: ``cbind`` is (``tls-server-end-point``, cert hash) for
     SCRAM-SHA-256-PLUS, or None with ``client_supports_cb`` saying whether to send 'y'.
     """
@@ -52,16 +55,24 @@ class ScramClient:
         *,
         cbind: tuple[str, bytes] | None = None,
         client_supports_cb: bool = False,
+        user: str = "",
+        digest: str = "sha256",
     ) -> None:
+        if digest not in ("sha256", "sha512"):
+            raise ValueError(f"unsupported SCRAM digest {digest!r}")
+        self._digest = digest
+        self.mechanism = "SCRAM-SHA-512" if digest == "sha512" else "SCRAM-SHA-256"
         self._password = password.encode("utf-8")  # SASLprep skipped: libpq does the same for ASCII
         self._nonce = base64.b64encode(nonce)
         self._cbind = cbind
         if cbind is not None:
             self._gs2 = b"p=" + cbind[0].encode() + b",,"
-            self.mechanism = "SCRAM-SHA-256-PLUS"
+            self.mechanism += "-PLUS"
         else:
             self._gs2 = b"y,," if client_supports_cb else b"n,,"
-        self._first_bare = b"n=,r=" + self._nonce
+        # RFC 5802 saslname: ',' and '=' escaped.
+        name = user.replace("=", "=3D").replace(",", "=2C").encode("utf-8")
+        self._first_bare = b"n=" + name + b",r=" + self._nonce
         self._auth_message = b""
         self._server_key = b""
 
@@ -85,14 +96,15 @@ class ScramClient:
             salt = base64.b64decode(salt_b64, validate=True)
         except ValueError:
             raise ScramError("malformed SCRAM salt") from None
-        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt, iters)
-        client_key = hmac.digest(salted, b"Client Key", "sha256")
-        stored_key = hashlib.sha256(client_key).digest()
-        self._server_key = hmac.digest(salted, b"Server Key", "sha256")
+        h = self._digest
+        salted = hashlib.pbkdf2_hmac(h, self._password, salt, iters)
+        client_key = hmac.digest(salted, b"Client Key", h)
+        stored_key = hashlib.new(h, client_key).digest()
+        self._server_key = hmac.digest(salted, b"Server Key", h)
         cb_data = self._gs2 + (self._cbind[1] if self._cbind else b"")
         final_bare = b"c=" + base64.b64encode(cb_data) + b",r=" + nonce
         self._auth_message = self._first_bare + b"," + server_first + b"," + final_bare
-        sig = hmac.digest(stored_key, self._auth_message, "sha256")
+        sig = hmac.digest(stored_key, self._auth_message, h)
         proof = bytes(x ^ y for x, y in zip(client_key, sig, strict=True))
         return final_bare + b",p=" + base64.b64encode(proof)
 
@@ -102,7 +114,7 @@ class ScramClient:
             raise ScramError(
                 "server rejected the SCRAM exchange: " + a["e"].decode("ascii", "replace")
             )
-        expected = hmac.digest(self._server_key, self._auth_message, "sha256")
+        expected = hmac.digest(self._server_key, self._auth_message, self._digest)
         try:
             got = base64.b64decode(a.get("v", b""), validate=True)
         except ValueError:

@@ -1,0 +1,1 @@
+"""The Kafka listener: clients authenticate to the gateway, brokers see the gateway."""

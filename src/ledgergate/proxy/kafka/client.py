@@ -1,0 +1,593 @@
+"""One Kafka client connection to the gateway: SASL, then an ordered relay to one broker.
+
+Owns, for a client's TCP (TLS) connection on a bootstrap or broker port:
+- authentication: ApiVersions (the gateway answers, narrowed), SaslHandshake and
+  SaslAuthenticate with PLAIN (user, ledgergate token) or OAUTHBEARER (a ledgergate
+  token or an IdP JWT), answered by the gateway with the token's remaining life as
+  ``session_lifetime_ms`` (KIP-368: clients re-authenticate in place, and the gateway
+  answers that too);
+- then the relay to the broker this port stands for, in order: requests reach the broker
+  in the order they arrived (a Produce waits for its ledger commit, and what came after
+  it waits behind it), and responses reach the client in request order, whether the
+  broker or the gateway answered;
+- flow control both ways and with the ledger; ending the session (re-check, shutdown).
+What each request and response means for the ledger is ``traffic``'s.
+Never logs a token or the held credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ledgergate.core.identity import SessionFacts
+from ledgergate.core.recording import SessionRecorder
+from ledgergate.core.recording_kafka import KafkaRecorder
+from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.kafka.backend import BackendError, BackendLink
+from ledgergate.proxy.kafka.traffic import Traffic, api_name
+from ledgergate.proxy.sink import LedgerUnavailable
+from ledgergate.wire.kafka import messages as km
+from ledgergate.wire.kafka.frames import FrameError, FrameReader
+from ledgergate.wire.kafka.sasl import MECHANISMS, SaslError, read_oauthbearer, read_plain
+
+if TYPE_CHECKING:
+    from ledgergate.proxy.kafka.gateway import Cluster, KafkaGateway
+
+__all__ = ["KafkaClientConn", "KafkaSession"]
+
+log = logging.getLogger("ledgergate.kafka")
+now_ns = time.time_ns
+K = km.ApiKey
+
+# Requests a client may send before it has authenticated (as a broker allows).
+PRE_AUTH = frozenset({K.API_VERSIONS, K.SASL_HANDSHAKE, K.SASL_AUTHENTICATE})
+# Frames held for one client while the ledger commits what came before them; past
+# this the client's reads pause (a producer pipelines at most 5 requests by default).
+MAX_QUEUED = 64
+# Slots (requests awaiting their answer) per connection before the client's reads pause.
+MAX_IN_FLIGHT = 256
+
+
+class KafkaSession:
+    """The ledger's view of one authenticated client connection."""
+
+    __slots__ = (
+        "client",
+        "closed",
+        "conn_name",
+        "deadline_ns",
+        "deadline_reason",
+        "ended",
+        "facts",
+        "identity",
+        "recorder",
+        "session_id",
+        "token_id",
+        "window_id",
+    )
+
+    def __init__(
+        self,
+        client: KafkaClientConn,
+        session_id: str,
+        conn_name: str,
+        adm: Admitted,
+        facts: SessionFacts,
+        recorder: KafkaRecorder,
+    ) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.conn_name = conn_name
+        self.token_id = adm.token_id
+        self.identity = dict(adm.identity or {})
+        self.facts = facts
+        self.recorder = recorder
+        self.window_id = adm.window[0] if adm.window else None
+        self.deadline_ns, self.deadline_reason = facts.deadline()
+        if adm.window is not None and adm.window[1] < self.deadline_ns:
+            self.deadline_ns = adm.window[1]
+            self.deadline_reason = f"the access window of review {adm.window[0]} closed"
+        self.ended: str | None = None
+        self.closed = False
+
+    def end(self, why: str) -> None:
+        if self.ended is None and not self.closed:
+            self.ended = why
+            self.client.cut(why)
+
+
+class Slot:
+    """A request awaiting its answer, in the client's request order."""
+
+    __slots__ = ("api_key", "corr", "ctx", "data", "version")
+
+    def __init__(self, api_key: int, version: int, corr: int, ctx: Any = None) -> None:
+        self.api_key = api_key
+        self.version = version
+        self.corr = corr
+        self.ctx = ctx
+        self.data: list[bytes | memoryview] | None = None
+
+
+class KafkaClientConn(asyncio.Protocol):
+    def __init__(self, gw: KafkaGateway, cluster: Cluster, node: int | None) -> None:
+        self.gw = gw
+        self.cluster = cluster
+        self.node = node  # the broker this port stands for (None: bootstrap, any broker)
+        self.reader = FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.source: dict[str, Any] = {"ip": "?", "port": 0}
+        self.tls: dict[str, Any] | None = None
+        self.conn_id = f"c_{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
+        self.session: KafkaSession | None = None
+        self.link: BackendLink | None = None
+        self.mechanism: str | None = None
+        self.closed = False
+        self._slots: deque[Slot] = deque()
+        self._awaiting: deque[Slot] = deque()  # slots the broker answers, in order
+        self._queue: deque[list[Any]] = deque()  # [ready, parts] waiting for the ledger
+        self._pauses: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_request = time.monotonic()
+        self._auth_busy = False
+        self._early: deque[memoryview] = deque()  # frames that came during an auth check
+        self.traffic = Traffic(self)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.source = {"ip": str(peer[0]), "port": int(peer[1])}
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.tls = {"version": sslobj.version(), "cipher": sslobj.cipher()[0]}
+        self.gw.clients.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.gw.listener.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except FrameError as e:
+            self.reject(f"bad frame: {e}")
+            return
+        self._last_request = time.monotonic()
+        for f in frames:
+            if self.closed:
+                return
+            if self._auth_busy or self._early:
+                self._early.append(f)
+                continue
+            self.request(f)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("the client closed the connection" if exc is None else f"connection lost: {exc}")
+
+    def pause_writing(self) -> None:  # the client reads slower than the broker answers
+        if self.link is not None:
+            self.link.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.link is not None:
+            self.link.resume_reading()
+
+    # -- requests --------------------------------------------------------------------------
+    def request(self, f: memoryview) -> None:
+        try:
+            h = km.read_request_header(f)
+        except km.KafkaCodecError as e:
+            self.reject(f"malformed request header: {e}")
+            return
+        key = h.api_key
+        if self.session is None or key in PRE_AUTH:
+            self._auth_request(h, f)
+            return
+        if not self.traffic.allowed(key, h.api_version):
+            self.reject(f"request {api_name(key)} v{h.api_version} is not one the gateway offers")
+            return
+        self.traffic.request(h, f)
+
+    def expect(self, h: km.RequestHeader, ctx: Any = None) -> Slot:
+        """A slot for a request the broker answers (in arrival order)."""
+        slot = Slot(h.api_key, h.api_version, h.correlation_id, ctx)
+        self._slots.append(slot)
+        self._awaiting.append(slot)
+        if len(self._slots) >= MAX_IN_FLIGHT:
+            self.pause("in-flight")
+        return slot
+
+    def local(self, h: km.RequestHeader) -> Slot:
+        """A slot the gateway answers itself (``answer`` fills it)."""
+        slot = Slot(h.api_key, h.api_version, h.correlation_id)
+        self._slots.append(slot)
+        return slot
+
+    def answer(self, slot: Slot, msg: dict[str, Any]) -> None:
+        body = km.encode_response_header(
+            slot.api_key, slot.version, slot.corr
+        ) + km.encode_response(slot.api_key, slot.version, msg)
+        slot.data = [len(body).to_bytes(4, "big"), body]
+        self.flush()
+
+    def forward(self, f: memoryview, *, ready: bool = True) -> list[Any]:
+        """Send a request frame on to the broker, behind anything still waiting for the
+        ledger. ``ready=False`` holds it (and everything after it) until ``release``."""
+        item: list[Any] = [ready, (len(f).to_bytes(4, "big"), f)]
+        if self._queue or not ready:
+            self._queue.append(item)
+            if len(self._queue) >= MAX_QUEUED:
+                self.pause("queue")
+            return item
+        assert self.link is not None
+        self.link.send(*item[1])
+        return item
+
+    def release(self, item: list[Any]) -> None:
+        item[0] = True
+        q = self._queue
+        while q and q[0][0]:
+            parts = q.popleft()[1]
+            if self.link is not None:
+                self.link.send(*parts)
+        if len(q) < MAX_QUEUED // 2:
+            self.resume("queue")
+
+    # -- responses -------------------------------------------------------------------------
+    def response(self, f: memoryview) -> None:
+        """A frame from the broker: the answer to the oldest request it owes."""
+        if not self._awaiting:
+            self.reject("the broker sent a response nobody asked for")
+            return
+        slot = self._awaiting.popleft()
+        corr = int.from_bytes(f[:4], "big", signed=True) if len(f) >= 4 else None
+        if corr != slot.corr:
+            self.reject(f"the broker answered correlation id {corr}, expected {slot.corr}")
+            return
+        try:
+            self.traffic.response(slot, f)
+        except km.KafkaCodecError as e:
+            self.reject(f"the broker's {api_name(slot.api_key)} response is malformed: {e}")
+        except LedgerUnavailable:
+            self.reject("the audit ledger is unavailable")
+
+    def flush(self) -> None:
+        slots = self._slots
+        t = self.transport
+        while slots and slots[0].data is not None:
+            data = slots.popleft().data
+            if t is not None and not self.closed and data:
+                t.writelines(data)
+        if len(slots) < MAX_IN_FLIGHT // 2:
+            self.resume("in-flight")
+
+    # -- flow control ----------------------------------------------------------------------
+    def pause(self, why: str) -> None:
+        if not self._pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self._pauses.add(why)
+
+    def resume(self, why: str) -> None:
+        if why in self._pauses:
+            self._pauses.discard(why)
+            if not self._pauses and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- authentication --------------------------------------------------------------------
+    def _auth_request(self, h: km.RequestHeader, f: memoryview) -> None:
+        key = h.api_key
+        if key == K.API_VERSIONS:
+            self.traffic.api_versions(h, f)
+        elif key == K.SASL_HANDSHAKE:
+            self._sasl_handshake(h, f)
+        elif key == K.SASL_AUTHENTICATE:
+            if self.mechanism is None:
+                self.reject("SaslAuthenticate before SaslHandshake")
+                return
+            body = km.decode_request(key, h.api_version, f[h.size :])
+            self._auth_busy = True
+            self.pause("auth")
+            self.spawn(self._sasl_authenticate(h, bytes(body["auth_bytes"])))
+        else:
+            self.reject(
+                f"{api_name(key)} before authentication: authenticate with SASL "
+                "(PLAIN or OAUTHBEARER, with a ledgergate token) first"
+            )
+
+    def _sasl_handshake(self, h: km.RequestHeader, f: memoryview) -> None:
+        slot = self.local(h)
+        try:
+            body = km.decode_request(h.api_key, h.api_version, f[h.size :])
+        except km.KafkaCodecError as e:
+            self.reject(f"malformed SaslHandshake: {e}")
+            return
+        mech = str(body.get("mechanism", ""))
+        if h.api_version < 1:
+            self.reject("SaslHandshake v0 (SASL without SaslAuthenticate) is not supported")
+            return
+        if mech not in MECHANISMS:
+            self.answer(slot, {"error_code": 33, "mechanisms": list(MECHANISMS)})
+            self._fail_soon(f"SASL mechanism {mech!r} is not offered (use PLAIN or OAUTHBEARER)")
+            return
+        if self.session is not None and mech != self.mechanism:
+            self.answer(slot, {"error_code": 34, "mechanisms": list(MECHANISMS)})
+            self._fail_soon("re-authentication must use the mechanism of the first")
+            return
+        self.mechanism = mech
+        self.answer(slot, {"error_code": 0, "mechanisms": list(MECHANISMS)})
+
+    async def _sasl_authenticate(self, h: km.RequestHeader, auth_bytes: bytes) -> None:
+        slot = self.local(h)
+        try:
+            await self._authenticate(slot, auth_bytes)
+        finally:
+            self._auth_busy = False
+            self.resume("auth")
+            early, self._early = self._early, deque()
+            for f in early:
+                if self.closed:
+                    break
+                self.request(f)
+
+    async def _authenticate(self, slot: Slot, auth_bytes: bytes) -> None:
+        mech = self.mechanism
+        self.mechanism = None if self.session is None else mech  # a new handshake each time
+        try:
+            hello = (
+                read_oauthbearer(auth_bytes) if mech == "OAUTHBEARER" else read_plain(auth_bytes)
+            )
+        except SaslError as e:
+            self._auth_failed(slot, str(e), None)
+            return
+        if self.tls is None and not self.gw.listener.allow_plaintext:
+            self._auth_failed(
+                slot, "tokens are refused over plaintext; connect with TLS (SASL_SSL)", None
+            )
+            return
+        conn = self.cluster.conn
+        adm = await self.gw.authenticate(hello.credential, conn.name)
+        if self.closed:
+            return
+        if not adm.ok:
+            self._auth_failed(slot, f"ledgergate: {adm.reason}", adm, denied=adm.denied)
+            return
+        if self.session is not None:
+            # KIP-368 re-authentication: the same identity, a fresh credential.
+            if (adm.identity or {}).get("subject") != self.session.identity.get("subject"):
+                self._auth_failed(slot, "re-authentication must be as the same identity", adm)
+                return
+            self._reauthenticated(adm)
+            self.answer(slot, self._auth_ok(adm))
+            return
+        try:
+            link = await self.cluster.dial(self.node)
+        except BackendError as e:
+            self._auth_failed(slot, f"ledgergate: the broker is unreachable ({e})", None)
+            return
+        if self.closed:
+            link.close()
+            return
+        self.link = link
+        link.on_frame = self.response
+        link.on_lost = self._backend_lost
+        link.on_pause = lambda: self.pause("backend")
+        link.on_resume = lambda: self.resume("backend")
+        try:
+            await self._open_session(adm, hello.user)
+        except LedgerUnavailable:
+            self._auth_failed(slot, "the audit ledger is unavailable", None)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.answer(slot, self._auth_ok(adm))
+
+    def _auth_ok(self, adm: Admitted) -> dict[str, Any]:
+        assert self.session is not None
+        left_ms = max(0, (self.session.deadline_ns - now_ns()) // 1_000_000)
+        return {
+            "error_code": 0,
+            "error_message": None,
+            "auth_bytes": b"",
+            "session_lifetime_ms": left_ms,
+        }
+
+    def _auth_failed(
+        self, slot: Slot, reason: str, adm: Admitted | None, *, denied: bool = False
+    ) -> None:
+        rec = self.base_without_session(self.cluster.conn.name, adm.identity if adm else None)
+        with contextlib.suppress(LedgerUnavailable):
+            self.gw.sink.submit(
+                [
+                    rec.event(
+                        now_ns(),
+                        "auth.denied" if denied else "auth.fail",
+                        reason=reason,
+                        token_id=adm.token_id if adm else None,
+                        request={"protocol": "kafka", "mechanism": self.mechanism},
+                        tls=self.tls,
+                        outcome="refused",
+                    )
+                ]
+            )
+        self.answer(
+            slot,
+            {
+                "error_code": 58,
+                "error_message": reason,
+                "auth_bytes": b"",
+                "session_lifetime_ms": 0,
+            },
+        )
+        self._fail_soon(reason)
+
+    def _fail_soon(self, why: str) -> None:
+        """Close once the refusal has been written (the client reads it first)."""
+        asyncio.get_running_loop().call_soon(self.close, why, False)
+
+    async def _open_session(self, adm: Admitted, user: str) -> None:
+        conn = self.cluster.conn
+        ident = dict(adm.identity or {})
+        sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
+        started = now_ns()
+        facts = SessionFacts(
+            session_id=sid,
+            identity=str(ident.get("subject", "")),
+            groups=tuple(str(g) for g in ident.get("groups", ())),
+            connection=conn.name,
+            token_id=adm.token_id,
+            started_ns=started,
+            expires_ns=adm.expires_ns,
+            max_session_ns=conn.max_session_ns,
+        )
+        base = {
+            "session_id": sid,
+            "connection": conn.name,
+            "identity": ident,
+            "source": self.source,
+        }
+        rec = KafkaRecorder(base, conn.recording)
+        s = KafkaSession(self, sid, conn.name, adm, facts, rec)
+        if adm.window is not None and self.gw.reviews is not None:
+            self.gw.reviews.used(adm.window[0], sid)
+        await self.gw.sink.commit(
+            [
+                rec.event(
+                    started,
+                    "auth.ok",
+                    token_id=adm.token_id,
+                    tls=self.tls,
+                    via=adm.via,
+                    grant=adm.grant,
+                    expires_ns=adm.expires_ns,
+                    **({"review": {"id": adm.window[0]}} if adm.window else {}),
+                ),
+                rec.event(
+                    started,
+                    "session.open",
+                    client={
+                        "protocol": "kafka",
+                        "connection_id": self.conn_id,
+                        "user": user,
+                        "mechanism": self.mechanism,
+                        "broker": self.node,
+                    },
+                    tls=self.tls,
+                    recording=conn.recording,
+                ),
+            ]
+        )
+        self.session = s
+        self.gw.sessions.add(s)
+
+    def _reauthenticated(self, adm: Admitted) -> None:
+        s = self.session
+        assert s is not None
+        s.token_id = adm.token_id
+        s.facts = SessionFacts(
+            session_id=s.session_id,
+            identity=s.facts.identity,
+            groups=tuple(str(g) for g in (adm.identity or {}).get("groups", ())),
+            connection=s.conn_name,
+            token_id=adm.token_id,
+            started_ns=s.facts.started_ns,
+            expires_ns=adm.expires_ns,
+            max_session_ns=s.facts.max_session_ns,
+        )
+        s.deadline_ns, s.deadline_reason = s.facts.deadline()
+        with contextlib.suppress(LedgerUnavailable):
+            self.gw.sink.submit(
+                [
+                    s.recorder.event(
+                        now_ns(),
+                        "auth.ok",
+                        token_id=adm.token_id,
+                        via=adm.via,
+                        reauthenticated=True,
+                        expires_ns=adm.expires_ns,
+                    )
+                ]
+            )
+
+    def base_without_session(self, conn_name: str | None, identity: Any) -> SessionRecorder:
+        return SessionRecorder(
+            {
+                "session_id": self.conn_id,
+                "connection": conn_name,
+                "identity": identity,
+                "source": self.source,
+            },
+            "metadata",
+        )
+
+    # -- ending ----------------------------------------------------------------------------
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.session is None and not self.closed:
+            self.reject(f"no SASL authentication within {self.gw.listener.handshake_timeout:.0f}s")
+
+    def _backend_lost(self, why: str) -> None:
+        self.close(f"broker connection ended: {why}")
+
+    def reject(self, why: str) -> None:
+        """Bad input from the client (or the broker): recorded, connection closed."""
+        log.info("kafka client %s:%s: %s", self.source["ip"], self.source["port"], why)
+        if self.session is None:
+            rec = self.base_without_session(self.cluster.conn.name, None)
+            with contextlib.suppress(LedgerUnavailable):
+                self.gw.sink.submit(
+                    [
+                        rec.event(
+                            now_ns(), "session.reject", reason=why, tls=self.tls, outcome="refused"
+                        )
+                    ]
+                )
+        self.close(why)
+
+    def cut(self, why: str) -> None:
+        """The session must end now (token revoked or expired, identity disabled, …)."""
+        self.close(f"session ended: {why}")
+
+    def close(self, why: str, record: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        if self.link is not None:
+            self.link.close()
+        for t in list(self._tasks):
+            if t is not asyncio.current_task():
+                t.cancel()
+        self.gw.clients.discard(self)
+        s = self.session
+        if s is not None and not s.closed:
+            s.closed = True
+            self.gw.sessions.discard(s)
+            unanswered = len(self._awaiting)
+            with contextlib.suppress(LedgerUnavailable):
+                self.gw.sink.submit(
+                    [
+                        s.recorder.event(
+                            now_ns(),
+                            "session.close",
+                            reason=s.ended or why,
+                            unanswered=unanswered,
+                            commands=s.recorder.cmd_seq,
+                            chunks=s.recorder.chunk_seq,
+                        )
+                    ]
+                )

@@ -1,0 +1,626 @@
+"""What each Kafka request and response means for the gateway and its ledger.
+
+Owns, per API: which APIs (and versions) the gateway offers clients; ApiVersions
+answered by the gateway (narrowed to what broker and gateway both handle); Produce
+recorded before it reaches a broker (a ``command`` and a ``chunk`` per partition batch,
+with per-record digests) and closed by the broker's answer; Fetch responses recorded
+per partition before the records reach the client; admin operations recorded before
+a broker sees them; consumer-group steps recorded as ``group.*`` entries; broker
+addresses rewritten in every response that carries one. Frames nothing needs to read
+pass through as the bytes that arrived. The connection's ordering and flow control are
+``client``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
+
+from ledgergate.core.policy.engine import Decision, SessionPolicy
+from ledgergate.core.policy.kafka import KafkaAsk, check_kafka
+from ledgergate.core.recording_kafka import BatchFact
+from ledgergate.proxy.kafka.backend import BackendError
+from ledgergate.proxy.sink import LedgerUnavailable
+from ledgergate.wire.kafka import messages as km
+from ledgergate.wire.kafka import records as kr
+from ledgergate.wire.kafka.addresses import (
+    CARRY_ADDRESSES,
+    narrow_versions,
+    rewrite_addresses,
+    topic_ids,
+)
+from ledgergate.wire.kafka.refusals import REFUSABLE, refusal
+
+if TYPE_CHECKING:
+    from ledgergate.proxy.kafka.client import KafkaClientConn, Slot
+
+__all__ = ["GATEWAY_APIS", "Traffic", "api_name"]
+
+now_ns = time.time_ns
+K = km.ApiKey
+
+# Admin operations: a ``command`` entry, durable before the broker sees the request.
+ADMIN = frozenset(
+    {
+        K.CREATE_TOPICS,
+        K.DELETE_TOPICS,
+        K.DELETE_RECORDS,
+        K.CREATE_PARTITIONS,
+        K.ALTER_CONFIGS,
+        K.INCREMENTAL_ALTER_CONFIGS,
+        K.CREATE_ACLS,
+        K.DELETE_ACLS,
+        K.DELETE_GROUPS,
+        K.OFFSET_DELETE,
+    }
+    | {
+        getattr(K, n)
+        for n in (
+            "ELECT_LEADERS",
+            "ALTER_PARTITION_REASSIGNMENTS",
+            "ALTER_CLIENT_QUOTAS",
+            "ALTER_USER_SCRAM_CREDENTIALS",
+            "ALTER_REPLICA_LOG_DIRS",
+        )
+        if hasattr(K, n)
+    }
+)
+# Consumer-group steps and transactions: ``group.*`` / ``txn.*`` entries as they pass.
+GROUP = frozenset({K.JOIN_GROUP, K.SYNC_GROUP, K.LEAVE_GROUP, K.OFFSET_COMMIT, K.TXN_OFFSET_COMMIT})
+# APIs passed through as they are: they carry no broker address and nothing the ledger
+# records beyond the session (reads of metadata, offsets, group state, telemetry).
+PASS_THROUGH_NAMES = (
+    "LIST_OFFSETS",
+    "OFFSET_FETCH",
+    "HEARTBEAT",
+    "DESCRIBE_GROUPS",
+    "LIST_GROUPS",
+    "INIT_PRODUCER_ID",
+    "ADD_PARTITIONS_TO_TXN",
+    "ADD_OFFSETS_TO_TXN",
+    "END_TXN",
+    "DESCRIBE_ACLS",
+    "DESCRIBE_CONFIGS",
+    "DESCRIBE_LOG_DIRS",
+    "LIST_PARTITION_REASSIGNMENTS",
+    "DESCRIBE_CLIENT_QUOTAS",
+    "DESCRIBE_USER_SCRAM_CREDENTIALS",
+    "DESCRIBE_PRODUCERS",
+    "DESCRIBE_TRANSACTIONS",
+    "LIST_TRANSACTIONS",
+    "CONSUMER_GROUP_HEARTBEAT",
+    "CONSUMER_GROUP_DESCRIBE",
+    "GET_TELEMETRY_SUBSCRIPTIONS",
+    "PUSH_TELEMETRY",
+    "LIST_CLIENT_METRICS_RESOURCES",
+    "DESCRIBE_TOPIC_PARTITIONS",
+)
+# What the gateway offers: api key -> the versions it decodes, or None (any: the frames
+# pass untouched). Not offered, so refused: delegation tokens (they would let a client
+# reach the brokers without the gateway), controller and broker-internal APIs, share
+# groups and DescribeQuorum (they carry addresses the gateway does not serve yet).
+GATEWAY_APIS: dict[int, tuple[int, int] | None] = {
+    **{int(getattr(K, n)): None for n in PASS_THROUGH_NAMES if hasattr(K, n)},
+    **{int(k): None for k in ADMIN | GROUP},
+    **{
+        int(k): km.DECODED[k]
+        for k in (K.PRODUCE, K.FETCH, K.METADATA, K.FIND_COORDINATOR, K.DESCRIBE_CLUSTER)
+    },
+    **{int(k): km.DECODED[k] for k in (K.API_VERSIONS, K.SASL_HANDSHAKE, K.SASL_AUTHENTICATE)},
+}
+# Kafka error codes the gateway answers with.
+CORRUPT_MESSAGE = 2
+TOPIC_AUTHORIZATION_FAILED = 29
+GROUP_AUTHORIZATION_FAILED = 30
+UNSUPPORTED_VERSION = 35
+POLICY_VIOLATION = 44
+# Config resource type of a topic (AlterConfigs, IncrementalAlterConfigs).
+TOPIC_RESOURCE = 2
+
+
+def api_name(key: int) -> str:
+    try:
+        return K(key).name
+    except ValueError:
+        return f"API_{key}"
+
+
+def _frame(header: bytes | memoryview, body: bytes) -> list[bytes | memoryview]:
+    return [(len(header) + len(body)).to_bytes(4, "big"), header, body]
+
+
+class Traffic:
+    __slots__ = ("c", "cluster", "gw")
+
+    def __init__(self, c: KafkaClientConn) -> None:
+        self.c = c
+        self.gw = c.gw
+        self.cluster = c.cluster
+
+    # -- what is offered -------------------------------------------------------------------
+    def allowed(self, key: int, version: int) -> bool:
+        if key not in GATEWAY_APIS:
+            return False
+        link = self.c.link
+        rng = link.versions.get(key) if link is not None else None
+        if rng is None or not rng[0] <= version <= rng[1]:
+            return False
+        mine = GATEWAY_APIS[key]
+        return mine is None or mine[0] <= version <= mine[1]
+
+    def api_versions(self, h: km.RequestHeader, f: memoryview) -> None:
+        slot = self.c.local(h)
+        self.c.pause("versions")
+        self.c.spawn(self._api_versions(slot, h))
+
+    async def _api_versions(self, slot: Slot, h: km.RequestHeader) -> None:
+        try:
+            try:
+                broker = await self.cluster.broker_versions()
+            except BackendError as e:
+                self.c.reject(f"no broker answered ApiVersions: {e}")
+                return
+            keys = [
+                {"api_key": k, "min_version": lo, "max_version": hi}
+                for k, lo, hi in narrow_versions(broker, GATEWAY_APIS)
+            ]
+            lo, hi = km.DECODED[K.API_VERSIONS]
+            if not lo <= h.api_version <= hi:
+                # KIP-511: answer v0 with UNSUPPORTED_VERSION and the versions offered.
+                slot.version = 0
+                self.c.answer(slot, {"error_code": UNSUPPORTED_VERSION, "api_keys": keys})
+                return
+            self.c.answer(slot, {"error_code": 0, "api_keys": keys, "throttle_time_ms": 0})
+        finally:
+            self.c.resume("versions")
+
+    # -- requests --------------------------------------------------------------------------
+    def request(self, h: km.RequestHeader, f: memoryview) -> None:
+        key = h.api_key
+        if key == K.PRODUCE:
+            self._produce(h, f)
+            return
+        sp = self.policy()
+        if sp is not None and sp.requests_guarded and key in REFUSABLE and key != K.PRODUCE:
+            msg = km.decode_request(key, h.api_version, f[h.size :])
+            ask = self._ask(key, msg)
+            d = check_kafka(sp, ask)
+            if not d.allowed:
+                self._refuse(h, msg, ask, d, sp)
+                return
+        if key in ADMIN:
+            self._admin(h, f)
+        elif key in GROUP:
+            self._group(h, f)
+            self.c.expect(h)
+            self.c.forward(f)
+        else:
+            self.c.expect(h)
+            self.c.forward(f)
+
+    # -- policy ----------------------------------------------------------------------------
+    def policy(self) -> SessionPolicy | None:
+        s = self.c.session
+        ps = self.gw.policies()
+        if s is None or ps is None:
+            return None
+        return ps.for_session(s.conn_name, s.facts.groups)
+
+    def _ask(self, key: int, msg: dict[str, Any]) -> KafkaAsk:
+        """What a decoded request asks, in the terms of policy rules."""
+        topics: list[str] = []
+        group = msg.get("group_id")
+        if key == K.PRODUCE:
+            topics = [self._topic(t) for t in msg["topic_data"]]
+        elif key in (K.FETCH, K.CREATE_TOPICS, K.DELETE_RECORDS, K.CREATE_PARTITIONS) or key in (
+            K.OFFSET_COMMIT,
+            K.TXN_OFFSET_COMMIT,
+        ):
+            topics = [self._topic(t) for t in msg.get("topics") or ()]
+        elif key == K.DELETE_TOPICS:
+            if msg.get("topics") is not None:
+                topics = [self._topic(t) for t in msg["topics"]]
+            else:
+                topics = [str(n) for n in msg.get("topic_names") or ()]
+        elif key in (K.ALTER_CONFIGS, K.INCREMENTAL_ALTER_CONFIGS):
+            topics = [
+                str(r["resource_name"])
+                for r in msg.get("resources") or ()
+                if r.get("resource_type") == TOPIC_RESOURCE
+            ]
+        return KafkaAsk(K(key).name, tuple(dict.fromkeys(topics)), group)
+
+    def _refuse(
+        self,
+        h: km.RequestHeader,
+        msg: dict[str, Any],
+        ask: KafkaAsk,
+        d: Decision,
+        sp: SessionPolicy,
+        *,
+        acks: int = 1,
+    ) -> None:
+        """Answer a request a rule refused, with the error a client understands."""
+        c = self.c
+        s = c.session
+        assert s is not None
+        guardrail = any(r.id == d.rule for r in sp.request_deny)
+        if d.review is not None:
+            text = f"{d.message or 'a reviewer must approve this first'} (rule {d.rule})"
+            code = POLICY_VIOLATION
+        elif guardrail:
+            text = d.message or f"refused by guardrail {d.rule}"
+            code = POLICY_VIOLATION
+        else:
+            text = d.message or "not allowed for you on this connection"
+            code = GROUP_AUTHORIZATION_FAILED if not ask.topics else TOPIC_AUTHORIZATION_FAILED
+        fields = {
+            "api_version": h.api_version,
+            "topics": list(ask.topics),
+            "consumer_group": ask.group,
+            "client_id": h.client_id,
+        }
+        self.gw.sink.submit(
+            [s.recorder.blocked_request(now_ns(), ask.operation, fields, d.rule, f"ledgergate: {text}")]
+        )
+        if acks == 0 or h.api_key not in REFUSABLE:
+            c.reject(f"ledgergate: {text}")  # no answer is awaited, or none fits
+            return
+        c.answer(c.local(h), refusal(h.api_key, msg, code, f"ledgergate: {text}"))
+
+    def _topic(self, t: dict[str, Any]) -> str:
+        name = t.get("name") or t.get("topic")
+        if name:
+            return str(name)
+        tid = bytes(t.get("topic_id") or b"")
+        return self.cluster.topic_names.get(tid) or tid.hex()
+
+    def _produce(self, h: km.RequestHeader, f: memoryview) -> None:
+        c = self.c
+        s = c.session
+        assert s is not None
+        rec = s.recorder
+        body = km.decode_request(K.PRODUCE, h.api_version, f[h.size :])
+        acks = int(body["acks"])
+        sp = self.policy()
+        if sp is not None and sp.requests_guarded:
+            ask = self._ask(K.PRODUCE, body)
+            d = check_kafka(sp, ask)
+            if not d.allowed:
+                self._refuse(h, body, ask, d, sp, acks=acks)
+                return
+        facts: list[BatchFact] = []
+        try:
+            for t in body["topic_data"]:
+                topic = self._topic(t)
+                for p in t["partition_data"]:
+                    facts.append(batch_fact(topic, int(p["index"]), p["records"], fetched=False))
+        except kr.RecordsError as e:
+            self._refuse_produce(h, body, acks, f"ledgergate refused a corrupt batch: {e}")
+            return
+        t0 = now_ns()
+        txid = body.get("transactional_id")
+        cmd = rec.command_entry(
+            t0,
+            "produce",
+            {
+                "api_version": h.api_version,
+                "acks": acks,
+                "transactional_id": txid,
+                "partitions": len(facts),
+                "records": sum(b.records for b in facts),
+                "client_id": h.client_id,
+            },
+        )
+        seq = rec.cmd_seq
+        drafts = [cmd]
+        book = self.cluster.producers
+        for b in facts:
+            extra: dict[str, Any] = {"op": "produce"}
+            if b.producer_id is not None and b.producer_id >= 0:
+                key = (b.producer_id, b.producer_epoch, b.topic, b.partition, b.base_sequence)
+                first = book.get(key)
+                if first is not None:
+                    extra["retransmits"] = first
+                else:
+                    book.remember(
+                        key,
+                        {"session_id": s.session_id, "command": seq, "chunk": rec.chunk_seq + 1},
+                    )
+            drafts.append(rec.batch(t0, seq, "c2s", b, **extra))
+        if acks != 0:
+            c.expect(h, ctx=(seq, facts))
+        item = c.forward(f, ready=False)
+
+        def committed(err: BaseException | None) -> None:
+            if err is not None:
+                c.reject("the audit ledger is unavailable: the produce request was not sent")
+            else:
+                c.release(item)
+
+        try:
+            self.gw.sink.submit(drafts, committed)
+        except LedgerUnavailable:
+            c.reject("the audit ledger is unavailable: the produce request was not sent")
+
+    def _refuse_produce(
+        self, h: km.RequestHeader, body: dict[str, Any], acks: int, why: str
+    ) -> None:
+        """Answer a Produce the gateway will not forward: every partition gets ``why``."""
+        c = self.c
+        s = c.session
+        assert s is not None
+        with contextlib.suppress(LedgerUnavailable):
+            self.gw.sink.submit(
+                [s.recorder.blocked_request(now_ns(), "produce", {"api_version": h.api_version}, None, why)]
+            )
+        if acks == 0:
+            c.reject(why)  # no answer is awaited: a broker closes the connection too
+            return
+        c.answer(c.local(h), refusal(K.PRODUCE, body, CORRUPT_MESSAGE, why))
+
+    def _admin(self, h: km.RequestHeader, f: memoryview) -> None:
+        c = self.c
+        s = c.session
+        assert s is not None
+        fields: dict[str, Any] = {
+            "api_version": h.api_version,
+            "client_id": h.client_id,
+            "request_sha256": sha256(f[h.size :]).hexdigest(),
+        }
+        summary = self._admin_summary(h, f)
+        if summary:
+            fields["request"] = summary
+        op = api_name(h.api_key).lower()
+        draft = s.recorder.command_entry(now_ns(), op, fields)
+        c.expect(h, ctx=(s.recorder.cmd_seq, op))
+        item = c.forward(f, ready=False)
+
+        def committed(err: BaseException | None) -> None:
+            if err is not None:
+                c.reject("the audit ledger is unavailable: the request was not sent")
+            else:
+                c.release(item)
+
+        try:
+            self.gw.sink.submit([draft], committed)
+        except LedgerUnavailable:
+            c.reject("the audit ledger is unavailable: the request was not sent")
+
+    def _admin_summary(self, h: km.RequestHeader, f: memoryview) -> dict[str, Any] | None:
+        lo_hi = km.DECODED.get(h.api_key)
+        if lo_hi is None or not lo_hi[0] <= h.api_version <= lo_hi[1]:
+            return None
+        try:
+            msg = km.decode_request(h.api_key, h.api_version, f[h.size :])
+        except km.KafkaCodecError:
+            return None
+        summary: dict[str, Any] = _plain(msg)
+        return summary
+
+    def _group(self, h: km.RequestHeader, f: memoryview) -> None:
+        s = self.c.session
+        assert s is not None
+        lo_hi = km.DECODED.get(h.api_key)
+        fields: dict[str, Any] = {"api_version": h.api_version, "client_id": h.client_id}
+        if lo_hi is not None and lo_hi[0] <= h.api_version <= lo_hi[1]:
+            with contextlib.suppress(km.KafkaCodecError):
+                msg = km.decode_request(h.api_key, h.api_version, f[h.size :])
+                for k in (
+                    "group_id",
+                    "member_id",
+                    "group_instance_id",
+                    "generation_id",
+                    "transactional_id",
+                    "protocol_type",
+                ):
+                    if k in msg:
+                        fields[k] = msg[k]
+                if "topics" in msg and h.api_key in (K.OFFSET_COMMIT, K.TXN_OFFSET_COMMIT):
+                    fields["offsets"] = [
+                        [self._topic(t), p.get("partition_index"), p.get("committed_offset")]
+                        for t in msg["topics"]
+                        for p in t.get("partitions", ())
+                    ]
+        kind = {
+            K.JOIN_GROUP: "group.join",
+            K.SYNC_GROUP: "group.sync",
+            K.LEAVE_GROUP: "group.leave",
+            K.OFFSET_COMMIT: "group.commit",
+            K.TXN_OFFSET_COMMIT: "group.commit",
+        }[K(h.api_key)]
+        self.gw.sink.submit([s.recorder.event(now_ns(), kind, **fields)])
+
+    # -- responses -------------------------------------------------------------------------
+    def response(self, slot: Slot, f: memoryview) -> None:
+        key = slot.api_key
+        c = self.c
+        if key == K.PRODUCE:
+            self._produce_result(slot, f)
+        elif key == K.FETCH:
+            self._fetch_result(slot, f)
+        elif key in CARRY_ADDRESSES:
+            self._rewrite(slot, f)
+        elif key in ADMIN:
+            self._admin_result(slot, f)
+        else:
+            slot.data = [len(f).to_bytes(4, "big"), f]
+            c.flush()
+
+    def _decode(self, slot: Slot, f: memoryview) -> tuple[int, dict[str, Any]]:
+        hs = km.response_header_size(slot.api_key, slot.version, f)
+        return hs, km.decode_response(slot.api_key, slot.version, f[hs:])
+
+    def _finish(self, slot: Slot, f: memoryview, hs: int, msg: dict[str, Any]) -> None:
+        """Rewrite addresses if the response carries any, then hand it on."""
+        new_nodes: list[int] = []
+
+        def seen(node: int, host: str, port: int, rack: str | None) -> None:
+            if self.cluster.seen(node, host, port, rack):
+                new_nodes.append(node)
+
+        if rewrite_addresses(slot.api_key, slot.version, msg, self.cluster.place, seen):
+            data = _frame(f[:hs], km.encode_response(slot.api_key, slot.version, msg))
+        else:
+            data = [len(f).to_bytes(4, "big"), f]
+        if not new_nodes:
+            slot.data = data
+            self.c.flush()
+            return
+
+        async def open_then_answer() -> None:
+            for n in new_nodes:
+                try:
+                    await self.cluster.ensure_listener(n)
+                except OSError as e:
+                    self.c.reject(f"the gateway cannot serve broker {n}: {e}")
+                    return
+            slot.data = data
+            self.c.flush()
+
+        self.c.spawn(open_then_answer())
+
+    def _rewrite(self, slot: Slot, f: memoryview) -> None:
+        hs, msg = self._decode(slot, f)
+        if slot.api_key == K.METADATA:
+            self.cluster.topic_names.update(topic_ids(msg))
+        self._finish(slot, f, hs, msg)
+
+    def _produce_result(self, slot: Slot, f: memoryview) -> None:
+        hs, msg = self._decode(slot, f)
+        s = self.c.session
+        seq, _facts = slot.ctx
+        parts = []
+        errors = 0
+        for t in msg.get("responses", ()):
+            topic = self._topic(t)
+            for p in t.get("partition_responses", ()):
+                code = int(p.get("error_code", 0))
+                errors += code != 0
+                parts.append(
+                    {
+                        "topic": topic,
+                        "partition": int(p["index"]),
+                        "error": km.error_name(code) if code else None,
+                        "base_offset": int(p.get("base_offset", -1)),
+                    }
+                )
+        outcome = "accepted" if not errors else ("rejected" if errors == len(parts) else "partial")
+        if s is not None:
+            self.gw.sink.submit(
+                [s.recorder.result(now_ns(), seq, "produce", outcome, partitions=parts)]
+            )
+        self._finish(slot, f, hs, msg)
+
+    def _fetch_result(self, slot: Slot, f: memoryview) -> None:
+        hs, msg = self._decode(slot, f)
+        s = self.c.session
+        drafts = []
+        t0 = now_ns()
+        if s is not None:
+            rec = s.recorder
+            for t in msg.get("responses", ()):
+                topic = self._topic(t)
+                for p in t.get("partitions", ()):
+                    data = p.get("records")
+                    if not data:
+                        continue
+                    try:
+                        b = batch_fact(topic, int(p["partition_index"]), data, fetched=True)
+                    except kr.RecordsError as e:
+                        self.c.reject(f"the broker sent a batch the gateway cannot read: {e}")
+                        return
+                    if b.records:
+                        drafts.append(rec.batch(t0, None, "s2c", b, op="fetch"))
+        if drafts:
+            self.gw.sink.submit(drafts)
+        self._finish(slot, f, hs, msg)
+
+    def _admin_result(self, slot: Slot, f: memoryview) -> None:
+        s = self.c.session
+        seq, op = slot.ctx
+        errors: list[str] = []
+        lo_hi = km.DECODED.get(slot.api_key)
+        if lo_hi is not None and lo_hi[0] <= slot.version <= lo_hi[1]:
+            with contextlib.suppress(km.KafkaCodecError):
+                _, msg = self._decode(slot, f)
+                errors = sorted({km.error_name(c) for c in _error_codes(msg) if c})
+        if s is not None:
+            outcome = "rejected" if errors else "accepted"
+            self.gw.sink.submit([s.recorder.result(now_ns(), seq, op, outcome, errors=errors)])
+        slot.data = [len(f).to_bytes(4, "big"), f]
+        self.c.flush()
+
+
+def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> BatchFact:
+    """A partition's batches as the ledger records them (RecordsError if unreadable)."""
+    view = memoryview(data)
+    walked = kr.read_batches(view, allow_partial=fetched)
+    digests: list[str] = []
+    count = 0
+    first = last = None
+    head = None
+    compression = "none"
+    transactional = False
+    for b in walked.batches:
+        h = b.header
+        if not b.crc_valid:
+            raise kr.RecordsError(f"batch at offset {h.base_offset} fails its CRC-32C")
+        if head is None:
+            head = h
+            compression = h.compression.name.lower()
+            transactional = h.is_transactional
+        if h.is_control:
+            continue
+        for off, digest, _size in kr.record_digests(b):
+            digests.append(digest.hex())
+            if first is None:
+                first = off
+            last = off
+        count += h.record_count
+    partial = walked.partial.available if walked.partial is not None else 0
+    return BatchFact(
+        topic=topic,
+        partition=partition,
+        data=view if not partial else view[: len(view) - partial],
+        digests=tuple(digests),
+        records=len(digests),
+        first_offset=first if fetched else None,
+        last_offset=last if fetched else None,
+        producer_id=head.producer_id if head is not None and not fetched else None,
+        producer_epoch=head.producer_epoch if head is not None and not fetched else None,
+        base_sequence=head.base_sequence if head is not None and not fetched else None,
+        compression=compression,
+        transactional=transactional,
+        partial=partial,
+    )
+
+
+def _error_codes(msg: Any) -> list[int]:
+    """Every ``error_code`` anywhere in a decoded response."""
+    out: list[int] = []
+    if isinstance(msg, dict):
+        for k, v in msg.items():
+            if k == "error_code" and isinstance(v, int):
+                out.append(v)
+            elif isinstance(v, list | dict):
+                out.extend(_error_codes(v))
+    elif isinstance(msg, list):
+        for v in msg:
+            out.extend(_error_codes(v))
+    return out
+
+
+def _plain(msg: Any) -> Any:
+    """A decoded request as canonical JSON can hold it (bytes as hex, no tagged blobs)."""
+    if isinstance(msg, dict):
+        return {k: _plain(v) for k, v in msg.items() if k != "_tagged" and not isinstance(v, float)}
+    if isinstance(msg, list):
+        return [_plain(v) for v in msg]
+    if isinstance(msg, bytes | bytearray | memoryview):
+        return bytes(msg).hex()
+    if isinstance(msg, bool) or msg is None or isinstance(msg, int | str):
+        return msg
+    return str(msg)

@@ -1,0 +1,1 @@
+"""Kafka protocol codecs: frames, messages, record batches and SASL (sans-IO)."""
