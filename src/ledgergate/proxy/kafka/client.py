@@ -52,6 +52,9 @@ PRE_AUTH = frozenset({K.API_VERSIONS, K.SASL_HANDSHAKE, K.SASL_AUTHENTICATE})
 MAX_QUEUED = 64
 # Slots (requests awaiting their answer) per connection before the client's reads pause.
 MAX_IN_FLIGHT = 256
+# A deadline further than this is left to the periodic re-check (call_later of years
+# ahead is pointless, and the re-check sees it long before).
+DEADLINE_MAX_S = 7 * 86400.0
 
 
 class KafkaSession:
@@ -128,6 +131,7 @@ class KafkaClientConn(asyncio.Protocol):
         self.session: KafkaSession | None = None
         self.link: BackendLink | None = None
         self.mechanism: str | None = None
+        self._handshaken = False  # a SaslHandshake since the last SaslAuthenticate
         self.closed = False
         self._slots: deque[Slot] = deque()
         self._awaiting: deque[Slot] = deque()  # slots the broker answers, in order
@@ -135,6 +139,7 @@ class KafkaClientConn(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._last_request = time.monotonic()
         self._auth_busy = False
         self._early: deque[memoryview] = deque()  # frames that came during an auth check
@@ -292,9 +297,10 @@ class KafkaClientConn(asyncio.Protocol):
         elif key == K.SASL_HANDSHAKE:
             self._sasl_handshake(h, f)
         elif key == K.SASL_AUTHENTICATE:
-            if self.mechanism is None:
+            if not self._handshaken:
                 self.reject("SaslAuthenticate before SaslHandshake")
                 return
+            self._handshaken = False
             body = km.decode_request(key, h.api_version, f[h.size :])
             self._auth_busy = True
             self.pause("auth")
@@ -320,11 +326,12 @@ class KafkaClientConn(asyncio.Protocol):
             self.answer(slot, {"error_code": 33, "mechanisms": list(MECHANISMS)})
             self._fail_soon(f"SASL mechanism {mech!r} is not offered (use PLAIN or OAUTHBEARER)")
             return
-        if self.session is not None and mech != self.mechanism:
+        if self.session is not None and mech != self.mechanism:  # KIP-368: the same one
             self.answer(slot, {"error_code": 34, "mechanisms": list(MECHANISMS)})
             self._fail_soon("re-authentication must use the mechanism of the first")
             return
         self.mechanism = mech
+        self._handshaken = True
         self.answer(slot, {"error_code": 0, "mechanisms": list(MECHANISMS)})
 
     async def _sasl_authenticate(self, h: km.RequestHeader, auth_bytes: bytes) -> None:
@@ -342,7 +349,6 @@ class KafkaClientConn(asyncio.Protocol):
 
     async def _authenticate(self, slot: Slot, auth_bytes: bytes) -> None:
         mech = self.mechanism
-        self.mechanism = None if self.session is None else mech  # a new handshake each time
         try:
             hello = (
                 read_oauthbearer(auth_bytes) if mech == "OAUTHBEARER" else read_plain(auth_bytes)
@@ -490,6 +496,7 @@ class KafkaClientConn(asyncio.Protocol):
         )
         self.session = s
         self.gw.sessions.add(s)
+        self._arm_deadline()
 
     def _reauthenticated(self, adm: Admitted) -> None:
         s = self.session
@@ -506,6 +513,7 @@ class KafkaClientConn(asyncio.Protocol):
             max_session_ns=s.facts.max_session_ns,
         )
         s.deadline_ns, s.deadline_reason = s.facts.deadline()
+        self._arm_deadline()
         with contextlib.suppress(LedgerUnavailable):
             self.gw.sink.submit(
                 [
@@ -556,8 +564,33 @@ class KafkaClientConn(asyncio.Protocol):
         self.close(why)
 
     def cut(self, why: str) -> None:
-        """The session must end now (token revoked or expired, identity disabled, …)."""
+        """The session must end now (token revoked or expired, identity disabled, …):
+        a ``session.terminated`` entry, then the connection closes (requests in flight
+        are left unanswered; the client sees the connection drop and cannot log in
+        again with the same credential)."""
+        s = self.session
+        if s is not None and not s.closed:
+            with contextlib.suppress(LedgerUnavailable):
+                self.gw.sink.submit([s.recorder.event(now_ns(), "session.terminated", reason=why)])
         self.close(f"session ended: {why}")
+
+    def _arm_deadline(self) -> None:
+        """End the session exactly when its credential (or window) runs out."""
+        s = self.session
+        if s is None:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (s.deadline_ns - now_ns()) / 1e9)
+        if delay < DEADLINE_MAX_S:
+            self._deadline = loop.call_later(delay, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._deadline = None
+        s = self.session
+        if s is not None and not s.closed and s.ended is None:
+            s.end(s.deadline_reason)
 
     def close(self, why: str, record: bool = True) -> None:
         if self.closed:
@@ -565,6 +598,8 @@ class KafkaClientConn(asyncio.Protocol):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.transport is not None:
             self.transport.close()
         if self.link is not None:
