@@ -40,6 +40,10 @@ POLICY = {
             "message": "production topics change through the platform team",
         },
         {
+            "id": "pii-on-consume",
+            "mask": {"fields": ["$.email"], "detectors": ["payment_card"], "topics": ["pii-*"]},
+        },
+        {
             "id": "etl-grants",
             "groups": ["etl"],
             "allow": [
@@ -148,3 +152,69 @@ def test_guardrail_keeps_prod_topics(kgw: KafkaGateway) -> None:
     blocked = [e for e in kgw.entries("decision.block") if topic in e["command"].get("topics", [])]
     assert {b["command"]["op"] for b in blocked} >= {"DeleteTopics"}
     assert all(b["decision"]["rule"] == "keep-prod-topics" for b in blocked)
+
+
+def test_masking_on_consume(kgw: KafkaGateway) -> None:
+    """Record values of ``pii-*`` topics are masked before a consumer sees them: the
+    JSON field by its path, a card number by its detector; a value that is not JSON is
+    withheld whole; offsets, keys and the other records are as produced, and the broker
+    holds the raw values."""
+    topic = _name("pii")
+    kgw.cluster.create_topic(topic)
+    ops = kgw.conf(kgw.token("ops"))
+    values = [
+        b'{"email":"ann@example.com","note":"card 4111 1111 1111 1111","n":1}',
+        b'{"n":2,"ok":true}',
+        b"not json, but ann@example.com",
+    ]
+    for codec in ("none", "lz4"):
+        p = Producer({**ops, "compression.type": codec, "linger.ms": 50})
+        for i, v in enumerate(values):
+            p.produce(topic, key=f"k{i}".encode(), value=v)
+        assert p.flush(20) == 0
+    c = Consumer({**ops, "group.id": _name("readers"), "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < 6 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m)
+    finally:
+        c.close()
+    assert [m.offset() for m in got] == list(range(6))
+    assert [m.key() for m in got] == [b"k0", b"k1", b"k2"] * 2
+    for m in got[0::3]:
+        v = m.value()
+        assert b"ann@example.com" not in v and b"4111 1111 1111 1111" not in v
+        assert b'"n":1' in v
+    assert [m.value() for m in got[1::3]] == [values[1]] * 2  # nothing to mask: as produced
+    for m in got[2::3]:
+        assert b"ann@example.com" not in m.value() and b"withheld" in m.value()
+    # The broker still holds the raw values (masking happens on the way out).
+    raw = Consumer(
+        {**kgw.cluster.sasl_config(), "group.id": _name("raw"), "auto.offset.reset": "earliest"}
+    )
+    raw.subscribe([topic])
+    first = None
+    deadline = time.monotonic() + 20
+    while first is None and time.monotonic() < deadline:
+        m = raw.poll(0.5)
+        if m is not None and not m.error():
+            first = m
+    raw.close()
+    assert first is not None and first.value() == values[0]
+    kgw.indexed()
+    fetched = [
+        e for e in kgw.entries("chunk") if e["direction"] == "s2c" and e["chunk"]["topic"] == topic
+    ]
+    assert fetched and all(e["chunk"]["sha256_in"] != e["chunk"]["sha256_out"] for e in fetched)
+    assert all("record_sha256_out" in e["chunk"] for e in fetched)
+    masks = [e for e in kgw.entries("mask") if e["chunk"]["topic"] == topic]
+    counted = {(m["field"], m["rule"]) for e in masks for m in e["masking"]}
+    assert {("$.email", "pii-on-consume"), ("payment_card", "pii-on-consume")} <= counted
+    assert ("value withheld", "pii-on-consume") in counted
+    # No raw value reached the ledger.
+    with open(kgw.gw.store_path, "rb") as f:
+        assert b"ann@example.com" not in f.read()

@@ -27,8 +27,9 @@ from typing import Any
 
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.recording import SessionRecorder
+from ledgergate.wire.kafka import records as kr
 
-__all__ = ["BatchFact", "KafkaRecorder"]
+__all__ = ["BatchFact", "KafkaRecorder", "batch_fact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +133,47 @@ class KafkaRecorder(SessionRecorder):
             "command.result",
             {**self.base, "command": {"seq": cmd_seq, "op": op}, "outcome": outcome, **fields},
         )
+
+
+def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> BatchFact:
+    """A partition's batches as the ledger records them (RecordsError if unreadable)."""
+    view = memoryview(data)
+    walked = kr.read_batches(view, allow_partial=fetched)
+    digests: list[str] = []
+    count = 0
+    first = last = None
+    head = None
+    compression = "none"
+    transactional = False
+    for b in walked.batches:
+        h = b.header
+        if not b.crc_valid:
+            raise kr.RecordsError(f"batch at offset {h.base_offset} fails its CRC-32C")
+        if head is None:
+            head = h
+            compression = h.compression.name.lower()
+            transactional = h.is_transactional
+        if h.is_control:
+            continue
+        for off, digest, _size in kr.record_digests(b):
+            digests.append(digest.hex())
+            if first is None:
+                first = off
+            last = off
+        count += h.record_count
+    partial = walked.partial.available if walked.partial is not None else 0
+    return BatchFact(
+        topic=topic,
+        partition=partition,
+        data=view if not partial else view[: len(view) - partial],
+        digests=tuple(digests),
+        records=len(digests),
+        first_offset=first if fetched else None,
+        last_offset=last if fetched else None,
+        producer_id=head.producer_id if head is not None and not fetched else None,
+        producer_epoch=head.producer_epoch if head is not None and not fetched else None,
+        base_sequence=head.base_sequence if head is not None and not fetched else None,
+        compression=compression,
+        transactional=transactional,
+        partial=partial,
+    )

@@ -24,7 +24,7 @@ import orjson
 from ledgergate.core.masking.detectors import scan
 from ledgergate.core.masking.functions import MaskSpec, mask_hits, mask_value
 
-__all__ = ["DocumentMasker", "FieldRule", "Unmaskable", "parse_path"]
+__all__ = ["DocumentMasker", "FieldRule", "Unmaskable", "masker_for_rules", "parse_path"]
 
 # A path is a list of steps: a key, an index, "*" (any key or index), or ".." (any
 # depth, then the next step).
@@ -192,3 +192,14 @@ def _text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise Unmaskable("the text body is not UTF-8") from None
+
+
+def masker_for_rules(rules: Any, key: bytes) -> DocumentMasker:
+    """A masker for policy ``mask`` rules (``PolicyRule`` with fields or detectors)."""
+    out = []
+    for r in rules:
+        m = r.mask
+        spec = MaskSpec(m.function, m.keep_last, m.keep_domain, m.replacement)
+        fields = tuple((f, parse_path(f)) for f in m.fields)
+        out.append(FieldRule(r.id, spec, fields, tuple(m.detectors)))
+    return DocumentMasker(out, key)

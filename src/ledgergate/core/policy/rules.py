@@ -212,8 +212,11 @@ class MaskAction(_Strict):
     columns: list[str] = []  # schema.table.column globs ("*.*.email", "public.customers.*")
     detectors: list[str] = []  # content detectors, on every text value of the result
     # HTTP and S3 bodies (JSON, CSV, text): JSON paths such as "$.users[*].email" or
-    # "$..card" (a CSV column by its header: the path's last name).
+    # "$..card" (a CSV column by its header: the path's last name). Kafka record values
+    # too (JSON; detectors on text values).
     fields: list[str] = []
+    # Kafka: only records of these topics (globs); unset: every topic.
+    topics: list[str] | None = None
     function: Literal["redact", "partial", "tokenize", "null", "fixed"] = "redact"
     keep_last: int = Field(4, ge=0, le=64)
     keep_domain: bool = False

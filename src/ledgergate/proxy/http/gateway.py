@@ -30,8 +30,7 @@ from typing import Any
 import h11
 
 from ledgergate.core.config import HttpConnection, HttpListener, S3Connection
-from ledgergate.core.masking.document import DocumentMasker, FieldRule, parse_path
-from ledgergate.core.masking.functions import MaskSpec
+from ledgergate.core.masking.document import DocumentMasker, masker_for_rules
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
 from ledgergate.proxy.http.admit_s3 import S3Admission
 from ledgergate.proxy.http.backend import BackendPool
@@ -175,14 +174,7 @@ class HttpGateway(S3Admission):
         got = self._maskers.get(id(sp))
         if got is not None and got[0] is sp:
             return got[1]
-        rules = []
-        for r in sp.request_mask:
-            m = r.mask
-            assert m is not None
-            spec = MaskSpec(m.function, m.keep_last, m.keep_domain, m.replacement)
-            fields = tuple((f, parse_path(f)) for f in m.fields)
-            rules.append(FieldRule(r.id, spec, fields, tuple(m.detectors)))
-        masker = DocumentMasker(rules, self.masking_key)
+        masker = masker_for_rules(sp.request_mask, self.masking_key)
         if len(self._maskers) > 256:
             self._maskers.clear()
         self._maskers[id(sp)] = (sp, masker)

@@ -74,6 +74,7 @@ class Cluster:
         self.servers: dict[int | None, asyncio.Server] = {}
         self._opening: dict[int | None, asyncio.Future[None]] = {}
         self.producers = ProducerBook()
+        self.maskers: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def place(self, node: int) -> tuple[str, int]:
         return self.host, self.conn.broker_port(node)

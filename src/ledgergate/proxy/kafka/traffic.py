@@ -14,14 +14,25 @@ pass through as the bytes that arrived. The connection's ordering and flow contr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from ledgergate.core.policy.engine import Decision, SessionPolicy
-from ledgergate.core.policy.kafka import KafkaAsk, check_kafka
-from ledgergate.core.recording_kafka import BatchFact
+from ledgergate.core.masking.records import mask_partition
+from ledgergate.core.policy.kafka import check_kafka
+from ledgergate.core.recording_kafka import BatchFact, batch_fact
+from ledgergate.proxy.kafka.apis import (
+    ADMIN,
+    CORRUPT_MESSAGE,
+    GATEWAY_APIS,
+    GROUP,
+    UNSUPPORTED_VERSION,
+    K,
+    api_name,
+)
 from ledgergate.proxy.kafka.backend import BackendError
+from ledgergate.proxy.kafka.guard import Guard
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.kafka import messages as km
 from ledgergate.wire.kafka import records as kr
@@ -36,102 +47,16 @@ from ledgergate.wire.kafka.refusals import REFUSABLE, refusal
 if TYPE_CHECKING:
     from ledgergate.proxy.kafka.client import KafkaClientConn, Slot
 
-__all__ = ["GATEWAY_APIS", "Traffic", "api_name"]
+__all__ = ["GATEWAY_APIS", "Traffic", "api_name", "batch_fact"]
 
 now_ns = time.time_ns
-K = km.ApiKey
-
-# Admin operations: a ``command`` entry, durable before the broker sees the request.
-ADMIN = frozenset(
-    {
-        K.CREATE_TOPICS,
-        K.DELETE_TOPICS,
-        K.DELETE_RECORDS,
-        K.CREATE_PARTITIONS,
-        K.ALTER_CONFIGS,
-        K.INCREMENTAL_ALTER_CONFIGS,
-        K.CREATE_ACLS,
-        K.DELETE_ACLS,
-        K.DELETE_GROUPS,
-        K.OFFSET_DELETE,
-    }
-    | {
-        getattr(K, n)
-        for n in (
-            "ELECT_LEADERS",
-            "ALTER_PARTITION_REASSIGNMENTS",
-            "ALTER_CLIENT_QUOTAS",
-            "ALTER_USER_SCRAM_CREDENTIALS",
-            "ALTER_REPLICA_LOG_DIRS",
-        )
-        if hasattr(K, n)
-    }
-)
-# Consumer-group steps and transactions: ``group.*`` / ``txn.*`` entries as they pass.
-GROUP = frozenset({K.JOIN_GROUP, K.SYNC_GROUP, K.LEAVE_GROUP, K.OFFSET_COMMIT, K.TXN_OFFSET_COMMIT})
-# APIs passed through as they are: they carry no broker address and nothing the ledger
-# records beyond the session (reads of metadata, offsets, group state, telemetry).
-PASS_THROUGH_NAMES = (
-    "LIST_OFFSETS",
-    "OFFSET_FETCH",
-    "HEARTBEAT",
-    "DESCRIBE_GROUPS",
-    "LIST_GROUPS",
-    "INIT_PRODUCER_ID",
-    "ADD_PARTITIONS_TO_TXN",
-    "ADD_OFFSETS_TO_TXN",
-    "END_TXN",
-    "DESCRIBE_ACLS",
-    "DESCRIBE_CONFIGS",
-    "DESCRIBE_LOG_DIRS",
-    "LIST_PARTITION_REASSIGNMENTS",
-    "DESCRIBE_CLIENT_QUOTAS",
-    "DESCRIBE_USER_SCRAM_CREDENTIALS",
-    "DESCRIBE_PRODUCERS",
-    "DESCRIBE_TRANSACTIONS",
-    "LIST_TRANSACTIONS",
-    "CONSUMER_GROUP_HEARTBEAT",
-    "CONSUMER_GROUP_DESCRIBE",
-    "GET_TELEMETRY_SUBSCRIPTIONS",
-    "PUSH_TELEMETRY",
-    "LIST_CLIENT_METRICS_RESOURCES",
-    "DESCRIBE_TOPIC_PARTITIONS",
-)
-# What the gateway offers: api key -> the versions it decodes, or None (any: the frames
-# pass untouched). Not offered, so refused: delegation tokens (they would let a client
-# reach the brokers without the gateway), controller and broker-internal APIs, share
-# groups and DescribeQuorum (they carry addresses the gateway does not serve yet).
-GATEWAY_APIS: dict[int, tuple[int, int] | None] = {
-    **{int(getattr(K, n)): None for n in PASS_THROUGH_NAMES if hasattr(K, n)},
-    **{int(k): None for k in ADMIN | GROUP},
-    **{
-        int(k): km.DECODED[k]
-        for k in (K.PRODUCE, K.FETCH, K.METADATA, K.FIND_COORDINATOR, K.DESCRIBE_CLUSTER)
-    },
-    **{int(k): km.DECODED[k] for k in (K.API_VERSIONS, K.SASL_HANDSHAKE, K.SASL_AUTHENTICATE)},
-}
-# Kafka error codes the gateway answers with.
-CORRUPT_MESSAGE = 2
-TOPIC_AUTHORIZATION_FAILED = 29
-GROUP_AUTHORIZATION_FAILED = 30
-UNSUPPORTED_VERSION = 35
-POLICY_VIOLATION = 44
-# Config resource type of a topic (AlterConfigs, IncrementalAlterConfigs).
-TOPIC_RESOURCE = 2
-
-
-def api_name(key: int) -> str:
-    try:
-        return K(key).name
-    except ValueError:
-        return f"API_{key}"
 
 
 def _frame(header: bytes | memoryview, body: bytes) -> list[bytes | memoryview]:
     return [(len(header) + len(body)).to_bytes(4, "big"), header, body]
 
 
-class Traffic:
+class Traffic(Guard):
     __slots__ = ("c", "cluster", "gw")
 
     def __init__(self, c: KafkaClientConn) -> None:
@@ -199,83 +124,6 @@ class Traffic:
         else:
             self.c.expect(h)
             self.c.forward(f)
-
-    # -- policy ----------------------------------------------------------------------------
-    def policy(self) -> SessionPolicy | None:
-        s = self.c.session
-        ps = self.gw.policies()
-        if s is None or ps is None:
-            return None
-        return ps.for_session(s.conn_name, s.facts.groups)
-
-    def _ask(self, key: int, msg: dict[str, Any]) -> KafkaAsk:
-        """What a decoded request asks, in the terms of policy rules."""
-        topics: list[str] = []
-        group = msg.get("group_id")
-        if key == K.PRODUCE:
-            topics = [self._topic(t) for t in msg["topic_data"]]
-        elif key in (K.FETCH, K.CREATE_TOPICS, K.DELETE_RECORDS, K.CREATE_PARTITIONS) or key in (
-            K.OFFSET_COMMIT,
-            K.TXN_OFFSET_COMMIT,
-        ):
-            topics = [self._topic(t) for t in msg.get("topics") or ()]
-        elif key == K.DELETE_TOPICS:
-            if msg.get("topics") is not None:
-                topics = [self._topic(t) for t in msg["topics"]]
-            else:
-                topics = [str(n) for n in msg.get("topic_names") or ()]
-        elif key in (K.ALTER_CONFIGS, K.INCREMENTAL_ALTER_CONFIGS):
-            topics = [
-                str(r["resource_name"])
-                for r in msg.get("resources") or ()
-                if r.get("resource_type") == TOPIC_RESOURCE
-            ]
-        return KafkaAsk(K(key).name, tuple(dict.fromkeys(topics)), group)
-
-    def _refuse(
-        self,
-        h: km.RequestHeader,
-        msg: dict[str, Any],
-        ask: KafkaAsk,
-        d: Decision,
-        sp: SessionPolicy,
-        *,
-        acks: int = 1,
-    ) -> None:
-        """Answer a request a rule refused, with the error a client understands."""
-        c = self.c
-        s = c.session
-        assert s is not None
-        guardrail = any(r.id == d.rule for r in sp.request_deny)
-        if d.review is not None:
-            text = f"{d.message or 'a reviewer must approve this first'} (rule {d.rule})"
-            code = POLICY_VIOLATION
-        elif guardrail:
-            text = d.message or f"refused by guardrail {d.rule}"
-            code = POLICY_VIOLATION
-        else:
-            text = d.message or "not allowed for you on this connection"
-            code = GROUP_AUTHORIZATION_FAILED if not ask.topics else TOPIC_AUTHORIZATION_FAILED
-        fields = {
-            "api_version": h.api_version,
-            "topics": list(ask.topics),
-            "consumer_group": ask.group,
-            "client_id": h.client_id,
-        }
-        self.gw.sink.submit(
-            [s.recorder.blocked_request(now_ns(), ask.operation, fields, d.rule, f"ledgergate: {text}")]
-        )
-        if acks == 0 or h.api_key not in REFUSABLE:
-            c.reject(f"ledgergate: {text}")  # no answer is awaited, or none fits
-            return
-        c.answer(c.local(h), refusal(h.api_key, msg, code, f"ledgergate: {text}"))
-
-    def _topic(self, t: dict[str, Any]) -> str:
-        name = t.get("name") or t.get("topic")
-        if name:
-            return str(name)
-        tid = bytes(t.get("topic_id") or b"")
-        return self.cluster.topic_names.get(tid) or tid.hex()
 
     def _produce(self, h: km.RequestHeader, f: memoryview) -> None:
         c = self.c
@@ -354,7 +202,11 @@ class Traffic:
         assert s is not None
         with contextlib.suppress(LedgerUnavailable):
             self.gw.sink.submit(
-                [s.recorder.blocked_request(now_ns(), "produce", {"api_version": h.api_version}, None, why)]
+                [
+                    s.recorder.blocked_request(
+                        now_ns(), "produce", {"api_version": h.api_version}, None, why
+                    )
+                ]
             )
         if acks == 0:
             c.reject(why)  # no answer is awaited: a broker closes the connection too
@@ -453,15 +305,18 @@ class Traffic:
         hs = km.response_header_size(slot.api_key, slot.version, f)
         return hs, km.decode_response(slot.api_key, slot.version, f[hs:])
 
-    def _finish(self, slot: Slot, f: memoryview, hs: int, msg: dict[str, Any]) -> None:
-        """Rewrite addresses if the response carries any, then hand it on."""
+    def _finish(
+        self, slot: Slot, f: memoryview, hs: int, msg: dict[str, Any], *, changed: bool = False
+    ) -> None:
+        """Rewrite addresses if the response carries any, then hand it on (encoded anew
+        if anything in it ``changed``)."""
         new_nodes: list[int] = []
 
         def seen(node: int, host: str, port: int, rack: str | None) -> None:
             if self.cluster.seen(node, host, port, rack):
                 new_nodes.append(node)
 
-        if rewrite_addresses(slot.api_key, slot.version, msg, self.cluster.place, seen):
+        if rewrite_addresses(slot.api_key, slot.version, msg, self.cluster.place, seen) or changed:
             data = _frame(f[:hs], km.encode_response(slot.api_key, slot.version, msg))
         else:
             data = [len(f).to_bytes(4, "big"), f]
@@ -519,24 +374,54 @@ class Traffic:
         s = self.c.session
         drafts = []
         t0 = now_ns()
+        changed = False
         if s is not None:
             rec = s.recorder
             for t in msg.get("responses", ()):
                 topic = self._topic(t)
+                masker = self._masker(topic)
                 for p in t.get("partitions", ()):
                     data = p.get("records")
                     if not data:
                         continue
+                    part = int(p["partition_index"])
                     try:
-                        b = batch_fact(topic, int(p["partition_index"]), data, fetched=True)
+                        b = batch_fact(topic, part, data, fetched=True)
+                        masked, counts = (
+                            mask_partition(masker, data) if masker is not None else (None, None)
+                        )
+                        out = (
+                            None
+                            if masked is None
+                            else batch_fact(topic, part, masked, fetched=True)
+                        )
                     except kr.RecordsError as e:
                         self.c.reject(f"the broker sent a batch the gateway cannot read: {e}")
                         return
-                    if b.records:
-                        drafts.append(rec.batch(t0, None, "s2c", b, op="fetch"))
+                    if not b.records and masked is None:
+                        continue
+                    extra: dict[str, Any] = {"op": "fetch"}
+                    if out is not None:
+                        b = dataclasses.replace(b, data_out=bytes(masked))  # type: ignore[arg-type]
+                        extra["record_sha256_out"] = list(out.digests)
+                        p["records"] = masked
+                        changed = True
+                    drafts.append(rec.batch(t0, None, "s2c", b, **extra))
+                    if counts:
+                        drafts.append(
+                            rec.event(
+                                t0,
+                                "mask",
+                                chunk={"seq": rec.chunk_seq, "topic": topic, "partition": part},
+                                masking=[
+                                    {"field": fld, "rule": r, "count": n}
+                                    for (fld, r), n in sorted(counts.items())
+                                ],
+                            )
+                        )
         if drafts:
             self.gw.sink.submit(drafts)
-        self._finish(slot, f, hs, msg)
+        self._finish(slot, f, hs, msg, changed=changed)
 
     def _admin_result(self, slot: Slot, f: memoryview) -> None:
         s = self.c.session
@@ -552,50 +437,6 @@ class Traffic:
             self.gw.sink.submit([s.recorder.result(now_ns(), seq, op, outcome, errors=errors)])
         slot.data = [len(f).to_bytes(4, "big"), f]
         self.c.flush()
-
-
-def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> BatchFact:
-    """A partition's batches as the ledger records them (RecordsError if unreadable)."""
-    view = memoryview(data)
-    walked = kr.read_batches(view, allow_partial=fetched)
-    digests: list[str] = []
-    count = 0
-    first = last = None
-    head = None
-    compression = "none"
-    transactional = False
-    for b in walked.batches:
-        h = b.header
-        if not b.crc_valid:
-            raise kr.RecordsError(f"batch at offset {h.base_offset} fails its CRC-32C")
-        if head is None:
-            head = h
-            compression = h.compression.name.lower()
-            transactional = h.is_transactional
-        if h.is_control:
-            continue
-        for off, digest, _size in kr.record_digests(b):
-            digests.append(digest.hex())
-            if first is None:
-                first = off
-            last = off
-        count += h.record_count
-    partial = walked.partial.available if walked.partial is not None else 0
-    return BatchFact(
-        topic=topic,
-        partition=partition,
-        data=view if not partial else view[: len(view) - partial],
-        digests=tuple(digests),
-        records=len(digests),
-        first_offset=first if fetched else None,
-        last_offset=last if fetched else None,
-        producer_id=head.producer_id if head is not None and not fetched else None,
-        producer_epoch=head.producer_epoch if head is not None and not fetched else None,
-        base_sequence=head.base_sequence if head is not None and not fetched else None,
-        compression=compression,
-        transactional=transactional,
-        partial=partial,
-    )
 
 
 def _error_codes(msg: Any) -> list[int]:
