@@ -178,3 +178,46 @@ def test_broker_credential_never_leaves_the_gateway(kgw: KafkaGateway) -> None:
         assert secret.encode() not in f.read()
     digest = hashlib.sha256(secret.encode()).hexdigest()
     assert digest not in kgw.gw.log_path.read_text()
+
+
+def test_full_recording_replays_every_message(
+    kafka_cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With ``recording: full`` the batches are kept (encrypted): ``sessions replay``
+    shows each message produced and fetched, in order, with its offset once fetched;
+    ``sessions show`` lists the batches with their digests and the broker's answers."""
+    g = KafkaGateway(
+        tmp_path_factory.mktemp("kgwfull"), kafka_cluster, connection={"recording": "full"}
+    ).start()
+    try:
+        topic = _topic(kafka_cluster)
+        token = g.token("replayer")
+        msgs = [(f"k{i}".encode(), f"event number {i}".encode()) for i in range(5)]
+        _produce(g.conf(token), topic, msgs)
+        got = _consume(g.conf(token), topic, 5)
+        assert [m.value() for m in got] == [v for _, v in msgs]
+        g.indexed()
+        sids = {
+            e["session_id"]
+            for e in g.entries("chunk")
+            if e["chunk"].get("topic") == topic and e["direction"] == "c2s"
+        }
+        (sid,) = sids
+        shown = g.gw.cli("sessions", "show", sid).stdout
+        assert f"-> produce {topic}[0]" in shown and "<- produce #" in shown
+        replay = g.gw.cli("sessions", "replay", sid, "--no-wait").stdout
+        for k, v in msgs:
+            assert f"key {k.decode()!r} value {v.decode()!r}" in replay
+        fetch_sid = next(
+            e["session_id"]
+            for e in g.entries("chunk")
+            if e["chunk"].get("topic") == topic and e["direction"] == "s2c"
+        )
+        replay = g.gw.cli("sessions", "replay", fetch_sid, "--no-wait").stdout
+        assert f"<- fetch {topic}[0] offsets 0..4" in replay
+        assert "offset 4: key 'k4' value 'event number 4'" in replay
+        # The kept batches are encrypted: no message text in the store file.
+        with open(g.gw.store_path, "rb") as f:
+            assert b"event number" not in f.read()
+    finally:
+        g.stop()

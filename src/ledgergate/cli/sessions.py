@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, emit_json, fail, fmt_ns, parse_time
-from ledgergate.services import http_timeline, sessions
+from ledgergate.services import http_timeline, kafka_timeline, sessions
 from ledgergate.store import StoreError
 
 app = typer.Typer(no_args_is_help=True, help="List, show and replay recorded sessions.")
@@ -69,6 +69,9 @@ def list_(
 
 
 def _describe(e: dict[str, Any]) -> str:
+    kafka = kafka_timeline.describe(e)
+    if kafka is not None:
+        return kafka
     http = http_timeline.describe(e)
     if http is not None:
         return http

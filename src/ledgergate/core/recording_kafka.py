@@ -131,7 +131,12 @@ class KafkaRecorder(SessionRecorder):
         return Draft(
             ts_ns,
             "command.result",
-            {**self.base, "command": {"seq": cmd_seq, "op": op}, "outcome": outcome, **fields},
+            {
+                **self.base,
+                "command": {"seq": cmd_seq, "op": op, "protocol": "kafka"},
+                "outcome": outcome,
+                **fields,
+            },
         )
 
 

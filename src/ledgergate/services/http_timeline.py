@@ -30,6 +30,8 @@ def is_http(e: dict[str, Any]) -> bool:
     if isinstance(c, dict) and c.get("protocol") in ("http", "s3"):
         return True
     ch = e.get("chunk")
+    if isinstance(c, dict) and c.get("protocol") == "kafka":
+        return False
     return (isinstance(ch, dict) and "framing" in ch) or e.get("kind") in (
         "command.result",
         "object.manifest",
@@ -88,7 +90,7 @@ def describe(e: dict[str, Any]) -> str | None:
         if e.get("reason"):
             line += f" {e['reason']}"
         return line
-    if kind == "command.result":
+    if kind == "command.result" and c.get("protocol") != "kafka":
         line = f"<- request #{c.get('seq')} {c.get('op')}: {e.get('outcome')}"
         if e.get("status") is not None:
             line += f" {e['status']}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ledgergate.services import http_timeline
+from ledgergate.services import http_timeline, kafka_timeline
 from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
@@ -244,6 +244,17 @@ class _Replayer:
 
     def entry(self, e: dict[str, Any]) -> None:
         kind = e.get("kind")
+        kafka = kafka_timeline.describe(e)
+        if kafka is not None:  # Kafka requests, batches (and their messages), answers
+            self.write([kafka])
+            ch = _dict(e.get("chunk")) or {}
+            if kind == "chunk" and ch.get("payload"):
+                data, note = self.payload(ch.get("payload"))
+                if data is not None:
+                    self.write(kafka_timeline.message_lines(data, e.get("direction") == "s2c"))
+                elif note:
+                    self.write([f"    {note.strip()}"])
+            return
         http = http_timeline.describe(e)
         if http is not None:  # HTTP and S3 requests, chunks, answers, manifests
             self.write([http])

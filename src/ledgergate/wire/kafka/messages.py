@@ -162,16 +162,15 @@ _FIRST_FLEXIBLE: Final[dict[int, int | None]] = {
 _NEWEST_KEY: Final = 94
 
 
-def _first_flexible(api_key: int) -> int | None:
-    if api_key in _FIRST_FLEXIBLE:
-        return _FIRST_FLEXIBLE[api_key]
-    return 0 if 45 <= api_key <= _NEWEST_KEY else _NEVER
+_FLEXIBLE_FROM: Final[dict[int, int | None]] = {
+    key: _FIRST_FLEXIBLE.get(key, 0 if key >= 45 else _NEVER) for key in range(_NEWEST_KEY + 1)
+}
 
 
 def flexible_request(api_key: int, version: int) -> bool:
     """Whether this request version uses the flexible encoding (and header v2).
     Unknown API keys answer False."""
-    first = _first_flexible(api_key)
+    first = _FLEXIBLE_FROM.get(api_key)
     return first is not None and version >= first
 
 
@@ -217,6 +216,10 @@ def _skip_tagged(buf: memoryview, pos: int) -> int:
     return pos
 
 
+_CONTROLLED_SHUTDOWN: Final = 7  # plain ints: IntEnum comparisons cost on the hot path
+_API_VERSIONS: Final = 18
+
+
 def read_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader:
     """The header at the start of a request frame. Header v1 (key, version,
     correlation id, client id), plus a tagged-field block (v2) for flexible versions;
@@ -224,7 +227,7 @@ def read_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader:
     buf = frame if isinstance(frame, memoryview) else memoryview(frame)
     try:
         api_key, version, correlation_id = _HEAD.unpack_from(buf, 0)
-        if api_key == ApiKey.CONTROLLED_SHUTDOWN and version == 0:
+        if api_key == _CONTROLLED_SHUTDOWN and version == 0:
             return RequestHeader(api_key, version, correlation_id, None, 8)
         n = _I16.unpack_from(buf, 8)[0]
         pos = 10
@@ -246,7 +249,7 @@ def read_request_header(frame: bytes | bytearray | memoryview) -> RequestHeader:
 
 
 def _flexible_response_header(api_key: int, version: int) -> bool:
-    return api_key != ApiKey.API_VERSIONS and flexible_response(api_key, version)
+    return api_key != _API_VERSIONS and flexible_response(api_key, version)
 
 
 def response_header_size(api_key: int, version: int, frame: bytes | bytearray | memoryview) -> int:
@@ -272,7 +275,7 @@ def encode_request_header(
     api_key: int, version: int, correlation_id: int, client_id: str | None
 ) -> bytes:
     out = bytearray(_HEAD.pack(api_key, version, correlation_id))
-    if api_key == ApiKey.CONTROLLED_SHUTDOWN and version == 0:
+    if api_key == _CONTROLLED_SHUTDOWN and version == 0:
         return bytes(out)
     if client_id is None:
         out += _I16.pack(-1)

@@ -289,10 +289,8 @@ def _length_writer(compact: bool, wide: bool) -> Callable[[bytearray, int], None
     return write_classic
 
 
-def _null_length(n: int, nullable: bool, what: str) -> KafkaCodecError | None:
-    """None when a negative length ``n`` means a legitimate null, else the error."""
-    if n == -1 and nullable:
-        return None
+def _bad_length(n: int, what: str) -> KafkaCodecError:
+    """The error for a negative length that is not a legitimate null."""
     if n == -1:
         return KafkaCodecError(f"null {what} where the field is not nullable")
     return KafkaCodecError(f"negative {what} length {n}")
@@ -312,10 +310,9 @@ def _var_reader(prim: Primitive, compact: bool, nullable: bool) -> Reader:
             else:
                 n, pos = read_len(buf, pos)
             if n < 0:
-                err = _null_length(n, nullable, "string")
-                if err is None:
+                if n == -1 and nullable:
                     return None, pos
-                raise err
+                raise _bad_length(n, "string")
             if n > MAX_STRING:
                 raise KafkaCodecError(f"string of {n} bytes is longer than {MAX_STRING}")
             end = pos + n
@@ -334,10 +331,9 @@ def _var_reader(prim: Primitive, compact: bool, nullable: bool) -> Reader:
         else:
             n, pos = read_len(buf, pos)
         if n < 0:
-            err = _null_length(n, nullable, kind)
-            if err is None:
+            if n == -1 and nullable:
                 return None, pos
-            raise err
+            raise _bad_length(n, kind)
         end = pos + n
         if end > len(buf):
             raise _short(n, len(buf) - pos, kind)
@@ -463,10 +459,9 @@ def _array_codec(
         else:
             n, pos = read_len(buf, pos)
         if n < 0:
-            err = _null_length(n, nullable, "array")
-            if err is None:
+            if n == -1 and nullable:
                 return -1, pos
-            raise err
+            raise _bad_length(n, "array")
         if n > len(buf) - pos:  # every element takes at least one byte
             raise KafkaCodecError(
                 f"array of {n} elements cannot fit in the {len(buf) - pos} bytes left"
@@ -504,15 +499,7 @@ def _array_codec(
         write_item = _var_writer(item, flexible, False, label)
 
     def read_array(buf: Buf, pos: int) -> tuple[Any, int]:
-        if flexible and buf[pos] < 0x80:
-            n = buf[pos] - 1
-            if n < 0 and nullable:
-                return None, pos + 1
-            if n < 0 or n >= len(buf) - pos:
-                n, pos = count(buf, pos)  # raises
-            pos += 1
-        else:
-            n, pos = count(buf, pos)
+        n, pos = count(buf, pos)
         if n < 0:
             return None, pos
         out: list[Any] = []
