@@ -127,7 +127,7 @@ class GatewayReviewDesk:
 
         used = await self._svc(consume)
         if used is not None:
-            return ReviewAnswer(True, review_id=None)
+            return ReviewAnswer(True, review_id=used.id)
         review = await self._svc(
             lambda svc: svc.request_command(
                 identity=ask.identity,
@@ -162,7 +162,7 @@ class GatewayReviewDesk:
         if decided.state == "approved":
             used = await self._svc(consume)
             if used is not None:
-                return ReviewAnswer(True)
+                return ReviewAnswer(True, review_id=used.id)
             return ReviewAnswer(False, f"review {review.id}'s approval could not be used")
         if decided.state == "denied":
             d = next((x for x in decided.decisions if not x.approve), None)

@@ -244,6 +244,13 @@ class KafkaClientConn(asyncio.Protocol):
         if len(q) < MAX_QUEUED // 2:
             self.resume("queue")
 
+    def withdraw(self, item: list[Any], slot: Slot) -> None:
+        """A held request that will not be sent after all (the gateway answers it)."""
+        item[1] = ()
+        with contextlib.suppress(ValueError):
+            self._awaiting.remove(slot)
+        self.release(item)
+
     # -- responses -------------------------------------------------------------------------
     def response(self, f: memoryview) -> None:
         """A frame from the broker: the answer to the oldest request it owes."""

@@ -15,24 +15,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ledgergate.core.masking.records import mask_partition
-from ledgergate.core.policy.kafka import check_kafka
+from ledgergate.core.policy.engine import Decision, SessionPolicy
+from ledgergate.core.policy.kafka import KafkaAsk, check_kafka
+from ledgergate.core.policy.rules import PolicyRule
 from ledgergate.core.recording_kafka import BatchFact, batch_fact
 from ledgergate.proxy.kafka.apis import (
     ADMIN,
     CORRUPT_MESSAGE,
     GATEWAY_APIS,
     GROUP,
+    POLICY_VIOLATION,
     UNSUPPORTED_VERSION,
     K,
     api_name,
 )
 from ledgergate.proxy.kafka.backend import BackendError
 from ledgergate.proxy.kafka.guard import Guard
+from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.kafka import messages as km
 from ledgergate.wire.kafka import records as kr
@@ -49,7 +56,10 @@ if TYPE_CHECKING:
 
 __all__ = ["GATEWAY_APIS", "Traffic", "api_name", "batch_fact"]
 
+log = logging.getLogger("ledgergate.kafka")
 now_ns = time.time_ns
+# A held admin operation is answered this long before the client's own timeout_ms.
+REVIEW_MARGIN_S = 2
 
 
 def _frame(header: bytes | memoryview, body: bytes) -> list[bytes | memoryview]:
@@ -114,6 +124,12 @@ class Traffic(Guard):
             d = check_kafka(sp, ask)
             if not d.allowed:
                 self._refuse(h, msg, ask, d, sp)
+                return
+            if d.review is not None:
+                if key in ADMIN:
+                    self._review(h, f, msg, ask, d, sp)
+                else:  # reviews hold admin operations; anything else a rule names fails closed
+                    self._refuse(h, msg, ask, d, sp)
                 return
         if key in ADMIN:
             self._admin(h, f)
@@ -213,7 +229,15 @@ class Traffic(Guard):
             return
         c.answer(c.local(h), refusal(K.PRODUCE, body, CORRUPT_MESSAGE, why))
 
-    def _admin(self, h: km.RequestHeader, f: memoryview) -> None:
+    def _admin(
+        self,
+        h: km.RequestHeader,
+        f: memoryview,
+        held: tuple[Slot, list[Any]] | None = None,
+        review_id: str | None = None,
+    ) -> None:
+        """Record an admin operation, durable, then send it (``held``: the slot and
+        queue place it took while a reviewer decided)."""
         c = self.c
         s = c.session
         assert s is not None
@@ -225,10 +249,16 @@ class Traffic(Guard):
         summary = self._admin_summary(h, f)
         if summary:
             fields["request"] = summary
+        if review_id is not None:
+            fields["review"] = {"id": review_id}
         op = api_name(h.api_key).lower()
         draft = s.recorder.command_entry(now_ns(), op, fields)
-        c.expect(h, ctx=(s.recorder.cmd_seq, op))
-        item = c.forward(f, ready=False)
+        if held is None:
+            c.expect(h, ctx=(s.recorder.cmd_seq, op))
+            item = c.forward(f, ready=False)
+        else:
+            slot, item = held
+            slot.ctx = (s.recorder.cmd_seq, op)
 
         def committed(err: BaseException | None) -> None:
             if err is not None:
@@ -240,6 +270,87 @@ class Traffic(Guard):
             self.gw.sink.submit([draft], committed)
         except LedgerUnavailable:
             c.reject("the audit ledger is unavailable: the request was not sent")
+
+    def _review(
+        self,
+        h: km.RequestHeader,
+        f: memoryview,
+        msg: dict[str, Any],
+        ask: KafkaAsk,
+        d: Decision,
+        sp: SessionPolicy,
+    ) -> None:
+        """Hold an admin operation for a reviewer (``services.review_desk``): nothing after
+        it on this connection reaches the broker meanwhile, and the client's own request
+        timeout bounds the hold (a broker would answer by then too). Approved: recorded and
+        sent; otherwise answered with POLICY_VIOLATION naming the review."""
+        c = self.c
+        s = c.session
+        assert s is not None
+        rule = sp.review_rule(d.rule or "")
+        slot = c.expect(h)
+        item = c.forward(f, ready=False)
+
+        async def decide() -> None:
+            answer = await self._ask_reviewer(h, f, msg, ask, rule)
+            if c.closed:
+                return
+            if answer.approved:
+                self._admin(h, f, held=(slot, item), review_id=answer.review_id)
+                return
+            c.withdraw(item, slot)
+            text = f"ledgergate: {answer.message}"
+            self.gw.sink.submit(
+                [
+                    s.recorder.blocked_request(
+                        now_ns(), ask.operation, {"topics": list(ask.topics)}, d.rule, text
+                    )
+                ]
+            )
+            c.answer(slot, refusal(h.api_key, msg, POLICY_VIOLATION, text))
+
+        c.spawn(decide())
+
+    async def _ask_reviewer(
+        self,
+        h: km.RequestHeader,
+        f: memoryview,
+        msg: dict[str, Any],
+        ask: KafkaAsk,
+        rule: PolicyRule | None,
+    ) -> ReviewAnswer:
+        s = self.c.session
+        if rule is None or rule.review is None or self.gw.reviews is None or s is None:
+            return ReviewAnswer(False, "no reviewer can be asked")
+        review = rule.review
+        timeout_ms = msg.get("timeout_ms")
+        if review.wait == "hold" and isinstance(timeout_ms, int) and timeout_ms > 0:
+            cap = max(1, timeout_ms // 1000 - REVIEW_MARGIN_S)
+            if cap < review.seconds("timeout"):
+                rule = rule.model_copy(
+                    update={"review": review.model_copy(update={"timeout": f"{cap}s"})}
+                )
+        body = _plain(msg)
+        body.pop("timeout_ms", None)
+        statement = f"{ask.operation} {', '.join(ask.topics) or ask.group or ''}".rstrip()
+        detail = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+        r = ReviewAsk(
+            session_id=s.session_id,
+            identity=s.facts.identity,
+            groups=s.facts.groups,
+            connection=s.conn_name,
+            rule=rule,
+            op="request",
+            statement=statement,
+            params=(detail,),
+        )
+        try:
+            return await self.gw.reviews.ask(
+                r, lambda text: log.info("session %s: %s", s.session_id, text)
+            )
+        except Exception:  # the desk failed: refuse, never pass unreviewed
+            log.exception("asking for a review failed")
+            return ReviewAnswer(False, "the review could not be asked")
 
     def _admin_summary(self, h: km.RequestHeader, f: memoryview) -> dict[str, Any] | None:
         lo_hi = km.DECODED.get(h.api_key)

@@ -1,0 +1,161 @@
+"""Just-in-time review of Kafka admin operations: a DeleteTopics on ``orders-*`` is held
+(within the client's request timeout) until a reviewer approves it through the API,
+then reaches the broker; a denied one never does and the client gets POLICY_VIOLATION
+naming the review; with ``wait: answer`` CreatePartitions fails at once with the review
+id and the identical request passes once approved."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions
+
+from tests.integration.gateway import free_port
+from tests.integration.kafkagw import KafkaGateway
+from tests.integration.kafkaserver import KafkaCluster
+
+pytestmark = [pytest.mark.integration]
+
+RULES: list[dict[str, Any]] = [
+    {
+        "id": "order-topic-deletes",
+        "review": {
+            "kind": "command",
+            "when": {"operations": ["DeleteTopics"], "topics": ["orders-*"]},
+            "reviewers": ["platform"],
+            "timeout": "5m",
+        },
+    },
+    {
+        "id": "partition-changes",
+        "review": {
+            "kind": "command",
+            "when": {"operations": ["CreatePartitions"]},
+            "reviewers": ["platform"],
+            "wait": "answer",
+        },
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def g(
+    kafka_cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaGateway]:
+    api = free_port()
+    gw = KafkaGateway(
+        tmp_path_factory.mktemp("kgwr"),
+        kafka_cluster,
+        extra={
+            "listeners": {"api": {"address": f"127.0.0.1:{api}"}},
+            "roles": {"reviewer": {"groups": ["platform"]}},
+            "policy": {"rules": RULES},
+        },
+    ).start()
+    gw.api_port = api  # type: ignore[attr-defined]
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+class Api:
+    def __init__(self, g: KafkaGateway) -> None:
+        self.c = httpx.Client(
+            base_url=f"https://localhost:{g.api_port}",  # type: ignore[attr-defined]
+            verify=ssl.create_default_context(cafile=g.ca),
+        )
+        tok = g.gw.token("bob", "user", "1h", "--group", "platform")
+        self.h = {"Authorization": f"Bearer {tok}"}
+
+    def pending(self, timeout: float = 15.0) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.c.get("/api/v1/reviews", headers=self.h, params={"state": "pending"})
+            if got.json():
+                return got.json()[0]  # type: ignore[no-any-return]
+            time.sleep(0.1)
+        raise AssertionError("no pending review appeared")
+
+    def decide(self, rid: str, verb: str, reason: str) -> None:
+        r = self.c.post(f"/api/v1/reviews/{rid}/{verb}", headers=self.h, json={"reason": reason})
+        assert r.status_code == 200, r.text
+
+
+def _bg(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except Exception as e:  # the test looks at it
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_a_held_topic_delete_runs_after_approval_and_a_denied_one_never(g: KafkaGateway) -> None:
+    keep, drop = f"orders-{uuid.uuid4().hex[:6]}", f"orders-{uuid.uuid4().hex[:6]}"
+    for t in (keep, drop):
+        g.cluster.create_topic(t)
+    admin = AdminClient(g.conf(g.token("erin")))
+    api = Api(g)
+
+    th, out = _bg(lambda: admin.delete_topics([drop], request_timeout=60)[drop].result(70))
+    rv = api.pending()
+    assert rv["rule_id"] == "order-topic-deletes" and rv["requester"]["subject"] == "erin"
+    assert rv["statement"] == f"DeleteTopics {drop}"
+    assert drop in g.cluster.admin().list_topics(timeout=10).topics  # held, not sent
+    api.decide(rv["id"], "approve", "CHG-42 decommission")
+    th.join(60)
+    assert "error" not in out, out
+    deadline = time.monotonic() + 15
+    while drop in g.cluster.admin().list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, "the approved delete did not reach the broker"
+        time.sleep(0.3)
+
+    th, out = _bg(lambda: admin.delete_topics([keep], request_timeout=60)[keep].result(70))
+    rv = api.pending()
+    api.decide(rv["id"], "deny", "still in use")
+    th.join(60)
+    err = out["error"]
+    assert isinstance(err, KafkaException)
+    assert err.args[0].code() == KafkaError.POLICY_VIOLATION
+    assert keep in g.cluster.admin().list_topics(timeout=10).topics
+    g.indexed()
+    cmds = [e for e in g.entries("command") if e["command"].get("op") == "delete_topics"]
+    assert len(cmds) == 1 and cmds[0]["command"]["review"]["id"]
+    blocks = [e for e in g.entries("decision.block") if keep in e["command"].get("topics", [])]
+    assert blocks and "denied" in blocks[0]["decision"]["message"]
+
+
+def test_answer_mode_fails_fast_then_passes_once_approved(g: KafkaGateway) -> None:
+    topic = f"events-{uuid.uuid4().hex[:6]}"
+    g.cluster.create_topic(topic)
+    admin = AdminClient(g.conf(g.token("ci-bot")))
+    api = Api(g)
+
+    def grow() -> None:
+        admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
+
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as e:
+        grow()
+    assert time.monotonic() - started < 10
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
+    rv = api.pending()
+    assert rv["id"] in e.value.args[0].str()
+    api.decide(rv["id"], "approve", "scale-out")
+    grow()
+    md = g.cluster.admin().list_topics(topic, timeout=10)
+    assert len(md.topics[topic].partitions) == 3
