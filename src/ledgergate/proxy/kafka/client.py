@@ -25,16 +25,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ledgergate.core.identity import SessionFacts
 from ledgergate.core.recording import SessionRecorder
-from ledgergate.core.recording_kafka import KafkaRecorder
-from ledgergate.proxy.admission import Admitted
-from ledgergate.proxy.kafka.backend import BackendError, BackendLink
+from ledgergate.proxy.kafka.auth import KafkaSession, SaslSide
+from ledgergate.proxy.kafka.backend import BackendLink
 from ledgergate.proxy.kafka.traffic import Traffic, api_name
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.kafka import messages as km
 from ledgergate.wire.kafka.frames import FrameError, FrameReader
-from ledgergate.wire.kafka.sasl import MECHANISMS, SaslError, read_oauthbearer, read_plain
 
 if TYPE_CHECKING:
     from ledgergate.proxy.kafka.gateway import Cluster, KafkaGateway
@@ -55,54 +52,6 @@ MAX_IN_FLIGHT = 256
 # A deadline further than this is left to the periodic re-check (call_later of years
 # ahead is pointless, and the re-check sees it long before).
 DEADLINE_MAX_S = 7 * 86400.0
-
-
-class KafkaSession:
-    """The ledger's view of one authenticated client connection."""
-
-    __slots__ = (
-        "client",
-        "closed",
-        "conn_name",
-        "deadline_ns",
-        "deadline_reason",
-        "ended",
-        "facts",
-        "identity",
-        "recorder",
-        "session_id",
-        "token_id",
-        "window_id",
-    )
-
-    def __init__(
-        self,
-        client: KafkaClientConn,
-        session_id: str,
-        conn_name: str,
-        adm: Admitted,
-        facts: SessionFacts,
-        recorder: KafkaRecorder,
-    ) -> None:
-        self.client = client
-        self.session_id = session_id
-        self.conn_name = conn_name
-        self.token_id = adm.token_id
-        self.identity = dict(adm.identity or {})
-        self.facts = facts
-        self.recorder = recorder
-        self.window_id = adm.window[0] if adm.window else None
-        self.deadline_ns, self.deadline_reason = facts.deadline()
-        if adm.window is not None and adm.window[1] < self.deadline_ns:
-            self.deadline_ns = adm.window[1]
-            self.deadline_reason = f"the access window of review {adm.window[0]} closed"
-        self.ended: str | None = None
-        self.closed = False
-
-    def end(self, why: str) -> None:
-        if self.ended is None and not self.closed:
-            self.ended = why
-            self.client.cut(why)
 
 
 class Slot:
@@ -144,6 +93,7 @@ class KafkaClientConn(asyncio.Protocol):
         self._auth_busy = False
         self._early: deque[memoryview] = deque()  # frames that came during an auth check
         self.traffic = Traffic(self)
+        self.sasl = SaslSide(self)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -192,7 +142,7 @@ class KafkaClientConn(asyncio.Protocol):
             return
         key = h.api_key
         if self.session is None or key in PRE_AUTH:
-            self._auth_request(h, f)
+            self.sasl.request(h, f)
             return
         if not self.traffic.allowed(key, h.api_version):
             self.reject(f"request {api_name(key)} v{h.api_version} is not one the gateway offers")
@@ -296,246 +246,8 @@ class KafkaClientConn(asyncio.Protocol):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- authentication --------------------------------------------------------------------
-    def _auth_request(self, h: km.RequestHeader, f: memoryview) -> None:
-        key = h.api_key
-        if key == K.API_VERSIONS:
-            self.traffic.api_versions(h, f)
-        elif key == K.SASL_HANDSHAKE:
-            self._sasl_handshake(h, f)
-        elif key == K.SASL_AUTHENTICATE:
-            if not self._handshaken:
-                self.reject("SaslAuthenticate before SaslHandshake")
-                return
-            self._handshaken = False
-            body = km.decode_request(key, h.api_version, f[h.size :])
-            self._auth_busy = True
-            self.pause("auth")
-            self.spawn(self._sasl_authenticate(h, bytes(body["auth_bytes"])))
-        else:
-            self.reject(
-                f"{api_name(key)} before authentication: authenticate with SASL "
-                "(PLAIN or OAUTHBEARER, with a ledgergate token) first"
-            )
-
-    def _sasl_handshake(self, h: km.RequestHeader, f: memoryview) -> None:
-        slot = self.local(h)
-        try:
-            body = km.decode_request(h.api_key, h.api_version, f[h.size :])
-        except km.KafkaCodecError as e:
-            self.reject(f"malformed SaslHandshake: {e}")
-            return
-        mech = str(body.get("mechanism", ""))
-        if h.api_version < 1:
-            self.reject("SaslHandshake v0 (SASL without SaslAuthenticate) is not supported")
-            return
-        if mech not in MECHANISMS:
-            self.answer(slot, {"error_code": 33, "mechanisms": list(MECHANISMS)})
-            self._fail_soon(f"SASL mechanism {mech!r} is not offered (use PLAIN or OAUTHBEARER)")
-            return
-        if self.session is not None and mech != self.mechanism:  # KIP-368: the same one
-            self.answer(slot, {"error_code": 34, "mechanisms": list(MECHANISMS)})
-            self._fail_soon("re-authentication must use the mechanism of the first")
-            return
-        self.mechanism = mech
-        self._handshaken = True
-        self.answer(slot, {"error_code": 0, "mechanisms": list(MECHANISMS)})
-
-    async def _sasl_authenticate(self, h: km.RequestHeader, auth_bytes: bytes) -> None:
-        slot = self.local(h)
-        try:
-            await self._authenticate(slot, auth_bytes)
-        finally:
-            self._auth_busy = False
-            self.resume("auth")
-            early, self._early = self._early, deque()
-            for f in early:
-                if self.closed:
-                    break
-                self.request(f)
-
-    async def _authenticate(self, slot: Slot, auth_bytes: bytes) -> None:
-        mech = self.mechanism
-        try:
-            hello = (
-                read_oauthbearer(auth_bytes) if mech == "OAUTHBEARER" else read_plain(auth_bytes)
-            )
-        except SaslError as e:
-            self._auth_failed(slot, str(e), None)
-            return
-        if self.tls is None and not self.gw.listener.allow_plaintext:
-            self._auth_failed(
-                slot, "tokens are refused over plaintext; connect with TLS (SASL_SSL)", None
-            )
-            return
-        conn = self.cluster.conn
-        adm = await self.gw.authenticate(hello.credential, conn.name)
-        if self.closed:
-            return
-        if not adm.ok:
-            self._auth_failed(slot, f"ledgergate: {adm.reason}", adm, denied=adm.denied)
-            return
-        if self.session is not None:
-            # KIP-368 re-authentication: the same identity, a fresh credential.
-            if (adm.identity or {}).get("subject") != self.session.identity.get("subject"):
-                self._auth_failed(slot, "re-authentication must be as the same identity", adm)
-                return
-            self._reauthenticated(adm)
-            self.answer(slot, self._auth_ok(adm))
-            return
-        try:
-            link = await self.cluster.dial(self.node)
-        except BackendError as e:
-            self._auth_failed(slot, f"ledgergate: the broker is unreachable ({e})", None)
-            return
-        if self.closed:
-            link.close()
-            return
-        self.link = link
-        link.on_frame = self.response
-        link.on_lost = self._backend_lost
-        link.on_pause = lambda: self.pause("backend")
-        link.on_resume = lambda: self.resume("backend")
-        try:
-            await self._open_session(adm, hello.user)
-        except LedgerUnavailable:
-            self._auth_failed(slot, "the audit ledger is unavailable", None)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.answer(slot, self._auth_ok(adm))
-
-    def _auth_ok(self, adm: Admitted) -> dict[str, Any]:
-        assert self.session is not None
-        left_ms = max(0, (self.session.deadline_ns - now_ns()) // 1_000_000)
-        return {
-            "error_code": 0,
-            "error_message": None,
-            "auth_bytes": b"",
-            "session_lifetime_ms": left_ms,
-        }
-
-    def _auth_failed(
-        self, slot: Slot, reason: str, adm: Admitted | None, *, denied: bool = False
-    ) -> None:
-        rec = self.base_without_session(self.cluster.conn.name, adm.identity if adm else None)
-        with contextlib.suppress(LedgerUnavailable):
-            self.gw.sink.submit(
-                [
-                    rec.event(
-                        now_ns(),
-                        "auth.denied" if denied else "auth.fail",
-                        reason=reason,
-                        token_id=adm.token_id if adm else None,
-                        request={"protocol": "kafka", "mechanism": self.mechanism},
-                        tls=self.tls,
-                        outcome="refused",
-                    )
-                ]
-            )
-        self.answer(
-            slot,
-            {
-                "error_code": 58,
-                "error_message": reason,
-                "auth_bytes": b"",
-                "session_lifetime_ms": 0,
-            },
-        )
-        self._fail_soon(reason)
-
-    def _fail_soon(self, why: str) -> None:
-        """Close once the refusal has been written (the client reads it first)."""
-        asyncio.get_running_loop().call_soon(self.close, why, False)
-
-    async def _open_session(self, adm: Admitted, user: str) -> None:
-        conn = self.cluster.conn
-        ident = dict(adm.identity or {})
-        sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
-        started = now_ns()
-        facts = SessionFacts(
-            session_id=sid,
-            identity=str(ident.get("subject", "")),
-            groups=tuple(str(g) for g in ident.get("groups", ())),
-            connection=conn.name,
-            token_id=adm.token_id,
-            started_ns=started,
-            expires_ns=adm.expires_ns,
-            max_session_ns=conn.max_session_ns,
-        )
-        base = {
-            "session_id": sid,
-            "connection": conn.name,
-            "identity": ident,
-            "source": self.source,
-        }
-        rec = KafkaRecorder(base, conn.recording)
-        s = KafkaSession(self, sid, conn.name, adm, facts, rec)
-        if adm.window is not None and self.gw.reviews is not None:
-            self.gw.reviews.used(adm.window[0], sid)
-        await self.gw.sink.commit(
-            [
-                rec.event(
-                    started,
-                    "auth.ok",
-                    token_id=adm.token_id,
-                    tls=self.tls,
-                    via=adm.via,
-                    grant=adm.grant,
-                    expires_ns=adm.expires_ns,
-                    **({"review": {"id": adm.window[0]}} if adm.window else {}),
-                ),
-                rec.event(
-                    started,
-                    "session.open",
-                    client={
-                        "protocol": "kafka",
-                        "connection_id": self.conn_id,
-                        "user": user,
-                        "mechanism": self.mechanism,
-                        "broker": self.node,
-                    },
-                    tls=self.tls,
-                    recording=conn.recording,
-                ),
-            ]
-        )
-        self.session = s
-        self.gw.sessions.add(s)
-        self._arm_deadline()
-
-    def _reauthenticated(self, adm: Admitted) -> None:
-        s = self.session
-        assert s is not None
-        s.token_id = adm.token_id
-        s.facts = SessionFacts(
-            session_id=s.session_id,
-            identity=s.facts.identity,
-            groups=tuple(str(g) for g in (adm.identity or {}).get("groups", ())),
-            connection=s.conn_name,
-            token_id=adm.token_id,
-            started_ns=s.facts.started_ns,
-            expires_ns=adm.expires_ns,
-            max_session_ns=s.facts.max_session_ns,
-        )
-        s.deadline_ns, s.deadline_reason = s.facts.deadline()
-        self._arm_deadline()
-        with contextlib.suppress(LedgerUnavailable):
-            self.gw.sink.submit(
-                [
-                    s.recorder.event(
-                        now_ns(),
-                        "auth.ok",
-                        token_id=adm.token_id,
-                        via=adm.via,
-                        reauthenticated=True,
-                        expires_ns=adm.expires_ns,
-                    )
-                ]
-            )
-
     def base_without_session(self, conn_name: str | None, identity: Any) -> SessionRecorder:
+        """A recorder for entries before a session exists (refusals)."""
         return SessionRecorder(
             {
                 "session_id": self.conn_id,
