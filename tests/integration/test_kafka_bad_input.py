@@ -10,8 +10,6 @@ gateway still serves.
 
 from __future__ import annotations
 
-import socket
-import ssl
 import struct
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ledgergate.wire.kafka import messages as km
 from ledgergate.wire.kafka import records as kr
-from tests.integration.kafkagw import KafkaGateway
+from tests.integration.kafkagw import KafkaGateway, Raw
 from tests.integration.kafkaserver import KafkaCluster
 
 pytestmark = [pytest.mark.integration]
@@ -38,53 +36,6 @@ def kgw(
         yield g
     finally:
         g.stop()
-
-
-class Raw:
-    def __init__(self, g: KafkaGateway) -> None:
-        sock = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        self.s = g.ssl_context().wrap_socket(sock, server_hostname="localhost")
-        self.corr = 0
-
-    def send(self, data: bytes) -> None:
-        self.s.sendall(data)
-
-    def request(self, key: int, version: int, msg: dict[str, Any]) -> None:
-        self.corr += 1
-        body = km.encode_request_header(key, version, self.corr, "raw") + km.encode_request(
-            key, version, msg
-        )
-        self.send(struct.pack(">i", len(body)) + body)
-
-    def response(self, key: int, version: int) -> dict[str, Any]:
-        size = struct.unpack(">i", self._read(4))[0]
-        frame = self._read(size)
-        hs = km.response_header_size(key, version, frame)
-        return km.decode_response(key, version, frame[hs:])
-
-    def _read(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            got = self.s.recv(n - len(out))
-            if not got:
-                raise ConnectionError("closed")
-            out += got
-        return out
-
-    def closed(self) -> bool:
-        try:
-            self.s.settimeout(10)
-            return self.s.recv(1) == b""
-        except (ConnectionError, ssl.SSLError, OSError):
-            return True
-
-    def login(self, token: str) -> None:
-        self.request(K.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
-        assert self.response(K.SASL_HANDSHAKE, 1)["error_code"] == 0
-        self.request(K.SASL_AUTHENTICATE, 2, {"auth_bytes": b"\0raw\0" + token.encode()})
-        r = self.response(K.SASL_AUTHENTICATE, 2)
-        assert r["error_code"] == 0, r
-        assert r["session_lifetime_ms"] > 0
 
 
 def _still_serves(g: KafkaGateway, token: str) -> None:

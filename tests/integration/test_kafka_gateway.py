@@ -221,3 +221,55 @@ def test_full_recording_replays_every_message(
             assert b"event number" not in f.read()
     finally:
         g.stop()
+
+
+def test_an_idempotent_retry_is_marked_retransmitted_and_duplicate(kgw: KafkaGateway) -> None:
+    """The same idempotent batch sent twice (as a producer does when an answer is lost):
+    the broker stores it once, and the ledger marks the second attempt ``retransmits``
+    (naming the first attempt and who sent it) with the outcome ``duplicate``."""
+    from ledgergate.wire.kafka import messages as km
+    from ledgergate.wire.kafka import records as kr
+    from tests.integration.kafkagw import Raw
+
+    K = km.ApiKey
+    topic = _topic(kgw.cluster)
+    r = Raw(kgw)
+    r.login(kgw.token("retrier"))
+    for _ in range(50):  # the broker may still be loading its producer-id state
+        r.request(
+            K.INIT_PRODUCER_ID, 4, {"transactional_id": None, "transaction_timeout_ms": 60000}
+        )
+        pid = r.response(K.INIT_PRODUCER_ID, 4)
+        if pid["error_code"] != 14:  # COORDINATOR_LOAD_IN_PROGRESS
+            break
+        time.sleep(0.2)
+    assert pid["error_code"] == 0
+    header = kr.BatchHeader(
+        0, 0, -1, 2, 0, 0, 0, 0, 0, pid["producer_id"], pid["producer_epoch"], 0, 1
+    )
+    batch = kr.encode_batch(header, [kr.NewRecord(0, 0, b"k", b"exactly once")])
+    req = {
+        "transactional_id": None,
+        "acks": -1,
+        "timeout_ms": 5000,
+        "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}],
+    }
+    offsets = []
+    for _ in range(2):
+        r.request(K.PRODUCE, 9, req)
+        p = r.response(K.PRODUCE, 9)["responses"][0]["partition_responses"][0]
+        assert p["error_code"] == 0
+        offsets.append(p["base_offset"])
+    assert offsets == [0, 0]  # stored once
+    kgw.indexed()
+    chunks = [e for e in kgw.entries("chunk") if e["chunk"].get("topic") == topic]
+    assert len(chunks) == 2
+    assert "retransmits" not in chunks[0]["chunk"]
+    again = chunks[1]["chunk"]["retransmits"]
+    assert again["identity"] == "retrier" and again["command"] == chunks[0]["chunk"]["command"]
+    results = [
+        e
+        for e in kgw.entries("command.result")
+        if any(p["topic"] == topic for p in e.get("partitions", []))
+    ]
+    assert [e["outcome"] for e in results] == ["accepted", "duplicate"]

@@ -181,21 +181,28 @@ class Traffic(Guard):
         seq = rec.cmd_seq
         drafts = [cmd]
         book = self.cluster.producers
+        tracked: dict[tuple[str, int], tuple[Any, dict[str, Any] | None]] = {}
         for b in facts:
             extra: dict[str, Any] = {"op": "produce"}
             if b.producer_id is not None and b.producer_id >= 0:
                 key = (b.producer_id, b.producer_epoch, b.topic, b.partition, b.base_sequence)
                 first = book.get(key)
                 if first is not None:
-                    extra["retransmits"] = first
+                    extra["retransmits"] = {k: v for k, v in first.items() if k != "accepted"}
                 else:
                     book.remember(
                         key,
-                        {"session_id": s.session_id, "command": seq, "chunk": rec.chunk_seq + 1},
+                        {
+                            "session_id": s.session_id,
+                            "command": seq,
+                            "chunk": rec.chunk_seq + 1,
+                            "identity": s.facts.identity,
+                        },
                     )
+                tracked[(b.topic, b.partition)] = (key, first)
             drafts.append(rec.batch(t0, seq, "c2s", b, **extra))
         if acks != 0:
-            c.expect(h, ctx=(seq, facts))
+            c.expect(h, ctx=(seq, tracked))
         item = c.forward(f, ready=False)
 
         def committed(err: BaseException | None) -> None:
@@ -457,9 +464,9 @@ class Traffic(Guard):
     def _produce_result(self, slot: Slot, f: memoryview) -> None:
         hs, msg = self._decode(slot, f)
         s = self.c.session
-        seq, _facts = slot.ctx
+        seq, tracked = slot.ctx
         parts = []
-        errors = 0
+        errors = dups = 0
         for t in msg.get("responses", ()):
             topic = self._topic(t)
             for p in t.get("partition_responses", ()):
@@ -473,7 +480,22 @@ class Traffic(Guard):
                         "base_offset": int(p.get("base_offset", -1)),
                     }
                 )
-        outcome = "accepted" if not errors else ("rejected" if errors == len(parts) else "partial")
+                key, first = tracked.get((topic, int(p["index"])), (None, None))
+                if first is not None and first.get("accepted") and code in (0, 46):
+                    # An idempotent retry of a batch the broker already holds: it answers
+                    # with the first copy's offset (or DUPLICATE_SEQUENCE_NUMBER).
+                    parts[-1]["duplicate"] = True
+                    dups += 1
+                elif key is not None and code == 0:
+                    entry = self.cluster.producers.get(key)
+                    if entry is not None:
+                        entry["accepted"] = True
+        if dups and dups == len(parts):
+            outcome = "duplicate"
+        elif not errors:
+            outcome = "accepted"
+        else:
+            outcome = "rejected" if errors == len(parts) else "partial"
         if s is not None:
             self.gw.sink.submit(
                 [s.recorder.result(now_ns(), seq, "produce", outcome, partitions=parts)]
