@@ -216,6 +216,21 @@ def test_full_recording_replays_every_message(
         replay = g.gw.cli("sessions", "replay", fetch_sid, "--no-wait").stdout
         assert f"<- fetch {topic}[0] offsets 0..4" in replay
         assert "offset 4: key 'k4' value 'event number 4'" in replay
+        # Re-produced into another topic, through the gateway, as the person replaying.
+        target = _topic(kafka_cluster)
+        out = g.gw.cli(
+            "sessions", "replay", sid, "--produce-to", target, "--token", g.token("auditor-ann")
+        ).stdout
+        assert "re-produced 5 message(s)" in out
+        again = _consume(g.conf(token), target, 5)
+        assert [(m.key(), m.value()) for m in again] == msgs
+        g.indexed()
+        replayed = [
+            e
+            for e in g.entries("chunk")
+            if e["chunk"].get("topic") == target and e["direction"] == "c2s"
+        ]
+        assert replayed and {e["identity"]["subject"] for e in replayed} == {"auditor-ann"}
         # The kept batches are encrypted: no message text in the store file.
         with open(g.gw.store_path, "rb") as f:
             assert b"event number" not in f.read()

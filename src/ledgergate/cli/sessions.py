@@ -134,9 +134,45 @@ def replay(
             min=0, help="Wait at most this many seconds between entries.", show_default=False
         ),
     ] = None,
+    produce_to: Annotated[
+        str | None,
+        typer.Option(
+            "--produce-to",
+            help="Kafka: send the session's produced messages again, in order, into this "
+            "topic, through the gateway, as you (--token, or LEDGERGATE_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEDGERGATE_TOKEN", help="Your token (for --produce-to).", show_default=False
+        ),
+    ] = None,
+    user: Annotated[str, typer.Option(help="Your SASL user name (for --produce-to).")] = "replay",
     config: ConfigOpt = None,
 ) -> None:
     """Re-emit the session's commands and results in their original order and timing."""
+    if produce_to is not None:
+        from ledgergate.services import kafka_replay
+
+        if not token:
+            fail("--produce-to needs your token: --token or LEDGERGATE_TOKEN", 2)
+        with Env(config) as env:
+            try:
+                n = kafka_replay.replay_into(
+                    env.store,
+                    env.cipher(),
+                    env.settings,
+                    session_id,
+                    produce_to,
+                    token=token,
+                    user=user,
+                )
+            except (kafka_replay.ReplayError, StoreError) as e:
+                fail(str(e))
+        typer.echo(f"re-produced {n} message(s) of session {session_id} into {produce_to}")
+        return
     with Env(config) as env:
         try:
             n = sessions.replay(
