@@ -6,8 +6,9 @@ globs: ``Delete*``), ``methods``, ``buckets``, ``keys`` (object keys, globs:
 key`` for S3), ``headers`` (name → value glob); for Kafka (``core.policy.kafka`` builds
 the views) ``topics`` and ``consumer_groups``, with ``operations`` matching the API name
 or its class (produce, consume, describe, admin, group). A condition a request has
-nothing for (``keys`` on ListBuckets, ``topics`` on JoinGroup) does not hold. Rules whose conditions are about SQL never
-match a request, and rules about requests never match a statement. Pure.
+nothing for (``keys`` on ListBuckets, ``topics`` on JoinGroup) does not hold. Rules
+whose conditions are about SQL never match a request, and rules about requests never
+match a statement. Pure.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Owns the request header (v0, v1 and the flexible v2) and response header (v0 and the
 flexible v1), which header version each API key and version uses, and the body codecs of
 the APIs the gateway reads or rewrites (``DECODED``), compiled from the declarations in
-``specs/`` by ``schema``. A body decodes to a dict keyed by the spec's field names in
-snake_case; see schema.py for tagged fields, ``records`` and what round-trips.
+``specs/`` (in schema.py's terms) by codec.py. A body decodes to a dict keyed by the
+spec's field names in snake_case; see codec.py for tagged fields, ``records`` and what
+round-trips.
 
 Rules:
 - ``frame`` arguments are the bytes after the 4-byte size prefix (frames.py cuts them);
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
 
-from ledgergate.wire.kafka.schema import Codec, KafkaCodecError, compile_message, read_uvarint
+from ledgergate.wire.kafka.codec import Codec, compile_message, read_uvarint
+from ledgergate.wire.kafka.schema import KafkaCodecError
 from ledgergate.wire.kafka.specs import SPECS
 
 __all__ = [

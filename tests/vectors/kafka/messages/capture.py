@@ -20,9 +20,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tests.integration.kafkaserver import KafkaCluster
+
 from ledgergate.wire.kafka import messages as m
 from ledgergate.wire.kafka.messages import ApiKey as K
-from tests.integration.kafkaserver import KafkaCluster
 
 OUT = Path(__file__).with_name("broker-4.4.0.json")
 TIMESTAMP = 1_700_000_000_000
@@ -97,14 +98,15 @@ Conn.until_ok = _until_ok  # type: ignore[attr-defined]
 
 
 def main() -> None:
+    frames: list[dict[str, Any]] = []
     with KafkaCluster(1) as cluster:
         cluster.create_topic("orders", partitions=2)
         host, port = cluster.brokers[1]
-        frames: list[dict[str, Any]] = []
+        hello = {"client_software_name": "capture", "client_software_version": "1"}
         # One ApiVersions per connection: a SASL listener then wants the handshake.
         for v in (0, 3, 9, 5):  # v9 is unknown to the broker: answered in v0
             c = Conn(host, port, frames)
-            c.call(K.API_VERSIONS, v, {"client_software_name": "capture", "client_software_version": "1"})
+            c.call(K.API_VERSIONS, v, hello)
         c.call(K.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})
         secret = f"\0{cluster.admin_user}\0{cluster.admin_password}".encode()
         c.call(K.SASL_AUTHENTICATE, 2, {"auth_bytes": secret}, keep_request=False)
@@ -112,34 +114,45 @@ def main() -> None:
         md = c.call(K.METADATA, 12, {"topics": [{"name": "orders"}]})
         c.call(K.METADATA, 13, {"topics": None})
         topic_id = md["topics"][0]["topic_id"]
-        # The first asks create __consumer_offsets (answered COORDINATOR_NOT_AVAILABLE);
-        # ask again until the coordinator is there, keeping the first and last answers.
+        # The first ask creates __consumer_offsets (COORDINATOR_NOT_AVAILABLE meanwhile).
         c.until_ok(K.FIND_COORDINATOR, 3, {"key": "group-1", "key_type": 0})
         c.call(K.FIND_COORDINATOR, 6, {"key_type": 0, "coordinator_keys": ["group-1", "group-2"]})
         c.call(K.DESCRIBE_CLUSTER, 1, {"include_cluster_authorized_operations": True})
         c.call(K.DESCRIBE_CLUSTER, 2, {"include_fenced_brokers": True})
-        c.until_ok(K.INIT_PRODUCER_ID, 5, {"transactional_id": None, "transaction_timeout_ms": 60000,
-                                       "producer_id": -1, "producer_epoch": -1})  # fmt: skip
-        for v, topic in ((9, {"name": "orders"}), (11, {"name": "orders"}), (13, {"topic_id": topic_id})):
+        init = {"transactional_id": None, "transaction_timeout_ms": 60000, "producer_id": -1}
+        c.until_ok(K.INIT_PRODUCER_ID, 5, dict(init, producer_epoch=-1))
+        produce = {"acks": -1, "timeout_ms": 5000}
+        for v, topic in ((9, {"name": "orders"}), (11, {"name": "orders"})):
             parts = [{"index": p, "records": batch([b"v%d-p%d-%d" % (v, p, i) for i in range(2)])}
                      for p in range(2)]  # fmt: skip
-            c.call(K.PRODUCE, v, {"acks": -1, "timeout_ms": 5000, "topic_data": [dict(topic, partition_data=parts)]})
-        c.call(K.PRODUCE, 12, {"acks": -1, "timeout_ms": 5000,
-                               "topic_data": [{"name": "missing", "partition_data": [{"index": 0, "records": batch([b"x"])}]}]})  # fmt: skip
+            c.call(K.PRODUCE, v, dict(produce, topic_data=[dict(topic, partition_data=parts)]))
+        parts = [{"index": p, "records": batch([b"v13-p%d-%d" % (p, i) for i in range(2)])}
+                 for p in range(2)]  # fmt: skip
+        c.call(
+            K.PRODUCE,
+            13,
+            dict(produce, topic_data=[{"topic_id": topic_id, "partition_data": parts}]),
+        )
+        lost = [{"name": "missing", "partition_data": [{"index": 0, "records": batch([b"x"])}]}]
+        c.call(K.PRODUCE, 12, dict(produce, topic_data=lost))
+        fetch = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 20,
+                 "session_id": 0, "session_epoch": -1}  # fmt: skip
+        wanted = [{"partition": p, "fetch_offset": 0, "partition_max_bytes": 1 << 20}
+                  for p in range(2)]  # fmt: skip
         for v in (12, 16, 17, 18):
             topic = {"topic": "orders"} if v < 13 else {"topic_id": topic_id}
-            c.call(K.FETCH, v, {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 20,
-                                "session_id": 0, "session_epoch": -1,
-                                "topics": [dict(topic, partitions=[{"partition": p, "fetch_offset": 0, "partition_max_bytes": 1 << 20} for p in range(2)])]})  # fmt: skip
-        c.call(K.LIST_OFFSETS, 11, {"replica_id": -1, "topics": [{"name": "orders", "partitions": [{"partition_index": 0, "timestamp": -1}]}]})  # fmt: skip
-        c.call(K.CREATE_TOPICS, 7, {"topics": [{"name": "audit", "num_partitions": 1, "replication_factor": 1}], "timeout_ms": 5000})  # fmt: skip
+            c.call(K.FETCH, v, dict(fetch, topics=[dict(topic, partitions=wanted)]))
+        latest = [{"name": "orders", "partitions": [{"partition_index": 0, "timestamp": -1}]}]
+        c.call(K.LIST_OFFSETS, 11, {"replica_id": -1, "topics": latest})
+        audit = {"name": "audit", "num_partitions": 1, "replication_factor": 1}
+        c.call(K.CREATE_TOPICS, 7, {"topics": [audit], "timeout_ms": 5000})
         c.call(K.DELETE_TOPICS, 6, {"topics": [{"name": "audit"}], "timeout_ms": 5000})
     doc = {
         "source": "Apache Kafka 4.4.0 broker (KRaft, one node) on loopback; see capture.py",
         "frames": frames,
     }
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{len(c.frames)} frames -> {OUT}")
+    print(f"{len(frames)} frames -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Declarations transcribed from Apache Kafka's message specs
 (clients/src/main/resources/common/message/*.json): JSON names in snake_case, the same
-version ranges. Data only; schema.py owns the encodings."""
+version ranges. Data only: schema.py has the terms, codec.py the encodings."""
 
 from ledgergate.wire.kafka.schema import (
     BOOL,
