@@ -37,8 +37,9 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
-import cramjam
 from awscrt import checksums as _crt  # type: ignore[import-untyped]
+
+from ledgergate.wire.kafka.compression import Compression, CompressionError, compress, decompress
 
 __all__ = [
     "HEADER_SIZE",
@@ -71,9 +72,6 @@ MAX_BATCH_BYTES = 64 << 20
 # empty records stay far below a million per batch; the cap bounds the Python loop over
 # one batch to about a second.
 MAX_RECORDS_PER_BATCH = 1 << 20
-# snappy-java writes xerial blocks of 32 KiB and refuses block sizes under 1 KiB: a
-# batch within MAX_BATCH_BYTES has at most this many, which bounds the loop over them.
-MAX_XERIAL_BLOCKS = MAX_BATCH_BYTES // 1024
 
 HEADER_SIZE = 61
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # BatchHeader's fields, in its order
@@ -87,28 +85,12 @@ _TIMESTAMP_TYPE_BIT = 0x08
 _TRANSACTIONAL_BIT = 0x10
 _CONTROL_BIT = 0x20
 _DELETE_HORIZON_BIT = 0x40
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # version 1, compatible 1
-_XERIAL_BLOCK = 32 * 1024  # snappy-java's default block size
-_OUT_FIRST = 64 * 1024  # first guess at a decompressed size; grows 4x up to the limit
-_OUT_FULL = "failed to write whole buffer"  # cramjam: the output buffer is too small
-# Kafka's default compression levels (KIP-390): gzip 6 (Java's Deflater default),
-# lz4 9, zstd 3.
-_GZIP_LEVEL, _LZ4_LEVEL, _ZSTD_LEVEL = 6, 9, 3
 
 _Buf = bytes | bytearray | memoryview
 
 
 class RecordsError(ValueError):
     """The bytes are not Kafka v2 record batches the gateway can read (or build)."""
-
-
-class Compression(enum.IntEnum):
-    NONE = 0
-    GZIP = 1
-    SNAPPY = 2
-    LZ4 = 3
-    ZSTD = 4
 
 
 class TimestampType(enum.IntEnum):
@@ -363,7 +345,12 @@ def _records(batch: Batch) -> tuple[bytearray | memoryview, memoryview, list[_Sp
     h = batch.header
     buf: bytearray | memoryview
     if h.attributes & _CODEC_MASK:
-        buf = _decompress(Compression(h.attributes & _CODEC_MASK), batch.data[HEADER_SIZE:])
+        try:
+            buf = decompress(
+                Compression(h.attributes & _CODEC_MASK), batch.data[HEADER_SIZE:], MAX_BATCH_BYTES
+            )
+        except CompressionError as e:
+            raise RecordsError(str(e)) from None
     else:
         buf = batch.data[HEADER_SIZE:]
     view = memoryview(buf)
@@ -480,98 +467,6 @@ def _varint(buf: bytearray | memoryview, pos: int, bits: int) -> tuple[int, int]
     return (value >> 1) ^ -(value & 1), pos + 1
 
 
-# -- compression ------------------------------------------------------------------------
-
-_INTO = {
-    Compression.GZIP: cramjam.gzip.decompress_into,
-    Compression.LZ4: cramjam.lz4.decompress_into,
-    Compression.ZSTD: cramjam.zstd.decompress_into,
-}
-
-
-def _decompress(codec: Compression, src: memoryview) -> bytearray:
-    """``src`` decompressed, never more than MAX_BATCH_BYTES: the output buffer is
-    fixed, so a bomb stops when it is full (then the buffer grows, up to the limit)."""
-    if codec is Compression.SNAPPY:
-        return _snappy(src)
-    into = _INTO[codec]
-    cap = min(MAX_BATCH_BYTES, max(_OUT_FIRST, 4 * len(src)))
-    while True:
-        out = bytearray(cap)
-        try:
-            size = int(into(src, out))
-        except Exception as exc:  # cramjam's errors, translated here once
-            if _OUT_FULL not in str(exc):
-                raise RecordsError(f"corrupt {codec.name.lower()} data: {exc}") from None
-            if cap >= MAX_BATCH_BYTES:
-                raise RecordsError(
-                    f"{codec.name.lower()} data decompresses past {MAX_BATCH_BYTES} bytes"
-                ) from None
-            cap = min(MAX_BATCH_BYTES, cap * 4)
-            del out  # before the bigger one is allocated
-            continue
-        del out[size:]
-        return out
-
-
-def _snappy(src: memoryview) -> bytearray:
-    """Xerial-framed snappy (Java clients) or one raw snappy block (librdkafka). Each
-    block states its size first, so sizes are checked before anything is allocated."""
-    if src[: len(_XERIAL_MAGIC)] != _XERIAL_MAGIC:
-        blocks = [src]
-    else:
-        if len(src) < len(_XERIAL_HEADER):
-            raise RecordsError("truncated xerial snappy header")
-        blocks = []
-        pos, end = len(_XERIAL_HEADER), len(src)
-        while pos < end:
-            if len(blocks) >= MAX_XERIAL_BLOCKS or end - pos < 4:
-                raise RecordsError("bad xerial snappy framing")
-            size = int.from_bytes(src[pos : pos + 4], "big")
-            pos += 4
-            if size > end - pos:
-                raise RecordsError("truncated xerial snappy block")
-            blocks.append(src[pos : pos + size])
-            pos += size
-    try:
-        sizes = [int(cramjam.snappy.decompress_raw_len(block)) for block in blocks]
-        if sum(sizes) > MAX_BATCH_BYTES:
-            raise RecordsError(f"snappy data decompresses past {MAX_BATCH_BYTES} bytes")
-        out = bytearray(sum(sizes))
-        view = memoryview(out)
-        at = 0
-        for block, size in zip(blocks, sizes, strict=True):
-            if int(cramjam.snappy.decompress_raw_into(block, view[at : at + size])) != size:
-                raise RecordsError("snappy block shorter than it says")
-            at += size
-    except RecordsError:
-        raise
-    except Exception as exc:  # cramjam's errors, translated here once
-        raise RecordsError(f"corrupt snappy data: {exc}") from None
-    return out
-
-
-def _compress(codec: Compression, data: bytes) -> bytes:
-    if codec is Compression.GZIP:
-        return bytes(cramjam.gzip.compress(data, level=_GZIP_LEVEL))
-    if codec is Compression.SNAPPY:
-        # Xerial framing, as Java clients write it: Java's reader (snappy-java) and
-        # librdkafka, Sarama, franz-go, kafka-python and aiokafka all read it, while some
-        # older Java brokers and clients cannot read a raw block.
-        parts = [_XERIAL_HEADER]
-        for at in range(0, len(data), _XERIAL_BLOCK):
-            block = bytes(cramjam.snappy.compress_raw(data[at : at + _XERIAL_BLOCK]))
-            parts += (len(block).to_bytes(4, "big"), block)
-        return b"".join(parts)
-    if codec is Compression.LZ4:
-        # Independent blocks and no content checksum, like Java's KafkaLZ4BlockOutputStream
-        # (Kafka's reader refuses linked blocks, KIP-57).
-        lz4 = cramjam.lz4.Compressor(level=_LZ4_LEVEL, content_checksum=False, block_linked=False)
-        lz4.compress(data)
-        return bytes(lz4.finish())
-    return bytes(cramjam.zstd.compress(data, level=_ZSTD_LEVEL))
-
-
 # -- building ---------------------------------------------------------------------------
 
 
@@ -600,7 +495,7 @@ def encode_batch(header: BatchHeader, records: Sequence[Record | NewRecord]) -> 
         body += rec
         if len(body) > MAX_BATCH_BYTES:
             raise RecordsError(f"records are over the limit ({MAX_BATCH_BYTES} bytes)")
-    payload = _compress(Compression(codec), bytes(body)) if codec else bytes(body)
+    payload = compress(Compression(codec), bytes(body)) if codec else bytes(body)
     if len(payload) + HEADER_SIZE > MAX_BATCH_BYTES:
         raise RecordsError(f"batch is over the limit ({MAX_BATCH_BYTES} bytes)")
     out = bytearray(HEADER_SIZE) + payload
