@@ -138,6 +138,8 @@ def _check_cut(kgw: KafkaGateway, subject: str, topic: str, pipe: Pipeline, reas
         e for e in kgw.entries("auth.fail") if (e.get("identity") or {}).get("subject") == subject
     ]
     assert refused, "the producer's reconnect after the cut was not refused"
+    # It kept reconnecting (every few dozen ms); the ledger holds one entry per 10 s.
+    assert len(refused) <= 2, len(refused)
     assert kgw.gw.cli("audit", "verify", check=False).returncode == 0
 
 

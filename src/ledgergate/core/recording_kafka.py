@@ -50,6 +50,7 @@ class BatchFact:
     transactional: bool = False
     data_out: bytes | None = None  # what was forwarded, when the gateway rewrote it
     partial: int = 0  # bytes of a truncated trailing batch (Fetch size limits)
+    aborted_digests: tuple[str, ...] = ()  # fetched, of aborted transactions: not read
 
 
 class KafkaRecorder(SessionRecorder):
@@ -99,6 +100,8 @@ class KafkaRecorder(SessionRecorder):
             chunk["transactional"] = True
         if b.partial:
             chunk["partial_bytes"] = b.partial
+        if b.aborted_digests:
+            chunk["aborted_sha256"] = list(b.aborted_digests)
         chunk.update(extra)
         fields = {**self.base, "direction": direction, "chunk": chunk, "outcome": "forwarded"}
         durable = direction == "c2s"
@@ -140,10 +143,36 @@ class KafkaRecorder(SessionRecorder):
         )
 
 
-def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> BatchFact:
-    """A partition's batches as the ledger records them (RecordsError if unreadable)."""
+# A control record's key is (version: int16, type: int16); type 0 marks an abort.
+_ABORT_MARKER = 0
+
+
+def _is_abort_marker(b: kr.Batch) -> bool:
+    recs = kr.decode_records(b)
+    key = recs[0].key if recs else None
+    return key is not None and len(key) >= 4 and int.from_bytes(key[2:4], "big") == _ABORT_MARKER
+
+
+def batch_fact(
+    topic: str,
+    partition: int,
+    data: Any,
+    *,
+    fetched: bool,
+    aborted: list[tuple[int, int]] | None = None,
+) -> BatchFact:
+    """A partition's batches as the ledger records them (RecordsError if unreadable).
+
+    ``aborted``: a read_committed Fetch's aborted transactions ((producer id, first
+    offset)); their records reach the client but it drops them, as Kafka's consumers do:
+    a transactional batch of a producer whose aborted transaction began at or before it
+    is dropped until that producer's abort marker. Those records are listed apart
+    (``aborted_digests``), never as read."""
     view = memoryview(data)
     walked = kr.read_batches(view, allow_partial=fetched)
+    pending = sorted(aborted or (), key=lambda a: a[1])
+    dropping: set[int] = set()
+    dropped: list[str] = []
     digests: list[str] = []
     count = 0
     first = last = None
@@ -158,6 +187,16 @@ def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> Batch
             head = h
             compression = h.compression.name.lower()
             transactional = h.is_transactional
+        if pending or dropping:
+            while pending and pending[0][1] <= h.last_offset:
+                dropping.add(pending.pop(0)[0])
+            if h.is_control:
+                if h.producer_id in dropping and _is_abort_marker(b):
+                    dropping.discard(h.producer_id)
+                continue
+            if h.is_transactional and h.producer_id in dropping:
+                dropped.extend(d.hex() for _, d, _ in kr.record_digests(b))
+                continue
         if h.is_control:
             continue
         for off, digest, _size in kr.record_digests(b):
@@ -181,4 +220,5 @@ def batch_fact(topic: str, partition: int, data: Any, *, fetched: bool) -> Batch
         compression=compression,
         transactional=transactional,
         partial=partial,
+        aborted_digests=tuple(dropped),
     )

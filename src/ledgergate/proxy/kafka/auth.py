@@ -220,21 +220,28 @@ class SaslSide:
     def _auth_failed(
         self, slot: Slot, reason: str, adm: Admitted | None, *, denied: bool = False
     ) -> None:
-        rec = self.c.base_without_session(self.c.cluster.conn.name, adm.identity if adm else None)
-        with contextlib.suppress(LedgerUnavailable):
-            self.c.gw.sink.submit(
-                [
-                    rec.event(
-                        now_ns(),
-                        "auth.denied" if denied else "auth.fail",
-                        reason=reason,
-                        token_id=adm.token_id if adm else None,
-                        request={"protocol": "kafka", "mechanism": self.c.mechanism},
-                        tls=self.c.tls,
-                        outcome="refused",
-                    )
-                ]
+        t = now_ns()
+        token_id = adm.token_id if adm else None
+        repeats = self.c.gw.refusals.note((self.c.source["ip"], reason, token_id), t)
+        if repeats is not None:
+            rec = self.c.base_without_session(
+                self.c.cluster.conn.name, adm.identity if adm else None
             )
+            with contextlib.suppress(LedgerUnavailable):
+                self.c.gw.sink.submit(
+                    [
+                        rec.event(
+                            t,
+                            "auth.denied" if denied else "auth.fail",
+                            reason=reason,
+                            token_id=token_id,
+                            request={"protocol": "kafka", "mechanism": self.c.mechanism},
+                            tls=self.c.tls,
+                            outcome="refused",
+                            **({"repeats": repeats} if repeats else {}),
+                        )
+                    ]
+                )
         self.c.answer(
             slot,
             {

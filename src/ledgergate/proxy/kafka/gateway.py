@@ -38,6 +38,11 @@ PRODUCER_BOOK_MAX = 100_000
 # The brokers' API versions are asked again after this long (a rolling upgrade).
 VERSIONS_TTL_S = 300.0
 
+# The same refusal (source address, reason, token) is recorded once per this window.
+REFUSAL_WINDOW_NS = 10 * 10**9
+# Distinct refusals remembered for that (the oldest are forgotten first).
+REFUSAL_BOOK_MAX = 4096
+
 TokenAuth = Callable[[str, str], Awaitable[Admitted]]
 
 
@@ -55,6 +60,32 @@ class ProducerBook:
         self._seen[key] = first
         if len(self._seen) > self.limit:
             self._seen.popitem(last=False)
+
+
+class RefusalBook:
+    """Repeated refusals of one source for one reason, recorded once per window.
+
+    A client stuck on an expired token reconnects every few dozen milliseconds; each
+    attempt is refused, but the ledger gets one ``auth.fail`` per window, the next one
+    saying how many were not written (``repeats``)."""
+
+    def __init__(self, window_ns: int = REFUSAL_WINDOW_NS, limit: int = REFUSAL_BOOK_MAX) -> None:
+        self.window_ns = window_ns
+        self.limit = limit
+        self._seen: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+
+    def note(self, key: tuple[Any, ...], now: int) -> int | None:
+        """How many repeats to report with an entry now, or None: write no entry."""
+        got = self._seen.get(key)
+        if got is not None and now - got[0] < self.window_ns:
+            got[1] += 1
+            return None
+        repeats = got[1] if got is not None else 0
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        if len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+        return repeats
 
 
 class Cluster:
@@ -168,6 +199,7 @@ class KafkaGateway:
         self.clusters = {name: Cluster(self, c, held[name]) for name, c in connections.items()}
         self.sessions: set[KafkaSession] = set()
         self.clients: set[KafkaClientConn] = set()
+        self.refusals = RefusalBook()
 
     async def start(self) -> dict[str, tuple[str, int]]:
         """Open every connection's bootstrap port; their bound addresses."""

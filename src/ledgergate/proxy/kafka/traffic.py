@@ -519,7 +519,13 @@ class Traffic(Guard):
                         continue
                     part = int(p["partition_index"])
                     try:
-                        b = batch_fact(topic, part, data, fetched=True)
+                        gone = p.get("aborted_transactions")
+                        aborted = (
+                            [(int(a["producer_id"]), int(a["first_offset"])) for a in gone]
+                            if gone
+                            else None
+                        )
+                        b = batch_fact(topic, part, data, fetched=True, aborted=aborted)
                         masked, counts = (
                             mask_partition(masker, data) if masker is not None else (None, None)
                         )
@@ -531,7 +537,7 @@ class Traffic(Guard):
                     except kr.RecordsError as e:
                         self.c.reject(f"the broker sent a batch the gateway cannot read: {e}")
                         return
-                    if not b.records and masked is None:
+                    if not b.records and not b.aborted_digests and masked is None:
                         continue
                     extra: dict[str, Any] = {"op": "fetch"}
                     if out is not None:
