@@ -288,3 +288,39 @@ def test_an_idempotent_retry_is_marked_retransmitted_and_duplicate(kgw: KafkaGat
         if any(p["topic"] == topic for p in e.get("partitions", []))
     ]
     assert [e["outcome"] for e in results] == ["accepted", "duplicate"]
+
+
+def test_tls_towards_the_brokers(
+    kafka_cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The gateway reaches the brokers over SASL_SSL, verifying them against the CA the
+    connection names (a broker it cannot verify is refused)."""
+    conn = {
+        "bootstrap": kafka_cluster.bootstrap_tls.split(","),
+        "tls": True,
+        "ca_file": str(kafka_cluster.ca_cert_path),
+    }
+    g = KafkaGateway(tmp_path_factory.mktemp("kgwtls"), kafka_cluster, connection=conn).start()
+    try:
+        topic = _topic(kafka_cluster)
+        token = g.token("etl")
+        _produce(g.conf(token), topic, [(b"k", b"over tls")])
+        assert [m.value() for m in _consume(g.conf(token), topic, 1)] == [b"over tls"]
+    finally:
+        g.stop()
+    bad = KafkaGateway(
+        tmp_path_factory.mktemp("kgwtlsbad"),
+        kafka_cluster,
+        connection={**conn, "ca_file": None},  # the system store does not know this CA
+    ).start()
+    try:
+        errors: list[Any] = []
+        p = Producer({**bad.conf(bad.token("etl")), "error_cb": errors.append})
+        p.produce("any", b"x")
+        p.flush(6)
+        assert errors  # the client sees the cluster down
+        bad.indexed()
+        why = [e["reason"] for e in bad.entries("session.reject")]
+        assert any("certificate verify failed" in w for w in why), why
+    finally:
+        bad.stop()
