@@ -580,7 +580,11 @@ class KafkaCluster:
     def _format(self) -> None:
         """Write every node's configuration and run ``kafka-storage format`` on each, in
         parallel (it is one short JVM run per node)."""
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # A cluster id is 22 URL-safe base64 characters; one starting with '-' reads as
+        # an option to kafka-storage's argument parser, so draw again.
+        self.cluster_id = "-"
+        while self.cluster_id.startswith("-"):
+            self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         scram = f"[name={self.admin_user},password={self.admin_password}]"
         runs: list[tuple[_Node, subprocess.Popen[bytes]]] = []
         for node in self._nodes.values():

@@ -32,9 +32,11 @@ log = logging.getLogger("ledgergate.kafka")
 
 # Connections the kernel queues before the gateway accepts them.
 LISTEN_BACKLOG = 512
-# Producer batches remembered per cluster to name retransmits (idempotent producers
-# retry the last five batches per partition at most; this covers many producers).
-PRODUCER_BOOK_MAX = 100_000
+# Producer-partitions whose recent batches are remembered to name retransmits (the
+# least recently active are forgotten first), and batches kept for each: a broker
+# deduplicates the last five, and idempotent producers keep at most five in flight.
+PRODUCER_BOOK_MAX = 20_000
+PER_PARTITION = 5
 # The brokers' API versions are asked again after this long (a rolling upgrade).
 VERSIONS_TTL_S = 300.0
 
@@ -47,19 +49,33 @@ TokenAuth = Callable[[str, str], Awaitable[Admitted]]
 
 
 class ProducerBook:
-    """(producer id, epoch, topic, partition, base sequence) → the first attempt."""
+    """(producer id, epoch, topic, partition, base sequence) → the first attempt.
+
+    A broker deduplicates the last five batches of each producer and partition, and an
+    idempotent producer retries only those (max.in.flight ≤ 5), so the book keeps the
+    last ``PER_PARTITION`` batches of each producer-partition, for the most recently
+    active ``limit`` of them: its size follows the producers, not the traffic."""
 
     def __init__(self, limit: int = PRODUCER_BOOK_MAX) -> None:
         self.limit = limit
-        self._seen: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._seen: OrderedDict[tuple[Any, ...], dict[int, dict[str, Any]]] = OrderedDict()
 
     def get(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        return self._seen.get(key)
+        got = self._seen.get(key[:4])
+        return None if got is None else got.get(key[4])
 
     def remember(self, key: tuple[Any, ...], first: dict[str, Any]) -> None:
-        self._seen[key] = first
-        if len(self._seen) > self.limit:
-            self._seen.popitem(last=False)
+        pp = key[:4]
+        got = self._seen.get(pp)
+        if got is None:
+            got = self._seen[pp] = {}
+            if len(self._seen) > self.limit:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(pp)
+        got[key[4]] = first
+        while len(got) > PER_PARTITION:
+            del got[next(iter(got))]
 
 
 class RefusalBook:
