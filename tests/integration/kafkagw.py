@@ -15,7 +15,7 @@ import socket
 import ssl
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ledgergate.wire.kafka import messages as km
 from tests.integration.gateway import Gateway, free_port
@@ -218,12 +218,28 @@ K = km.ApiKey
 
 class Raw:
     """A raw TLS connection to the gateway speaking the protocol by hand (bad input,
-    exact requests)."""
+    exact requests). Every one opened is closed by ``Raw.close_all()`` (the test
+    modules call it after each test)."""
+
+    _open: ClassVar[list[Raw]] = []
 
     def __init__(self, g: KafkaGateway) -> None:
         sock = socket.create_connection(("127.0.0.1", g.port), timeout=10)
-        self.s = g.ssl_context().wrap_socket(sock, server_hostname="localhost")
+        try:
+            self.s = g.ssl_context().wrap_socket(sock, server_hostname="localhost")
+        except BaseException:
+            sock.close()
+            raise
         self.corr = 0
+        Raw._open.append(self)
+
+    def close(self) -> None:
+        self.s.close()
+
+    @classmethod
+    def close_all(cls) -> None:
+        while cls._open:
+            cls._open.pop().close()
 
     def send(self, data: bytes) -> None:
         self.s.sendall(data)

@@ -24,6 +24,17 @@ from tests.integration.kafkagw import KafkaGateway, Raw
 from tests.integration.kafkaserver import KafkaCluster
 
 pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(autouse=True)
+def _close_raw() -> Iterator[None]:
+    """Raw sockets a test opened are closed after it."""
+    from tests.integration.kafkagw import Raw
+
+    yield
+    Raw.close_all()
+
+
 K = km.ApiKey
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,17 @@ from tests.integration.kafkagw import KafkaGateway, Raw
 from tests.integration.kafkaserver import KafkaCluster
 
 pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(autouse=True)
+def _close_raw() -> Iterator[None]:
+    """Raw sockets a test opened are closed after it."""
+    from tests.integration.kafkagw import Raw
+
+    yield
+    Raw.close_all()
+
+
 K = km.ApiKey
 
 

@@ -29,6 +29,15 @@ from tests.integration.kafkaserver import KafkaCluster
 pytestmark = [pytest.mark.integration]
 
 
+@pytest.fixture(autouse=True)
+def _close_raw() -> Iterator[None]:
+    """Raw sockets a test opened are closed after it."""
+    from tests.integration.kafkagw import Raw
+
+    yield
+    Raw.close_all()
+
+
 @pytest.fixture(scope="module")
 def kgw(
     kafka_cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory
