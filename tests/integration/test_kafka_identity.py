@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from ledgergate.wire.kafka.records import content_digest
 from tests.integration.kafkagw import KafkaGateway
 from tests.integration.kafkaserver import KafkaCluster
 
@@ -121,11 +122,24 @@ def _check_cut(kgw: KafkaGateway, subject: str, topic: str, pipe: Pipeline, reas
     term = _terminated(kgw, subject)
     assert {t["reason"] for t in term} == {reason}
     assert pipe.acked and pipe.failed, (len(pipe.acked), len(pipe.failed))
-    # Nothing produced after the cut reached the broker: it holds exactly what was acked.
+    # The broker holds what was acknowledged, and at most the requests in flight when the
+    # session was cut (forwarded, their answers never delivered); each of those is on the
+    # ledger as sent by the identity, before the cut. Nothing produced after it arrived.
     on_broker = _broker_has(kgw, topic)
-    assert sorted(on_broker) == sorted(pipe.acked)
-    # The ledger names the last accepted message and its sender.
+    assert set(pipe.acked) <= set(on_broker)
+    assert len(on_broker) - len(pipe.acked) <= 5, (len(on_broker), len(pipe.acked))
     kgw.indexed()
+    cut_at = min(t["ts_ns"] for t in term)
+    sent = {
+        d
+        for e in kgw.entries("chunk")
+        if e["direction"] == "c2s"
+        and (e.get("identity") or {}).get("subject") == subject
+        and e["ts_ns"] <= cut_at
+        for d in e["chunk"]["record_sha256"]
+    }
+    assert {content_digest(None, v).hex() for v in on_broker} <= sent
+    # The ledger names the last accepted message and its sender.
     mine = [
         e
         for e in kgw.entries("command.result")
@@ -133,7 +147,7 @@ def _check_cut(kgw: KafkaGateway, subject: str, topic: str, pipe: Pipeline, reas
     ]
     assert mine and all(e["outcome"] == "accepted" for e in mine)
     last = max(p["base_offset"] for e in mine for p in e["partitions"])
-    assert last == len(pipe.acked) - 1
+    assert len(pipe.acked) - 1 <= last <= len(on_broker) - 1
     refused = [
         e for e in kgw.entries("auth.fail") if (e.get("identity") or {}).get("subject") == subject
     ]
