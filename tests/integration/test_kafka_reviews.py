@@ -85,6 +85,12 @@ class Api:
             time.sleep(0.1)
         raise AssertionError("no pending review appeared")
 
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.c.close()
+
     def decide(self, rid: str, verb: str, reason: str) -> None:
         r = self.c.post(f"/api/v1/reviews/{rid}/{verb}", headers=self.h, json={"reason": reason})
         assert r.status_code == 200, r.text
@@ -109,8 +115,11 @@ def test_a_held_topic_delete_runs_after_approval_and_a_denied_one_never(g: Kafka
     for t in (keep, drop):
         g.cluster.create_topic(t)
     admin = AdminClient(g.conf(g.token("erin")))
-    api = Api(g)
+    with Api(g) as api:
+        _held_then_denied(g, admin, api, keep, drop)
 
+
+def _held_then_denied(g: KafkaGateway, admin: AdminClient, api: Api, keep: str, drop: str) -> None:
     th, out = _bg(lambda: admin.delete_topics([drop], request_timeout=60)[drop].result(70))
     rv = api.pending()
     assert rv["rule_id"] == "order-topic-deletes" and rv["requester"]["subject"] == "erin"
@@ -143,8 +152,11 @@ def test_answer_mode_fails_fast_then_passes_once_approved(g: KafkaGateway) -> No
     topic = f"events-{uuid.uuid4().hex[:6]}"
     g.cluster.create_topic(topic)
     admin = AdminClient(g.conf(g.token("ci-bot")))
-    api = Api(g)
+    with Api(g) as api:
+        _answer_mode(g, admin, api, topic)
 
+
+def _answer_mode(g: KafkaGateway, admin: AdminClient, api: Api, topic: str) -> None:
     def grow() -> None:
         admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
 
