@@ -6,14 +6,11 @@ id and the identical request passes once approved."""
 
 from __future__ import annotations
 
-import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions
@@ -21,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from tests.integration.gateway import free_port
 from tests.integration.kafkagw import KafkaGateway
 from tests.integration.kafkaserver import KafkaCluster
+from tests.integration.reviewapi import ReviewApi, in_background
 
 pytestmark = [pytest.mark.integration]
 
@@ -67,47 +65,9 @@ def g(
         gw.stop()
 
 
-class Api:
-    def __init__(self, g: KafkaGateway) -> None:
-        self.c = httpx.Client(
-            base_url=f"https://localhost:{g.api_port}",  # type: ignore[attr-defined]
-            verify=ssl.create_default_context(cafile=g.ca),
-        )
-        tok = g.gw.token("bob", "user", "1h", "--group", "platform")
-        self.h = {"Authorization": f"Bearer {tok}"}
-
-    def pending(self, timeout: float = 15.0) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = self.c.get("/api/v1/reviews", headers=self.h, params={"state": "pending"})
-            if got.json():
-                return got.json()[0]  # type: ignore[no-any-return]
-            time.sleep(0.1)
-        raise AssertionError("no pending review appeared")
-
-    def __enter__(self) -> Api:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.c.close()
-
-    def decide(self, rid: str, verb: str, reason: str) -> None:
-        r = self.c.post(f"/api/v1/reviews/{rid}/{verb}", headers=self.h, json={"reason": reason})
-        assert r.status_code == 200, r.text
-
-
-def _bg(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except Exception as e:  # the test looks at it
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
+def Api(g: Any) -> ReviewApi:
+    """A reviewer (bob, in the ``platform`` group) at the gateway's API."""
+    return ReviewApi(g.api_port, g.ca, g.gw.token("bob", "user", "1h", "--group", "platform"))
 
 
 def test_a_held_topic_delete_runs_after_approval_and_a_denied_one_never(g: KafkaGateway) -> None:
@@ -119,8 +79,12 @@ def test_a_held_topic_delete_runs_after_approval_and_a_denied_one_never(g: Kafka
         _held_then_denied(g, admin, api, keep, drop)
 
 
-def _held_then_denied(g: KafkaGateway, admin: AdminClient, api: Api, keep: str, drop: str) -> None:
-    th, out = _bg(lambda: admin.delete_topics([drop], request_timeout=60)[drop].result(70))
+def _held_then_denied(
+    g: KafkaGateway, admin: AdminClient, api: ReviewApi, keep: str, drop: str
+) -> None:
+    th, out = in_background(
+        lambda: admin.delete_topics([drop], request_timeout=60)[drop].result(70)
+    )
     rv = api.pending()
     assert rv["rule_id"] == "order-topic-deletes" and rv["requester"]["subject"] == "erin"
     assert rv["statement"] == f"DeleteTopics {drop}"
@@ -133,7 +97,9 @@ def _held_then_denied(g: KafkaGateway, admin: AdminClient, api: Api, keep: str, 
         assert time.monotonic() < deadline, "the approved delete did not reach the broker"
         time.sleep(0.3)
 
-    th, out = _bg(lambda: admin.delete_topics([keep], request_timeout=60)[keep].result(70))
+    th, out = in_background(
+        lambda: admin.delete_topics([keep], request_timeout=60)[keep].result(70)
+    )
     rv = api.pending()
     api.decide(rv["id"], "deny", "still in use")
     th.join(60)
@@ -156,7 +122,7 @@ def test_answer_mode_fails_fast_then_passes_once_approved(g: KafkaGateway) -> No
         _answer_mode(g, admin, api, topic)
 
 
-def _answer_mode(g: KafkaGateway, admin: AdminClient, api: Api, topic: str) -> None:
+def _answer_mode(g: KafkaGateway, admin: AdminClient, api: ReviewApi, topic: str) -> None:
     def grow() -> None:
         admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
 

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
-import httpx
 import pytest
 
 from tests.integration.gateway import BIN, free_port
+from tests.integration.reviewapi import ReviewApi, in_background
 from tests.integration.s3gw import S3Gateway
 from tests.integration.s3server import S3Server
 
@@ -67,42 +65,9 @@ def g(tmp_path_factory: pytest.TempPathFactory, s3server: S3Server) -> Iterator[
         gw.stop()
 
 
-class Api:
-    def __init__(self, g: S3Gateway) -> None:
-        self.g = g
-        self.c = httpx.Client(
-            base_url=f"https://localhost:{g.api_port}",  # type: ignore[attr-defined]
-            verify=ssl.create_default_context(cafile=g.ca),
-        )
-        tok = g.gw.token("bob", "user", "1h", "--group", "dba")
-        self.h = {"Authorization": f"Bearer {tok}"}
-
-    def pending(self, timeout: float = 10.0) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = self.c.get("/api/v1/reviews", headers=self.h, params={"state": "pending"})
-            if got.json():
-                return got.json()[0]  # type: ignore[no-any-return]
-            time.sleep(0.1)
-        raise AssertionError("no pending review appeared")
-
-    def decide(self, rid: str, verb: str, reason: str) -> None:
-        r = self.c.post(f"/api/v1/reviews/{rid}/{verb}", headers=self.h, json={"reason": reason})
-        assert r.status_code == 200, r.text
-
-
-def _bg(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except Exception as e:  # the test looks at it
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
+def Api(g: Any) -> ReviewApi:
+    """A reviewer (bob, in the ``dba`` group) at the gateway's API."""
+    return ReviewApi(g.api_port, g.ca, g.gw.token("bob", "user", "1h", "--group", "dba"))
 
 
 def test_a_held_delete_runs_after_approval_and_a_denied_one_never(g: S3Gateway) -> None:
@@ -112,7 +77,7 @@ def test_a_held_delete_runs_after_approval_and_a_denied_one_never(g: S3Gateway) 
     c.put_object(Bucket=bucket, Key="prod/users.csv", Body=b"id\n2\n")
     api = Api(g)
     try:
-        t, out = _bg(lambda: c.delete_object(Bucket=bucket, Key="prod/orders.csv"))
+        t, out = in_background(lambda: c.delete_object(Bucket=bucket, Key="prod/orders.csv"))
         rv = api.pending()
         assert rv["rule_id"] == "prod-deletes" and rv["requester"]["subject"] == "erin"
         assert rv["statement"].startswith(f"DELETE /{bucket}/prod/orders.csv")
@@ -122,7 +87,7 @@ def test_a_held_delete_runs_after_approval_and_a_denied_one_never(g: S3Gateway) 
         assert "error" not in out, out
         assert not g.s3.object_path(bucket, "prod/orders.csv").exists()
 
-        t, out = _bg(lambda: c.delete_object(Bucket=bucket, Key="prod/users.csv"))
+        t, out = in_background(lambda: c.delete_object(Bucket=bucket, Key="prod/users.csv"))
         rv = api.pending()
         api.decide(rv["id"], "deny", "not during the audit")
         t.join(20)

@@ -226,19 +226,7 @@ class GatewayRuntime:
         access, loop = self._access, asyncio.get_running_loop()
         sealer = keys.SecretSealer(keys.load_or_create_payload_key(s.access_key_key))
 
-        async def by_token(token: str, connection: str) -> Admitted:
-            r = await authenticate(token, connection)
-            return Admitted(
-                r.ok,
-                r.identity,
-                r.token_id,
-                r.reason,
-                r.denied,
-                r.expires_ns,
-                r.via,
-                r.grant,
-                r.window,
-            )
+        by_token = _admitted_by(authenticate)
 
         async def by_key(
             key_id: str, connection: str | None
@@ -293,19 +281,7 @@ class GatewayRuntime:
             return
         assert self.sink is not None
 
-        async def by_token(token: str, connection: str) -> Admitted:
-            r = await authenticate(token, connection)
-            return Admitted(
-                r.ok,
-                r.identity,
-                r.token_id,
-                r.reason,
-                r.denied,
-                r.expires_ns,
-                r.via,
-                r.grant,
-                r.window,
-            )
+        by_token = _admitted_by(authenticate)
 
         kl = s.config.listeners.kafka
         self.kafka = KafkaGateway(
@@ -486,6 +462,21 @@ def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
         else None,
         "value": resolve_secret(a.value, what=f"{where}.auth.value") if a.value else None,
     }
+
+
+def _admitted_by(
+    authenticate: Callable[[str, str], Awaitable[AuthResult]],
+) -> Callable[[str, str], Awaitable[Admitted]]:
+    """The token check the HTTP and Kafka listeners take: the access service's answer
+    as an ``Admitted``."""
+
+    async def by_token(token: str, connection: str) -> Admitted:
+        r = await authenticate(token, connection)
+        return Admitted(
+            r.ok, r.identity, r.token_id, r.reason, r.denied, r.expires_ns, r.via, r.grant, r.window
+        )
+
+    return by_token
 
 
 def kafka_credential(c: KafkaConnection) -> dict[str, str | None]:
