@@ -31,7 +31,8 @@ import yaml
 from _cluster import LEDGERGATE, BenchError, proc_stats, stop_process, wait_listening
 from _s3 import RssSampler, machine_busy_s, thread_cpu
 from tests.integration.kafkagw import free_block
-from tests.integration.kafkaserver import KafkaCluster, java_command
+from tests.integration.kafkaserver import KafkaCluster
+from tests.integration.kafkatools import java_command
 from tests.integration.pgcluster import clean_env, free_port
 
 __all__ = [

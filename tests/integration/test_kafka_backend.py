@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from tests.integration.kafkaserver import KafkaCluster, kafka_java_class, kcat_env
+from tests.integration.kafkaserver import KafkaCluster
+from tests.integration.kafkatools import kafka_java_class, kcat_env
 
 # Every client here answers within a second or two; a loaded CI machine gets this long.
 DEADLINE_S = 30.0

@@ -32,7 +32,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ledgergate.wire.kafka.records import Header, content_digest
 from tests.integration.kafkagw import KafkaGateway
-from tests.integration.kafkaserver import KafkaCluster, kafka_java_class
+from tests.integration.kafkaserver import KafkaCluster
+from tests.integration.kafkatools import kafka_java_class
 
 pytestmark = [pytest.mark.integration]
 
