@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ledgergate.wire.kafka.records import content_digest
 from tests.integration.kafkagw import KafkaGateway
@@ -91,27 +91,21 @@ def _terminated(kgw: KafkaGateway, subject: str) -> list[dict[str, Any]]:
 
 
 def _broker_has(kgw: KafkaGateway, topic: str) -> list[bytes]:
-    c = Consumer(
-        {
-            **kgw.cluster.sasl_config(),
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    c.subscribe([topic])
-    got: list[bytes] = []
-    idle = 0
+    """Every message the broker holds in the topic's one partition (read directly, up to
+    the high watermark, without a consumer group)."""
+    c = Consumer({**kgw.cluster.sasl_config(), "group.id": "check", "enable.auto.commit": False})
     try:
-        while idle < 6:
+        _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)
+        c.assign([TopicPartition(topic, 0, 0)])
+        got: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(got) < high and time.monotonic() < deadline:
             m = c.poll(0.5)
-            if m is None:
-                idle += 1
-                continue
-            if not m.error():
+            if m is not None and not m.error():
                 got.append(m.value())
-                idle = 0
     finally:
         c.close()
+    assert len(got) == high, (len(got), high)
     return got
 
 
@@ -172,3 +166,12 @@ def test_revoking_the_token_cuts_the_producer(kgw: KafkaGateway) -> None:
     rows = json.loads(kgw.gw.cli("token", "list", "--identity", "offboarded", "--json").stdout)
     kgw.gw.cli("token", "revoke", str(rows[-1]["id"]))
     _check_cut(kgw, "offboarded", topic, pipe, "token revoked")
+
+
+def test_disabling_the_identity_cuts_the_producer(kgw: KafkaGateway) -> None:
+    topic = f"logs-{uuid.uuid4().hex[:8]}"
+    kgw.cluster.create_topic(topic)
+    pipe = Pipeline(kgw.conf(kgw.token("leaver", "30d")), topic).start()
+    _wait(lambda: len(pipe.acked) >= 10, within=20)
+    kgw.gw.cli("identities", "disable", "leaver", "--reason", "offboarded")
+    _check_cut(kgw, "leaver", topic, pipe, "identity disabled")
