@@ -152,3 +152,20 @@ def test_corrupt_batch_is_refused_and_never_reaches_the_broker(kgw: KafkaGateway
     produced = [e for e in kgw.entries("chunk") if e["chunk"].get("topic") == topic]
     assert produced == []
     _still_serves(kgw, token)
+
+
+def test_a_malformed_request_body_closes_only_that_client(kgw: KafkaGateway) -> None:
+    """A Produce whose body stops short after a valid header: the client is refused and
+    recorded, the gateway goes on serving."""
+    token = kgw.token("fuzz")
+    r = Raw(kgw)
+    r.login(token)
+    r.corr += 1
+    head = km.encode_request_header(K.PRODUCE, 9, r.corr, "raw")
+    body = head + b"\x00\x00\x00"  # transactional id length, then nothing
+    r.send(struct.pack(">i", len(body)) + body)
+    assert r.closed()
+    kgw.indexed()
+    closes = [e for e in kgw.entries("session.close") if "malformed PRODUCE" in e["reason"]]
+    assert closes and closes[-1]["identity"]["subject"] == "fuzz"
+    _still_serves(kgw, token)

@@ -366,6 +366,9 @@ def test_transactional_read_process_write(kgw: KafkaGateway) -> None:
         (txid, [[source, 0, len(inputs)]])
     ]
     assert subjects(offsets) == {"processor"}
+    # The transaction's end: committed, by the processor, under its transactional id.
+    ends = [e for e in kgw.entries("txn.end") if e.get("transactional_id") == txid]
+    assert [e["committed"] for e in ends] == [True] and subjects(ends) == {"processor"}
     fetched = kgw.chunks(sink, "s2c")
     assert subjects(fetched) == {"downstream"}
     assert sorted(set(digests(fetched))) == sorted(digest(k, v, HEADERS) for k, v in outputs)

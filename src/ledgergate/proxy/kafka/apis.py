@@ -40,8 +40,11 @@ ADMIN = frozenset(
         if hasattr(K, n)
     }
 )
-# Consumer-group steps and transactions: ``group.*`` / ``txn.*`` entries as they pass.
-GROUP = frozenset({K.JOIN_GROUP, K.SYNC_GROUP, K.LEAVE_GROUP, K.OFFSET_COMMIT, K.TXN_OFFSET_COMMIT})
+# Consumer-group steps and the end of transactions: ``group.*`` / ``txn.end`` entries
+# as they pass.
+GROUP = frozenset(
+    {K.JOIN_GROUP, K.SYNC_GROUP, K.LEAVE_GROUP, K.OFFSET_COMMIT, K.TXN_OFFSET_COMMIT, K.END_TXN}
+)
 # APIs passed through as they are: they carry no broker address and nothing the ledger
 # records beyond the session (reads of metadata, offsets, group state, telemetry).
 PASS_THROUGH_NAMES = (
@@ -53,7 +56,6 @@ PASS_THROUGH_NAMES = (
     "INIT_PRODUCER_ID",
     "ADD_PARTITIONS_TO_TXN",
     "ADD_OFFSETS_TO_TXN",
-    "END_TXN",
     "DESCRIBE_ACLS",
     "DESCRIBE_CONFIGS",
     "DESCRIBE_LOG_DIRS",

@@ -141,13 +141,20 @@ class KafkaClientConn(asyncio.Protocol):
             self.reject(f"malformed request header: {e}")
             return
         key = h.api_key
-        if self.session is None or key in PRE_AUTH:
-            self.sasl.request(h, f)
-            return
-        if not self.traffic.allowed(key, h.api_version):
-            self.reject(f"request {api_name(key)} v{h.api_version} is not one the gateway offers")
-            return
-        self.traffic.request(h, f)
+        try:
+            if self.session is None or key in PRE_AUTH:
+                self.sasl.request(h, f)
+                return
+            if not self.traffic.allowed(key, h.api_version):
+                self.reject(
+                    f"request {api_name(key)} v{h.api_version} is not one the gateway offers"
+                )
+                return
+            self.traffic.request(h, f)
+        except km.KafkaCodecError as e:  # a body that does not parse: that client only
+            self.reject(f"malformed {api_name(key)} v{h.api_version} request: {e}")
+        except LedgerUnavailable:  # nothing passes unrecorded
+            self.reject("the audit ledger is unavailable: the request was not sent")
 
     def expect(self, h: km.RequestHeader, ctx: Any = None) -> Slot:
         """A slot for a request the broker answers (in arrival order)."""

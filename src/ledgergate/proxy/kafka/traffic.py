@@ -379,6 +379,9 @@ class Traffic(Guard):
             with contextlib.suppress(km.KafkaCodecError):
                 msg = km.decode_request(h.api_key, h.api_version, f[h.size :])
                 for k in (
+                    "committed",
+                    "producer_id",
+                    "producer_epoch",
                     "group_id",
                     "member_id",
                     "group_instance_id",
@@ -400,6 +403,7 @@ class Traffic(Guard):
             K.LEAVE_GROUP: "group.leave",
             K.OFFSET_COMMIT: "group.commit",
             K.TXN_OFFSET_COMMIT: "group.commit",
+            K.END_TXN: "txn.end",
         }[K(h.api_key)]
         self.gw.sink.submit([s.recorder.event(now_ns(), kind, **fields)])
 
