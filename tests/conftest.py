@@ -13,3 +13,10 @@ settings.register_profile("ci", max_examples=100, deadline=None)
 settings.register_profile("deep", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 pytest_plugins = ["tests.integration.fixtures"]
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    """Stop the PostgreSQL store server if a test started one (tests/storeserver.py)."""
+    from tests.storeserver import stop_store_server
+
+    stop_store_server()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ledgergate.store.sqlite import _MIGRATIONS
+from ledgergate.store.sqlite_schema import MIGRATIONS
 
 __all__ = ["old_database"]
 
@@ -16,7 +16,7 @@ def old_database(path: Path, version: int) -> sqlite3.Connection:
     caller to add rows (then commit and close)."""
     raw = sqlite3.connect(path)
     raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ns INTEGER)")
-    for v, script in _MIGRATIONS:
+    for v, script in MIGRATIONS:
         if v <= version:
             raw.executescript(script)
             raw.execute("INSERT INTO schema_version VALUES (?, 0)", (v,))

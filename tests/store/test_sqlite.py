@@ -19,6 +19,7 @@ from ledgergate.store import (
     sqlite_path,
 )
 from ledgergate.store.sqlite import BULK_MIN_ROWS, SCHEMA_VERSION
+from tests.store.conftest import Opener
 
 
 def _url(p: Path) -> str:
@@ -52,9 +53,7 @@ def test_sqlite_url(url: str, path: str) -> None:
     assert sqlite_path(url) == Path(path)
 
 
-@pytest.mark.parametrize(
-    "url", ["postgresql://h/db", "mysql://x", "sqlite://", "sqlite:///:memory:"]
-)
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://", "sqlite:///:memory:"])
 def test_unsupported_urls(url: str) -> None:
     with pytest.raises(StoreError):
         open_store(url)
@@ -117,8 +116,8 @@ def test_not_a_database(tmp_path: Path) -> None:
         open_store(_url(db))
 
 
-def test_entries_round_trip_and_queries(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path / "l.db"))
+def test_entries_round_trip_and_queries(open_st: Opener) -> None:
+    st = open_st()
     with st.transaction():
         st.insert_entries(
             [
@@ -153,8 +152,8 @@ def test_entries_round_trip_and_queries(tmp_path: Path) -> None:
     st.close()
 
 
-def test_transaction_rolls_back_and_does_not_nest(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path / "l.db"))
+def test_transaction_rolls_back_and_does_not_nest(open_st: Opener) -> None:
+    st = open_st()
     with pytest.raises(RuntimeError), st.transaction():
         st.put_stream_state("s", b"x", 1)
         raise RuntimeError("boom")
@@ -167,8 +166,8 @@ def test_transaction_rolls_back_and_does_not_nest(tmp_path: Path) -> None:
     assert st.stream_states() == {"s": b"y"}
 
 
-def test_checkpoints_payloads_tokens(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path / "l.db"))
+def test_checkpoints_payloads_tokens(open_st: Opener) -> None:
+    st = open_st()
     with st.transaction():
         st.put_checkpoint(CheckpointRow("s", 10, 1, b"r" * 32, "note10"))
         st.put_checkpoint(CheckpointRow("s", 5, 1, b"q" * 32, "note5"))
@@ -199,9 +198,8 @@ def test_checkpoints_payloads_tokens(tmp_path: Path) -> None:
         st.insert_token(TokenRow("tok_3", b"k" * 32, "bob", "robot", 1, 100, None, None, None))
 
 
-def test_two_connections_share_the_file(tmp_path: Path) -> None:
-    url = _url(tmp_path / "l.db")
-    a, b = open_store(url), open_store(url)
+def test_two_handles_share_the_store(open_st: Opener) -> None:
+    a, b = open_st(), open_st()
     with a.transaction():
         a.put_stream_state("s", b"1", 1)
     assert b.get_stream_state("s") == b"1"
@@ -211,13 +209,11 @@ def test_two_connections_share_the_file(tmp_path: Path) -> None:
     assert a.get_stream_state("s") == b"2"
 
 
-def test_concurrent_writers_wait_for_the_lock(tmp_path: Path) -> None:
-    url = _url(tmp_path / "l.db")
-    open_store(url).close()
+def test_concurrent_writers_wait_for_the_lock(open_st: Opener) -> None:
     errors: list[BaseException] = []
 
     def work(name: str) -> None:
-        st = open_store(url)  # one store per thread
+        st = open_st()  # one store per thread
         try:
             for i in range(50):
                 with st.transaction():
@@ -233,7 +229,7 @@ def test_concurrent_writers_wait_for_the_lock(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    st = open_store(url)
+    st = open_st()
     assert all(st.max_seq(f"s{i}") == 49 for i in range(4))
 
 

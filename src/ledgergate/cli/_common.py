@@ -30,7 +30,7 @@ from ledgergate.services.keys import (
     parse_verifier_keys,
 )
 from ledgergate.services.ledger import LedgerUnavailable, LedgerWriter, recover_journals
-from ledgergate.store import Store, StoreError, open_store
+from ledgergate.store import Store, StoreError
 
 __all__ = [
     "ConfigOpt",
@@ -96,7 +96,7 @@ class Env:
     def store(self) -> Store:
         if self._store is None:
             try:
-                self._store = open_store(self.settings.store_url)
+                self._store = self.settings.open_store()
                 # A gateway killed before its store caught up left entries in its
                 # journal: what the CLI reads must include them.
                 recover_journals(self._store, self.settings.journal_root)

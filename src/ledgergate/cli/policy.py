@@ -31,7 +31,7 @@ from ledgergate.services.config import Settings, load_settings
 from ledgergate.services.ledger import LedgerUnavailable
 from ledgergate.services.policy import describe as describe_policy
 from ledgergate.services.policy import explain as explain_policy
-from ledgergate.store import PolicyRuleRow, StoreError, open_store, sqlite_path
+from ledgergate.store import PolicyRuleRow, StoreError, sqlite_path
 
 app = typer.Typer(no_args_is_help=True, help="Check a policy and explain its decisions.")
 rules_app = typer.Typer(
@@ -49,7 +49,7 @@ def _stored(s: Settings) -> list[PolicyRuleRow]:
     try:
         if url.startswith("sqlite:") and not sqlite_path(url).exists():
             return []
-        st = open_store(url)
+        st = s.open_store()
     except StoreError as e:
         typer.echo(f"ledgergate: the store does not answer ({e}); the file's rules only", err=True)
         return []

@@ -229,9 +229,8 @@ def _demo_banner(
         load_or_create_payload_key,
     )
     from ledgergate.services.ledger import LedgerWriter
-    from ledgergate.store import open_store
 
-    store = open_store(settings.store_url)
+    store = settings.open_store()
     signer = load_or_create_ledger_signer(settings.ledger_key, settings.key_name)
     w = LedgerWriter.open(store, settings.cli_stream, signer, shared=True)
     now = time.time_ns()

@@ -779,6 +779,9 @@ class NotificationSettings(_Strict):
 class Config(_Strict):
     data_dir: str = "./ledgergate-data"
     store: str | None = None  # default: sqlite:///<data_dir>/ledgergate.db
+    # The PostgreSQL store's password (env:VAR, file:PATH or a literal; never shown),
+    # kept out of the ``store`` URL; libpq's PGPASSFILE works too.
+    store_password: str | None = None
     gateway_name: str | None = None  # default: the host name
     listeners: Listeners = Listeners()
     tls: TlsSettings = TlsSettings()

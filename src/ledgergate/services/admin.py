@@ -98,7 +98,7 @@ class AdminService:
         self._signer = signer
         self._on_change = on_change
         self._worker = LedgerWorker(
-            settings.store_url, f"api@{settings.gateway_name}", signer, name="api"
+            settings.open_store, f"api@{settings.gateway_name}", signer, name="api"
         )
         self._codes: OrderedDict[str, tuple[int, str, dict[str, Any]]] = OrderedDict()
         self._oidc: Any = None

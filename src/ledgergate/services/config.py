@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ledgergate.core.config import Config, ConfigError, Connection, parse_config, split_address
+from ledgergate.store import Store, open_store
 
 __all__ = ["Settings", "load_settings", "resolve_secret"]
 
@@ -53,7 +54,7 @@ class Settings:
     config: Config
     source: Path | None  # the file it came from, if any
     data_dir: Path
-    store_url: str
+    store_url: str  # never holds a password (that is ``store_password``)
     tls_cert: Path
     tls_key: Path
     ledger_key: Path
@@ -66,6 +67,11 @@ class Settings:
     worker: int = 0
     worker_key: bytes = dataclasses.field(default=b"", repr=False)
     listen_fds: tuple[int, ...] = ()
+    store_password: str | None = dataclasses.field(default=None, repr=False)
+
+    def open_store(self, *, durable: bool = False) -> Store:
+        """A new handle on the configured store (one per thread, see ``store.base``)."""
+        return open_store(self.store_url, durable=durable, password=self.store_password)
 
     def for_worker(
         self, worker: int, key: bytes = b"", listen_fds: tuple[int, ...] = ()
@@ -141,6 +147,7 @@ def load_settings(
         source=source,
         data_dir=ddir,
         store_url=store,
+        store_password=resolve_secret(cfg.store_password, what="store_password"),
         tls_cert=Path(cfg.tls.cert) if cfg.tls.cert else ddir / "tls" / "server.crt",
         tls_key=Path(cfg.tls.key) if cfg.tls.key else ddir / "tls" / "server.key",
         ledger_key=Path(cfg.ledger.key) if cfg.ledger.key else ddir / "keys" / "ledger.ed25519",

@@ -46,7 +46,6 @@ from ledgergate.services.config import Settings, api_public_url, resolve_secret
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
-from ledgergate.store import open_store
 
 __all__ = ["Addon", "GatewayRuntime", "held_credential", "run_gateway"]
 
@@ -104,7 +103,7 @@ class GatewayRuntime:
 
         def open_writer() -> LedgerWriter:
             return LedgerWriter.open(
-                open_store(s.store_url),
+                s.open_store(),
                 s.stream,
                 signer,
                 checkpoint_every_entries=lcfg.checkpoint_every_entries,
@@ -324,7 +323,7 @@ class GatewayRuntime:
             verify_jwt = verifier.verify
             looks_like_jwt = _looks
         return AccessControl(
-            s.config, open_store(s.store_url), verify_jwt=verify_jwt, looks_like_jwt=looks_like_jwt
+            s.config, s.open_store(), verify_jwt=verify_jwt, looks_like_jwt=looks_like_jwt
         )
 
     async def _watch_sessions(self) -> None:

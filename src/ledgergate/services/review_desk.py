@@ -73,7 +73,7 @@ class GatewayReviewDesk:
         self.notifier = notifier  # services.notify.Notifier, or None (no webhooks)
         self.attempts: list[dict[str, Any]] = []  # the notifier's records of the drain
         self._worker = LedgerWorker(
-            settings.store_url, f"reviews@{settings.gateway_name}", signer, name="review"
+            settings.open_store, f"reviews@{settings.gateway_name}", signer, name="review"
         )
         self._waiting: dict[str, list[asyncio.Future[Review]]] = {}
         self._poll: asyncio.Task[None] | None = None

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.services.ledger import LedgerWriter
-from ledgergate.store import Store, open_store
+from ledgergate.store import Store
 
 __all__ = ["LedgerWorker"]
 
@@ -24,8 +24,10 @@ T = TypeVar("T")
 
 
 class LedgerWorker:
-    def __init__(self, store_url: str, stream: str, signer: Signer, *, name: str) -> None:
-        self.store_url = store_url
+    def __init__(
+        self, open_store: Callable[[], Store], stream: str, signer: Signer, *, name: str
+    ) -> None:
+        self._open_store = open_store
         self.stream = stream
         self._signer = signer
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
@@ -36,7 +38,7 @@ class LedgerWorker:
         await self.run(self._open)
 
     def _open(self) -> None:
-        self.store = open_store(self.store_url)
+        self.store = self._open_store()
         self.writer = LedgerWriter.open(
             self.store, self.stream, self._signer, shared=True, owns_store=False
         )

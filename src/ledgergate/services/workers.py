@@ -49,7 +49,6 @@ from pathlib import Path
 from ledgergate.proxy.pg import LISTEN_BACKLOG
 from ledgergate.services import keys
 from ledgergate.services.config import Settings
-from ledgergate.store import open_store
 
 __all__ = [
     "RestartPolicy",
@@ -110,7 +109,7 @@ def prepare(settings: Settings) -> None:
     if not s.config.policy.masking_key:
         keys.load_or_create_payload_key(s.data_dir / "keys" / "masking.key")
     keys.load_or_create_tls(s.tls_cert, s.tls_key, [s.gateway_name, "localhost"])
-    open_store(s.store_url).close()  # runs the schema migrations once
+    s.open_store().close()  # runs the schema migrations once
 
 
 def _socket(family: int, addr: tuple[object, ...], *, reuse_port: bool) -> socket.socket:

@@ -1,8 +1,10 @@
 """Persistence: one interface (``Store``), engines behind it, chosen by URL.
 
 ``open_store("sqlite:///abs/path.db")`` opens (and creates, with its parent directories
-and schema) an SQLite database. A PostgreSQL engine will answer ``postgresql://`` URLs
-behind the same interface.
+and schema) an SQLite database, the embedded default; ``open_store("postgresql://user@host
+/db?sslmode=verify-full", password=…)`` a PostgreSQL database shared by several gateways
+(any libpq connection URL; the password may also come from libpq's own PGPASSFILE).
+Both run their schema migrations when opened.
 """
 
 from __future__ import annotations
@@ -21,21 +23,25 @@ from ledgergate.store.base import (
     StoreError,
     TokenRow,
 )
+from ledgergate.store.postgres import ChangeListener, PostgresStore, redact_url
 from ledgergate.store.sqlite import SqliteStore, open_sqlite
 
 __all__ = [
+    "ChangeListener",
     "CheckpointRow",
     "EntryRow",
     "GrantRow",
     "IdentityRow",
     "OutboxRow",
     "PolicyRuleRow",
+    "PostgresStore",
     "ReviewRow",
     "SqliteStore",
     "Store",
     "StoreError",
     "TokenRow",
     "open_store",
+    "redact_url",
     "sqlite_path",
 ]
 
@@ -56,11 +62,15 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-def open_store(url: str, *, durable: bool = False) -> Store:
-    """Open the store a URL names. ``durable``: fsync every commit (see ``Store``)."""
+def open_store(url: str, *, durable: bool = False, password: str | None = None) -> Store:
+    """Open the store a URL names. ``durable``: every commit reaches the disk before it
+    returns (see ``Store``). ``password``: the PostgreSQL password, kept out of the URL."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         return open_sqlite(sqlite_path(url), durable=durable)
     if scheme in ("postgres", "postgresql"):
-        raise StoreError("the PostgreSQL store engine is not available yet; use sqlite:///PATH")
-    raise StoreError(f"unsupported store URL scheme {scheme!r} (use sqlite:///abs/path.db)")
+        return PostgresStore(url, password=password, durable=durable)
+    raise StoreError(
+        f"unsupported store URL scheme {scheme!r} "
+        "(use sqlite:///abs/path.db or postgresql://user@host/db)"
+    )

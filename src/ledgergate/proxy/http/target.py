@@ -15,7 +15,6 @@ from ledgergate.wire.s3 import sigv4
 __all__ = ["Admitted", "HttpTarget", "KeyAuth", "TokenAuth"]
 
 
-
 @dataclass(slots=True)
 class HttpTarget:
     """An admitted request: where it goes and what the client signed."""

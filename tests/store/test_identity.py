@@ -1,4 +1,4 @@
-"""Tokens, identities, grants and the access epoch in the SQLite engine."""
+"""Tokens, identities, grants and the access epoch, on both engines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from ledgergate.store import GrantRow, IdentityRow, TokenRow, open_store
-from ledgergate.store.sqlite import _MIGRATIONS
+from ledgergate.store.sqlite_schema import MIGRATIONS
+from tests.store.conftest import Opener
 
 
 def _url(p: Path) -> str:
@@ -29,8 +30,8 @@ def _token(i: int, **kw: object) -> TokenRow:
     return TokenRow(**base)  # type: ignore[arg-type]
 
 
-def test_token_columns_round_trip_and_revocation_raises_the_epoch(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path / "l.db"))
+def test_token_columns_round_trip_and_revocation_raises_the_epoch(open_st: Opener) -> None:
+    st = open_st()
     t1 = _token(1, purpose="session", groups=("dba", "eng"), connections=("prod-*",))
     t2 = _token(2, identity="alice", kind="user", rotated_from="tok_1")
     with st.transaction():
@@ -52,8 +53,8 @@ def test_token_columns_round_trip_and_revocation_raises_the_epoch(tmp_path: Path
     st.close()
 
 
-def test_identities_and_grants(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path / "l.db"))
+def test_identities_and_grants(open_st: Opener) -> None:
+    st = open_st()
     alice = IdentityRow(
         name="alice@example.com",
         kind="user",
@@ -95,7 +96,7 @@ def test_a_version_1_database_is_migrated_with_its_tokens(tmp_path: Path) -> Non
     db = tmp_path / "old.db"
     raw = sqlite3.connect(db)
     raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ns INTEGER)")
-    raw.executescript(_MIGRATIONS[0][1])
+    raw.executescript(MIGRATIONS[0][1])
     raw.execute("INSERT INTO schema_version VALUES (1, 0)")
     raw.execute(
         "INSERT INTO tokens VALUES ('tok_a', ?, 'bob', 'user', 1, 99, NULL, NULL, 'cli')",

@@ -1,10 +1,11 @@
-"""Policy rules and the policy epoch in the SQLite engine (migration 3)."""
+"""Policy rules and the policy epoch, on both engines (SQLite migration 3)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ledgergate.store import PolicyRuleRow, open_store
+from tests.store.conftest import Opener
 from tests.store.migrations import old_database
 
 
@@ -12,8 +13,8 @@ def _row(rule_id: str, position: int, body: str = '{"deny":{"kinds":["ddl"]}}') 
     return PolicyRuleRow(rule_id, body, position, 10, "cli:ann", 20, "api:bob")
 
 
-def test_rules_round_trip_in_order_and_every_change_raises_the_epoch(tmp_path: Path) -> None:
-    st = open_store(f"sqlite://{tmp_path / 'l.db'}")
+def test_rules_round_trip_in_order_and_every_change_raises_the_epoch(open_st: Opener) -> None:
+    st = open_st()
     assert st.list_policy_rules() == [] and st.policy_epoch() == 0
     a, b, c = _row("a", 2), _row("b", 0), _row("c", 1, '{"mask":{"columns":["*.*.email"]}}')
     with st.transaction():
@@ -33,9 +34,8 @@ def test_rules_round_trip_in_order_and_every_change_raises_the_epoch(tmp_path: P
     st.close()
 
 
-def test_two_handles_see_each_others_changes(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path / 'l.db'}"
-    one, two = open_store(url), open_store(url)
+def test_two_handles_see_each_others_changes(open_st: Opener) -> None:
+    one, two = open_st(), open_st()
     one.put_policy_rule(_row("x", 0))
     assert two.policy_epoch() == 1 and [r.id for r in two.list_policy_rules()] == ["x"]
     one.close()

@@ -1,71 +1,22 @@
-"""SQLite engine, part two: tokens, identities, grants and the access epoch.
+"""Tokens, identities, grants and the access epoch, for both SQL engines.
 
-Owns the SQL for what decides who may hold a session (``SqliteStore`` mixes this in; the
-schema lives with the other migrations in ``store.sqlite``). Lists are stored as JSON
-text. No rules here: token policy, roles and grants are decided in ``core`` and
-``services``.
+Owns the SQL for what decides who may hold a session (each engine mixes this in; the
+DDL is the engine's). Lists are stored as JSON text. Every change that can end open
+sessions raises the access epoch through ``_access_changed`` (the PostgreSQL engine also
+announces it with NOTIFY). No rules here: token policy, roles and grants are decided in
+``core`` and ``services``.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from ledgergate.store.base import GrantRow, IdentityRow, StoreError, TokenRow
+from ledgergate.store.base import GrantRow, IdentityRow, TokenRow
+from ledgergate.store.sql import Db, json_list, list_json, translated, upsert
 
-__all__ = ["ACCESS_KEY_SCHEMA", "IDENTITY_SCHEMA", "IdentityTables", "translated"]
+__all__ = ["TOKEN_COLS", "IdentityTables", "token_row"]
 
-IDENTITY_SCHEMA = """
-ALTER TABLE tokens ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api';
-ALTER TABLE tokens ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE tokens ADD COLUMN connections TEXT;
-ALTER TABLE tokens ADD COLUMN rotated_from TEXT;
-CREATE INDEX tokens_identity ON tokens(identity);
-CREATE TABLE identities (
-  name TEXT PRIMARY KEY,
-  kind TEXT NOT NULL CHECK (kind IN ('user', 'service')),
-  source TEXT NOT NULL,
-  email TEXT,
-  display_name TEXT,
-  groups TEXT NOT NULL DEFAULT '[]',
-  disabled_ns INTEGER,
-  disabled_by TEXT,
-  disabled_reason TEXT,
-  scim_id TEXT UNIQUE,
-  external_id TEXT,
-  created_ns INTEGER NOT NULL,
-  updated_ns INTEGER NOT NULL,
-  last_login_ns INTEGER,
-  description TEXT
-);
-CREATE TABLE grants (
-  id TEXT PRIMARY KEY,
-  connections TEXT NOT NULL,
-  groups TEXT NOT NULL,
-  identities TEXT NOT NULL,
-  created_ns INTEGER NOT NULL,
-  created_by TEXT
-);
-CREATE TABLE access_epoch (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  epoch INTEGER NOT NULL
-);
-INSERT INTO access_epoch (id, epoch) VALUES (1, 0);
-"""
-
-# S3 access keys: the token (identity, expiry, revocation, scope) they belong to, and
-# the secret sealed under the gateway's access-key key (a SigV4 verifier needs the
-# secret itself, so it cannot be a hash).
-ACCESS_KEY_SCHEMA = """
-CREATE TABLE access_keys (
-  key_id TEXT PRIMARY KEY,
-  token_id TEXT NOT NULL UNIQUE REFERENCES tokens(id),
-  sealed_secret BLOB NOT NULL
-);
-"""
 
 TOKEN_COLS = (
     "id, token_hash, identity, kind, created_ns, expires_ns, revoked_ns, last_used_ns, "
@@ -76,39 +27,9 @@ _IDENTITY_COLS = (
     "disabled_reason, scim_id, external_id, created_ns, updated_ns, last_login_ns, description"
 )
 _GRANT_COLS = "id, connections, groups, identities, created_ns, created_by"
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn ``sqlite3`` errors into ``StoreError`` (the edge of the engine)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as e:
-            raise StoreError(f"sqlite store: {fn.__name__}: {e}") from e
-
-    return wrapper
-
-
+_UPSERT_IDENTITY = upsert("identities", _IDENTITY_COLS, "name")
 # Ids per IN (...) query: far below SQLite's host-parameter limit.
 _IN_CHUNK = 500
-
-
-def _list(v: object) -> tuple[str, ...]:
-    if not isinstance(v, str | bytes) or not v:
-        return ()
-    try:
-        data = json.loads(v)
-    except ValueError:
-        return ()
-    return tuple(str(x) for x in data) if isinstance(data, list) else ()
-
-
-def _json(v: Sequence[str] | None) -> str | None:
-    return None if v is None else json.dumps(list(v), separators=(",", ":"))
 
 
 def token_row(r: Sequence[Any]) -> TokenRow:
@@ -125,8 +46,8 @@ def token_row(r: Sequence[Any]) -> TokenRow:
         r[7],
         r[8],
         r[9],
-        _list(r[10]),
-        None if r[11] is None else _list(r[11]),
+        json_list(r[10]),
+        None if r[11] is None else json_list(r[11]),
         r[12],
     )
 
@@ -138,7 +59,7 @@ def _identity(r: Sequence[Any]) -> IdentityRow:
         source=r[2],
         email=r[3],
         display_name=r[4],
-        groups=_list(r[5]),
+        groups=json_list(r[5]),
         disabled_ns=r[6],
         disabled_by=r[7],
         disabled_reason=r[8],
@@ -152,13 +73,13 @@ def _identity(r: Sequence[Any]) -> IdentityRow:
 
 
 def _grant(r: Sequence[Any]) -> GrantRow:
-    return GrantRow(r[0], _list(r[1]), _list(r[2]), _list(r[3]), r[4], r[5])
+    return GrantRow(r[0], json_list(r[1]), json_list(r[2]), json_list(r[3]), r[4], r[5])
 
 
 class IdentityTables:
-    """Token, identity and grant operations of ``SqliteStore`` (see ``store.base``)."""
+    """Token, identity and grant operations (see ``store.base``)."""
 
-    _db: sqlite3.Connection
+    _db: Db
 
     # -- tokens -------------------------------------------------------------------------
     @translated
@@ -176,8 +97,8 @@ class IdentityTables:
                 row.last_used_ns,
                 row.created_by,
                 row.purpose,
-                _json(row.groups),
-                _json(row.connections),
+                list_json(row.groups),
+                list_json(row.connections),
                 row.rotated_from,
             ),
         )
@@ -265,15 +186,14 @@ class IdentityTables:
     def put_identity(self, row: IdentityRow) -> None:
         before = self.get_identity(row.name)
         self._db.execute(
-            f"INSERT OR REPLACE INTO identities ({_IDENTITY_COLS}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _UPSERT_IDENTITY,
             (
                 row.name,
                 row.kind,
                 row.source,
                 row.email,
                 row.display_name,
-                _json(row.groups),
+                list_json(row.groups),
                 row.disabled_ns,
                 row.disabled_by,
                 row.disabled_reason,
@@ -317,9 +237,9 @@ class IdentityTables:
             f"INSERT INTO grants ({_GRANT_COLS}) VALUES (?,?,?,?,?,?)",
             (
                 row.id,
-                _json(row.connections),
-                _json(row.groups),
-                _json(row.identities),
+                list_json(row.connections),
+                list_json(row.groups),
+                list_json(row.identities),
                 row.created_ns,
                 row.created_by,
             ),

@@ -1,40 +1,23 @@
-"""SQLite engine, part three: policy rules kept in the store, and the policy epoch.
+"""Policy rules kept in the store, and the policy epoch, for both SQL engines.
 
-Owns the SQL for the rules added through the API or the CLI (``SqliteStore`` mixes this
-in; the schema is migration 3 in ``store.sqlite``). A rule's body is stored as JSON text
+Owns the SQL for the rules added through the API or the CLI (each engine mixes this in;
+the DDL is the engine's). A rule's body is stored as JSON text
 and read back as such: validating it, and combining it with the configuration file's
 rules, is ``core.policy``'s and ``services``' business, never the store's.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from ledgergate.store.base import PolicyRuleRow
-from ledgergate.store.sqlite_identity import translated
+from ledgergate.store.sql import Db, translated, upsert
 
-__all__ = ["POLICY_SCHEMA", "PolicyTables"]
-
-POLICY_SCHEMA = """
-CREATE TABLE policy_rules (
-  id TEXT PRIMARY KEY,
-  body TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  created_ns INTEGER NOT NULL,
-  created_by TEXT,
-  updated_ns INTEGER NOT NULL,
-  updated_by TEXT
-);
-CREATE TABLE policy_epoch (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  epoch INTEGER NOT NULL
-);
-INSERT INTO policy_epoch (id, epoch) VALUES (1, 0);
-"""
+__all__ = ["PolicyTables"]
 
 _COLS = "id, body, position, created_ns, created_by, updated_ns, updated_by"
+_UPSERT = upsert("policy_rules", _COLS, "id")
 
 
 def _text(v: object) -> str:
@@ -48,9 +31,9 @@ def _row(r: Sequence[Any]) -> PolicyRuleRow:
 
 
 class PolicyTables:
-    """Policy rule operations of ``SqliteStore`` (see ``store.base``)."""
+    """Policy rule operations (see ``store.base``)."""
 
-    _db: sqlite3.Connection
+    _db: Db
 
     @translated
     def list_policy_rules(self) -> list[PolicyRuleRow]:
@@ -62,7 +45,7 @@ class PolicyTables:
     @translated
     def put_policy_rule(self, row: PolicyRuleRow) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO policy_rules ({_COLS}) VALUES (?,?,?,?,?,?,?)",
+            _UPSERT,
             (
                 row.id,
                 row.body,

@@ -1,5 +1,5 @@
-"""Reviews, the review epoch and the notification outbox in the SQLite engine
-(migration 4): filters, due reviews, leases that keep two workers off one row."""
+"""Reviews, the review epoch and the notification outbox, on both engines (SQLite
+migration 4): filters, due reviews, leases that keep two workers off one row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 from ledgergate.store import ReviewRow, Store, open_store
-from ledgergate.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
+from ledgergate.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from tests.store.conftest import Opener
 
 S = 10**9
 
@@ -31,8 +32,8 @@ def _row(
     return ReviewRow(rid, kind, state, connection, requester, binding, created, created, due, "{}")
 
 
-def test_reviews_round_trip_filter_and_raise_the_epoch(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path))
+def test_reviews_round_trip_filter_and_raise_the_epoch(open_st: Opener) -> None:
+    st = open_st()
     assert SCHEMA_VERSION >= 4
     assert st.review_epoch() == 0 and st.list_reviews() == [] and st.get_review("x") is None
     a = _row("rv_a", created=1)
@@ -64,8 +65,8 @@ def test_reviews_round_trip_filter_and_raise_the_epoch(tmp_path: Path) -> None:
     st.close()
 
 
-def test_a_second_handle_sees_the_epoch_move(tmp_path: Path) -> None:
-    one, two = open_store(_url(tmp_path)), open_store(_url(tmp_path))
+def test_a_second_handle_sees_the_epoch_move(open_st: Opener) -> None:
+    one, two = open_st(), open_st()
     seen = two.review_epoch()
     one.put_review(_row("rv_1"))
     assert two.review_epoch() == seen + 1 and two.get_review("rv_1") is not None
@@ -73,8 +74,8 @@ def test_a_second_handle_sees_the_epoch_move(tmp_path: Path) -> None:
     two.close()
 
 
-def test_outbox_claims_leases_and_retries(tmp_path: Path) -> None:
-    st = open_store(_url(tmp_path))
+def test_outbox_claims_leases_and_retries(open_st: Opener) -> None:
+    st = open_st()
     with st.transaction():
         ids = [st.add_outbox("rv_1", ev, f'{{"n":{i}}}', 100 + i) for i, ev in enumerate("abc")]
     assert ids == sorted(ids)
@@ -110,9 +111,8 @@ def test_outbox_claims_leases_and_retries(tmp_path: Path) -> None:
     st.close()
 
 
-def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
-    url = _url(tmp_path)
-    setup = open_store(url)
+def test_two_workers_never_claim_the_same_row(open_st: Opener) -> None:
+    setup = open_st()
     with setup.transaction():
         for i in range(300):
             setup.add_outbox(f"rv_{i}", "requested", "{}", 1)
@@ -120,7 +120,7 @@ def test_two_workers_never_claim_the_same_row(tmp_path: Path) -> None:
     claimed: dict[str, list[int]] = {}
 
     def work(owner: str) -> None:
-        st: Store = open_store(url)
+        st: Store = open_st()
         mine: list[int] = []
         while batch := st.claim_outbox(owner, 2, 7, 10**15):
             mine += [o.id for o in batch]
@@ -140,7 +140,7 @@ def test_a_version_3_database_is_migrated(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     raw = sqlite3.connect(db)
     raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ns INTEGER)")
-    for version, script in _MIGRATIONS[:3]:
+    for version, script in MIGRATIONS[:3]:
         raw.executescript(script)
         raw.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
     raw.execute("INSERT INTO policy_rules VALUES ('r', '{}', 0, 1, 'c', 1, 'c')")

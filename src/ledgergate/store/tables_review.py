@@ -1,67 +1,26 @@
-"""SQLite engine, part four: just-in-time reviews, the review epoch, and the outbox of
-notifications about them.
+"""Just-in-time reviews, the review epoch, and the outbox of notifications about them,
+for both SQL engines.
 
-Owns the SQL for reviews (``SqliteStore`` mixes this in; the schema is migration 4 in
-``store.sqlite``). A review's body is JSON text written and read by ``core.review``;
-the indexed columns are copies for finding reviews. Every write of a review raises the
-review epoch, which gateways sharing the file poll. The outbox holds one row per review
+Owns the SQL for reviews (each engine mixes this in; the DDL is the engine's). A
+review's body is JSON text written and read by ``core.review``; the indexed columns are
+copies for finding reviews. Every write of a review raises the
+review epoch, which gateways sharing the store watch. The outbox holds one row per review
 event to notify about, claimed by delivery workers under a lease so two workers never
 send the same row at once. No rules here: who may decide what is ``core``'s business.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from ledgergate.store.base import OutboxRow, ReviewRow
-from ledgergate.store.sqlite_identity import translated
+from ledgergate.store.sql import Db, translated, upsert
 
-__all__ = ["REVIEW_SCHEMA", "ReviewTables"]
-
-REVIEW_SCHEMA = """
-CREATE TABLE reviews (
-  id TEXT PRIMARY KEY,
-  kind TEXT NOT NULL,
-  state TEXT NOT NULL,
-  connection TEXT NOT NULL,
-  requester TEXT NOT NULL,
-  binding TEXT NOT NULL,
-  created_ns INTEGER NOT NULL,
-  updated_ns INTEGER NOT NULL,
-  due_ns INTEGER,
-  body TEXT NOT NULL
-);
-CREATE INDEX reviews_state ON reviews(state, created_ns);
-CREATE INDEX reviews_kind ON reviews(kind, created_ns);
-CREATE INDEX reviews_connection ON reviews(connection, created_ns);
-CREATE INDEX reviews_requester ON reviews(requester, created_ns);
-CREATE INDEX reviews_binding ON reviews(binding);
-CREATE INDEX reviews_due ON reviews(due_ns) WHERE due_ns IS NOT NULL;
-CREATE TABLE review_epoch (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  epoch INTEGER NOT NULL
-);
-INSERT INTO review_epoch (id, epoch) VALUES (1, 0);
-CREATE TABLE outbox (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  review_id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  body TEXT NOT NULL,
-  created_ns INTEGER NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  next_attempt_ns INTEGER NOT NULL,
-  delivered_ns INTEGER,
-  last_error TEXT,
-  claimed_by TEXT,
-  claimed_until_ns INTEGER
-);
-CREATE INDEX outbox_due ON outbox(next_attempt_ns, id) WHERE delivered_ns IS NULL;
-CREATE INDEX outbox_review ON outbox(review_id, id)
-"""
+__all__ = ["ReviewTables"]
 
 _COLS = "id, kind, state, connection, requester, binding, created_ns, updated_ns, due_ns, body"
+_UPSERT = upsert("reviews", _COLS, "id")
 _OUTBOX_COLS = (
     "id, review_id, event, body, created_ns, attempts, next_attempt_ns, delivered_ns, "
     "last_error, claimed_by, claimed_until_ns"
@@ -87,15 +46,18 @@ def _outbox(r: Sequence[Any]) -> OutboxRow:
 
 
 class ReviewTables:
-    """Review and outbox operations of ``SqliteStore`` (see ``store.base``)."""
+    """Review and outbox operations (see ``store.base``)."""
 
-    _db: sqlite3.Connection
+    _db: Db
+    # What a claiming subquery adds to lock the rows it picks ('' where one statement
+    # already holds the whole database).
+    _ROW_CLAIM = ""
 
     # -- reviews --------------------------------------------------------------------------
     @translated
     def put_review(self, row: ReviewRow) -> None:
         self._db.execute(
-            f"INSERT OR REPLACE INTO reviews ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _UPSERT,
             (
                 row.id,
                 row.kind,
@@ -109,7 +71,7 @@ class ReviewTables:
                 row.body,
             ),
         )
-        self._db.execute("UPDATE review_epoch SET epoch = epoch + 1 WHERE id=1")
+        self._bump_review_epoch()
 
     @translated
     def get_review(self, review_id: str) -> ReviewRow | None:
@@ -162,6 +124,9 @@ class ReviewTables:
             args.append(limit)
         return [_review(r) for r in self._db.execute(sql, args)]
 
+    def _bump_review_epoch(self) -> None:
+        self._db.execute("UPDATE review_epoch SET epoch = epoch + 1 WHERE id=1")
+
     @translated
     def review_epoch(self) -> int:
         r = self._db.execute("SELECT epoch FROM review_epoch WHERE id=1").fetchone()
@@ -170,23 +135,23 @@ class ReviewTables:
     # -- outbox ---------------------------------------------------------------------------
     @translated
     def add_outbox(self, review_id: str, event: str, body: str, created_ns: int) -> int:
-        cur = self._db.execute(
+        row = self._db.execute(
             "INSERT INTO outbox (review_id, event, body, created_ns, next_attempt_ns) "
-            "VALUES (?,?,?,?,?)",
+            "VALUES (?,?,?,?,?) RETURNING id",
             (review_id, event, body, created_ns, created_ns),
-        )
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
+        ).fetchone()
+        return int(row[0])
 
     @translated
     def claim_outbox(self, owner: str, now_ns: int, limit: int, lease_ns: int) -> list[OutboxRow]:
-        # One statement: SQLite runs it under its write lock from start to end, so two
-        # workers (threads or processes) never claim the same row.
+        # One statement: SQLite runs it under its write lock from start to end, and
+        # PostgreSQL's row locks (``_ROW_CLAIM``) skip rows another worker is claiming,
+        # so two workers (threads or processes) never claim the same row.
         rows = self._db.execute(
             "UPDATE outbox SET claimed_by=?, claimed_until_ns=?, attempts=attempts+1 "
             "WHERE id IN (SELECT id FROM outbox WHERE delivered_ns IS NULL "
             "AND next_attempt_ns<=? AND (claimed_until_ns IS NULL OR claimed_until_ns<=?) "
-            "ORDER BY next_attempt_ns, id LIMIT ?) "
+            f"ORDER BY next_attempt_ns, id LIMIT ?{self._ROW_CLAIM}) "
             f"RETURNING {_OUTBOX_COLS}",
             (owner, now_ns + lease_ns, now_ns, now_ns, limit),
         ).fetchall()
@@ -199,7 +164,7 @@ class ReviewTables:
             "last_error=NULL WHERE id=? AND delivered_ns IS NULL",
             (now_ns, row_id),
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     @translated
     def mark_outbox_failed(self, row_id: int, error: str, next_attempt_ns: int) -> bool:
@@ -208,7 +173,7 @@ class ReviewTables:
             "claimed_until_ns=NULL WHERE id=? AND delivered_ns IS NULL",
             (error[:MAX_ERROR], next_attempt_ns, row_id),
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     @translated
     def list_outbox(

@@ -1,0 +1,175 @@
+"""The SQLite engine's schema: its migrations, in order, as SQLite DDL.
+
+Owns the table definitions of the embedded store and the order they were introduced in
+(a database made by an older ledgergate is brought forward one migration at a time).
+The PostgreSQL engine keeps its own DDL in ``store.postgres_schema``; both describe the
+same tables and columns. No queries here.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+IDENTITY_SCHEMA = """
+ALTER TABLE tokens ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api';
+ALTER TABLE tokens ADD COLUMN groups TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tokens ADD COLUMN connections TEXT;
+ALTER TABLE tokens ADD COLUMN rotated_from TEXT;
+CREATE INDEX tokens_identity ON tokens(identity);
+CREATE TABLE identities (
+  name TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('user', 'service')),
+  source TEXT NOT NULL,
+  email TEXT,
+  display_name TEXT,
+  groups TEXT NOT NULL DEFAULT '[]',
+  disabled_ns INTEGER,
+  disabled_by TEXT,
+  disabled_reason TEXT,
+  scim_id TEXT UNIQUE,
+  external_id TEXT,
+  created_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  last_login_ns INTEGER,
+  description TEXT
+);
+CREATE TABLE grants (
+  id TEXT PRIMARY KEY,
+  connections TEXT NOT NULL,
+  groups TEXT NOT NULL,
+  identities TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  created_by TEXT
+);
+CREATE TABLE access_epoch (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL
+);
+INSERT INTO access_epoch (id, epoch) VALUES (1, 0);
+"""
+
+# S3 access keys: the token (identity, expiry, revocation, scope) they belong to, and
+# the secret sealed under the gateway's access-key key (a SigV4 verifier needs the
+# secret itself, so it cannot be a hash).
+ACCESS_KEY_SCHEMA = """
+CREATE TABLE access_keys (
+  key_id TEXT PRIMARY KEY,
+  token_id TEXT NOT NULL UNIQUE REFERENCES tokens(id),
+  sealed_secret BLOB NOT NULL
+);
+"""
+
+POLICY_SCHEMA = """
+CREATE TABLE policy_rules (
+  id TEXT PRIMARY KEY,
+  body TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  created_ns INTEGER NOT NULL,
+  created_by TEXT,
+  updated_ns INTEGER NOT NULL,
+  updated_by TEXT
+);
+CREATE TABLE policy_epoch (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL
+);
+INSERT INTO policy_epoch (id, epoch) VALUES (1, 0);
+"""
+
+REVIEW_SCHEMA = """
+CREATE TABLE reviews (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  state TEXT NOT NULL,
+  connection TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  binding TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  due_ns INTEGER,
+  body TEXT NOT NULL
+);
+CREATE INDEX reviews_state ON reviews(state, created_ns);
+CREATE INDEX reviews_kind ON reviews(kind, created_ns);
+CREATE INDEX reviews_connection ON reviews(connection, created_ns);
+CREATE INDEX reviews_requester ON reviews(requester, created_ns);
+CREATE INDEX reviews_binding ON reviews(binding);
+CREATE INDEX reviews_due ON reviews(due_ns) WHERE due_ns IS NOT NULL;
+CREATE TABLE review_epoch (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL
+);
+INSERT INTO review_epoch (id, epoch) VALUES (1, 0);
+CREATE TABLE outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  review_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  body TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ns INTEGER NOT NULL,
+  delivered_ns INTEGER,
+  last_error TEXT,
+  claimed_by TEXT,
+  claimed_until_ns INTEGER
+);
+CREATE INDEX outbox_due ON outbox(next_attempt_ns, id) WHERE delivered_ns IS NULL;
+CREATE INDEX outbox_review ON outbox(review_id, id)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE entries (
+          stream TEXT NOT NULL,
+          seq INTEGER NOT NULL,
+          ts_ns INTEGER NOT NULL,
+          kind TEXT NOT NULL,
+          session_id TEXT,
+          identity TEXT,
+          connection TEXT,
+          canonical BLOB NOT NULL,
+          entry_hash BLOB NOT NULL,
+          PRIMARY KEY (stream, seq)
+        );
+        CREATE INDEX entries_session ON entries(session_id) WHERE session_id IS NOT NULL;
+        CREATE INDEX entries_kind_ts ON entries(kind, ts_ns);
+        CREATE TABLE streams (
+          stream TEXT PRIMARY KEY,
+          state BLOB NOT NULL,
+          updated_ns INTEGER NOT NULL
+        );
+        CREATE TABLE checkpoints (
+          stream TEXT NOT NULL,
+          size INTEGER NOT NULL,
+          ts_ns INTEGER NOT NULL,
+          root BLOB NOT NULL,
+          note TEXT NOT NULL,
+          PRIMARY KEY (stream, size)
+        );
+        CREATE TABLE payloads (
+          digest TEXT PRIMARY KEY,
+          blob BLOB NOT NULL,
+          created_ns INTEGER NOT NULL
+        );
+        CREATE INDEX payloads_created ON payloads(created_ns);
+        CREATE TABLE tokens (
+          id TEXT PRIMARY KEY,
+          token_hash BLOB NOT NULL UNIQUE,
+          identity TEXT NOT NULL,
+          kind TEXT NOT NULL CHECK (kind IN ('user', 'service')),
+          created_ns INTEGER NOT NULL,
+          expires_ns INTEGER NOT NULL,
+          revoked_ns INTEGER,
+          last_used_ns INTEGER,
+          created_by TEXT
+        );
+        """,
+    ),
+    (2, IDENTITY_SCHEMA),
+    (3, POLICY_SCHEMA),
+    (4, REVIEW_SCHEMA),
+    (5, ACCESS_KEY_SCHEMA),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
