@@ -13,11 +13,16 @@ and password.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import os
 import threading
 from pathlib import Path
 
+import psycopg
+
+from ledgergate.store import Store, open_store
 from tests.integration.pgcluster import PgCluster
 
 __all__ = [
@@ -26,9 +31,12 @@ __all__ = [
     "STORE_PASSWORD",
     "STORE_ROLE",
     "fresh_store_url",
+    "open_for",
     "stop_store_server",
+    "store_for",
     "store_server",
     "store_settings",
+    "store_yaml",
 ]
 
 ENGINES = ("sqlite", "postgresql")
@@ -46,6 +54,11 @@ _server: PgCluster | None = None
 _numbers = itertools.count(1)
 
 
+# Set by the process that started the server, so the processes a test starts (a
+# gateway, a script killed mid-write) reach the same server: "host:port".
+_SERVER_ENV = "LEDGERGATE_TEST_STORE_SERVER"
+
+
 def store_server() -> PgCluster:
     """The session's PostgreSQL cluster for stores, started on first use (TLS, SCRAM;
     fsync off: a test store need not survive a power cut)."""
@@ -55,9 +68,36 @@ def store_server() -> PgCluster:
             cluster = PgCluster(
                 settings={"max_connections": _MAX_CONNECTIONS, "fsync": "off"}
             ).start()
-            cluster.psql(f"CREATE ROLE {STORE_ROLE} LOGIN PASSWORD '{STORE_PASSWORD}'")
+            cluster.psql(f"CREATE ROLE {STORE_ROLE} LOGIN CREATEDB PASSWORD '{STORE_PASSWORD}'")
             _server = cluster
+            os.environ[_SERVER_ENV] = f"{cluster.host}:{cluster.port}"
         return _server
+
+
+def _server_address() -> tuple[str, int]:
+    started_by_parent = os.environ.get(_SERVER_ENV)
+    if started_by_parent and _server is None:
+        host, _, port = started_by_parent.rpartition(":")
+        return host, int(port)
+    server = store_server()
+    return server.host, server.port
+
+
+def _create_database(host: str, port: int, name: str) -> None:
+    with (
+        psycopg.connect(
+            host=host,
+            port=port,
+            dbname="postgres",
+            user=STORE_ROLE,
+            password=STORE_PASSWORD,
+            sslmode="require",
+            autocommit=True,
+        ) as c,
+        # DuplicateDatabase: another process of the same test made it
+        contextlib.suppress(psycopg.errors.DuplicateDatabase),
+    ):
+        c.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
 def stop_store_server() -> None:
@@ -66,6 +106,7 @@ def stop_store_server() -> None:
         if _server is not None:
             _server.stop()
             _server = None
+            os.environ.pop(_SERVER_ENV, None)
 
 
 def fresh_store_url(engine: str, data_dir: Path | None = None) -> tuple[str, str | None]:
@@ -75,17 +116,48 @@ def fresh_store_url(engine: str, data_dir: Path | None = None) -> tuple[str, str
         if data_dir is None:
             raise ValueError("an SQLite store needs a directory")
         return f"sqlite://{data_dir / 'ledgergate.db'}", None
-    server = store_server()
-    name = f"lg_{os.getpid()}_{next(_numbers)}"
-    server.psql(f"CREATE DATABASE {name} OWNER {STORE_ROLE}")
-    url = f"postgresql://{STORE_ROLE}@{server.host}:{server.port}/{name}?sslmode=require"
+    host, port = _server_address()
+    if data_dir is None:
+        name = f"lg_{os.getpid()}_{next(_numbers)}"
+    else:  # the same directory names the same database, in every process
+        name = "lg_" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:24]
+    _create_database(host, port, name)
+    url = f"postgresql://{STORE_ROLE}@{host}:{port}/{name}?sslmode=require"
     return url, STORE_PASSWORD
+
+
+_by_dir: dict[Path, tuple[str, str | None]] = {}
+
+
+def store_for(data_dir: Path) -> tuple[str, str | None]:
+    """(URL, password) of the chosen engine's store for a data directory: the same
+    store every time the same directory is named (a test's configuration and its
+    ledger helper meet there)."""
+    key = data_dir.resolve()
+    with _lock:
+        found = _by_dir.get(key)
+    if found is None:
+        found = fresh_store_url(ENGINE, data_dir)
+        with _lock:
+            found = _by_dir.setdefault(key, found)
+    return found
+
+
+def store_yaml(data_dir: Path) -> str:
+    """``store_settings`` as lines of a YAML configuration file."""
+    return "".join(f"{k}: {v}\n" for k, v in store_settings(data_dir).items())
+
+
+def open_for(data_dir: Path) -> Store:
+    """A handle on the store of a data directory (see ``store_for``)."""
+    url, password = store_for(data_dir)
+    return open_store(url, password=password)
 
 
 def store_settings(data_dir: Path) -> dict[str, str]:
     """Configuration keys that put a test gateway's store on the chosen engine."""
     if ENGINE == "sqlite":
         return {}
-    url, password = fresh_store_url(ENGINE)
+    url, password = store_for(data_dir)
     assert password is not None
     return {"store": url, "store_password": password}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -17,9 +16,10 @@ from ledgergate.cli._common import fmt_ns, parse_time
 from ledgergate.cli.main import app
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.services import tokens
-from ledgergate.store import open_store
 from tests.services.synth import T0, Ledger, chunk_drafts
 from tests.services.test_sessions import _ledger
+from tests.storedb import StoreDb
+from tests.storeserver import open_for, store_for, store_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -28,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
     p = tmp_path / "ledgergate.yaml"
-    p.write_text("data_dir: data\ngateway_name: gw\n")
+    p.write_text("data_dir: data\ngateway_name: gw\n" + store_yaml(tmp_path / "data"))
     return p
 
 
@@ -49,7 +49,7 @@ def test_token_create_list_revoke(cfg: Path) -> None:
     tok = r.stdout.splitlines()[-1]
     assert tok.startswith("lgt_") and r.stdout.strip() == tok
     assert "shown once" in r.stderr and tok not in r.stderr
-    st = open_store(f"sqlite://{cfg.parent / 'data' / 'ledgergate.db'}")
+    st = open_for(cfg.parent / "data")
     auth = tokens.authenticate(st, tok, tokens.list_tokens(st)[0].created_ns + 1)
     assert auth.ok and auth.identity == {"kind": "service", "subject": "alice", "groups": []}
 
@@ -75,7 +75,7 @@ def test_token_create_list_revoke(cfg: Path) -> None:
     rep = json.loads(r.stdout)
     assert [s["stream"] for s in rep["streams"]] == ["cli@gw"]
     assert rep["streams"][0]["entries"] == 2
-    db = sqlite3.connect(cfg.parent / "data" / "ledgergate.db")
+    db = StoreDb(*store_for(cfg.parent / "data"))
     blob = b"".join(bytes(c) for (c,) in db.execute("SELECT canonical FROM entries"))
     assert tok.encode() not in blob
 
@@ -121,7 +121,7 @@ def test_audit_verify_ok_and_tampered(cfg: Path, led: Ledger) -> None:
     assert r.exit_code == 0, r.output
     assert "ledger verified" in r.stdout and "trusted key (local ledger key" in r.stdout
     assert led.signer.vkey in r.stdout
-    db = sqlite3.connect(led.db_path)
+    db = led.db()
     (data,) = db.execute(
         "SELECT canonical FROM entries WHERE stream=? AND seq=12", (led.stream,)
     ).fetchone()
@@ -141,7 +141,7 @@ def test_audit_verify_ok_and_tampered(cfg: Path, led: Ledger) -> None:
 
 @pytest.mark.parametrize("tamper", ["delete", "swap", "truncate", "truncate+checkpoints"])
 def test_audit_verify_names_the_first_bad_entry(cfg: Path, led: Ledger, tamper: str) -> None:
-    db = sqlite3.connect(led.db_path)
+    db = led.db()
     s = led.stream
     (last,) = db.execute("SELECT MAX(seq) FROM entries WHERE stream=?", (s,)).fetchone()
     if tamper == "delete":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ledgergate.cli.main import app
+from tests.storeserver import store_yaml
 
 runner = CliRunner()
 
@@ -28,7 +29,7 @@ policy:
 
 def _cfg(tmp_path: Path, text: str = POLICY) -> Path:
     p = tmp_path / "ledgergate.yaml"
-    p.write_text(text)
+    p.write_text(store_yaml(tmp_path / "data") + text)
     return p
 
 

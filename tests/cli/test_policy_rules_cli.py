@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from ledgergate.cli.main import app
-from ledgergate.store import open_store
+from tests.storeserver import open_for, store_yaml
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ policy:
 
 def _cfg(tmp_path: Path, text: str = CONFIG) -> Path:
     p = tmp_path / "ledgergate.yaml"
-    p.write_text(text)
+    p.write_text(store_yaml(tmp_path / "data") + text)
     return p
 
 
@@ -82,7 +82,7 @@ def test_put_list_explain_and_delete(tmp_path: Path) -> None:
     r = run(cfg, "explain", "app", "GRANT SELECT ON t TO bob")
     assert r.exit_code == 0 and "ALLOW" in r.output
 
-    st = open_store(f"sqlite://{tmp_path / 'data' / 'ledgergate.db'}")
+    st = open_for(tmp_path / "data")
     kinds = [(e.kind, e.stream) for e in st.find_entries(kinds=["admin.policy.put"])]
     assert kinds == [("admin.policy.put", "cli@gw")] * 4
     (gone,) = [json.loads(e.canonical) for e in st.find_entries(kinds=["admin.policy.delete"])]

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from tests.storedb import StoreDb
+from tests.storeserver import store_settings
+
 BIN = Path(sys.executable).parent / "ledgergate"
 
 
@@ -60,6 +63,7 @@ class Gateway:
                 **(ledger or {}),
             },
             "connections": connections,
+            **store_settings(workdir / "data"),
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):
@@ -67,6 +71,7 @@ class Gateway:
             else:
                 doc[key] = value
         workdir.mkdir(parents=True, exist_ok=True)
+        self._doc = doc
         self.config_path.write_text(yaml.safe_dump(doc))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +81,26 @@ class Gateway:
 
     @property
     def store_path(self) -> Path:
+        """The SQLite store's file (only when the suite runs on SQLite)."""
         return self.data_dir / "ledgergate.db"
+
+    @property
+    def store_url(self) -> str:
+        return str(self._doc.get("store") or f"sqlite://{self.store_path}")
+
+    @property
+    def store_password(self) -> str | None:
+        pw = self._doc.get("store_password")
+        return None if pw is None else str(pw)
+
+    def db(self) -> StoreDb:
+        """Raw SQL on this gateway's store (either engine); close it after use."""
+        return StoreDb(self.store_url, self.store_password)
+
+    def store_bytes(self) -> bytes:
+        """Every byte the store holds, for "this secret is nowhere" checks."""
+        with self.db() as db:
+            return db.dump()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -156,15 +180,15 @@ class Gateway:
         """Wait until every session that opened has its session.close entry in the store
         and the store holds everything the gateway journaled (a command is durable in the
         journal before it is forwarded; the store is indexed from it moments later)."""
-        import sqlite3
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             journaled = self.journaled_size()
-            db = sqlite3.connect(self.store_path)
+            db = self.db()
             try:
                 opened, closed = db.execute(
-                    "SELECT sum(kind='session.open'), sum(kind='session.close') FROM entries"
+                    "SELECT sum(CASE WHEN kind='session.open' THEN 1 ELSE 0 END), "
+                    "sum(CASE WHEN kind='session.close' THEN 1 ELSE 0 END) FROM entries"
                 ).fetchone()
                 stored = db.execute(
                     "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
@@ -197,11 +221,10 @@ class Gateway:
     def indexed(self, timeout: float = 10.0) -> None:
         """Wait until the store holds everything the gateway journaled (unlike
         ``settle``, open sessions may stay open: HTTP clients keep connections alive)."""
-        import sqlite3
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            db = sqlite3.connect(self.store_path)
+            db = self.db()
             try:
                 stored = db.execute(
                     "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
@@ -216,10 +239,9 @@ class Gateway:
     def entries(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every entry in the store (once indexed), as documents, in stream order."""
         import json
-        import sqlite3
 
         self.indexed()
-        db = sqlite3.connect(self.store_path)
+        db = self.db()
         try:
             q = "SELECT canonical FROM entries"
             args: tuple[str, ...] = ()

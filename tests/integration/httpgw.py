@@ -10,7 +10,6 @@ certificate. Reading the ledger back goes through the store, as ``sessions show`
 from __future__ import annotations
 
 import json
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -144,7 +143,7 @@ class HttpGateway:
     def canonical(self) -> list[str]:
         """Every entry's canonical JSON as stored (for leak checks)."""
         self.indexed()
-        db = sqlite3.connect(self.gw.store_path)
+        db = self.gw.db()
         try:
             rows = db.execute("SELECT canonical FROM entries").fetchall()
         finally:

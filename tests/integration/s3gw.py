@@ -10,7 +10,6 @@ does.
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,7 @@ class S3Gateway:
         return lines["AWS_ACCESS_KEY_ID"], lines["AWS_SECRET_ACCESS_KEY"]
 
     def token_id(self, key_id: str) -> str:
-        db = sqlite3.connect(self.gw.store_path)
+        db = self.gw.db()
         try:
             return str(
                 db.execute("SELECT token_id FROM access_keys WHERE key_id=?", (key_id,)).fetchone()[

@@ -6,7 +6,6 @@ session length is reached, also in the middle of a streaming result."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -169,10 +168,9 @@ def test_periodic_recheck_and_the_stale_report(
         gw.cli("identities", "stale", "--session-longer-than", "1s", "--json").stdout
     )
     assert [(s["identity"], s["reason"]) for s in stale] == [("ci-bot", "long session")]
-    db = sqlite3.connect(gw.store_path)
-    with db:
+    with gw.db() as db:
         db.execute("UPDATE tokens SET revoked_ns = 1 WHERE identity = 'ci-bot'")
-    db.close()
+        db.commit()
     took, err = _ended(p, within=10)
     assert "session ended: token revoked" in err
     assert took < 4.5, took

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 from typing import Any
 
@@ -103,7 +102,7 @@ def masked(gateway_factory: GatewayFactory, pgc: PgCluster, people: None) -> Gat
 
 def _ledger_text(gw: Gateway) -> str:
     gw.settle()
-    db = sqlite3.connect(gw.store_path)
+    db = gw.db()
     parts = [
         r[0].decode() if isinstance(r[0], bytes) else r[0]
         for r in db.execute("SELECT canonical FROM entries")
@@ -170,7 +169,7 @@ def test_payloads_hold_only_what_the_client_received(masked: Gateway) -> None:
         c.execute("SELECT * FROM mk_people").fetchall()
     masked.settle()
     cipher = PayloadCipher((masked.data_dir / "keys" / "payload.key").read_bytes())
-    db = sqlite3.connect(masked.store_path)
+    db = masked.db()
     stored = [cipher.open(d, b) for d, b in db.execute("SELECT digest, blob FROM payloads")]
     db.close()
     assert stored  # full recording keeps statements and result bytes

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import threading
 import time
@@ -33,7 +32,7 @@ def psql(dsn: str, *args: str, input: str | None = None) -> subprocess.Completed
 
 def ledger_kinds(gw: Gateway) -> list[tuple[str, dict]]:
     gw.settle()
-    db = sqlite3.connect(gw.store_path)
+    db = gw.db()
     rows = db.execute("SELECT kind, canonical FROM entries ORDER BY stream, seq").fetchall()
     return [(k, json.loads(c)) for k, c in rows]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import ssl
 import struct
 import subprocess
@@ -23,7 +22,7 @@ from tests.integration.pgcluster import PgCluster
 def entries(gw: Gateway, kind: str | None = None, settle: bool = True) -> list[dict]:
     if settle:
         gw.settle()
-    db = sqlite3.connect(gw.store_path)
+    db = gw.db()
     rows = db.execute("SELECT canonical FROM entries ORDER BY stream, seq").fetchall()
     docs = [json.loads(r[0]) for r in rows]
     return [d for d in docs if kind is None or d["kind"] == kind]
@@ -235,11 +234,11 @@ def test_leak_backend_password_appears_nowhere(
             assert secret not in f.read_bytes(), f
     assert secret not in export.read_bytes()
     assert secret not in gateway.log_path.read_bytes()
-    assert tok.encode() not in gateway.store_path.read_bytes()
+    assert tok.encode() not in gateway.store_bytes()
 
 
 def _tamper(gw: Gateway, sql: str, *args: object) -> subprocess.CompletedProcess[str]:
-    db = sqlite3.connect(gw.store_path)
+    db = gw.db()
     db.execute(sql, args)
     db.commit()
     db.close()
@@ -257,7 +256,7 @@ def test_tampering_is_caught(gateway: Gateway, how: str) -> None:
     gateway.stop()
     assert gateway.cli("audit", "verify").returncode == 0
     stream = "gateway@test-gw"
-    db = sqlite3.connect(gateway.store_path)
+    db = gateway.db()
     n = db.execute("SELECT count(*) FROM entries WHERE stream=?", (stream,)).fetchone()[0]
     db.close()
     target = n // 2
@@ -276,7 +275,7 @@ def test_tampering_is_caught(gateway: Gateway, how: str) -> None:
         r = _tamper(gateway, "DELETE FROM entries WHERE stream=? AND seq=?", stream, target)
         assert r.returncode == 1 and "removed" in r.stdout and f"entry {target}" in r.stdout
     elif how == "reorder":
-        db = sqlite3.connect(gateway.store_path)
+        db = gateway.db()
         a, b = (
             db.execute(
                 "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (stream, s)
@@ -298,7 +297,7 @@ def test_tampering_is_caught(gateway: Gateway, how: str) -> None:
         r = _tamper(gateway, "DELETE FROM entries WHERE stream=? AND seq>=?", stream, n - 3)
         assert r.returncode == 1 and "truncated" in r.stdout
     else:
-        db = sqlite3.connect(gateway.store_path)
+        db = gateway.db()
         db.execute("DELETE FROM entries WHERE stream=? AND seq>=?", (stream, n - 3))
         db.execute("DELETE FROM checkpoints WHERE stream=? AND size>?", (stream, n - 3))
         db.commit()

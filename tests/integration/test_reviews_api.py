@@ -200,7 +200,7 @@ def test_access_reviews_through_the_api(gw: Gateway, http: httpx.Client) -> None
     ]
     v = gw.cli("audit", "verify", check=False)
     assert v.returncode == 0, v.stdout + v.stderr
-    db = open_store(f"sqlite://{gw.store_path}")
+    db = open_store(gw.store_url, password=gw.store_password)
     try:
         assert [o.event for o in db.list_outbox(rid)] == ["requested", "approved", "cancelled"]
     finally:

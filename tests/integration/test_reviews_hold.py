@@ -329,7 +329,8 @@ def test_two_gateway_processes_over_one_store(
             "gateway_name": "test-gw2",
             "roles": {"reviewer": {"groups": ["dba", "security"]}},
             "policy": {"rules": RULES},
-            "store": f"sqlite:///{gw.store_path}",
+            "store": gw.store_url,
+            "store_password": gw.store_password,
         },
     ).start()
     erin = gw.token("erin", "user", "1h", "--group", "eng")

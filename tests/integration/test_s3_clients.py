@@ -260,7 +260,6 @@ def test_tampering_with_upload_chunk_entries_is_caught(
 ) -> None:
     """Change a stored chunk digest, drop a chunk entry, swap two: audit verify names the
     entry."""
-    import sqlite3
 
     g = S3Gateway(tmp_path / "gw", s3server).start()
     try:
@@ -272,7 +271,7 @@ def test_tampering_with_upload_chunk_entries_is_caught(
         g.stop()
     assert g.gw.cli("audit", "verify").returncode == 0
     stream = g.gw.stream
-    db = sqlite3.connect(g.gw.store_path)
+    db = g.gw.db()
     seqs = [
         r[0]
         for r in db.execute(
@@ -320,7 +319,6 @@ def test_full_recording_keeps_no_credential_of_the_client(
 ) -> None:
     """At ``recording: full`` the request head is kept (encrypted) as a payload: without
     the client's Authorization header and without a presigned URL's signature."""
-    import sqlite3
 
     from ledgergate.services.keys import PayloadCipher
 
@@ -338,7 +336,7 @@ def test_full_recording_keeps_no_credential_of_the_client(
     finally:
         g.stop()
     cipher = PayloadCipher((g.gw.data_dir / "keys" / "payload.key").read_bytes())
-    db = sqlite3.connect(g.gw.store_path)
+    db = g.gw.db()
     heads = [
         cipher.open(d, bytes(b))
         for d, b in db.execute("SELECT digest, blob FROM payloads").fetchall()

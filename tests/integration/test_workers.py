@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import threading
 import time
@@ -47,7 +46,7 @@ def workers_of(gw: Gateway) -> list[int]:
 
 
 def streams_with(gw: Gateway, kind: str) -> dict[str, int]:
-    db = sqlite3.connect(gw.store_path)
+    db = gw.db()
     try:
         rows = db.execute(
             "SELECT stream, count(*) FROM entries WHERE kind=? GROUP BY stream", (kind,)

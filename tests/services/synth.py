@@ -19,6 +19,8 @@ from ledgergate.services.keys import (
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store import Store, open_store
 from ledgergate.wire.pg.frames import build
+from tests.storedb import StoreDb
+from tests.storeserver import store_for
 
 INT4, TEXT = 23, 25
 T0 = 1_790_000_000 * 10**9  # a fixed wall-clock origin (ns)
@@ -204,15 +206,19 @@ class Ledger:
     def __init__(self, root: Path, gateway: str = "gw") -> None:
         self.root = root
         self.gateway = gateway
-        self.url = f"sqlite://{root / 'ledgergate.db'}"
-        self.db_path = root / "ledgergate.db"
+        self.url, self.password = store_for(root)
+        self.db_path = root / "ledgergate.db"  # the SQLite engine's file
         self.key_path = root / "keys" / "ledger.ed25519"
         self.signer: Signer = load_or_create_ledger_signer(self.key_path, f"ledgergate/{gateway}")
         self.cipher = PayloadCipher(load_or_create_payload_key(root / "keys" / "payload.key"))
         self.stream = f"gateway@{gateway}"
 
     def store(self) -> Store:
-        return open_store(self.url)
+        return open_store(self.url, password=self.password)
+
+    def db(self) -> StoreDb:
+        """Raw SQL on this ledger's store (either engine); close it after use."""
+        return StoreDb(self.url, self.password)
 
     def writer(self, stream: str | None = None, **kw: Any) -> LedgerWriter:
         kw.setdefault("cipher", self.cipher)

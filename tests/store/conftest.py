@@ -19,7 +19,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_url_pw(engine: str, tmp_path: Path) -> tuple[str, str | None]:
-    return fresh_store_url(engine, tmp_path)
+    return fresh_store_url(engine, tmp_path if engine == "sqlite" else None)
 
 
 Opener = Callable[[], Store]

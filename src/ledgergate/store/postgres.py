@@ -94,6 +94,7 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
         self._dsn = url
         self._password = password
         self._in_tx = False
+        self._closed = False
         self._durable = durable
         self._conn: psycopg.Connection[Any] | None = None
         self._db = _Db(self)
@@ -126,6 +127,8 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
         c = self._conn
         if c is not None and not c.closed:
             return c
+        if self._closed:
+            raise StoreError("postgresql store: the store was closed")
         if self._in_tx:
             raise StoreError("postgresql store: the connection was lost inside a transaction")
         c = self._conn = self.connect()
@@ -134,6 +137,7 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
         return c
 
     def close(self) -> None:
+        self._closed = True
         if self._conn is not None:
             self._conn.close()
             self._conn = None
