@@ -22,6 +22,7 @@ def _register() -> None:
         reviews,
         serve,
         sessions,
+        store,
         token,
     )
 
@@ -36,6 +37,7 @@ def _register() -> None:
     )
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
+    app.add_typer(store.app, name="store", help="Migrate the store; copy it to another engine.")
     app.add_typer(
         reviews.request_app, name="request", help="Ask for time-boxed access (as yourself)."
     )

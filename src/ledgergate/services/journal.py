@@ -37,7 +37,7 @@ from ledgergate.core.ledger.merkle import leaf_hash
 from ledgergate.store.base import CheckpointRow, EntryRow, Store
 from ledgergate.store.journal import Journal
 
-__all__ = ["Indexer", "JournalDamaged", "index_text", "replay", "subject_of"]
+__all__ = ["Indexer", "JournalDamaged", "entry_row_of", "index_text", "replay", "subject_of"]
 
 log = logging.getLogger("ledgergate.ledger")
 
@@ -74,12 +74,18 @@ def subject_of(identity: object) -> str | None:
 # -- recovery --------------------------------------------------------------------------------
 def _entry_row(stream: str, rec: EntryRecord) -> tuple[EntryRow, bytes]:
     """The store row of a journal entry, and its prev_hash; raises ChainError."""
-    if leaf_hash(rec.canonical) != rec.entry_hash:
+    return entry_row_of(stream, rec.canonical, rec.entry_hash)
+
+
+def entry_row_of(stream: str, canonical: bytes, entry_hash: bytes) -> tuple[EntryRow, bytes]:
+    """The store row of a sealed entry (its search columns taken from the document
+    itself), and its prev_hash; raises ChainError if the bytes do not hold together."""
+    if leaf_hash(canonical) != entry_hash:
         raise ChainError("its entry_hash does not match its bytes")
-    doc_stream, seq, prev = entry_link(rec.canonical)
+    doc_stream, seq, prev = entry_link(canonical)
     if doc_stream != stream:
         raise ChainError(f"it belongs to stream {doc_stream}")
-    doc = orjson.loads(rec.canonical)
+    doc = orjson.loads(canonical)
     ts, kind = doc.get("ts_ns"), doc.get("kind")
     if type(ts) is not int or type(kind) is not str:
         raise ChainError("it lacks ts_ns or kind")
@@ -91,8 +97,8 @@ def _entry_row(stream: str, rec: EntryRecord) -> tuple[EntryRow, bytes]:
         index_text(doc.get("session_id")),
         subject_of(doc.get("identity")),
         index_text(doc.get("connection")),
-        rec.canonical,
-        rec.entry_hash,
+        canonical,
+        entry_hash,
     )
     return row, prev
 

@@ -177,6 +177,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def schema_version(self) -> int:
+        """The schema version the database is at (the engine migrates it when opened)."""
+        ...
+
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction holding the database's write lock from its start (so a
         read of the stream state inside it cannot be overtaken by another writer).
@@ -261,6 +265,10 @@ class Store(Protocol):
         """Retention: drop payloads created before the time; entries stay verifiable."""
         ...
 
+    def iter_payloads(self) -> Iterator[tuple[str, bytes, int]]:
+        """Every payload (digest, sealed blob, created_ns) by digest, streamed."""
+        ...
+
     # -- tokens ---------------------------------------------------------------------
     def insert_token(self, row: TokenRow) -> None: ...
 
@@ -287,6 +295,10 @@ class Store(Protocol):
     def access_key_ids(self, token_ids: Sequence[str]) -> dict[str, str]: ...
 
     def tokens_by_ids(self, ids: Sequence[str]) -> list[TokenRow]: ...
+
+    def list_access_keys(self) -> list[tuple[str, str, bytes]]:
+        """Every S3 access key: (key id, token id, sealed secret)."""
+        ...
 
     # -- identities and grants --------------------------------------------------------
     def get_identity(self, name: str) -> IdentityRow | None: ...
@@ -384,6 +396,10 @@ class Store(Protocol):
     def mark_outbox_failed(self, row_id: int, error: str, next_attempt_ns: int) -> bool:
         """Delivery failed: release the claim and try again at ``next_attempt_ns``;
         False if the row is unknown or already delivered."""
+        ...
+
+    def put_outbox_row(self, row: OutboxRow) -> None:
+        """Store an outbox row as it is, id included (moving a store to another engine)."""
         ...
 
     def list_outbox(

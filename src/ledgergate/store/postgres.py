@@ -265,6 +265,12 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
         for _, _, h in self.iter_entries(stream, 0, stop):
             yield h
 
+    def _outbox_ids_moved(self) -> None:
+        self._db.execute(
+            "SELECT setval(pg_get_serial_sequence('outbox', 'id'), "
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM outbox), false)"
+        )
+
     # -- change notices ------------------------------------------------------------------------
     def _notify(self, what: str) -> None:
         self._db.execute("SELECT pg_notify(?, ?)", (CHANNEL, what))

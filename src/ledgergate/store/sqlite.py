@@ -162,6 +162,9 @@ class SqliteStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
                     (version, time.time_ns()),
                 )
 
+    def schema_version(self) -> int:
+        return self._version()
+
     # -- lifecycle and transactions -------------------------------------------------------
     def close(self) -> None:
         self._sqlite.close()

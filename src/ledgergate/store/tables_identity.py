@@ -127,6 +127,13 @@ class IdentityTables:
         return {str(r[0]): str(r[1]) for r in rows}
 
     @translated
+    def list_access_keys(self) -> list[tuple[str, str, bytes]]:
+        rows = self._db.execute(
+            "SELECT key_id, token_id, sealed_secret FROM access_keys ORDER BY key_id"
+        )
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    @translated
     def token_by_hash(self, token_hash: bytes) -> TokenRow | None:
         r = self._db.execute(
             f"SELECT {TOKEN_COLS} FROM tokens WHERE token_hash=?", (token_hash,)

@@ -9,7 +9,7 @@ authority, and no hashing or verification happens here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ledgergate.store.base import CheckpointRow, EntryRow
@@ -19,6 +19,8 @@ __all__ = ["CP_COLS", "ENTRY_COLS", "LedgerTables", "checkpoint_row", "entry_row
 
 ENTRY_COLS = "stream, seq, ts_ns, kind, session_id, identity, connection, canonical, entry_hash"
 CP_COLS = "stream, size, ts_ns, root, note"
+# Payloads read per query when streaming them all (they can be large).
+PAYLOAD_PAGE = 200
 
 
 def entry_row(r: Sequence[Any]) -> EntryRow:
@@ -172,6 +174,26 @@ class LedgerTables:
     def get_payload(self, digest: str) -> bytes | None:
         row = self._db.execute("SELECT blob FROM payloads WHERE digest=?", (digest,)).fetchone()
         return as_blob(row[0]) if row else None
+
+    def iter_payloads(self) -> Iterator[tuple[str, bytes, int]]:
+        after = ""
+        while True:
+            rows = self._page_payloads(after)
+            for d, b, ns in rows:
+                yield str(d), as_blob(b), int(ns)
+            if len(rows) < PAYLOAD_PAGE:
+                return
+            after = str(rows[-1][0])
+
+    @translated
+    def _page_payloads(self, after: str) -> list[Any]:
+        return list(
+            self._db.execute(
+                "SELECT digest, blob, created_ns FROM payloads WHERE digest>? "
+                "ORDER BY digest LIMIT ?",
+                (after, PAYLOAD_PAGE),
+            )
+        )
 
     @translated
     def delete_payloads(self, created_before_ns: int) -> int:

@@ -176,6 +176,29 @@ class ReviewTables:
         return bool(cur.rowcount == 1)
 
     @translated
+    def put_outbox_row(self, row: OutboxRow) -> None:
+        self._db.execute(
+            f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.id,
+                row.review_id,
+                row.event,
+                row.body,
+                row.created_ns,
+                row.attempts,
+                row.next_attempt_ns,
+                row.delivered_ns,
+                row.last_error,
+                row.claimed_by,
+                row.claimed_until_ns,
+            ),
+        )
+        self._outbox_ids_moved()
+
+    def _outbox_ids_moved(self) -> None:
+        """After rows were inserted with their ids: new ids continue past them."""
+
+    @translated
     def list_outbox(
         self, review_id: str | None = None, *, pending_only: bool = False
     ) -> list[OutboxRow]:
