@@ -665,6 +665,9 @@ class LedgerSettings(_Strict):
     # How many chunk entries may wait for the group commit before sessions are paused.
     queue_depth: int = Field(10_000, ge=16)
     key: str | None = None  # default: <data_dir>/keys/ledger.ed25519
+    # The key's name in signed checkpoints and verifier keys (default:
+    # ledgergate/<gateway_name>). Gateways side by side that share one key share its name.
+    key_name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\s+]+$")
 
 
 # The review events a webhook can subscribe to: one per state a review enters.

@@ -91,7 +91,7 @@ class Settings:
     @property
     def key_name(self) -> str:
         """The ledger signing key's name in signed notes and verifier keys."""
-        return f"ledgergate/{self.gateway_name}"
+        return self.config.ledger.key_name or f"ledgergate/{self.gateway_name}"
 
     @property
     def journal_root(self) -> Path:

@@ -42,6 +42,7 @@ from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.services import keys, policy_rules
 from ledgergate.services.access import AccessControl
+from ledgergate.services.changes import ChangeFeed
 from ledgergate.services.config import Settings, api_public_url, resolve_secret
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.notify import Notifier
@@ -84,6 +85,11 @@ class GatewayRuntime:
     # The store's policy epoch the gateway's policy was built at; rebuilds one at a time.
     _policy_epoch: int = -1
     _policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Wake-ups from the store's change notices (PostgreSQL), else plain polling.
+    changes: ChangeFeed = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changes = ChangeFeed(self.settings.open_store)
 
     def server_tls(self) -> ssl.SSLContext:
         s = self.settings
@@ -209,6 +215,10 @@ class GatewayRuntime:
         self.bound = (str(sock[0]), int(sock[1]))
         await self._start_http(authenticate)
         await self._start_kafka(authenticate)
+        assert self._access is not None
+        self.changes.start(self._access.store)
+        if self.reviews is not None:
+            self.reviews.changes = self.changes
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
@@ -338,7 +348,9 @@ class GatewayRuntime:
         last_epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
         last_full = loop.time()
         while True:
-            await asyncio.sleep(min(EPOCH_POLL_S, interval))
+            await self.changes.wait(
+                ("access", "policy"), self.changes.interval(min(EPOCH_POLL_S, interval))
+            )
             try:
                 await self.refresh_policy()
                 epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
@@ -426,6 +438,7 @@ class GatewayRuntime:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await asyncio.get_running_loop().run_in_executor(None, self.changes.stop)
         if self.http is not None:
             await self.http.shutdown()
         if self.kafka is not None:

@@ -35,6 +35,7 @@ from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.review import GATEWAY, Review, ReviewError, binding_hash
 from ledgergate.proxy.review import ReviewAnswer, ReviewAsk
+from ledgergate.services.changes import ChangeFeed
 from ledgergate.services.config import Settings
 from ledgergate.services.reviews import ReviewService
 from ledgergate.services.worker import LedgerWorker
@@ -82,6 +83,8 @@ class GatewayReviewDesk:
         self.windows_in_use: Callable[[], set[str]] = set
         self.close_window: Callable[[str, str], object] = lambda review_id, why: None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by the gateway: wake-ups from the store's change notices.
+        self.changes = ChangeFeed(settings.open_store)
         self._owner = f"{settings.gateway_name}:{id(self):x}"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -243,7 +246,7 @@ class GatewayReviewDesk:
         epoch = await self._svc(lambda svc: svc.epoch())
         last_sweep = 0.0
         while True:
-            await asyncio.sleep(POLL_S)
+            await self.changes.wait(("review",), min(self.changes.interval(POLL_S), SWEEP_S))
             try:
                 if loop.time() - last_sweep >= SWEEP_S:
                     last_sweep = loop.time()
