@@ -51,6 +51,8 @@ class Gateway:
             "data_dir": str(workdir / "data"),
             "gateway_name": "test-gw",
             "listeners": {
+                # a test that stops a gateway with sessions open need not wait for them
+                "drain_timeout": 0.5,
                 "postgres": {
                     "address": f"127.0.0.1:{self.port}",
                     "allow_plaintext": allow_plaintext,

@@ -27,6 +27,7 @@ from ledgergate.core.policy.effective import PolicyError
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.services import identities, policy_rules, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
+from ledgergate.services.health import METRICS_CONTENT_TYPE, GatewayHealth
 from ledgergate.services.ledger import LedgerUnavailable
 from ledgergate.services.policy import describe as describe_policy
 from ledgergate.services.policy import explain as explain_policy
@@ -92,6 +93,28 @@ class GrantCreate(BaseModel):
 _POLICY_STATUS = {"invalid": 422, "file rule": 409, "unknown rule": 404, "busy": 409}
 
 
+def _health_routes(app: FastAPI, health: GatewayHealth) -> None:
+    """For load balancers and Prometheus; no authentication, nothing sensitive."""
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process answers (liveness)."""
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """200 while the gateway takes new sessions; 503 while it drains or its store
+        does not answer (take it out of the balancer)."""
+        ok, why = health.ready(await health.probe())
+        return JSONResponse({"ready": ok, "reason": why}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """Prometheus text format: sessions, ledger entries, ledger lag, store, reviews."""
+        await health.probe()
+        return Response(health.metrics(), media_type=METRICS_CONTENT_TYPE)
+
+
 def _loopback(url: str) -> bool:
     """Only a loopback address may receive a login code (RFC 8252 §7.3)."""
     try:
@@ -101,12 +124,14 @@ def _loopback(url: str) -> bool:
     return u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(admin: AdminService) -> FastAPI:
+def create_app(admin: AdminService, health: GatewayHealth | None = None) -> FastAPI:
     app = FastAPI(
         title="ledgergate",
         summary="Identity-aware gateway: logins, tokens, identities, SCIM.",
         version="1",
     )
+    if health is not None:
+        _health_routes(app, health)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:

@@ -20,6 +20,7 @@ from ledgergate.core.config import split_address
 from ledgergate.services.admin import AdminService
 from ledgergate.services.config import api_public_url
 from ledgergate.services.gateway import GatewayRuntime
+from ledgergate.services.health import GatewayHealth
 
 __all__ = ["ApiAddon", "public_url"]
 
@@ -54,7 +55,7 @@ class ApiAddon:
         )
         await self.admin.start()
         cfg = uvicorn.Config(
-            create_app(self.admin),
+            create_app(self.admin, GatewayHealth(runtime)),
             host=host,
             port=port,
             log_level="warning",

@@ -516,6 +516,10 @@ class Listeners(_Strict):
     http: HttpListener = HttpListener()
     kafka: KafkaListener = KafkaListener()
     api: ApiListener = ApiListener()
+    # On SIGTERM the gateway stops accepting, reports itself not ready, and lets open
+    # sessions finish for up to this many seconds before ending them (then it signs the
+    # final checkpoint). SIGINT ends them at once.
+    drain_timeout: float = Field(15.0, ge=0, le=3600)
 
 
 def _durations(*names: str) -> classmethod:  # type: ignore[type-arg]

@@ -339,11 +339,14 @@ class PgGateway:
                 n += 1
         return n
 
-    async def shutdown(self) -> None:
+    def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
         for srv in self._servers:
             srv.close()
+
+    async def shutdown(self) -> None:
+        self.stop_accepting()
         if self._cancels is not None:
             self._cancels.close()
             with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -54,6 +54,7 @@ class LedgerUnavailable(RuntimeError):
 class Writer(Protocol):
     @property
     def congested(self) -> bool: ...
+    def index_backlog(self) -> int: ...
     def on_drained(self, cb: Callable[[], None]) -> None: ...
     def append(self, drafts: list[Draft], now_ns: int) -> object: ...
     def checkpoint(self, now_ns: int) -> object: ...
@@ -89,6 +90,7 @@ class LedgerSink:
         self._timer: asyncio.TimerHandle | None = None
         self.appended = 0
         self.batches = 0
+        self.kinds: Counter[str] = Counter()  # entries appended, by kind (for metrics)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -126,6 +128,10 @@ class LedgerSink:
                 log.error("ledger close failed: %s", e)
 
     # -- loop side ------------------------------------------------------------------------
+    def index_backlog(self) -> int:
+        """Bytes journaled and not yet in the store (0 without a journal)."""
+        return self._writer.index_backlog() if self._writer is not None else 0
+
     @property
     def congested(self) -> bool:
         w = self._writer
@@ -220,6 +226,7 @@ class LedgerSink:
             self._writer.append(batch, time.time_ns())
             self.appended += len(batch)
             self.batches += 1
+            self.kinds.update([d.kind for d in batch])
         except Exception as e:  # fail closed; sessions get the reason
             log.error("ledger append failed, stopping traffic: %s", e)
             self.error = e

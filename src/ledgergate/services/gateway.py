@@ -54,6 +54,8 @@ log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
 # reaches open sessions within about this long, whichever process made the change.
 EPOCH_POLL_S = 1.0
+# How often a drain looks whether the open sessions have ended.
+DRAIN_POLL_S = 0.1
 
 
 class Addon(Protocol):
@@ -85,6 +87,9 @@ class GatewayRuntime:
     # The store's policy epoch the gateway's policy was built at; rebuilds one at a time.
     _policy_epoch: int = -1
     _policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set when a drain began: readiness answers "not ready", listeners no longer accept.
+    draining: bool = False
+    drain_cut: asyncio.Event = field(default_factory=asyncio.Event)
     # Wake-ups from the store's change notices (PostgreSQL), else plain polling.
     changes: ChangeFeed = field(init=False)
 
@@ -428,6 +433,36 @@ class GatewayRuntime:
         for g in self._listeners():
             g.end_sessions(verdicts)
 
+    def listeners(self) -> list[Listener]:
+        return self._listeners()
+
+    @property
+    def access_control(self) -> AccessControl | None:
+        return self._access
+
+    @property
+    def auth_pool(self) -> ThreadPoolExecutor | None:
+        return self._auth_pool
+
+    def open_session_count(self) -> int:
+        return sum(len(g.open_sessions()) for g in self._listeners())
+
+    async def drain(self, grace_s: float) -> int:
+        """Stop accepting on every listener and wait up to ``grace_s`` seconds for the
+        open sessions to end by themselves; returns how many were still open."""
+        self.draining = True
+        for g in self._listeners():
+            g.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        left = self.open_session_count()
+        if left:
+            log.info("draining: %d sessions open, waiting up to %.0f s", left, grace_s)
+        while left and loop.time() < deadline and not self.drain_cut.is_set():
+            await asyncio.sleep(min(DRAIN_POLL_S, max(0.0, deadline - loop.time())))
+            left = self.open_session_count()
+        return left
+
     async def stop(self) -> None:
         for addon in reversed(self.addons):
             try:
@@ -509,10 +544,25 @@ def run_gateway(runtime: GatewayRuntime, *, on_ready: Callable[[GatewayRuntime],
     async def main() -> None:
         await runtime.start()
         loop = asyncio.get_running_loop()
+        graceful = False
+
+        def on_signal(sig: int) -> None:
+            nonlocal graceful
+            if runtime.stopping.is_set():  # a second signal: no more waiting
+                runtime.drain_cut.set()
+                return
+            graceful = sig == signal.SIGTERM
+            runtime.stopping.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, runtime.stopping.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         on_ready(runtime)
         await runtime.stopping.wait()
+        grace = runtime.settings.config.listeners.drain_timeout
+        if graceful and grace > 0:
+            left = await runtime.drain(grace)
+            if left:
+                log.info("drain time is up: ending %d open sessions", left)
         log.info("shutting down: closing sessions and writing the final checkpoint")
         await runtime.stop()
 

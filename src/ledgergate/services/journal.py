@@ -260,6 +260,11 @@ class Indexer:
             if stop:
                 return
 
+    @property
+    def backlog(self) -> int:
+        with self._cond:
+            return self._backlog
+
     def _commit(self, b: _Batch) -> None:
         store = self.store
         try:

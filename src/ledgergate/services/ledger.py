@@ -390,6 +390,10 @@ class LedgerWriter:
         """The store lags the journal by more than the indexer's backlog bound."""
         return self.indexer is not None and self.indexer.congested
 
+    def index_backlog(self) -> int:
+        """Bytes journaled and not yet committed to the store."""
+        return self.indexer.backlog if self.indexer is not None else 0
+
     def on_drained(self, cb: Callable[[], None]) -> None:
         """Call ``cb`` (from the indexer's thread) when the store has caught up after
         ``congested`` was reported."""

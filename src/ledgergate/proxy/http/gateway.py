@@ -127,9 +127,12 @@ class HttpGateway(S3Admission):
         finally:
             self._clients.discard(task)
 
-    async def shutdown(self) -> None:
+    def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+
+    async def shutdown(self) -> None:
+        self.stop_accepting()
         for s in list(self.sessions):
             s.end("the gateway is shutting down")
         for t in list(self._clients):

@@ -226,10 +226,13 @@ class KafkaGateway:
             bound[name] = (str(sock[0]), int(sock[1]))
         return bound
 
-    async def shutdown(self) -> None:
+    def stop_accepting(self) -> None:
         for cl in self.clusters.values():
             for srv in cl.servers.values():
                 srv.close()
+
+    async def shutdown(self) -> None:
+        self.stop_accepting()
         for s in list(self.sessions):
             s.end("the gateway is shutting down")
         for c in list(self.clients):
