@@ -57,7 +57,7 @@ class Gateway:
                     "address": f"127.0.0.1:{self.port}",
                     "allow_plaintext": allow_plaintext,
                     "handshake_timeout": handshake_timeout,
-                }
+                },
             },
             "ledger": {
                 "checkpoint_every_entries": 200,
