@@ -208,6 +208,7 @@ class PgCluster:
         require_tls: bool = False,
         password: str = SUPERUSER_PASSWORD,
         settings: Mapping[str, str | int] | None = None,
+        netns: str | None = None,
     ) -> None:
         if auth not in HBA_METHODS:
             raise ValueError(f"auth must be one of {HBA_METHODS}, not {auth!r}")
@@ -221,6 +222,10 @@ class PgCluster:
         self.require_tls = require_tls
         self.password = password
         self.settings = dict(settings or {})
+        # Run the server inside this network namespace (``ip netns``): its 127.0.0.1 is
+        # then the namespace's own, out of reach of anything outside (psql still gets in
+        # through the Unix socket, which is not namespaced). Needs root.
+        self.netns = netns
         self.host = "127.0.0.1"
         self.port = 0
         self.root: Path | None = None
@@ -313,8 +318,18 @@ class PgCluster:
         self.stop()
 
     def _run(
-        self, cmd: list[str], *, check: bool = True, timeout: float = INITDB_TIMEOUT_S
+        self,
+        cmd: list[str],
+        *,
+        check: bool = True,
+        timeout: float = INITDB_TIMEOUT_S,
+        in_netns: bool = False,
     ) -> subprocess.CompletedProcess[str]:
+        user = as_postgres()
+        if in_netns and self.netns is not None:
+            # enter the namespace as root, then become the server's user
+            cmd = ["ip", "netns", "exec", self.netns, "runuser", "-u", SUPERUSER, "--", *cmd]
+            user = {}
         r = subprocess.run(
             cmd,
             capture_output=True,
@@ -323,7 +338,7 @@ class PgCluster:
             cwd=self._dir(),
             env=clean_env(LC_ALL="C"),
             check=False,
-            **as_postgres(),
+            **user,
         )
         if check and r.returncode != 0:
             raise PgClusterError(
@@ -409,6 +424,7 @@ class PgCluster:
                 ],
                 check=False,
                 timeout=START_TIMEOUT_S + 10,
+                in_netns=True,
             )
             if r.returncode == 0:
                 self._running = True
@@ -455,8 +471,11 @@ class PgCluster:
     def psql(self, sql: str, dbname: str = "postgres", *, check: bool = True) -> str:
         """Run SQL (one or more statements, each sent on its own) through psql as the
         superuser over TCP; returns unaligned, tuples-only output."""
+        cmd = [PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(dbname)]
+        if self.netns is not None:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         r = subprocess.run(
-            [PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(dbname)],
+            cmd,
             input=sql,
             capture_output=True,
             text=True,

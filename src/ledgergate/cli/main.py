@@ -15,6 +15,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from ledgergate.cli import (
+        agent,
         audit,
         identities,
         login,
@@ -27,6 +28,7 @@ def _register() -> None:
     )
 
     serve.register(app)
+    agent.register(app)
     login.register(app)
     login.register_aws(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")

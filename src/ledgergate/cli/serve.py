@@ -177,6 +177,9 @@ def register(app: typer.Typer) -> None:
                 hh, hp = rt.http_bound
                 scheme = "https" if cfg.listeners.http.tls else "http"
                 typer.echo(f"ledgergate: listening for S3 and HTTP clients on {scheme}://{hh}:{hp}")
+            if rt.agents_bound is not None:
+                ah, ap = rt.agents_bound
+                typer.echo(f"ledgergate: listening for agents on {ah}:{ap} (TLS)")
             for name, (kh, kp) in (rt.kafka_bound or {}).items():
                 sec = "SASL_SSL" if cfg.listeners.kafka.tls else "SASL_PLAINTEXT"
                 typer.echo(

@@ -161,6 +161,10 @@ class Connection(_ConnectionBase):
     # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
     # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
     require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
+    # The agent (the name of its service identity) that carries this connection's
+    # backend legs from inside a network the gateway cannot reach; ``address`` is then
+    # resolved on the agent's side (see ``ledgergate agent``).
+    via: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("address")
     @classmethod
@@ -511,11 +515,30 @@ class KafkaListener(_Strict):
     idle_timeout: float = 600.0
 
 
+class AgentListener(_Strict):
+    """Where agents in private networks dial in (``ledgergate agent``), over TLS with the
+    gateway's certificate. Off unless an address is given."""
+
+    address: str | None = None  # e.g. 0.0.0.0:18444
+    # An agent must say who it is within this many seconds of connecting.
+    handshake_timeout: float = Field(10.0, gt=0)
+    # How long a session waits for its agent to bring the backend leg.
+    leg_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_address(v, 18444)
+        return v
+
+
 class Listeners(_Strict):
     postgres: PostgresListener = PostgresListener()
     http: HttpListener = HttpListener()
     kafka: KafkaListener = KafkaListener()
     api: ApiListener = ApiListener()
+    agent: AgentListener = AgentListener()
     # On SIGTERM the gateway stops accepting, reports itself not ready, and lets open
     # sessions finish for up to this many seconds before ending them (then it signs the
     # final checkpoint). SIGINT ends them at once.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledgergate.core.config import Connection
 from ledgergate.core.policy.engine import PolicySet
+from ledgergate.proxy.agent import AgentHub, AgentUnavailable
 from ledgergate.proxy.pg_connect import run_session
 from ledgergate.proxy.pg_session import PgSession
 from ledgergate.proxy.review import ReviewDesk
@@ -120,6 +121,8 @@ class PgGateway:
         self.masking_key = masking_key
         self._catalogs: dict[str, tuple[float, dict[tuple[int, int], str]]] = {}
         self.password_for = passwords
+        # Set by the runtime when connections go through agents (``proxy.agent``).
+        self.agents: AgentHub | None = None
         self.authenticate = authenticate
         self.sink = sink
         self.tls = tls
@@ -274,7 +277,10 @@ class PgGateway:
         conn = reg.conn
         try:
             async with asyncio.timeout(conn.connect_timeout):
-                r, w = await asyncio.open_connection(conn.host, conn.port)
+                if conn.via is not None and self.agents is not None:
+                    r, w = await asyncio.open_connection(sock=await self.agents.open_leg(conn.name))
+                else:
+                    r, w = await asyncio.open_connection(conn.host, conn.port)
                 if conn.sslmode != "disable":
                     w.write(m.ssl_request())
                     await w.drain()
@@ -288,7 +294,7 @@ class PgGateway:
                 await w.drain()
                 w.close()
             outcome = "sent"
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, AgentUnavailable) as e:
             outcome = f"failed ({type(e).__name__})"
         rec = reg.session.recorder
         if rec is not None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ledgergate.core.config import Connection
 from ledgergate.core.identity import SessionFacts
 from ledgergate.core.recording import SessionRecorder
+from ledgergate.proxy.agent import AgentUnavailable
 from ledgergate.proxy.pg_session import _guard, _Side
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.pg import catalog as catalog_codec
@@ -384,9 +385,16 @@ async def _backend(session: PgSession, auth: Authenticate) -> BackendReady | Non
         return None
     try:
         async with asyncio.timeout(conn.connect_timeout):
-            _, side = await loop.create_connection(
-                lambda: _Side(session, False), conn.host, conn.port
-            )
+            if conn.via is not None and session.gw.agents is not None:
+                sock = await session.gw.agents.open_leg(conn.name)
+                _, side = await loop.create_connection(lambda: _Side(session, False), sock=sock)
+            else:
+                _, side = await loop.create_connection(
+                    lambda: _Side(session, False), conn.host, conn.port
+                )
+    except AgentUnavailable as e:
+        _fail_backend(session, f"could not reach the server: {e}")
+        return None
     except (OSError, TimeoutError) as e:
         _fail_backend(session, f"could not connect to the server ({type(e).__name__})")
         return None

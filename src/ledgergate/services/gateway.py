@@ -35,6 +35,7 @@ from ledgergate.core.config import (
 from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.core.policy.effective import PolicyError
+from ledgergate.proxy.agent import AgentHub
 from ledgergate.proxy.http.gateway import Admitted, HttpGateway
 from ledgergate.proxy.kafka.gateway import KafkaGateway
 from ledgergate.proxy.listener import Listener
@@ -72,6 +73,8 @@ class GatewayRuntime:
     http: HttpGateway | None = None
     kafka: KafkaGateway | None = None
     kafka_bound: dict[str, tuple[str, int]] | None = None
+    agents: AgentHub | None = None
+    agents_bound: tuple[str, int] | None = None
     http_bound: tuple[str, int] | None = None
     sink: LedgerSink | None = None
     bound: tuple[str, int] | None = None
@@ -218,6 +221,7 @@ class GatewayRuntime:
         server = await self.gateway.listen(host, port)
         sock = server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
+        await self._start_agents(authenticate)
         await self._start_http(authenticate)
         await self._start_kafka(authenticate)
         assert self._access is not None
@@ -227,6 +231,37 @@ class GatewayRuntime:
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
+
+    async def _start_agents(
+        self, authenticate: Callable[[str, str], Awaitable[AuthResult]]
+    ) -> None:
+        """The agent listener, when a connection is carried by an agent (``via``)."""
+        via = {
+            c.name: c.via
+            for c in self.connections
+            if isinstance(c, Connection) and c.via is not None
+        }
+        if not via:
+            return
+        cfg = self.settings.config.listeners.agent
+        if cfg.address is None:
+            raise ConfigError(
+                f"connection {next(iter(via))!r} goes through an agent (via:): "
+                "listeners.agent.address must say where agents dial in"
+            )
+        assert self.gateway is not None
+        hub = AgentHub(
+            connections=via,
+            admit=_admitted_by(authenticate),
+            tls=self.server_tls(),
+            handshake_timeout=cfg.handshake_timeout,
+            leg_timeout=cfg.leg_timeout,
+        )
+        host, port = split_address(cfg.address, 18444)
+        server = await hub.listen(host, port)
+        sock = server.sockets[0].getsockname()
+        self.agents_bound = (str(sock[0]), int(sock[1]))
+        self.agents = self.gateway.agents = hub
 
     async def _start_http(self, authenticate: Callable[[str, str], Awaitable[AuthResult]]) -> None:
         """The HTTPS listener, when an ``s3`` or ``http`` connection is declared."""
@@ -314,7 +349,7 @@ class GatewayRuntime:
 
     def _listeners(self) -> list[Listener]:
         """Every protocol's listener: re-checks, access windows and shutdown go to all."""
-        return [g for g in (self.gateway, self.http, self.kafka) if g is not None]
+        return [g for g in (self.gateway, self.http, self.kafka, self.agents) if g is not None]
 
     def _masking_key(self) -> bytes:
         """The keyed-tokenization secret: configured, or generated once (0600)."""
@@ -478,6 +513,8 @@ class GatewayRuntime:
             await self.http.shutdown()
         if self.kafka is not None:
             await self.kafka.shutdown()
+        if self.agents is not None:
+            await self.agents.shutdown()
         if self.gateway is not None:
             await self.gateway.shutdown()
         if self.reviews is not None:

@@ -1,0 +1,300 @@
+"""The gateway's side of agents in private networks: where they dial in, and the backend
+legs they carry.
+
+An agent (``ledgergate agent``) runs inside a network the gateway cannot reach and dials
+out to ``listeners.agent`` over TLS; nothing connects inwards. Each connection it makes
+starts with one JSON line and then follows one of two shapes:
+
+- control ``{"control": TOKEN}``: the agent's own token (a service identity's; the
+  identity's name is the agent's name, the ``via`` of the connections it carries). The
+  gateway answers ``{"ok": true, "agent": NAME}`` or ``{"ok": false, "error": …}`` and
+  keeps the connection: it writes ``{"open": LEG, "connection": NAME}`` lines when a
+  session needs a backend leg.
+- leg ``{"leg": LEG, "token": TOKEN}``, or ``{"leg": LEG, "token": TOKEN, "error": …}``
+  when the agent could not reach the backend: after the line, the bytes of the leg,
+  both ways, untouched (the backend's own TLS and authentication run inside it).
+
+A session's backend connection is then a socket like any other (``open_leg`` returns one
+end of a socket pair, bridged to the leg). The agent never sees a user's token: it only
+carries bytes between the gateway and the backend. An agent link is an open session of
+this listener: when its token is revoked or expires, or its identity is disabled, the
+runtime's re-check ends it, and with it every leg it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from ledgergate.core.identity import SessionFacts
+from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.listener import OpenSession
+
+__all__ = ["AgentHub", "AgentUnavailable"]
+
+log = logging.getLogger("ledgergate.agent")
+
+# The longest first line an agent may send (a token and a name fit many times over).
+MAX_LINE = 16 * 1024
+# Bytes per read when bridging a leg.
+BRIDGE_CHUNK = 64 * 1024
+
+Admit = Callable[[str, str], Awaitable[Admitted]]
+
+
+class AgentUnavailable(RuntimeError):
+    """No agent of that name is connected, or it could not bring the leg."""
+
+
+@dataclass(eq=False)
+class AgentLink:
+    name: str
+    token: str
+    writer: asyncio.StreamWriter
+    facts_: SessionFacts
+    legs: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def session_id(self) -> str:
+        return self.facts_.session_id
+
+    @property
+    def facts(self) -> SessionFacts | None:
+        return self.facts_
+
+    @property
+    def window_id(self) -> str | None:
+        return None
+
+
+class AgentHub:
+    """The agent listener. ``connections``: connection name → the agent (``via``)."""
+
+    def __init__(
+        self,
+        *,
+        connections: dict[str, str],
+        admit: Admit,
+        tls: ssl.SSLContext,
+        handshake_timeout: float,
+        leg_timeout: float,
+    ) -> None:
+        self.connections = connections
+        self._admit = admit
+        self._tls = tls
+        self.handshake_timeout = handshake_timeout
+        self.leg_timeout = leg_timeout
+        self.links: dict[str, AgentLink] = {}
+        self._pending: dict[
+            str, tuple[str, asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+        ] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        self.server = await asyncio.start_server(
+            self._accepted, host, port, ssl=self._tls, limit=MAX_LINE * 2
+        )
+        return self.server
+
+    # -- the Listener shape (re-checks, shutdown) -------------------------------------------
+    def open_sessions(self) -> Sequence[OpenSession]:
+        return list(self.links.values())
+
+    def end_sessions(self, verdicts: dict[str, str]) -> int:
+        n = 0
+        for link in list(self.links.values()):
+            why = verdicts.get(link.session_id)
+            if why is not None:
+                n += 1
+                self._drop(link, why)
+        return n
+
+    def windows_in_use(self) -> set[str]:
+        return set()
+
+    def close_window(self, review_id: str, why: str) -> int:
+        return 0
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def shutdown(self) -> None:
+        self.stop_accepting()
+        for link in list(self.links.values()):
+            self._drop(link, "the gateway is shutting down")
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- legs ----------------------------------------------------------------------------------
+    async def open_leg(self, connection: str) -> socket.socket:
+        """A socket connected, through the connection's agent, to its backend."""
+        agent = self.connections.get(connection)
+        link = self.links.get(agent) if agent is not None else None
+        if agent is None or link is None:
+            raise AgentUnavailable(f"agent {agent!r} of connection {connection!r} is not connected")
+        leg = secrets.token_urlsafe(18)
+        fut: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[leg] = (agent, fut)
+        try:
+            link.writer.write(orjson.dumps({"open": leg, "connection": connection}) + b"\n")
+            async with asyncio.timeout(self.leg_timeout):
+                reader, writer = await fut
+        except TimeoutError:
+            raise AgentUnavailable(f"agent {agent!r} did not bring the leg in time") from None
+        finally:
+            self._pending.pop(leg, None)
+        mine, theirs = socket.socketpair()
+        mine.setblocking(False)
+        theirs.setblocking(False)
+        task = asyncio.get_running_loop().create_task(self._bridge(theirs, reader, writer))
+        link.legs.add(task)
+        task.add_done_callback(link.legs.discard)
+        return mine
+
+    async def _bridge(
+        self, sock: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        local_r, local_w = await asyncio.open_connection(sock=sock)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(BRIDGE_CHUNK):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    w.close()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump(reader, local_w))
+                tg.create_task(pump(local_r, writer))
+        finally:
+            for w in (writer, local_w):
+                w.close()
+
+    # -- incoming connections -------------------------------------------------------------------
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                line = await reader.readuntil(b"\n")
+            hello = orjson.loads(line)
+            if not isinstance(hello, dict):
+                raise ValueError("not an object")
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        except (ValueError, orjson.JSONDecodeError):
+            await _refuse(writer, "the first line must be a JSON object")
+            return
+        if isinstance(hello.get("control"), str):
+            await self._control(hello["control"], reader, writer, peer)
+        elif isinstance(hello.get("leg"), str) and isinstance(hello.get("token"), str):
+            await self._leg(hello, reader, writer)
+        else:
+            await _refuse(writer, "expected a control or a leg line")
+
+    async def _who(self, token: str) -> tuple[str | None, Admitted | None, str]:
+        """The agent a token belongs to: its identity, if a connection names it."""
+        for conn, agent in self.connections.items():
+            adm = await self._admit(token, conn)
+            name = adm.identity.get("subject") if adm.identity else None
+            if not adm.ok:
+                return None, None, adm.reason or "refused"
+            if name == agent:
+                return agent, adm, ""
+        return None, None, "no connection is carried by this identity (via:)"
+
+    async def _control(
+        self, token: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+    ) -> None:
+        name, adm, why = await self._who(token)
+        if name is None or adm is None:
+            log.warning("agent refused from %s: %s", peer, why)
+            await _refuse(writer, why)
+            return
+        old = self.links.get(name)
+        if old is not None:
+            self._drop(old, "a newer connection of the same agent replaced it")
+        assert adm.token_id is not None or adm.expires_ns is not None
+        facts = SessionFacts(
+            session_id=f"agent_{secrets.token_hex(8)}",
+            identity=name,
+            groups=tuple(adm.identity.get("groups") or ()) if adm.identity else (),
+            connection=next(c for c, a in self.connections.items() if a == name),
+            token_id=adm.token_id,
+            started_ns=time.time_ns(),
+            expires_ns=adm.expires_ns or 0,
+            max_session_ns=None,
+        )
+        link = AgentLink(name, token, writer, facts)
+        self.links[name] = link
+        writer.write(orjson.dumps({"ok": True, "agent": name}) + b"\n")
+        log.info("agent %s connected from %s", name, peer)
+        try:
+            while await reader.read(1024):
+                pass  # the agent sends nothing else; EOF or an error ends the link
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            if self.links.get(name) is link:
+                self._drop(link, "the agent disconnected")
+
+    async def _leg(
+        self, hello: dict[str, object], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        leg, token = str(hello["leg"]), str(hello["token"])
+        pending = self._pending.get(leg)
+        link = self.links.get(pending[0]) if pending is not None else None
+        if pending is None or link is None or not secrets.compare_digest(token, link.token):
+            await _refuse(writer, "unknown leg")
+            return
+        fut = pending[1]
+        if isinstance(hello.get("error"), str):
+            writer.close()
+            if not fut.done():
+                fut.set_exception(AgentUnavailable(f"agent {link.name}: {hello['error']}"))
+            return
+        if fut.done():
+            writer.close()
+            return
+        fut.set_result((reader, writer))
+
+    def _drop(self, link: AgentLink, why: str) -> None:
+        if self.links.get(link.name) is link:
+            del self.links[link.name]
+        log.info("agent %s link ended: %s", link.name, why)
+        with contextlib.suppress(Exception):
+            link.writer.close()
+        for t in list(link.legs):
+            t.cancel()
+
+
+async def _refuse(writer: asyncio.StreamWriter, why: str) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(orjson.dumps({"ok": False, "error": why}) + b"\n")
+        await writer.drain()
+    writer.close()

@@ -1,0 +1,195 @@
+"""The agent's side (``ledgergate agent``): dial out to the gateway, and carry backend legs.
+
+Runs inside a private network. It keeps one control connection to the gateway's agent
+listener (TLS, the gateway's certificate checked against ``ca``), authenticated by the
+agent's own token; for each ``{"open": LEG, "connection": NAME}`` the gateway sends, it
+connects to the target it was given for NAME (``--target NAME=HOST:PORT``: addresses
+stay on this side) and opens a new TLS connection to the gateway for that leg, then
+copies bytes both ways until either side closes. It never reads the bytes it carries,
+holds no ledger key and sees no user's token (see ``proxy.agent`` for the lines).
+
+A lost control connection is dialed again with a growing pause; a refusal (the token
+revoked, expired or not an agent's) ends ``run_agent`` with ``AgentRefused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+import orjson
+
+__all__ = ["AgentRefused", "run_agent"]
+
+log = logging.getLogger("ledgergate.agent")
+
+MAX_LINE = 16 * 1024
+COPY_CHUNK = 64 * 1024
+# Pauses between attempts to reach the gateway: doubling from the first to the last.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+class AgentRefused(RuntimeError):
+    """The gateway refused this agent (its token or identity)."""
+
+
+Target = tuple[str, int]
+
+
+async def run_agent(
+    gateway: Target,
+    token: str,
+    targets: dict[str, Target],
+    tls: ssl.SSLContext,
+    *,
+    server_name: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or the gateway refuses us)."""
+    stop = stop or asyncio.Event()
+    pause = RETRY_FIRST_S
+    while not stop.is_set():
+        try:
+            await _session(gateway, token, targets, tls, server_name, stop)
+            pause = RETRY_FIRST_S
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+            log.warning("the gateway at %s:%d cannot be reached (%s)", *gateway, e)
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await stop.wait()
+        pause = min(pause * 2, RETRY_MAX_S)
+
+
+async def _dial(
+    gateway: Target, tls: ssl.SSLContext, server_name: str | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        return await asyncio.open_connection(
+            gateway[0],
+            gateway[1],
+            ssl=tls,
+            server_hostname=server_name or gateway[0],
+            limit=MAX_LINE * 2,
+        )
+
+
+async def _session(
+    gateway: Target,
+    token: str,
+    targets: dict[str, Target],
+    tls: ssl.SSLContext,
+    server_name: str | None,
+    stop: asyncio.Event,
+) -> None:
+    reader, writer = await _dial(gateway, tls, server_name)
+    try:
+        writer.write(orjson.dumps({"control": token}) + b"\n")
+        answer = orjson.loads(await reader.readuntil(b"\n"))
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            why = answer.get("error") if isinstance(answer, dict) else "no answer"
+            raise AgentRefused(f"the gateway refused this agent: {why}")
+        log.info("connected to the gateway as agent %s", answer.get("agent"))
+        async with asyncio.TaskGroup() as tg:
+            stopper = tg.create_task(stop.wait())
+            while True:
+                line_task = tg.create_task(_readline(reader))
+                done, _ = await asyncio.wait(
+                    {line_task, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopper in done:
+                    line_task.cancel()
+                    return
+                msg = line_task.result()
+                if msg is None:
+                    stopper.cancel()
+                    log.warning("the gateway closed the control connection")
+                    return
+                if isinstance(msg, dict) and isinstance(msg.get("open"), str):
+                    leg, conn = msg["open"], str(msg.get("connection"))
+                    tg.create_task(_leg(gateway, token, targets, tls, server_name, leg, conn))
+    finally:
+        writer.close()
+
+
+async def _readline(reader: asyncio.StreamReader) -> object | None:
+    """The next JSON line from the gateway; None when the connection ended."""
+    try:
+        msg: object = orjson.loads(await reader.readuntil(b"\n"))
+        return msg
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+        return None
+    except orjson.JSONDecodeError:
+        return {}
+
+
+async def _leg(*args: object) -> None:
+    """One leg; whatever goes wrong with it stays with it."""
+    try:
+        await _carry(*args)  # type: ignore[arg-type]
+    except Exception:
+        log.exception("a leg failed")
+
+
+async def _carry(
+    gateway: Target,
+    token: str,
+    targets: dict[str, Target],
+    tls: ssl.SSLContext,
+    server_name: str | None,
+    leg: str,
+    connection: str,
+) -> None:
+    target = targets.get(connection)
+    backend: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    error = None
+    if target is None:
+        error = f"this agent has no target for connection {connection!r}"
+    else:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                backend = await asyncio.open_connection(*target)
+        except (OSError, TimeoutError) as e:
+            error = f"cannot connect to {connection!r}'s server ({type(e).__name__})"
+    try:
+        gr, gw = await _dial(gateway, tls, server_name)
+    except (OSError, TimeoutError, ssl.SSLError) as e:
+        log.warning("leg %s: the gateway cannot be reached (%s)", leg, e)
+        if backend is not None:
+            backend[1].close()
+        return
+    hello: dict[str, str] = {"leg": leg, "token": token}
+    if error is not None:
+        hello["error"] = error
+        log.warning("leg for %s refused: %s", connection, error)
+    gw.write(orjson.dumps(hello) + b"\n")
+    if backend is None:
+        with contextlib.suppress(Exception):
+            await gw.drain()
+        gw.close()
+        return
+    br, bw = backend
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_copy(gr, bw))
+            tg.create_task(_copy(br, gw))
+    finally:
+        bw.close()
+        gw.close()
+
+
+async def _copy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    try:
+        while data := await r.read(COPY_CHUNK):
+            w.write(data)
+            await w.drain()
+    except (ConnectionError, ssl.SSLError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            w.close()

@@ -1,0 +1,179 @@
+"""An agent in a private network: a PostgreSQL server the gateway cannot reach (inside a
+network namespace the test makes, joined to the host only by a veth pair with link-local
+addresses), an agent inside that namespace dialing out to the gateway, psql through the
+gateway reaching the server via the agent, and the agent's token revoked cutting it.
+
+Needs root and ``ip netns`` (as CI has); skipped where they are missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.fixtures import GatewayFactory, app_connection
+from tests.integration.gateway import BIN, Gateway, free_port
+from tests.integration.pgcluster import PgCluster
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and ip netns"
+)
+
+
+@dataclass
+class Netns:
+    name: str
+    host_ip: str  # the host's end of the veth pair
+    inner_ip: str
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, inner_if = f"lgns{tag}", f"lgh{tag}", f"lgi{tag}"
+    octet = 1 + int(tag[:2], 16) % 250
+    n = Netns(ns, f"169.254.{octet}.1", f"169.254.{octet}.2")
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", inner_if)
+        _ip("link", "set", inner_if, "netns", ns)
+        _ip("addr", "add", f"{n.host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("netns", "exec", ns, "ip", "addr", "add", f"{n.inner_ip}/30", "dev", inner_if)
+        _ip("netns", "exec", ns, "ip", "link", "set", inner_if, "up")
+        _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield n
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def hidden_pg(netns: Netns) -> Iterator[PgCluster]:
+    with PgCluster(netns=netns.name) as cluster:
+        cluster.psql("CREATE DATABASE app")
+        yield cluster
+
+
+class Agent:
+    def __init__(self, netns: Netns, gw: Gateway, port: int, token: str, pg: PgCluster) -> None:
+        self.log = gw.workdir / "agent.log"
+        env = {**os.environ, "AGENT_TOKEN": token}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    "ip", "netns", "exec", netns.name, str(BIN), "agent",
+                    "--gateway", f"{netns.host_ip}:{port}",
+                    "--token", "env:AGENT_TOKEN",
+                    "--target", f"app=127.0.0.1:{pg.port}",
+                    "--ca", str(gw.data_dir / "tls" / "server.crt"),
+                    "--server-name", "localhost",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )  # fmt: skip
+
+    def wait_for(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"agent log lacks {text!r}: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _gateway(factory: GatewayFactory, pg: PgCluster, netns: Netns) -> tuple[Gateway, int]:
+    port = free_port()
+    gw = factory(
+        [app_connection(pg, via="site-agent")],
+        env={"APP_DB_PASSWORD": pg.password},
+        extra={"listeners": {"agent": {"address": f"{netns.host_ip}:{port}"}}},
+    ).start()
+    return gw, port
+
+
+def test_psql_reaches_a_hidden_server_through_the_agent(
+    gateway_factory: GatewayFactory, hidden_pg: PgCluster, netns: Netns
+) -> None:
+    # the gateway's side cannot reach the server at all
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", hidden_pg.port), timeout=2).close()
+    gw, port = _gateway(gateway_factory, hidden_pg, netns)
+    agent = Agent(netns, gw, port, gw.token("site-agent", "service"), hidden_pg)
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        tok = gw.token("alice")
+        out = subprocess.run(
+            ["psql", gw.dsn(tok), "-Atc", "SELECT current_database(), inet_server_addr()"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "app|127.0.0.1"
+        with psycopg.connect(gw.dsn(tok), autocommit=True) as c:
+            c.execute("CREATE TABLE t_agent (n int)")
+            c.execute("INSERT INTO t_agent SELECT generate_series(1, 1000)")
+            assert c.execute("SELECT sum(n) FROM t_agent").fetchone() == (500500,)
+        gw.settle()
+        with gw.db() as db:
+            texts = [
+                json.loads(bytes(c))["command"]["text"]
+                for (c,) in db.execute("SELECT canonical FROM entries WHERE kind='command'")
+            ]
+        assert any("t_agent" in (t or "") for t in texts)
+        # the agent never saw a user's token
+        assert tok not in agent.log.read_text()
+    finally:
+        agent.stop()
+    # with the agent gone, the connection says why it cannot be reached
+    with pytest.raises(psycopg.OperationalError, match="agent 'site-agent'"):
+        psycopg.connect(gw.dsn(gw.token("alice")), connect_timeout=20).close()
+
+
+def test_revoking_the_agents_token_cuts_its_sessions(
+    gateway_factory: GatewayFactory, hidden_pg: PgCluster, netns: Netns, tmp_path: Path
+) -> None:
+    gw, port = _gateway(gateway_factory, hidden_pg, netns)
+    agent = Agent(netns, gw, port, gw.token("site-agent", "service"), hidden_pg)
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        rows = json.loads(gw.cli("token", "list", "--identity", "site-agent", "--json").stdout)
+        with psycopg.connect(gw.dsn(gw.token("alice")), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+            t0 = time.monotonic()
+            gw.cli("token", "revoke", str(rows[-1]["id"]))
+            with pytest.raises(psycopg.OperationalError):
+                c.execute("SELECT pg_sleep(30)")
+            assert time.monotonic() - t0 < 10
+        # the agent is refused when it dials again, and stops
+        assert agent.proc.wait(30) == 1
+        assert "refused" in agent.log.read_text()
+    finally:
+        agent.stop()
