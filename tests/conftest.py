@@ -5,7 +5,9 @@
 into .venv, so no path handling is needed here.
 """
 
+import gc
 import os
+import warnings
 
 import pytest
 from hypothesis import settings
@@ -17,9 +19,16 @@ pytest_plugins = ["tests.integration.fixtures"]
 
 
 def pytest_sessionfinish(session: object, exitstatus: int) -> None:
-    """Stop the PostgreSQL store server if a test started one (tests/storeserver.py)."""
-    from tests.storeserver import stop_store_server
+    """Stop the PostgreSQL store server if a test started one (tests/storeserver.py),
+    after collecting the store handles tests left open (see ``pytest_configure``)."""
+    from tests.storeserver import ENGINE, stop_store_server
 
+    if ENGINE == "postgresql":
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*was deleted while still open", category=ResourceWarning
+            )
+            gc.collect()
     stop_store_server()
 
 
@@ -34,3 +43,4 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line(
             "filterwarnings", "ignore:.*was deleted while still open:ResourceWarning"
         )
+

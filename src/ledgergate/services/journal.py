@@ -152,7 +152,7 @@ def replay(store: Store, journal: Journal, state: StreamState) -> int:
                 f"journal segment {seg}: entry {state.size} cannot be applied: {e}"
             ) from None
         try:
-            with store.transaction():
+            with store.transaction(exclusive=False):  # this stream's journal is ours alone
                 if rows:
                     store.insert_entries(rows)
                 if payloads:
@@ -268,7 +268,7 @@ class Indexer:
     def _commit(self, b: _Batch) -> None:
         store = self.store
         try:
-            with store.transaction():
+            with store.transaction(exclusive=False):  # only this stream, ours alone
                 if b.rows:
                     store.insert_entries(b.rows)
                 if b.payloads:

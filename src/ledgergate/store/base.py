@@ -181,10 +181,14 @@ class Store(Protocol):
         """The schema version the database is at (the engine migrates it when opened)."""
         ...
 
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, *, exclusive: bool = True) -> AbstractContextManager[None]:
         """A write transaction holding the database's write lock from its start (so a
         read of the stream state inside it cannot be overtaken by another writer).
-        Commits on normal exit, rolls back on an exception. Not re-entrant."""
+        Commits on normal exit, rolls back on an exception. Not re-entrant.
+
+        ``exclusive=False`` is for a writer that reads nothing another may change (a
+        gateway's indexer appending its own stream): an engine that can let such
+        transactions run side by side does (PostgreSQL); SQLite takes its one lock."""
         ...
 
     def set_durable(self, durable: bool) -> None:

@@ -8,9 +8,11 @@ same transaction, so ``ChangeListener`` wakes every gateway at once when it comm
 
 A write transaction takes one database-wide advisory lock, the equivalent of SQLite's
 write lock: what a transaction reads (a stream's head, a review's state) cannot change
-under it. Reads outside a transaction run in autocommit and see the latest commit. A
-connection lost between operations is opened again on the next one; one lost inside a
-transaction fails that transaction. Must not hold business rules or leak psycopg's
+under it. A gateway's indexer, which only appends its own stream, asks for a
+non-exclusive transaction and takes no lock: gateways side by side index in parallel.
+Reads outside a transaction run in autocommit and see the latest commit. A connection
+lost between operations is opened again on the next one; one lost inside a transaction
+fails that transaction. Must not hold business rules or leak psycopg's
 exceptions (they become ``StoreError``), and never puts a password in a message or in
 ``url``.
 """
@@ -192,13 +194,14 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
-    def _begin(self, lock: int) -> Iterator[None]:
+    def _begin(self, lock: int | None) -> Iterator[None]:
         if self._in_tx:
             raise StoreError("postgresql store: transactions do not nest")
         try:
             c = self.conn()
             c.execute("BEGIN")
-            c.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            if lock is not None:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         except psycopg.Error as e:
             self._rollback()
             raise StoreError(f"postgresql store: cannot start a transaction: {reason(e)}") from e
@@ -225,8 +228,8 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
             c.close()  # the next operation opens a clean connection
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._begin(WRITE_LOCK):
+    def transaction(self, *, exclusive: bool = True) -> Iterator[None]:
+        with self._begin(WRITE_LOCK if exclusive else None):
             yield
 
     # -- ledger: entries (the engine's own way to write and stream them) -----------------------

@@ -176,7 +176,7 @@ class SqliteStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
             raise StoreError(f"sqlite store: set_durable: {e}") from e
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, exclusive: bool = True) -> Iterator[None]:
         if self._in_tx:
             raise StoreError("sqlite store: transactions do not nest")
         db = self._sqlite
