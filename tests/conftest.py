@@ -43,4 +43,3 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line(
             "filterwarnings", "ignore:.*was deleted while still open:ResourceWarning"
         )
-
