@@ -239,7 +239,6 @@ class AgentHub:
         old = self.links.get(name)
         if old is not None:
             self._drop(old, "a newer connection of the same agent replaced it")
-        assert adm.token_id is not None or adm.expires_ns is not None
         facts = SessionFacts(
             session_id=f"agent_{secrets.token_hex(8)}",
             identity=name,
@@ -269,7 +268,8 @@ class AgentHub:
         leg, token = str(hello["leg"]), str(hello["token"])
         pending = self._pending.get(leg)
         link = self.links.get(pending[0]) if pending is not None else None
-        if pending is None or link is None or not secrets.compare_digest(token, link.token):
+        same = link is not None and secrets.compare_digest(token.encode(), link.token.encode())
+        if pending is None or link is None or not same:
             await _refuse(writer, "unknown leg")
             return
         fut = pending[1]
