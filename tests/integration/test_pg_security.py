@@ -261,14 +261,16 @@ def test_tampering_is_caught(gateway: Gateway, how: str) -> None:
     db.close()
     target = n // 2
     if how == "change":
+        with gateway.db() as db:
+            seq, data = db.execute(
+                "SELECT seq, canonical FROM entries WHERE stream=? AND seq>=? AND kind='chunk' "
+                "ORDER BY seq LIMIT 1",
+                (stream, target),
+            ).fetchone()
+        edited = bytes(data).replace(b"forwarded", b"forwardeD")
+        assert edited != bytes(data)
         r = _tamper(
-            gateway,
-            "UPDATE entries SET canonical=replace(canonical, 'forwarded', 'forwardeD') "
-            "WHERE stream=? AND seq=(SELECT min(seq) FROM entries WHERE stream=? AND seq>=? "
-            "AND kind='chunk')",
-            stream,
-            stream,
-            target,
+            gateway, "UPDATE entries SET canonical=? WHERE stream=? AND seq=?", edited, stream, seq
         )
         assert r.returncode == 1 and "changed" in r.stdout
     elif how == "delete":

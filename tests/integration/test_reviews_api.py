@@ -211,7 +211,7 @@ def _other_process(gw: Gateway) -> tuple[ReviewService, Any]:
     """A second process on the gateway's store (as another gateway would be)."""
     s = load_settings(gw.config_path)
     signer = load_or_create_ledger_signer(s.ledger_key, s.key_name)
-    st = open_store(s.store_url)
+    st = s.open_store()
     w = LedgerWriter.open(st, "other@test-gw", signer, shared=True, owns_store=False)
 
     def close() -> None:

@@ -388,8 +388,10 @@ class GatewayRuntime:
         last_epoch = await loop.run_in_executor(self._auth_pool, access.epoch)
         last_full = loop.time()
         while True:
+            # with change notices the epoch poll is only a backstop; the periodic
+            # re-check (expiries, session limits) keeps its own interval either way
             await self.changes.wait(
-                ("access", "policy"), self.changes.interval(min(EPOCH_POLL_S, interval))
+                ("access", "policy"), min(self.changes.interval(EPOCH_POLL_S), interval)
             )
             try:
                 await self.refresh_policy()
