@@ -37,16 +37,13 @@ import orjson
 
 from ledgergate.core.identity import SessionFacts
 from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.bridge import MAX_LINE, bridge
 from ledgergate.proxy.listener import OpenSession
 
 __all__ = ["AgentHub", "AgentUnavailable"]
 
 log = logging.getLogger("ledgergate.agent")
 
-# The longest first line an agent may send (a token and a name fit many times over).
-MAX_LINE = 16 * 1024
-# Bytes per read when bridging a leg.
-BRIDGE_CHUNK = 64 * 1024
 
 Admit = Callable[[str, str], Awaitable[Admitted]]
 
@@ -169,26 +166,7 @@ class AgentHub:
     async def _bridge(
         self, sock: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        local_r, local_w = await asyncio.open_connection(sock=sock)
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(BRIDGE_CHUNK):
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, ssl.SSLError, OSError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    w.close()
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(pump(reader, local_w))
-                tg.create_task(pump(local_r, writer))
-        finally:
-            for w in (writer, local_w):
-                w.close()
+        await bridge((reader, writer), await asyncio.open_connection(sock=sock))
 
     # -- incoming connections -------------------------------------------------------------------
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -21,12 +21,12 @@ import ssl
 
 import orjson
 
+from ledgergate.proxy.bridge import MAX_LINE, bridge
+
 __all__ = ["AgentRefused", "run_agent"]
 
 log = logging.getLogger("ledgergate.agent")
 
-MAX_LINE = 16 * 1024
-COPY_CHUNK = 64 * 1024
 # Pauses between attempts to reach the gateway: doubling from the first to the last.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
@@ -173,23 +173,4 @@ async def _carry(
             await gw.drain()
         gw.close()
         return
-    br, bw = backend
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_copy(gr, bw))
-            tg.create_task(_copy(br, gw))
-    finally:
-        bw.close()
-        gw.close()
-
-
-async def _copy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    try:
-        while data := await r.read(COPY_CHUNK):
-            w.write(data)
-            await w.drain()
-    except (ConnectionError, ssl.SSLError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            w.close()
+    await bridge((gr, gw), backend)

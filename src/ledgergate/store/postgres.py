@@ -30,7 +30,7 @@ from psycopg import sql as pgsql
 
 from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
-from ledgergate.store.sql import as_blob, reason, translated
+from ledgergate.store.sql import as_blob, pending_migrations, reason, translated
 from ledgergate.store.tables_identity import IdentityTables
 from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables
 from ledgergate.store.tables_policy import PolicyTables
@@ -173,17 +173,9 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
                 "version INTEGER PRIMARY KEY, applied_ns BIGINT NOT NULL)"
             )
             current = self._version()  # again, under the lock: another gateway may have won
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.url} has schema version {current}, newer than this ledgergate "
-                    f"understands ({SCHEMA_VERSION}); upgrade ledgergate"
-                )
-            for version, script in MIGRATIONS:
-                if version <= current:
-                    continue
-                for stmt in script.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
+            for version, statements in pending_migrations(current, MIGRATIONS, self.url):
+                for stmt in statements:
+                    c.execute(stmt)
                 c.execute(
                     "INSERT INTO schema_version (version, applied_ns) VALUES (%s, %s)",
                     (version, time.time_ns()),

@@ -30,6 +30,7 @@ __all__ = [
     "clamp_ns",
     "json_list",
     "list_json",
+    "pending_migrations",
     "translated",
     "until_ns",
 ]
@@ -134,3 +135,21 @@ def upsert(table: str, cols: str, key: str) -> str:
     sets = ", ".join(f"{c}=excluded.{c}" for c in names if c != key)
     marks = ",".join("?" * len(names))
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {sets}"
+
+
+def pending_migrations(
+    current: int, migrations: Sequence[tuple[int, str]], where: str
+) -> list[tuple[int, list[str]]]:
+    """The migrations a database at ``current`` still needs, each as its statements;
+    refuses a database newer than this ledgergate (``where`` names it in the message)."""
+    latest = migrations[-1][0]
+    if current > latest:
+        raise StoreError(
+            f"{where} has schema version {current}, newer than this ledgergate "
+            f"understands ({latest}); upgrade ledgergate"
+        )
+    return [
+        (version, [s for s in script.split(";") if s.strip()])
+        for version, script in migrations
+        if version > current
+    ]

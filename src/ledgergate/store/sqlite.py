@@ -23,7 +23,7 @@ import orjson
 
 from ledgergate.core.ledger.merkle import HASH_SIZE
 from ledgergate.store.base import EntryRow, StoreError
-from ledgergate.store.sql import as_blob, translated
+from ledgergate.store.sql import as_blob, pending_migrations, translated
 from ledgergate.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from ledgergate.store.tables_identity import IdentityTables
 from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables
@@ -145,18 +145,10 @@ class SqliteStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
                 "version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
             )
             current = self._version()  # again, under the lock: another process may have won
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {current}, newer than this ledgergate "
-                    f"understands ({SCHEMA_VERSION}); upgrade ledgergate"
-                )
-            for version, script in MIGRATIONS:
-                if version <= current:
-                    continue
+            for version, statements in pending_migrations(current, MIGRATIONS, str(self.path)):
                 # executescript() would COMMIT our transaction: run statement by statement.
-                for stmt in script.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
+                for stmt in statements:
+                    db.execute(stmt)
                 db.execute(
                     "INSERT INTO schema_version (version, applied_ns) VALUES (?, ?)",
                     (version, time.time_ns()),
