@@ -358,3 +358,33 @@ def test_consistency_proof(led: Ledger) -> None:
         audit.prove_consistency(st, led.stream, 15, 40)
     with pytest.raises(audit.ProofError, match="no signed checkpoints"):
         audit.prove_consistency(st, "nope", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("identity", "mallory"),
+        ("kind", "session.open"),
+        ("session_id", "s_other"),
+        ("connection", "staging"),
+        ("ts_ns", 1),
+    ],
+)
+def test_an_edited_search_column_is_named(led: Ledger, column: str, value: object) -> None:
+    """Every hash still holds, but a search (sessions list --identity) would lie: the
+    verifier compares each column with the entry it was copied from."""
+    assert _report(led).ok
+    _sql(led, (f"UPDATE entries SET {column}=? WHERE stream=? AND seq=9", (value, led.stream)))
+    rep = _report(led)
+    assert not rep.ok
+    (p,) = [p for s in rep.streams for p in s.problems]
+    assert p.kind == "column_mismatch" and p.seq == 9
+    assert f"the store's {column} column says {value!r}" in p.message
+
+
+def test_many_edited_columns_are_named_up_to_a_bound(led: Ledger) -> None:
+    _sql(led, ("UPDATE entries SET identity='mallory' WHERE stream=?", (led.stream,)))
+    rep = _report(led)
+    gw = next(s for s in rep.streams if s.stream == led.stream)
+    assert len(gw.problems) == audit.MAX_COLUMN_PROBLEMS
+    assert [p.seq for p in gw.problems] == list(range(audit.MAX_COLUMN_PROBLEMS))

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, overload
 
-from ledgergate.core.ledger.chain import StreamState
+from ledgergate.core.ledger.chain import ChainError, StreamState
 from ledgergate.core.ledger.checkpoint import CheckpointError, Signer, Verifier
 from ledgergate.core.ledger.verify import (
     CHECKPOINT_SIGNATURE,
+    COLUMN_MISMATCH,
     Problem,
     StreamReport,
     build_consistency_document,
@@ -34,9 +35,10 @@ from ledgergate.core.ledger.verify import (
     verify_proof_document,
     verify_stream,
 )
+from ledgergate.services.journal import entry_row_of
 from ledgergate.services.keys import KeyError_, verifier_from_vkey
 from ledgergate.services.ledger import checkpoint_stream
-from ledgergate.store.base import CheckpointRow, Store
+from ledgergate.store.base import CheckpointRow, EntryRow, Store
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -311,21 +313,59 @@ def sign_head(store: Store, stream: str, signer: Signer, now_ns: int) -> str | N
 
 
 def verify_store_stream(store: Store, stream: str, verifiers: Sequence[Verifier]) -> StreamReport:
-    """Verify one stream of the store (see ``verify_store``)."""
+    """Verify one stream of the store (see ``verify_store``): the entries themselves,
+    and the store's search columns of each intact entry against the entry (a column
+    edited in the database would make searches lie while every hash still holds)."""
     exp_size = exp_head = None
     rec = store.get_stream_state(stream)
     if rec is not None:
         st = StreamState.from_record(stream, rec)
         exp_size, exp_head = st.size, st.head_hash
     notes = [c.note for c in store.checkpoints(stream)]
-    return verify_stream(
+    columns: list[Problem] = []
+
+    def rows() -> Iterable[tuple[int, bytes, bytes]]:
+        for r in store.iter_entry_rows(stream):
+            if len(columns) < MAX_COLUMN_PROBLEMS:
+                p = column_problem(stream, r)
+                if p is not None:
+                    columns.append(p)
+            yield (r.seq if type(r.seq) is int else -1), r.canonical, r.entry_hash
+
+    rep = verify_stream(
         stream,
-        store.iter_entries(stream),
+        rows(),
         notes,
         list(verifiers),
         expected_size=exp_size,
         expected_head=exp_head,
     )
+    rep.problems.extend(columns)
+    return rep
+
+
+# Column disagreements named per stream (one edit usually touches many rows).
+MAX_COLUMN_PROBLEMS = 20
+_COLUMNS = ("ts_ns", "kind", "session_id", "identity", "connection")
+
+
+def column_problem(stream: str, row: EntryRow) -> Problem | None:
+    """The first search column of an intact entry that disagrees with the entry (an
+    entry whose bytes do not hold together is the chain verifier's to name)."""
+    try:
+        derived, _ = entry_row_of(stream, row.canonical, row.entry_hash)
+    except (ChainError, ValueError):
+        return None
+    for col in _COLUMNS:
+        stored, truth = getattr(row, col), getattr(derived, col)
+        if stored != truth:
+            return Problem(
+                COLUMN_MISMATCH,
+                derived.seq,
+                f"{stream} entry {derived.seq}: the store's {col} column says {stored!r}, "
+                f"the entry says {truth!r} (the column was edited)",
+            )
+    return None
 
 
 # -- proofs ----------------------------------------------------------------------------------

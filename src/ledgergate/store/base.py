@@ -221,6 +221,11 @@ class Store(Protocol):
         stop``, in seq order, streamed (constant memory)."""
         ...
 
+    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+        """Every entry of the stream with its search columns, in seq order, streamed
+        (what a verifier compares the columns with their documents on)."""
+        ...
+
     def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
         """entry_hash of entries ``0 <= seq < stop`` in seq order."""
         ...

@@ -32,7 +32,7 @@ from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from ledgergate.store.sql import as_blob, pending_migrations, reason, translated
 from ledgergate.store.tables_identity import IdentityTables
-from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables
+from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables, entry_row
 from ledgergate.store.tables_policy import PolicyTables
 from ledgergate.store.tables_review import ReviewTables
 
@@ -255,6 +255,20 @@ class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
             if len(rows) < FETCH_ROWS:
                 return
             seq = int(rows[-1][0]) + 1
+
+    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+        sql = f"SELECT {ENTRY_COLS} FROM entries WHERE stream=%s AND seq>=%s ORDER BY seq LIMIT %s"
+        seq = 0
+        while True:
+            try:
+                rows = self.conn().execute(sql, (stream, seq, FETCH_ROWS)).fetchall()
+            except psycopg.Error as e:
+                raise StoreError(f"postgresql store: iter_entry_rows: {reason(e)}") from e
+            for r in rows:
+                yield entry_row(r)
+            if len(rows) < FETCH_ROWS:
+                return
+            seq = int(rows[-1][1]) + 1
 
     def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
         for _, _, h in self.iter_entries(stream, 0, stop):

@@ -26,7 +26,7 @@ from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.sql import as_blob, pending_migrations, translated
 from ledgergate.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from ledgergate.store.tables_identity import IdentityTables
-from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables
+from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables, entry_row
 from ledgergate.store.tables_policy import PolicyTables
 from ledgergate.store.tables_review import ReviewTables
 
@@ -222,6 +222,17 @@ class SqliteStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
                     yield (seq if type(seq) is int else -1), as_blob(data), as_blob(h)
         except sqlite3.Error as e:
             raise StoreError(f"sqlite store: iter_entries: {e}") from e
+
+    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+        try:
+            cur = self._sqlite.execute(
+                f"SELECT {ENTRY_COLS} FROM entries WHERE stream=? ORDER BY seq", (stream,)
+            )
+            while batch := cur.fetchmany(FETCH_ROWS):
+                for r in batch:
+                    yield entry_row(r)
+        except sqlite3.Error as e:
+            raise StoreError(f"sqlite store: iter_entry_rows: {e}") from e
 
     def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
         try:

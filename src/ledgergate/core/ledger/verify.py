@@ -61,6 +61,7 @@ __all__ = [
     "CHECKPOINT_MISMATCH",
     "CHECKPOINT_ORIGIN",
     "CHECKPOINT_SIGNATURE",
+    "COLUMN_MISMATCH",
     "CONSISTENCY_TYPE",
     "INCLUSION_TYPE",
     "INSERTED",
@@ -88,6 +89,9 @@ CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # trusted, but not the root of the 
 CHECKPOINT_SIGNATURE = "checkpoint_signature"  # bad signature, or no trusted signer
 CHECKPOINT_ORIGIN = "checkpoint_origin"  # signed for another stream
 CHECKPOINT_MALFORMED = "checkpoint_malformed"
+# The store's search column (kind, identity, session, connection, time) of an intact
+# entry says something else than the entry itself.
+COLUMN_MISMATCH = "column_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
