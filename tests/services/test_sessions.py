@@ -236,3 +236,25 @@ def test_sessions_entries_carry_the_contract(led: Ledger) -> None:
     (opened,) = st.find_entries(kinds=("session.open",), session_ids=("s_alice",))
     assert opened.identity == "alice" and opened.connection == "demo"
     assert set(base("x", "y", "z")) == {"session_id", "connection", "identity", "source"}
+
+
+def test_an_edited_column_does_not_make_a_search_lie(led: Ledger) -> None:
+    """Editing the identity column of bob's session.open to 'mallory' in the database:
+    `sessions list --identity mallory` does not present bob's session as mallory's, and
+    `audit verify` names the edit."""
+    from ledgergate.services import audit
+
+    with led.db() as db:
+        db.execute(
+            "UPDATE entries SET identity='mallory' WHERE kind='session.open' AND session_id=?",
+            ("s_bob",),
+        )
+        db.commit()
+    st = led.store()
+    assert sessions.list_sessions(st, identity="mallory") == []
+    # unfiltered, it is there as its entry says: bob's
+    (bob,) = [r for r in sessions.list_sessions(st) if r.session_id == "s_bob"]
+    assert bob.subject == "bob"
+    rep = audit.verify_store(st, [led.signer.verifier])
+    assert not rep.ok and any(p.kind == "column_mismatch" for p in rep.problems())
+    st.close()

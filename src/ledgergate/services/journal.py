@@ -37,7 +37,15 @@ from ledgergate.core.ledger.merkle import leaf_hash
 from ledgergate.store.base import CheckpointRow, EntryRow, Store
 from ledgergate.store.journal import Journal
 
-__all__ = ["Indexer", "JournalDamaged", "entry_row_of", "index_text", "replay", "subject_of"]
+__all__ = [
+    "Indexer",
+    "JournalDamaged",
+    "as_entry_says",
+    "entry_row_of",
+    "index_text",
+    "replay",
+    "subject_of",
+]
 
 log = logging.getLogger("ledgergate.ledger")
 
@@ -101,6 +109,17 @@ def entry_row_of(stream: str, canonical: bytes, entry_hash: bytes) -> tuple[Entr
         entry_hash,
     )
     return row, prev
+
+
+def as_entry_says(row: EntryRow) -> EntryRow | None:
+    """A stored row with its search columns as its own entry says them (None when the
+    entry's bytes do not hold together): read paths filter and present these, never a
+    column that may have been edited in the database."""
+    try:
+        derived, _ = entry_row_of(row.stream, row.canonical, row.entry_hash)
+    except (ChainError, ValueError):
+        return None
+    return derived
 
 
 def replay(store: Store, journal: Journal, state: StreamState) -> int:

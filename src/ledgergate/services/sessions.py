@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ledgergate.services import http_timeline, kafka_timeline
+from ledgergate.services.journal import as_entry_says
 from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
@@ -88,12 +89,20 @@ def list_sessions(
         newest_first=True,
         limit=limit,
     )
+    # The store's columns chose the rows; the entries themselves decide: a row whose
+    # column was edited in the database is presented (or not) as its entry says.
+    opens = [
+        said
+        for said in map(as_entry_says, opens)
+        if said is not None and _matches(said, identity, connection, since_ns, until_ns)
+    ]
     ids = [r.session_id for r in opens if r.session_id]
     closes: dict[str, dict[str, Any]] = {}
     if ids:
         for r in store.find_entries(kinds=("session.close",), session_ids=ids):
-            if r.session_id:
-                closes[r.session_id] = _doc(r)
+            said = as_entry_says(r)
+            if said is not None and said.kind == "session.close" and said.session_id in ids:
+                closes[str(said.session_id)] = _doc(said)
     out = []
     for r in opens:
         d = _doc(r)
@@ -117,9 +126,29 @@ def list_sessions(
     return out
 
 
+def _matches(
+    row: EntryRow,
+    identity: str | None,
+    connection: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+) -> bool:
+    return (
+        row.kind == "session.open"
+        and (identity is None or row.identity == identity)
+        and (connection is None or row.connection == connection)
+        and (since_ns is None or row.ts_ns >= since_ns)
+        and (until_ns is None or row.ts_ns < until_ns)
+    )
+
+
 def session_timeline(store: Store, session_id: str) -> list[dict[str, Any]]:
     """Every entry of the session (its canonical documents), in stream order."""
-    rows = store.find_entries(session_ids=(session_id,))
+    rows = [
+        said
+        for said in map(as_entry_says, store.find_entries(session_ids=(session_id,)))
+        if said is not None and said.session_id == session_id
+    ]
     rows.sort(key=lambda r: (r.stream, r.seq))
     return [_doc(r) for r in rows]
 
