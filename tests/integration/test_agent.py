@@ -177,3 +177,45 @@ def test_revoking_the_agents_token_cuts_its_sessions(
         assert "refused" in agent.log.read_text()
     finally:
         agent.stop()
+
+
+def test_bad_input_at_the_agent_listener_is_refused_and_the_gateway_serves_on(
+    gateway_factory: GatewayFactory, pgc: PgCluster
+) -> None:
+    """Garbage, a line that is not an object, an unknown leg and a wrong token each get
+    a refusal on their own connection; nothing of the held credential is said; the
+    gateway keeps serving (runs without a namespace: the listener is on loopback)."""
+    import ssl
+
+    port = free_port()
+    gw = gateway_factory(
+        [app_connection(pgc, via="site-agent")],
+        extra={"listeners": {"agent": {"address": f"127.0.0.1:{port}"}}},
+    ).start()
+    ctx = ssl.create_default_context(cafile=str(gw.data_dir / "tls" / "server.crt"))
+
+    def say(line: bytes) -> dict[str, object]:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.sendall(line)
+            got = s.recv(4096)
+        answer = json.loads(got)
+        assert isinstance(answer, dict)
+        return answer
+
+    for line in (
+        b"\x00\xff not json\n",
+        b"[1, 2]\n",
+        b'{"leg": "nope", "token": "x"}\n',
+        b'{"control": "lgt_not_a_real_token"}\n',
+        '{"control": "l\u00e9gitime"}\n'.encode(),
+    ):
+        answer = say(line)
+        assert answer["ok"] is False and answer["error"], (line, answer)
+        assert pgc.password not in json.dumps(answer)
+    # a user's token is not an agent's: refused as well
+    assert say(json.dumps({"control": gw.token("alice")}).encode() + b"\n")["ok"] is False
+    assert gw.proc is not None and gw.proc.poll() is None
+    assert pgc.password not in gw.log_path.read_text()

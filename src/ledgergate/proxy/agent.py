@@ -170,9 +170,20 @@ class AgentHub:
 
     # -- incoming connections -------------------------------------------------------------------
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        task = asyncio.get_running_loop().create_task(self._guarded(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One incoming connection; whatever fails (the store answering the token check,
+        a peer that vanishes) ends that connection alone, with a reason logged."""
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("agent connection failed: %s", type(e).__name__)
+            await _refuse(writer, "the gateway cannot take this connection now")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
