@@ -33,12 +33,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
 from ledgergate.core.identity import SessionFacts
 from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.bridge import MAX_LINE, bridge
 from ledgergate.proxy.listener import OpenSession
+from ledgergate.wire.agent import (
+    AgentLineError,
+    Answer,
+    Control,
+    Leg,
+    Open,
+    encode,
+    parse_hello,
+)
 
 __all__ = ["AgentHub", "AgentUnavailable"]
 
@@ -148,7 +155,7 @@ class AgentHub:
         )
         self._pending[leg] = (agent, fut)
         try:
-            link.writer.write(orjson.dumps({"open": leg, "connection": connection}) + b"\n")
+            link.writer.write(encode(Open(leg, connection)))
             async with asyncio.timeout(self.leg_timeout):
                 reader, writer = await fut
         except TimeoutError:
@@ -190,21 +197,18 @@ class AgentHub:
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 line = await reader.readuntil(b"\n")
-            hello = orjson.loads(line)
-            if not isinstance(hello, dict):
-                raise ValueError("not an object")
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
             return
-        except (ValueError, orjson.JSONDecodeError):
-            await _refuse(writer, "the first line must be a JSON object")
+        try:
+            hello = parse_hello(line)
+        except AgentLineError as e:
+            await _refuse(writer, str(e))
             return
-        if isinstance(hello.get("control"), str):
-            await self._control(hello["control"], reader, writer, peer)
-        elif isinstance(hello.get("leg"), str) and isinstance(hello.get("token"), str):
-            await self._leg(hello, reader, writer)
+        if isinstance(hello, Control):
+            await self._control(hello.token, reader, writer, peer)
         else:
-            await _refuse(writer, "expected a control or a leg line")
+            await self._leg(hello, reader, writer)
 
     async def _who(self, token: str) -> tuple[str | None, Admitted | None, str]:
         """The agent a token belongs to: its identity, if a connection names it."""
@@ -240,7 +244,7 @@ class AgentHub:
         )
         link = AgentLink(name, token, writer, facts)
         self.links[name] = link
-        writer.write(orjson.dumps({"ok": True, "agent": name}) + b"\n")
+        writer.write(encode(Answer(True, agent=name)))
         log.info("agent %s connected from %s", name, peer)
         try:
             while await reader.read(1024):
@@ -252,9 +256,9 @@ class AgentHub:
                 self._drop(link, "the agent disconnected")
 
     async def _leg(
-        self, hello: dict[str, object], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, hello: Leg, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        leg, token = str(hello["leg"]), str(hello["token"])
+        leg, token = hello.leg, hello.token
         pending = self._pending.get(leg)
         link = self.links.get(pending[0]) if pending is not None else None
         same = link is not None and secrets.compare_digest(token.encode(), link.token.encode())
@@ -262,10 +266,10 @@ class AgentHub:
             await _refuse(writer, "unknown leg")
             return
         fut = pending[1]
-        if isinstance(hello.get("error"), str):
+        if hello.error is not None:
             writer.close()
             if not fut.done():
-                fut.set_exception(AgentUnavailable(f"agent {link.name}: {hello['error']}"))
+                fut.set_exception(AgentUnavailable(f"agent {link.name}: {hello.error}"))
             return
         if fut.done():
             writer.close()
@@ -284,6 +288,6 @@ class AgentHub:
 
 async def _refuse(writer: asyncio.StreamWriter, why: str) -> None:
     with contextlib.suppress(Exception):
-        writer.write(orjson.dumps({"ok": False, "error": why}) + b"\n")
+        writer.write(encode(Answer(False, error=why)))
         await writer.drain()
     writer.close()

@@ -19,9 +19,16 @@ import contextlib
 import logging
 import ssl
 
-import orjson
-
 from ledgergate.proxy.bridge import MAX_LINE, bridge
+from ledgergate.wire.agent import (
+    AgentLineError,
+    Answer,
+    Control,
+    Leg,
+    Open,
+    encode,
+    parse_from_gateway,
+)
 
 __all__ = ["AgentRefused", "run_agent"]
 
@@ -89,12 +96,15 @@ async def _session(
 ) -> None:
     reader, writer = await _dial(gateway, tls, server_name)
     try:
-        writer.write(orjson.dumps({"control": token}) + b"\n")
-        answer = orjson.loads(await reader.readuntil(b"\n"))
-        if not isinstance(answer, dict) or answer.get("ok") is not True:
-            why = answer.get("error") if isinstance(answer, dict) else "no answer"
+        writer.write(encode(Control(token)))
+        try:
+            answer = parse_from_gateway(await reader.readuntil(b"\n"))
+        except AgentLineError as e:
+            raise AgentRefused(f"the gateway's answer is not understood: {e}") from None
+        if not isinstance(answer, Answer) or not answer.ok:
+            why = answer.error if isinstance(answer, Answer) else "no answer"
             raise AgentRefused(f"the gateway refused this agent: {why}")
-        log.info("connected to the gateway as agent %s", answer.get("agent"))
+        log.info("connected to the gateway as agent %s", answer.agent)
         async with asyncio.TaskGroup() as tg:
             stopper = tg.create_task(stop.wait())
             while True:
@@ -110,22 +120,25 @@ async def _session(
                     stopper.cancel()
                     log.warning("the gateway closed the control connection")
                     return
-                if isinstance(msg, dict) and isinstance(msg.get("open"), str):
-                    leg, conn = msg["open"], str(msg.get("connection"))
-                    tg.create_task(_leg(gateway, token, targets, tls, server_name, leg, conn))
+                if isinstance(msg, Open):
+                    tg.create_task(
+                        _leg(gateway, token, targets, tls, server_name, msg.leg, msg.connection)
+                    )
     finally:
         writer.close()
 
 
-async def _readline(reader: asyncio.StreamReader) -> object | None:
-    """The next JSON line from the gateway; None when the connection ended."""
+async def _readline(reader: asyncio.StreamReader) -> Answer | Open | bool | None:
+    """The next line from the gateway (False for one not understood, skipped); None
+    when the connection ended."""
     try:
-        msg: object = orjson.loads(await reader.readuntil(b"\n"))
-        return msg
+        line = await reader.readuntil(b"\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
         return None
-    except orjson.JSONDecodeError:
-        return {}
+    try:
+        return parse_from_gateway(line) or False
+    except AgentLineError:
+        return False
 
 
 async def _leg(*args: object) -> None:
@@ -163,11 +176,9 @@ async def _carry(
         if backend is not None:
             backend[1].close()
         return
-    hello: dict[str, str] = {"leg": leg, "token": token}
     if error is not None:
-        hello["error"] = error
         log.warning("leg for %s refused: %s", connection, error)
-    gw.write(orjson.dumps(hello) + b"\n")
+    gw.write(encode(Leg(leg, token, error)))
     if backend is None:
         with contextlib.suppress(Exception):
             await gw.drain()
