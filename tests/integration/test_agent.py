@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,22 +72,38 @@ def hidden_pg(netns: Netns) -> Iterator[PgCluster]:
 
 
 class Agent:
-    def __init__(self, netns: Netns, gw: Gateway, port: int, token: str, pg: PgCluster) -> None:
+    """``ledgergate agent`` inside the namespace. ``targets``: more ``--target`` values
+    (default: the hidden server as ``app``); ``args``/``env``: more options and
+    environment (a credential the agent holds)."""
+
+    def __init__(
+        self,
+        netns: Netns,
+        gw: Gateway,
+        port: int,
+        token: str,
+        pg: PgCluster | None = None,
+        *,
+        targets: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = gw.workdir / "agent.log"
-        env = {**os.environ, "AGENT_TOKEN": token}
+        targets += (f"app=127.0.0.1:{pg.port}",) if pg is not None else ()
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [
                     "ip", "netns", "exec", netns.name, str(BIN), "agent",
                     "--gateway", f"{netns.host_ip}:{port}",
                     "--token", "env:AGENT_TOKEN",
-                    "--target", f"app=127.0.0.1:{pg.port}",
+                    *(a for t in targets for a in ("--target", t)),
                     "--ca", str(gw.data_dir / "tls" / "server.crt"),
                     "--server-name", "localhost",
+                    *args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env={**os.environ, "AGENT_TOKEN": token, **(env or {})},
             )  # fmt: skip
 
     def wait_for(self, text: str, timeout: float = 20) -> None:
@@ -108,11 +126,17 @@ class Agent:
                 self.proc.wait()
 
 
-def _gateway(factory: GatewayFactory, pg: PgCluster, netns: Netns) -> tuple[Gateway, int]:
+def _gateway(
+    factory: GatewayFactory,
+    pg: PgCluster,
+    netns: Netns,
+    conn: dict[str, object] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Gateway, int]:
     port = free_port()
     gw = factory(
-        [app_connection(pg, via="site-agent")],
-        env={"APP_DB_PASSWORD": pg.password},
+        [conn or app_connection(pg, via="site-agent")],
+        env=env if env is not None else {"APP_DB_PASSWORD": pg.password},
         extra={"listeners": {"agent": {"address": f"{netns.host_ip}:{port}"}}},
     ).start()
     return gw, port
@@ -219,3 +243,114 @@ def test_bad_input_at_the_agent_listener_is_refused_and_the_gateway_serves_on(
     assert say(json.dumps({"control": gw.token("alice")}).encode() + b"\n")["ok"] is False
     assert gw.proc is not None and gw.proc.poll() is None
     assert pgc.password not in gw.log_path.read_text()
+
+
+@pytest.fixture
+def locked_pg(netns: Netns) -> Iterator[PgCluster]:
+    """A hidden server with a password of its own that only takes TLS connections."""
+    with PgCluster(netns=netns.name, password=secrets.token_urlsafe(24), require_tls=True) as c:
+        c.psql("CREATE DATABASE app")
+        yield c
+
+
+def _agent_login_gateway(
+    factory: GatewayFactory, pg: PgCluster, netns: Netns
+) -> tuple[Gateway, int]:
+    conn = app_connection(pg, via="site-agent", credentials="agent:site-agent")
+    del conn["sslmode"]  # TLS to the server runs on the agent
+    # the gateway's environment holds no password at all
+    return _gateway(factory, pg, netns, conn, env={"APP_DB_PASSWORD": "not-this-one"})
+
+
+def _everything_the_gateway_keeps(gw: Gateway) -> bytes:
+    """Its data directory, store, log and configuration, and its process environment."""
+    kept = [p.read_bytes() for p in gw.workdir.rglob("*") if p.is_file() and "agent" not in p.name]
+    kept.append(gw.store_bytes())
+    assert gw.proc is not None
+    kept.append(Path(f"/proc/{gw.proc.pid}/environ").read_bytes())
+    return b"\n".join(kept)
+
+
+def test_the_agent_logs_in_with_a_credential_the_gateway_never_holds(
+    gateway_factory: GatewayFactory, locked_pg: PgCluster, netns: Netns
+) -> None:
+    gw, port = _agent_login_gateway(gateway_factory, locked_pg, netns)
+    agent = Agent(
+        netns,
+        gw,
+        port,
+        gw.token("site-agent", "service"),
+        locked_pg,
+        args=(
+            "--credential",
+            "app=user=postgres,password=env:HIDDEN_PW,sslmode=verify-full,"
+            f"sslrootcert={locked_pg.ca_cert_path},require_auth=scram-sha-256",
+        ),
+        env={"HIDDEN_PW": locked_pg.password},
+    )
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        tok = gw.token("alice")
+        with psycopg.connect(gw.dsn(tok), autocommit=True, application_name="via-agent") as c:
+            # the server saw the agent's TLS login, with the client's own parameters
+            row = c.execute(
+                "SELECT s.ssl, a.application_name, current_user FROM pg_stat_ssl s "
+                "JOIN pg_stat_activity a USING (pid) WHERE pid = pg_backend_pid()"
+            ).fetchone()
+            assert row == (True, "via-agent", "postgres")
+            c.execute("CREATE TABLE t_login (n int)")
+            c.execute("INSERT INTO t_login SELECT generate_series(1, 500)")
+            assert c.execute("SELECT count(*) FROM t_login").fetchone() == (500,)
+            # a cancel goes through the agent too
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                threading.Timer(1.0, c.cancel).start()
+                c.execute("SELECT pg_sleep(30)")
+            assert time.monotonic() - t0 < 15
+        gw.settle()
+        assert gw.cli("audit", "verify").returncode == 0
+        assert locked_pg.password.encode() not in _everything_the_gateway_keeps(gw)
+        assert locked_pg.password not in agent.log.read_text()
+    finally:
+        agent.stop()
+
+
+def test_an_agent_credential_the_server_refuses_is_a_clear_error(
+    gateway_factory: GatewayFactory, locked_pg: PgCluster, netns: Netns
+) -> None:
+    gw, port = _agent_login_gateway(gateway_factory, locked_pg, netns)
+    wrong = "wrong-" + secrets.token_hex(8)
+    agent = Agent(
+        netns,
+        gw,
+        port,
+        gw.token("site-agent", "service"),
+        locked_pg,
+        args=("--credential", "app=user=postgres,password=env:HIDDEN_PW,sslmode=require"),
+        env={"HIDDEN_PW": wrong},
+    )
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        with pytest.raises(psycopg.OperationalError, match="could not authenticate"):
+            psycopg.connect(gw.dsn(gw.token("alice")), connect_timeout=20).close()
+        agent.wait_for("the server refused the agent's credential")
+        log = gw.log_path.read_text() + agent.log.read_text()
+        assert wrong not in log and locked_pg.password not in log
+        # the gateway serves on, and the agent stays connected
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()
+
+
+def test_the_agent_refuses_a_login_it_holds_no_credential_for(
+    gateway_factory: GatewayFactory, locked_pg: PgCluster, netns: Netns
+) -> None:
+    gw, port = _agent_login_gateway(gateway_factory, locked_pg, netns)
+    agent = Agent(netns, gw, port, gw.token("site-agent", "service"), locked_pg)
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        with pytest.raises(psycopg.OperationalError, match="holds no credential"):
+            psycopg.connect(gw.dsn(gw.token("alice")), connect_timeout=20).close()
+    finally:
+        agent.stop()

@@ -29,7 +29,14 @@ def test_agent_lines_round_trip(msg: Control | Leg) -> None:
 
 
 @pytest.mark.parametrize(
-    "msg", [Open("l1", "app"), Answer(True, agent="site"), Answer(False, error="revoked")]
+    "msg",
+    [
+        Open("l1", "app"),
+        Open("l1", "events", address="10.0.0.7:9092"),
+        Open("l1", "app", auth=True),
+        Answer(True, agent="site"),
+        Answer(False, error="revoked"),
+    ],
 )
 def test_gateway_lines_round_trip(msg: Open | Answer) -> None:
     assert parse_from_gateway(encode(msg)) == msg
@@ -52,6 +59,13 @@ def test_bad_hello_lines(line: bytes, why: str) -> None:
 
 def test_unknown_gateway_lines_are_skipped() -> None:
     assert parse_from_gateway(b'{"news": 1}\n') is None
+
+
+def test_open_fields_of_the_wrong_type_are_left_out() -> None:
+    """Only ``auth: true`` asks the agent to log in; an address that is not a string is
+    none (the connection's own target)."""
+    line = b'{"open": "l1", "connection": "app", "address": 7, "auth": "yes"}\n'
+    assert parse_from_gateway(line) == Open("l1", "app")
 
 
 @given(st.binary(max_size=300))

@@ -29,6 +29,7 @@ from ledgergate.core.policy.rules import PolicySettings
 __all__ = [
     "CONNECTION_TYPES",
     "NOTIFY_EVENTS",
+    "AgentHeld",
     "AnyConnection",
     "ApiListener",
     "Config",
@@ -127,6 +128,14 @@ class Credentials(_Strict):
     __str__ = __repr__
 
 
+class AgentHeld(_Strict):
+    """``credentials: agent:NAME``: the credential stays with agent NAME (``ledgergate
+    agent --credential``), which logs in to the server itself; the gateway never holds
+    it."""
+
+    agent: str = Field(min_length=1, max_length=200)
+
+
 class _ConnectionBase(_Strict):
     """What every connection has, whatever its protocol."""
 
@@ -136,6 +145,10 @@ class _ConnectionBase(_Strict):
     # A session on this connection ends when it has lasted this long (e.g. ``4h``),
     # whatever its token says; unset: only the token and the identity bound it.
     max_session: str | None = None
+    # The agent (the name of its service identity) that carries this connection's
+    # backend legs from inside a network the gateway cannot reach; the server's address
+    # is then resolved on the agent's side (see ``ledgergate agent``).
+    via: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("max_session")
     @classmethod
@@ -155,16 +168,44 @@ class Connection(_ConnectionBase):
     type: Literal["postgres"] = "postgres"
     address: str  # host:port
     database: str
-    credentials: Credentials
+    credentials: Credentials | AgentHeld
     sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
     sslrootcert: str | None = None  # CA bundle for verify-full (default: system store)
     # Backend authentication methods the gateway accepts (libpq's require_auth); unset:
     # any. ``[scram-sha-256]`` refuses a downgrade to cleartext or MD5.
     require_auth: list[Literal["scram-sha-256", "md5", "password", "none"]] | None = None
-    # The agent (the name of its service identity) that carries this connection's
-    # backend legs from inside a network the gateway cannot reach; ``address`` is then
-    # resolved on the agent's side (see ``ledgergate agent``).
-    via: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _agent_held(cls, v: object) -> object:
+        if isinstance(v, str):
+            agent = v.removeprefix("agent:")
+            if agent == v or not agent:
+                raise ValueError("must be {user, password} or agent:AGENT (held by an agent)")
+            return {"agent": agent}
+        return v
+
+    @model_validator(mode="after")
+    def _agent_login(self) -> Connection:
+        if isinstance(self.credentials, AgentHeld):
+            if self.via != self.credentials.agent:
+                raise ValueError(
+                    f"credentials: agent:{self.credentials.agent} needs "
+                    f"via: {self.credentials.agent} (the agent that holds them carries the "
+                    "connection)"
+                )
+            told = self.model_fields_set & {"sslmode", "sslrootcert", "require_auth"}
+            if told:
+                raise ValueError(
+                    f"{', '.join(sorted(told))}: with credentials held by the agent, TLS to "
+                    "the server and the login run on the agent (its --credential)"
+                )
+        return self
+
+    @property
+    def agent_login(self) -> bool:
+        """The agent logs in to the server; the gateway holds no credential for it."""
+        return isinstance(self.credentials, AgentHeld)
 
     @field_validator("address")
     @classmethod

@@ -9,16 +9,22 @@ starts with one JSON line and then follows one of two shapes:
   identity's name is the agent's name, the ``via`` of the connections it carries). The
   gateway answers ``{"ok": true, "agent": NAME}`` or ``{"ok": false, "error": …}`` and
   keeps the connection: it writes ``{"open": LEG, "connection": NAME}`` lines when a
-  session needs a backend leg.
+  session needs a backend leg (with ``"address": "HOST:PORT"`` when the server is one
+  the backend advertised, a Kafka broker; with ``"auth": true`` when the agent holds
+  the connection's credential and logs in itself, ``proxy.agent_login``).
 - leg ``{"leg": LEG, "token": TOKEN}``, or ``{"leg": LEG, "token": TOKEN, "error": …}``
   when the agent could not reach the backend: after the line, the bytes of the leg,
-  both ways, untouched (the backend's own TLS and authentication run inside it).
+  both ways, untouched (the backend's own TLS and authentication run inside it, unless
+  the agent logs in).
 
 A session's backend connection is then a socket like any other (``open_leg`` returns one
 end of a socket pair, bridged to the leg). The agent never sees a user's token: it only
 carries bytes between the gateway and the backend. An agent link is an open session of
 this listener: when its token is revoked or expires, or its identity is disabled, the
 runtime's re-check ends it, and with it every leg it carries.
+
+Every protocol dials through it the same way: PostgreSQL with ``open_leg``, S3, HTTP and
+Kafka with the ``openers`` the runtime hands their gateways.
 """
 
 from __future__ import annotations
@@ -47,12 +53,15 @@ from ledgergate.wire.agent import (
     parse_hello,
 )
 
-__all__ = ["AgentHub", "AgentUnavailable"]
+__all__ = ["AgentHub", "AgentUnavailable", "LegOpener"]
 
 log = logging.getLogger("ledgergate.agent")
 
 
 Admit = Callable[[str, str], Awaitable[Admitted]]
+# A connection's way to its server through its agent: the address ("HOST:PORT" as the
+# backend advertised it) or None for the connection's own target → a connected socket.
+LegOpener = Callable[[str | None], Awaitable[socket.socket]]
 
 
 class AgentUnavailable(RuntimeError):
@@ -143,8 +152,24 @@ class AgentHub:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- legs ----------------------------------------------------------------------------------
-    async def open_leg(self, connection: str) -> socket.socket:
-        """A socket connected, through the connection's agent, to its backend."""
+    def openers(self) -> dict[str, LegOpener]:
+        """connection name → its way to its server, for the protocols that dial it."""
+
+        def opener(connection: str) -> LegOpener:
+            async def open_to(address: str | None) -> socket.socket:
+                return await self.open_leg(connection, address=address)
+
+            return open_to
+
+        return {name: opener(name) for name in self.connections}
+
+    async def open_leg(
+        self, connection: str, *, address: str | None = None, auth: bool = False
+    ) -> socket.socket:
+        """A socket connected, through the connection's agent, to its backend: to
+        ``address`` ("HOST:PORT" as the backend advertised it, e.g. a Kafka broker) or the
+        connection's own target; with ``auth`` the agent logs in with the credential it
+        holds before the leg carries the session (PostgreSQL)."""
         agent = self.connections.get(connection)
         link = self.links.get(agent) if agent is not None else None
         if agent is None or link is None:
@@ -155,7 +180,7 @@ class AgentHub:
         )
         self._pending[leg] = (agent, fut)
         try:
-            link.writer.write(encode(Open(leg, connection)))
+            link.writer.write(encode(Open(leg, connection, address, auth)))
             async with asyncio.timeout(self.leg_timeout):
                 reader, writer = await fut
         except TimeoutError:

@@ -2,11 +2,15 @@
 
 Runs inside a private network. It keeps one control connection to the gateway's agent
 listener (TLS, the gateway's certificate checked against ``ca``), authenticated by the
-agent's own token; for each ``{"open": LEG, "connection": NAME}`` the gateway sends, it
-connects to the target it was given for NAME (``--target NAME=HOST:PORT``: addresses
-stay on this side) and opens a new TLS connection to the gateway for that leg, then
-copies bytes both ways until either side closes. It never reads the bytes it carries,
-holds no ledger key and sees no user's token (see ``proxy.agent`` for the lines).
+agent's own token; for each ``Open`` the gateway sends, it connects to a target it was
+given for that connection (``--target NAME=HOST:PORT``, repeatable: addresses stay on
+this side; an ``Open`` naming an address reaches it only if it is one of them, as a
+Kafka broker the cluster advertised) and opens a new TLS connection to the gateway for
+that leg, then copies bytes both ways until either side closes.
+
+It holds no ledger key and sees no user's token (see ``proxy.agent`` for the lines). It
+reads the bytes it carries only to log in for the gateway, when the connection's
+credential stays here (``--credential``, ``proxy.agent_login``).
 
 A lost control connection is dialed again with a growing pause; a refusal (the token
 revoked, expired or not an agent's) ends ``run_agent`` with ``AgentRefused``.
@@ -18,7 +22,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from dataclasses import dataclass, field
 
+from ledgergate.proxy.agent_login import AgentLogin, LoginFailed, log_in
 from ledgergate.proxy.bridge import MAX_LINE, bridge
 from ledgergate.wire.agent import (
     AgentLineError,
@@ -30,7 +36,7 @@ from ledgergate.wire.agent import (
     parse_from_gateway,
 )
 
-__all__ = ["AgentRefused", "run_agent"]
+__all__ = ["AgentLogin", "AgentRefused", "run_agent"]
 
 log = logging.getLogger("ledgergate.agent")
 
@@ -47,10 +53,19 @@ class AgentRefused(RuntimeError):
 Target = tuple[str, int]
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What this agent carries: each connection's targets (the first is its own) and
+    the credentials it logs in with."""
+
+    targets: dict[str, list[Target]]
+    logins: dict[str, AgentLogin] = field(default_factory=dict)
+
+
 async def run_agent(
     gateway: Target,
     token: str,
-    targets: dict[str, Target],
+    carried: Carried,
     tls: ssl.SSLContext,
     *,
     server_name: str | None = None,
@@ -61,7 +76,7 @@ async def run_agent(
     pause = RETRY_FIRST_S
     while not stop.is_set():
         try:
-            await _session(gateway, token, targets, tls, server_name, stop)
+            await _session(gateway, token, carried, tls, server_name, stop)
             pause = RETRY_FIRST_S
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             log.warning("the gateway at %s:%d cannot be reached (%s)", *gateway, e)
@@ -89,7 +104,7 @@ async def _dial(
 async def _session(
     gateway: Target,
     token: str,
-    targets: dict[str, Target],
+    carried: Carried,
     tls: ssl.SSLContext,
     server_name: str | None,
     stop: asyncio.Event,
@@ -121,9 +136,7 @@ async def _session(
                     log.warning("the gateway closed the control connection")
                     return
                 if isinstance(msg, Open):
-                    tg.create_task(
-                        _leg(gateway, token, targets, tls, server_name, msg.leg, msg.connection)
-                    )
+                    tg.create_task(_leg(gateway, token, carried, tls, server_name, msg))
     finally:
         writer.close()
 
@@ -152,18 +165,18 @@ async def _leg(*args: object) -> None:
 async def _carry(
     gateway: Target,
     token: str,
-    targets: dict[str, Target],
+    carried: Carried,
     tls: ssl.SSLContext,
     server_name: str | None,
-    leg: str,
-    connection: str,
+    msg: Open,
 ) -> None:
-    target = targets.get(connection)
+    connection = msg.connection
+    target, error = _target(carried, msg)
+    login = carried.logins.get(connection) if msg.auth else None
+    if msg.auth and login is None:
+        target, error = None, f"this agent holds no credential for connection {connection!r}"
     backend: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    error = None
-    if target is None:
-        error = f"this agent has no target for connection {connection!r}"
-    else:
+    if target is not None:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 backend = await asyncio.open_connection(*target)
@@ -172,16 +185,44 @@ async def _carry(
     try:
         gr, gw = await _dial(gateway, tls, server_name)
     except (OSError, TimeoutError, ssl.SSLError) as e:
-        log.warning("leg %s: the gateway cannot be reached (%s)", leg, e)
+        log.warning("leg %s: the gateway cannot be reached (%s)", msg.leg, e)
         if backend is not None:
             backend[1].close()
         return
     if error is not None:
         log.warning("leg for %s refused: %s", connection, error)
-    gw.write(encode(Leg(leg, token, error)))
+    gw.write(encode(Leg(msg.leg, token, error)))
     if backend is None:
         with contextlib.suppress(Exception):
             await gw.drain()
         gw.close()
         return
+    if login is not None and target is not None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await log_in(connection, login, (gr, gw), backend, target[0])
+        except (LoginFailed, TimeoutError, asyncio.IncompleteReadError, OSError) as e:
+            log.warning("login to %s's server failed: %s", connection, e or type(e).__name__)
+            with contextlib.suppress(Exception):
+                await gw.drain()
+            gw.close()
+            backend[1].close()
+            return
     await bridge((gr, gw), backend)
+
+
+def _target(carried: Carried, msg: Open) -> tuple[Target | None, str | None]:
+    """The server a leg goes to, or why it goes nowhere."""
+    targets = carried.targets.get(msg.connection)
+    if not targets:
+        return None, f"this agent has no target for connection {msg.connection!r}"
+    if msg.address is None:
+        return targets[0], None
+    host, _, port = msg.address.rpartition(":")
+    want = (host.strip("[]"), int(port)) if port.isdigit() else None
+    if want not in targets:
+        return None, (
+            f"{msg.address} is not a target of connection {msg.connection!r} on this agent "
+            "(add it with --target)"
+        )
+    return want, None

@@ -278,10 +278,11 @@ class PgGateway:
         try:
             async with asyncio.timeout(conn.connect_timeout):
                 if conn.via is not None and self.agents is not None:
-                    r, w = await asyncio.open_connection(sock=await self.agents.open_leg(conn.name))
+                    leg = await self.agents.open_leg(conn.name, auth=conn.agent_login)
+                    r, w = await asyncio.open_connection(sock=leg)
                 else:
                     r, w = await asyncio.open_connection(conn.host, conn.port)
-                if conn.sslmode != "disable":
+                if conn.sslmode != "disable" and not conn.agent_login:
                     w.write(m.ssl_request())
                     await w.drain()
                     answer = await r.readexactly(1)

@@ -20,7 +20,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from ledgergate.core.config import Connection
+from ledgergate.core.config import Connection, Credentials
 from ledgergate.core.identity import SessionFacts
 from ledgergate.core.recording import SessionRecorder
 from ledgergate.proxy.agent import AgentUnavailable
@@ -386,7 +386,7 @@ async def _backend(session: PgSession, auth: Authenticate) -> BackendReady | Non
     try:
         async with asyncio.timeout(conn.connect_timeout):
             if conn.via is not None and session.gw.agents is not None:
-                sock = await session.gw.agents.open_leg(conn.name)
+                sock = await session.gw.agents.open_leg(conn.name, auth=conn.agent_login)
                 _, side = await loop.create_connection(lambda: _Side(session, False), sock=sock)
             else:
                 _, side = await loop.create_connection(
@@ -399,12 +399,16 @@ async def _backend(session: PgSession, auth: Authenticate) -> BackendReady | Non
         _fail_backend(session, f"could not connect to the server ({type(e).__name__})")
         return None
     session.s = side
+    # With ``credentials: agent:…`` the agent logs in (TLS and authentication run on
+    # its side, inside the leg that is TLS to the gateway): the gateway sends the
+    # startup in clear through the leg and the agent answers as a trusting server would.
+    agent_login = conn.agent_login
     hs = BackendHandshake(
-        user=conn.credentials.user,
+        user=conn.credentials.user if isinstance(conn.credentials, Credentials) else "",
         password=password,
         database=conn.database,
         client=auth.startup,
-        sslmode=conn.sslmode,
+        sslmode="disable" if agent_login else conn.sslmode,
         nonce=secrets.token_bytes(18),
         connection=conn.name,
         require_auth=frozenset(conn.require_auth) if conn.require_auth else None,

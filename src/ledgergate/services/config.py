@@ -15,7 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from ledgergate.core.config import Config, ConfigError, Connection, parse_config, split_address
+from ledgergate.core.config import (
+    Config,
+    ConfigError,
+    Connection,
+    Credentials,
+    parse_config,
+    split_address,
+)
 from ledgergate.store import Store, open_store
 
 __all__ = ["Settings", "load_settings", "resolve_secret"]
@@ -109,6 +116,9 @@ class Settings:
         return f"cli@{self.gateway_name}"
 
     def backend_password(self, conn: Connection) -> str | None:
+        """The held password (None when there is none, or the agent holds it)."""
+        if not isinstance(conn.credentials, Credentials):
+            return None
         return resolve_secret(
             conn.credentials.password, what=f"connections.{conn.name}.credentials.password"
         )

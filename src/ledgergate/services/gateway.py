@@ -236,11 +236,7 @@ class GatewayRuntime:
         self, authenticate: Callable[[str, str], Awaitable[AuthResult]]
     ) -> None:
         """The agent listener, when a connection is carried by an agent (``via``)."""
-        via = {
-            c.name: c.via
-            for c in self.connections
-            if isinstance(c, Connection) and c.via is not None
-        }
+        via = {c.name: c.via for c in self.connections if c.via is not None}
         if not via:
             return
         cfg = self.settings.config.listeners.agent
@@ -316,6 +312,7 @@ class GatewayRuntime:
             policies=lambda: self.gateway.policies if self.gateway is not None else None,
             reviews=self.reviews,
             masking_key=self._masking_key(),
+            legs=self.agents.openers() if self.agents is not None else None,
         )
         host, port = split_address(hl.address, 19443)
         server = await self.http.listen(host, port)
@@ -344,6 +341,7 @@ class GatewayRuntime:
             policies=lambda: self.gateway.policies if self.gateway is not None else None,
             reviews=self.reviews,
             masking_key=self._masking_key(),
+            legs=self.agents.openers() if self.agents is not None else None,
         )
         self.kafka_bound = await self.kafka.start()
 

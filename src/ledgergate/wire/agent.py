@@ -46,6 +46,12 @@ class Leg:
 class Open:
     leg: str
     connection: str
+    # The server to reach, "HOST:PORT" as the backend advertised it (a Kafka broker);
+    # None: the connection's own target. The agent carries only addresses it was given.
+    address: str | None = None
+    # The agent authenticates to the server with the credential it holds for this
+    # connection (``credentials: agent:…``) before the leg carries the session.
+    auth: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +90,13 @@ def parse_from_gateway(line: bytes) -> Answer | Open | None:
     gateway may send more kinds)."""
     doc = _object(line)
     if isinstance(doc.get("open"), str):
-        return Open(str(doc["open"]), str(doc.get("connection")))
+        address = doc.get("address")
+        return Open(
+            str(doc["open"]),
+            str(doc.get("connection")),
+            address if isinstance(address, str) else None,
+            doc.get("auth") is True,
+        )
     if isinstance(doc.get("ok"), bool):
         agent, error = doc.get("agent"), doc.get("error")
         return Answer(
@@ -103,8 +115,12 @@ def encode(msg: Message) -> bytes:
             doc = {"leg": leg, "token": t}
             if err is not None:
                 doc["error"] = err
-        case Open(leg=leg, connection=c):
+        case Open(leg=leg, connection=c, address=addr, auth=auth):
             doc = {"open": leg, "connection": c}
+            if addr is not None:
+                doc["address"] = addr
+            if auth:
+                doc["auth"] = True
         case Answer(ok=ok, agent=a, error=err):
             doc = {"ok": ok}
             if a is not None:

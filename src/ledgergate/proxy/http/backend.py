@@ -17,8 +17,10 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledgergate.core.config import HttpConnection, S3Connection
+from ledgergate.proxy.agent import AgentUnavailable, LegOpener
 from ledgergate.wire.http.messages import LAST_CHUNK, chunk_frame, encode_request_head
 from ledgergate.wire.http.response import ResponseError, ResponseHead, ResponseReader
 
@@ -269,8 +271,9 @@ class BackendConn:
 class BackendPool:
     """Connections to one backend, reused across requests of all sessions."""
 
-    def __init__(self, conn: S3Connection | HttpConnection) -> None:
+    def __init__(self, conn: S3Connection | HttpConnection, leg: LegOpener | None = None) -> None:
         self.conn = conn
+        self.leg = leg  # through the connection's agent (via:), or None: dial it
         self._idle: deque[BackendConn] = deque()
         self._tls: ssl.SSLContext | None = None
         if conn.scheme == "https":
@@ -292,13 +295,19 @@ class BackendPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(c.connect_timeout):
+                where: dict[str, Any] = (
+                    {"sock": await self.leg(None)}
+                    if self.leg is not None
+                    else {"host": c.host, "port": c.port}
+                )
                 _, proto = await loop.create_connection(
                     _Proto,
-                    c.host,
-                    c.port,
                     ssl=self._tls,
                     server_hostname=c.host if self._tls is not None else None,
+                    **where,
                 )
+        except AgentUnavailable as e:
+            raise BackendError(f"connection {c.name}: {e}") from None
         except TimeoutError:
             raise BackendError(f"connection {c.name}: the backend did not answer in time") from None
         except ssl.SSLError as e:

@@ -32,6 +32,7 @@ import h11
 from ledgergate.core.config import HttpConnection, HttpListener, S3Connection
 from ledgergate.core.masking.document import DocumentMasker, masker_for_rules
 from ledgergate.core.policy.engine import PolicySet, SessionPolicy
+from ledgergate.proxy.agent import LegOpener
 from ledgergate.proxy.http.admit_s3 import S3Admission
 from ledgergate.proxy.http.backend import BackendPool
 from ledgergate.proxy.http.objects import ObjectBook
@@ -78,6 +79,7 @@ class HttpGateway(S3Admission):
         policies: Callable[[], PolicySet | None] = lambda: None,
         reviews: ReviewDesk | None = None,
         masking_key: bytes = b"",
+        legs: dict[str, LegOpener] | None = None,
     ) -> None:
         self.reviews = reviews
         self.masking_key = masking_key
@@ -93,7 +95,9 @@ class HttpGateway(S3Admission):
         self.tls = tls
         self.listener = listener
         self.hostnames = tuple(h.lower() for h in hostnames)
-        self.pools = {name: BackendPool(c) for name, c in connections.items()}
+        # connections carried by an agent (via:) reach their server through a leg
+        legs = legs or {}
+        self.pools = {name: BackendPool(c, legs.get(name)) for name, c in connections.items()}
         self.objects = ObjectBook()
         self.sessions: set[LedgerSession] = set()
         self._clients: set[asyncio.Task[None]] = set()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledgergate.core.config import KafkaConnection
+from ledgergate.proxy.agent import AgentUnavailable, LegOpener
 from ledgergate.wire.kafka import messages as km
 from ledgergate.wire.kafka.frames import FrameError, FrameReader, frame
 from ledgergate.wire.scram import ScramClient, ScramError
@@ -209,20 +210,33 @@ class BackendLink(asyncio.Protocol):
 
 
 async def dial(
-    conn: KafkaConnection, held: dict[str, str | None], host: str, port: int, *, auth: bool = True
+    conn: KafkaConnection,
+    held: dict[str, str | None],
+    host: str,
+    port: int,
+    *,
+    auth: bool = True,
+    leg: LegOpener | None = None,
 ) -> BackendLink:
-    """A handshaken connection to the broker at host:port (BackendError if not)."""
+    """A handshaken connection to the broker at host:port (BackendError if not); through
+    the connection's agent when ``leg`` is given (the agent must carry that address)."""
     loop = asyncio.get_running_loop()
     name = f"broker {host}:{port}"
     try:
         async with asyncio.timeout(conn.connect_timeout):
+            where: dict[str, Any] = (
+                {"sock": await leg(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")}
+                if leg is not None
+                else {"host": host, "port": port}
+            )
             _, link = await loop.create_connection(
                 lambda: BackendLink(name),
-                host,
-                port,
                 ssl=_tls_context(conn),
                 server_hostname=host if conn.tls else None,
+                **where,
             )
+    except AgentUnavailable as e:
+        raise BackendError(f"{name} is unreachable: {e}") from None
     except (OSError, TimeoutError, ssl.SSLError) as e:
         raise BackendError(f"{name} is unreachable: {type(e).__name__}: {e}") from None
     try:
@@ -243,13 +257,13 @@ async def dial(
 
 
 async def probe_versions(
-    conn: KafkaConnection, held: dict[str, str | None]
+    conn: KafkaConnection, held: dict[str, str | None], leg: LegOpener | None = None
 ) -> dict[int, tuple[int, int]]:
     """The API versions of the first bootstrap broker that answers (no SASL needed)."""
     errors: list[str] = []
     for host, port in conn.bootstrap_addresses:
         try:
-            link = await dial(conn, held, host, port, auth=False)
+            link = await dial(conn, held, host, port, auth=False, leg=leg)
         except BackendError as e:
             errors.append(str(e))
             continue

@@ -21,6 +21,7 @@ from typing import Any
 from ledgergate.core.config import KafkaConnection, KafkaListener
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.agent import LegOpener
 from ledgergate.proxy.kafka.backend import BackendError, BackendLink, dial, probe_versions
 from ledgergate.proxy.kafka.client import KafkaClientConn, KafkaSession
 from ledgergate.proxy.review import ReviewDesk
@@ -106,10 +107,15 @@ class RefusalBook:
 
 class Cluster:
     def __init__(
-        self, gw: KafkaGateway, conn: KafkaConnection, held: dict[str, str | None]
+        self,
+        gw: KafkaGateway,
+        conn: KafkaConnection,
+        held: dict[str, str | None],
+        leg: LegOpener | None = None,
     ) -> None:
         self.gw = gw
         self.conn = conn
+        self.leg = leg  # through the cluster's agent (via:), or None: dial the brokers
         self.held = held  # the resolved credential (never logged)
         self.host = conn.advertised_host or gw.advertised_host
         self.bind_host = conn.listen_address[0]
@@ -137,7 +143,7 @@ class Cluster:
             return self.versions
         async with self._versions_lock:
             if self.versions is None or loop.time() - self._versions_at >= VERSIONS_TTL_S:
-                self.versions = await probe_versions(self.conn, self.held)
+                self.versions = await probe_versions(self.conn, self.held, self.leg)
                 self._versions_at = loop.time()
         return self.versions
 
@@ -147,11 +153,11 @@ class Cluster:
             where = self.nodes.get(node)
             if where is None:
                 raise BackendError(f"broker {node} is not known to the gateway yet")
-            return await dial(self.conn, self.held, where[0], where[1])
+            return await dial(self.conn, self.held, where[0], where[1], leg=self.leg)
         errors = []
         for host, port in self.conn.bootstrap_addresses:
             try:
-                return await dial(self.conn, self.held, host, port)
+                return await dial(self.conn, self.held, host, port, leg=self.leg)
             except BackendError as e:
                 errors.append(str(e))
         raise BackendError("; ".join(errors))
@@ -202,6 +208,7 @@ class KafkaGateway:
         policies: Callable[[], PolicySet | None] = lambda: None,
         reviews: ReviewDesk | None = None,
         masking_key: bytes = b"",
+        legs: dict[str, LegOpener] | None = None,
     ) -> None:
         self.connections = connections
         self.authenticate = authenticate
@@ -212,7 +219,10 @@ class KafkaGateway:
         self.policies = policies
         self.reviews = reviews
         self.masking_key = masking_key
-        self.clusters = {name: Cluster(self, c, held[name]) for name, c in connections.items()}
+        legs = legs or {}
+        self.clusters = {
+            name: Cluster(self, c, held[name], legs.get(name)) for name, c in connections.items()
+        }
         self.sessions: set[KafkaSession] = set()
         self.clients: set[KafkaClientConn] = set()
         self.refusals = RefusalBook()
