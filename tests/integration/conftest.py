@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.httpapi import HttpApi, HttpApiFactory
 from tests.integration.kafkaserver import QUICK_JVM_OPTIONS, KafkaCluster, KafkaClusterFactory
+from tests.integration.netns import netns  # noqa: F401 (the fixture, for every module)
 from tests.integration.pgcluster import PgCluster, PgClusterFactory
 from tests.integration.s3server import S3Server, S3ServerFactory
 

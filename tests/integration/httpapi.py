@@ -49,7 +49,14 @@ from starlette.routing import Route
 
 from tests.integration.pgcluster import free_port
 from tests.integration.procs import stop_group
-from tests.integration.s3server import REPO, BackendError, TlsFiles, make_tls, wait_answering
+from tests.integration.s3server import (
+    REPO,
+    BackendError,
+    TlsFiles,
+    make_tls,
+    wait_answering,
+    wait_answering_in,
+)
 
 # The download pieces of ?size=N: big enough to be quick, small enough that a cut in
 # flight happens mid-body.
@@ -253,8 +260,10 @@ class HttpApi:
         basic: str | None = None,
         header: tuple[str, str] | None = None,
         tls: bool = False,
+        netns: str | None = None,
     ) -> None:
         self.token = token or "api-" + secrets.token_urlsafe(24)
+        self.netns = netns  # run inside this network namespace (see S3Server)
         self.basic = basic
         self.header = header
         self.tls = tls
@@ -316,9 +325,10 @@ class HttpApi:
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
             offset = self.log.stat().st_size if self.log.exists() else 0
+            inside = ["ip", "netns", "exec", self.netns] if self.netns else []
             with self.log.open("ab") as out:
                 self._proc = subprocess.Popen(
-                    self.command(),
+                    [*inside, *self.command()],
                     cwd=REPO,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -326,6 +336,13 @@ class HttpApi:
                     start_new_session=True,
                 )
             try:
+                if self.netns is not None:
+                    wait_answering_in(
+                        self.netns, self._proc, f"{self.url}/health", log=self.log,
+                        what="test HTTP API", ca=self._tls.ca if self._tls else None,
+                        ok=lambda status: status == 200, timeout_s=START_TIMEOUT_S,
+                    )  # fmt: skip
+                    return
                 wait_answering(
                     self._proc,
                     f"{self.url}/health",

@@ -75,7 +75,8 @@ class HttpGateway:
             conns.append(conn)
         more = dict(extra or {})
         http = {"address": f"127.0.0.1:{self.http_port}", "tls": tls, **(listener or {})}
-        self.gw = Gateway(workdir, conns, env=env, extra={"listeners": {"http": http}, **more})
+        listeners = {"http": http, **more.pop("listeners", {})}
+        self.gw = Gateway(workdir, conns, env=env, extra={"listeners": listeners, **more})
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> HttpGateway:

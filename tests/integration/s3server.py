@@ -112,6 +112,34 @@ def wait_answering(
         time.sleep(0.05)
 
 
+def wait_answering_in(
+    netns: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    *,
+    log: Path,
+    what: str,
+    ca: Path | None = None,
+    ok: Callable[[int], bool] = lambda status: status > 0,
+    timeout_s: float = START_TIMEOUT_S,
+) -> None:
+    """`wait_answering` for a server inside network namespace ``netns`` (the host
+    cannot reach it): curl asks from inside."""
+    deadline = time.monotonic() + timeout_s
+    cmd = ["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "--max-time", "1"]
+    cmd += ["-w", "%{http_code}", *(["--cacert", str(ca)] if ca else []), url]
+    while True:
+        if proc.poll() is not None:
+            raise BackendError(f"{what} exited ({proc.returncode}):\n{_tail(log)}")
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        if out.isdigit() and ok(int(out)):
+            return
+        if time.monotonic() > deadline:
+            stop_group(proc)
+            raise BackendError(f"{what} did not answer at {url}:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
 def _tail(log: Path, lines: int = 30) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -148,8 +176,12 @@ class S3Server:
         secret_key: str | None = None,
         region: str = REGION,
         extra_args: Sequence[str] = (),
+        netns: str | None = None,
     ) -> None:
         self.tls = tls
+        # Run inside this network namespace (``ip netns``): its 127.0.0.1 is its own, out
+        # of the host's reach (the data directory is shared). Needs root.
+        self.netns = netns
         self.access_key = access_key or "LGTEST" + secrets.token_hex(7).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.region = region
@@ -251,9 +283,10 @@ class S3Server:
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
             offset = self.log.stat().st_size if self.log.exists() else 0
+            inside = ["ip", "netns", "exec", self.netns] if self.netns else []
             with self.log.open("ab") as out:
                 self._proc = subprocess.Popen(
-                    self.command(),
+                    [*inside, *self.command()],
                     cwd=self._dir(),
                     env=env,
                     stdout=out,
@@ -262,9 +295,17 @@ class S3Server:
                     start_new_session=True,
                 )
             try:
-                wait_answering(
-                    self._proc, f"{self.endpoint}/", log=self.log, what="versitygw", verify=verify
-                )
+                if self.netns is not None:
+                    ca = self._tls.ca if self._tls else None
+                    wait_answering_in(
+                        self.netns, self._proc, f"{self.endpoint}/", log=self.log,
+                        what="versitygw", ca=ca,
+                    )  # fmt: skip
+                else:
+                    wait_answering(
+                        self._proc, f"{self.endpoint}/", log=self.log, what="versitygw",
+                        verify=verify,
+                    )  # fmt: skip
                 return
             except BackendError:
                 busy = b"address already in use" in self.log.read_bytes()[offset:].lower()
