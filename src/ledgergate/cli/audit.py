@@ -30,6 +30,14 @@ OutOpt = Annotated[
 ]
 
 
+def _unsigned(stream: str, first: int, end: int) -> str:
+    n = end - first
+    return (
+        f"{stream}: entries {first}..{end - 1} ({n} entr{'y' if n == 1 else 'ies'}) are "
+        "chained but not yet covered by a signed checkpoint"
+    )
+
+
 def _render(rep: audit.AuditReport, what: str) -> None:
     for s in rep.streams:
         signed = s.latest_checkpoint.size if s.latest_checkpoint else 0
@@ -38,6 +46,8 @@ def _render(rep: audit.AuditReport, what: str) -> None:
                 f"ok      {s.stream}: {s.entries} entries, {s.checkpoints_verified} signed "
                 f"checkpoints verified (signed up to {signed})"
             )
+            if s.verified_size > signed:
+                typer.echo(f"        {_unsigned(s.stream, signed, s.verified_size)}")
         else:
             for p in s.problems:
                 where = f" [entry {p.seq}]" if p.seq is not None else ""
@@ -229,3 +239,10 @@ def export(
         f"exported {summary.entries} entries and {summary.checkpoints} signed checkpoints "
         f"of {len(summary.streams)} streams to {out}"
     )
+    tails = summary.unsigned()
+    for stream, (first, end) in tails.items():
+        typer.echo(f"  {_unsigned(stream, first, end)}")
+    if tails:
+        typer.echo(
+            "  (the gateway signs its streams every few seconds; --checkpoint signs them now)"
+        )

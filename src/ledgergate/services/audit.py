@@ -6,13 +6,17 @@ Owns what is read from where and how results are reported; the cryptographic che
 proof is trusted only through a checkpoint signed by a key the caller trusts.
 
 Bundle format (JSON lines, UTF-8):
-  {"type":"ledgergate-bundle","version":1,"vkeys":[...],"streams":{stream: entries}}
+  {"type":"ledgergate-bundle","version":1,"vkeys":[...],"streams":{stream: entries},
+   "signed":{stream: entries its last signed checkpoint covers},"range":{...}}
   {"type":"entry","stream":S,"seq":N,"entry_hash":hex,"entry":"<canonical JSON text>"}
   {"type":"checkpoint","stream":S,"size":N,"note":"<signed note>"}
 Streams are exported whole from their first entry (a hash chain verifies only from its
 start). A time range selects the streams with entries in it and ends each stream at the
 first signed checkpoint covering the range's last entry, so every exported entry is
-covered by a signature; without an end, streams are exported up to their head.
+covered by a signature; without an end (or before a checkpoint covers the range), streams
+are exported up to their head, and the entries past the last signed checkpoint are named
+as not yet signed, in the header (``signed``), the export's summary and the verifier's
+report (``unsigned_tail``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "prove_consistency",
     "prove_inclusion",
     "sign_head",
+    "stream_head",
     "verify_bundle",
     "verify_proof",
     "verify_store",
@@ -100,7 +105,9 @@ class AuditReport:
                     "ok": s.ok,
                     "entries": s.entries,
                     "checkpoints_verified": s.checkpoints_verified,
-                    "signed_size": s.latest_checkpoint.size if s.latest_checkpoint else 0,
+                    "signed_size": _signed(s),
+                    # chained entries past the last signed checkpoint (not yet signed)
+                    "unsigned_tail": max(s.verified_size - _signed(s), 0),
                     "problems": [
                         {"kind": p.kind, "seq": p.seq, "message": p.message} for p in s.problems
                     ],
@@ -108,6 +115,10 @@ class AuditReport:
                 for s in self.streams
             ],
         }
+
+
+def _signed(rep: StreamReport) -> int:
+    return rep.latest_checkpoint.size if rep.latest_checkpoint else 0
 
 
 def _require_signature(rep: StreamReport) -> None:
@@ -149,22 +160,43 @@ def verify_store(
 class ExportSummary:
     streams: dict[str, int]  # stream -> entries exported
     checkpoints: int
+    # stream -> entries covered by its last exported signed checkpoint; the entries from
+    # there to the stream's end are chained but not yet signed (``unsigned``)
+    signed: dict[str, int] = field(default_factory=dict)
 
     @property
     def entries(self) -> int:
         return sum(self.streams.values())
 
+    def unsigned(self) -> dict[str, tuple[int, int]]:
+        """stream -> [first, end) of its entries no signed checkpoint covers yet."""
+        return {
+            s: (self.signed.get(s, 0), n)
+            for s, n in self.streams.items()
+            if n > self.signed.get(s, 0)
+        }
+
+
+def stream_head(store: Store, stream: str) -> int:
+    """How many entries the stream has in the store. A gateway writes its state row
+    only every few hundred entries and at checkpoints, so the head is the larger of the
+    row's size and the entries actually stored (a tail deleted from the store still
+    shows: the row's size is then the larger, and a verifier finds entries missing)."""
+    rec = store.get_stream_state(stream)
+    top = store.max_seq(stream)
+    return max(
+        StreamState.from_record(stream, rec).size if rec else 0,
+        (top + 1) if top is not None else 0,
+    )
+
 
 def _export_stop(
     store: Store, stream: str, until_ns: int | None
 ) -> tuple[int, list[CheckpointRow]]:
-    """How many entries of the stream to export, and the checkpoints within them."""
-    rec = store.get_stream_state(stream)
-    if rec is not None:
-        head = StreamState.from_record(stream, rec).size
-    else:
-        last = store.max_seq(stream)
-        head = 0 if last is None else last + 1
+    """How many entries of the stream to export, and the checkpoints within them.
+    Without an end, everything the store holds: also the tail written since the last
+    signed checkpoint (which the summary names), never only what a checkpoint covers."""
+    head = stream_head(store, stream)
     cps = store.checkpoints(stream)
     stop = head
     if until_ns is not None:
@@ -191,11 +223,13 @@ def export_jsonl(
     else:
         streams = store.streams_between(since_ns, until_ns)
     plan = {s: _export_stop(store, s, until_ns) for s in streams}
+    signed = {s: max((c.size for c in cps), default=0) for s, (_, cps) in plan.items()}
     header = {
         "type": BUNDLE_TYPE,
         "version": BUNDLE_VERSION,
         "vkeys": list(vkeys),
         "streams": {s: stop for s, (stop, _) in plan.items()},
+        "signed": signed,
         "range": {"since_ns": since_ns, "until_ns": until_ns},
     }
     out.write(json.dumps(header, ensure_ascii=False) + "\n")
@@ -221,7 +255,7 @@ def export_jsonl(
             )
             ncp += 1
         counts[stream] = n
-    return ExportSummary(counts, ncp)
+    return ExportSummary(counts, ncp, signed)
 
 
 def verify_bundle(path: Path, verifiers: Sequence[Verifier] | None = None) -> AuditReport:
@@ -297,13 +331,7 @@ def sign_head(store: Store, stream: str, signer: Signer, now_ns: int) -> str | N
     signature on entries it has not checked). Returns the note, or None if the head is
     already signed. Raises ``ProofError`` if the stream does not verify."""
     last = store.latest_checkpoint(stream)
-    rec = store.get_stream_state(stream)
-    # A gateway writes its state row every few hundred entries: the head is the larger
-    # of the row and the entries actually stored.
-    top = store.max_seq(stream)
-    size = max(
-        StreamState.from_record(stream, rec).size if rec else 0, (top + 1) if top is not None else 0
-    )
+    size = stream_head(store, stream)
     if size == 0 or (last is not None and last.size >= size):
         return None
     rep = verify_store_stream(store, stream, [signer.verifier])
