@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ledgergate.services.restart import ORPHAN_OUTCOME
 from tests.integration.fixtures import GatewayFactory, app_connection
 from tests.integration.gateway import Gateway, free_port
 from tests.integration.pgcluster import PgCluster
@@ -395,3 +396,37 @@ def test_kill9_mid_workload_loses_no_executed_statement(gateway: Gateway, pgc: P
     r = gateway.cli("audit", "verify", check=False)
     assert r.returncode == 0, r.stdout
     assert not list((gateway.data_dir / "journal").glob("*/*.lgj"))
+
+
+def test_sessions_a_killed_gateway_left_open_are_closed_at_its_restart(
+    gateway: Gateway,
+) -> None:
+    tok = gateway.token()
+    held = psycopg.connect(gateway.dsn(tok), autocommit=True)
+    held.execute("SELECT 1")
+    done = psycopg.connect(gateway.dsn(tok), autocommit=True)
+    done.execute("SELECT 2")
+    done.close()
+    gateway.indexed()
+    gateway.kill9()
+    held.close()
+    gateway.start()
+    deadline = time.monotonic() + 15
+    while True:
+        rows = json.loads(gateway.cli("sessions", "list", "--json").stdout)
+        if all(r["closed_ns"] is not None for r in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 2 and all(r["closed_ns"] is not None for r in rows), rows
+    outcomes = sorted(str(r["outcome"]) for r in rows)
+    assert outcomes[1] == ORPHAN_OUTCOME and outcomes[0] != ORPHAN_OUTCOME
+    closes = [e for e in entries(gateway, "session.close", settle=False) if e.get("ended_by")]
+    assert len(closes) == 1 and closes[0]["identity"]["subject"] == "alice"
+    # a second start finds nothing more to close
+    gateway.stop()
+    gateway.start()
+    gateway.stop()
+    assert (
+        len([e for e in entries(gateway, "session.close", settle=False) if e.get("ended_by")]) == 1
+    )
+    assert gateway.cli("audit", "verify").returncode == 0

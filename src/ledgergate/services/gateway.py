@@ -34,6 +34,7 @@ from ledgergate.core.config import (
 )
 from ledgergate.core.identity import Claims
 from ledgergate.core.ledger.checkpoint import Signer
+from ledgergate.core.ledger.entry import Draft
 from ledgergate.core.policy.effective import PolicyError
 from ledgergate.proxy.agent import AgentHub
 from ledgergate.proxy.http.gateway import Admitted, HttpGateway
@@ -41,7 +42,7 @@ from ledgergate.proxy.kafka.gateway import KafkaGateway
 from ledgergate.proxy.listener import Listener
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
-from ledgergate.services import keys, policy_rules
+from ledgergate.services import keys, policy_rules, restart
 from ledgergate.services.access import AccessControl
 from ledgergate.services.changes import ChangeFeed
 from ledgergate.services.config import Settings, api_public_url, resolve_secret
@@ -136,6 +137,7 @@ class GatewayRuntime:
             threaded=lcfg.fsync or os.environ.get("LG_THREADED") == "1",
         )
         await self.sink.start()
+        await self._close_left_open()
         # Admission and re-checks run on one thread with its own store handle (SQLite
         # handles are per thread); they happen per connection and per re-check, never
         # per query.
@@ -344,6 +346,23 @@ class GatewayRuntime:
             legs=self.agents.openers() if self.agents is not None else None,
         )
         self.kafka_bound = await self.kafka.start()
+
+    async def _close_left_open(self) -> None:
+        """Close, on the ledger, the sessions this stream's previous run left open."""
+        s = self.settings
+        assert self.sink is not None
+
+        def find() -> list[Draft]:
+            store = s.open_store()
+            try:
+                return restart.closing_drafts(store, s.stream)
+            finally:
+                store.close()
+
+        drafts = await asyncio.get_running_loop().run_in_executor(None, find)
+        if drafts:
+            log.warning("closing %d sessions the previous run left open", len(drafts))
+            self.sink.submit(drafts)
 
     def _listeners(self) -> list[Listener]:
         """Every protocol's listener: re-checks, access windows and shutdown go to all."""

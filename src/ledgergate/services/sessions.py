@@ -22,7 +22,12 @@ from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
 
-__all__ = ["SessionSummary", "list_sessions", "replay", "session_timeline"]
+__all__ = ["SessionSummary", "left_open", "list_sessions", "replay", "session_timeline"]
+
+# What makes a session ended in the ledger.
+_ENDS = ("session.close", "session.terminated")
+# The fields of a session's opening entry that its closing entry repeats.
+_SESSION_FIELDS = ("session_id", "connection", "identity", "source", "protocol", "policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,32 @@ def list_sessions(
                 stats=_dict(c.get("stats")) if c else None,
             )
         )
+    return out
+
+
+def left_open(store: Store, stream: str, since_ns: int) -> list[dict[str, Any]]:
+    """The sessions that ``stream`` opened since ``since_ns`` and never ended: those of a
+    gateway killed (or crashed) with sessions open. Each as the fields its closing entry
+    repeats from its opening entry, as that entry says."""
+    rows = store.find_entries(kinds=("session.open",), since_ns=since_ns)
+    opens = [
+        said
+        for said in map(as_entry_says, rows)
+        if said is not None and said.stream == stream and said.session_id
+    ]
+    if not opens:
+        return []
+    ids = [str(r.session_id) for r in opens]
+    ended = {
+        said.session_id
+        for said in map(as_entry_says, store.find_entries(kinds=_ENDS, session_ids=ids))
+        if said is not None and said.kind in _ENDS
+    }
+    out = []
+    for r in opens:
+        if r.session_id not in ended:
+            d = _doc(r)
+            out.append({k: d[k] for k in _SESSION_FIELDS if k in d})
     return out
 
 
