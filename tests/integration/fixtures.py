@@ -61,13 +61,17 @@ def gateway(gateway_factory: GatewayFactory) -> Gateway:
 
 
 def api_gateway(
-    factory: GatewayFactory, connections: list[dict[str, object]], extra: dict[str, Any]
+    factory: GatewayFactory,
+    connections: list[dict[str, object]],
+    extra: dict[str, Any],
+    **kw: Any,
 ) -> Gateway:
-    """A started gateway (``extra``: more configuration) whose REST API listens on a free
-    loopback port, kept as ``gw.api_port`` for ``api_client``."""
+    """A started gateway (``extra``: more configuration; ``kw`` to the factory) whose
+    REST API listens on a free loopback port, kept as ``gw.api_port`` for ``api_client``."""
     port = free_port()
-    listeners = {**extra.get("listeners", {}), "api": {"address": f"127.0.0.1:{port}"}}
-    gw = factory(connections, extra={**extra, "listeners": listeners}).start()
+    given = extra.get("listeners", {})
+    listeners = {**given, "api": {**given.get("api", {}), "address": f"127.0.0.1:{port}"}}
+    gw = factory(connections, extra={**extra, "listeners": listeners}, **kw).start()
     gw.api_port = port  # type: ignore[attr-defined]
     return gw
 

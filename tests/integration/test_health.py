@@ -61,6 +61,25 @@ def test_health_readiness_and_metrics(gateway_factory: GatewayFactory, pgc: PgCl
     assert tok not in text and "alice" not in text and "SELECT" not in text
 
 
+def test_metrics_want_their_token_when_one_is_set(
+    gateway_factory: GatewayFactory, pgc: PgCluster
+) -> None:
+    gw = api_gateway(
+        gateway_factory,
+        [app_connection(pgc)],
+        {"listeners": {"api": {"metrics_token": "env:LG_METRICS_TOKEN"}}},
+        env={"LG_METRICS_TOKEN": "scrape-me-7f3a"},
+    )
+    with api_client(gw) as c:
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        r = c.get("/metrics", headers={"Authorization": "Bearer scrape-me-7f3a"})
+        assert r.status_code == 200 and "ledgergate_store_up 1.0" in r.text
+        # health and readiness stay open to the load balancer
+        assert c.get("/readyz").status_code == 200
+    assert "scrape-me-7f3a" not in gw.log_path.read_text()
+
+
 def test_sigterm_drains_open_sessions_then_stops(
     gateway_factory: GatewayFactory, pgc: PgCluster
 ) -> None:

@@ -94,7 +94,8 @@ _POLICY_STATUS = {"invalid": 422, "file rule": 409, "unknown rule": 404, "busy":
 
 
 def _health_routes(app: FastAPI, health: GatewayHealth) -> None:
-    """For load balancers and Prometheus; no authentication, nothing sensitive."""
+    """For load balancers and Prometheus: nothing sensitive; /metrics wants the bearer
+    token ``listeners.api.metrics_token`` when one is set."""
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -109,8 +110,10 @@ def _health_routes(app: FastAPI, health: GatewayHealth) -> None:
         return JSONResponse({"ready": ok, "reason": why}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"])
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus text format: sessions, ledger entries, ledger lag, store, reviews."""
+        if not health.may_read_metrics(request.headers.get("authorization")):
+            raise ApiError(401, "/metrics wants the metrics bearer token")
         await health.probe()
         return Response(health.metrics(), media_type=METRICS_CONTENT_TYPE)
 

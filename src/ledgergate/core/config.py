@@ -509,6 +509,9 @@ class ApiListener(_Strict):
     # The URL clients and the IdP use to reach the API (redirects, SAML ACS, links);
     # default: built from the address.
     public_url: str | None = None
+    # The bearer token Prometheus sends for /metrics (``env:``/``file:``/literal);
+    # unset: /metrics answers anyone who reaches the listener (it carries counts only).
+    metrics_token: str | None = None
 
     @field_validator("address")
     @classmethod

@@ -12,6 +12,7 @@ but a counter per ledger batch. No identity, statement or secret appears in a me
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ledgergate.services.config import resolve_secret
 
 if TYPE_CHECKING:
     from ledgergate.services.gateway import GatewayRuntime
@@ -42,6 +45,10 @@ class Probe:
 class GatewayHealth:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.runtime = runtime
+        spec = runtime.settings.config.listeners.api.metrics_token
+        self._metrics_token = (
+            resolve_secret(spec, what="listeners.api.metrics_token") if spec else None
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self._last: Probe | None = None
         self.registry.register(_Collector(self))
@@ -81,6 +88,15 @@ class GatewayHealth:
         if not p.store_ok:
             return False, p.error or "the store does not answer"
         return True, "ready"
+
+    def may_read_metrics(self, authorization: str | None) -> bool:
+        """Whether a request with this Authorization header may read /metrics."""
+        if self._metrics_token is None:
+            return True
+        scheme, _, given = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(
+            given.strip().encode(), self._metrics_token.encode()
+        )
 
     def metrics(self) -> bytes:
         return generate_latest(self.registry)
