@@ -124,6 +124,10 @@ class KafkaCluster:
     plain_users: more PLAIN users (name → password); PLAIN users are fixed at start.
     settings: server.properties entries added to or overriding every node's.
     jvm_options: the brokers' JVM options.
+    netns: run each broker inside this network namespace (``ip netns exec``): its
+        127.0.0.1 is the namespace's own, out of the host's reach, so the admin helpers
+        (`admin`, `create_topic`, `add_user`), which connect from the host, cannot be
+        used. Formatting the storage needs no network and runs outside.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class KafkaCluster:
         plain_users: Mapping[str, str] | None = None,
         settings: Mapping[str, str | int] | None = None,
         jvm_options: Sequence[str] = JVM_OPTIONS,
+        netns: str | None = None,
     ) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
@@ -146,6 +151,7 @@ class KafkaCluster:
         self.plain_users = {admin_user: self.admin_password, **(plain_users or {})}
         self.settings = dict(settings or {})
         self.jvm_options = list(jvm_options)
+        self.netns = netns
         self.cluster_id = ""
         self.dir: Path | None = None
         self._nodes: dict[int, _Node] = {}
@@ -492,6 +498,8 @@ class KafkaCluster:
             log_config=self._dir() / "log4j2.properties",
             cds=node.dump is None,
         )
+        if self.netns is not None:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         with node.log.open("ab") as out:
             out.write(f"=== {time.strftime('%H:%M:%S')} starting node {node.node_id}\n".encode())
             out.flush()

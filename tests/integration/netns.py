@@ -5,6 +5,7 @@ it skip where either is missing (``needs_netns``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -38,8 +39,9 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def netns() -> Iterator[Netns]:
+@contextlib.contextmanager
+def private_network() -> Iterator[Netns]:
+    """A fresh namespace and its veth pair, removed on exit."""
     tag = uuid.uuid4().hex[:6]
     ns, host_if, inner_if = f"lgns{tag}", f"lgh{tag}", f"lgi{tag}"
     octet = 1 + int(tag[:2], 16) % 250
@@ -57,6 +59,12 @@ def netns() -> Iterator[Netns]:
     finally:
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    with private_network() as n:
+        yield n
 
 
 class Agent:

@@ -262,3 +262,23 @@ def test_the_agent_refuses_a_login_it_holds_no_credential_for(
             psycopg.connect(gw.dsn(gw.token("alice")), connect_timeout=20).close()
     finally:
         agent.stop()
+
+
+def test_the_agent_stops_at_once_with_sessions_open(
+    gateway_factory: GatewayFactory, hidden_pg: PgCluster, netns: Netns
+) -> None:
+    """SIGTERM ends the agent and the legs it carries, even while a client holds one."""
+    gw, port = _gateway(gateway_factory, hidden_pg, netns)
+    agent = Agent(netns, gw, port, gw.token("site-agent", "service"), hidden_pg)
+    try:
+        agent.wait_for("connected to the gateway as agent site-agent")
+        with psycopg.connect(gw.dsn(gw.token("alice")), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+            t0 = time.monotonic()
+            agent.proc.terminate()
+            assert agent.proc.wait(10) == 0
+            assert time.monotonic() - t0 < 5
+            with pytest.raises(psycopg.OperationalError):
+                c.execute("SELECT 2")
+    finally:
+        agent.stop()

@@ -71,21 +71,30 @@ async def run_agent(
     server_name: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or the gateway refuses us)."""
+    """Serve until ``stop`` is set (or the gateway refuses us). Legs outlive the control
+    connection that asked for them (a lost control connection is dialed again while
+    they carry on); stopping ends them all."""
     stop = stop or asyncio.Event()
     pause = RETRY_FIRST_S
-    while not stop.is_set():
-        try:
-            await _session(gateway, token, carried, tls, server_name, stop)
-            pause = RETRY_FIRST_S
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as e:
-            log.warning("the gateway at %s:%d cannot be reached (%s)", *gateway, e)
-        if stop.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(pause):
-                await stop.wait()
-        pause = min(pause * 2, RETRY_MAX_S)
+    legs: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            try:
+                await _session(gateway, token, carried, tls, server_name, stop, legs)
+                pause = RETRY_FIRST_S
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+                log.warning("the gateway at %s:%d cannot be reached (%s)", *gateway, e)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+            pause = min(pause * 2, RETRY_MAX_S)
+    finally:
+        for t in legs:
+            t.cancel()
+        if legs:
+            await asyncio.gather(*legs, return_exceptions=True)
 
 
 async def _dial(
@@ -108,6 +117,7 @@ async def _session(
     tls: ssl.SSLContext,
     server_name: str | None,
     stop: asyncio.Event,
+    legs: set[asyncio.Task[None]],
 ) -> None:
     reader, writer = await _dial(gateway, tls, server_name)
     try:
@@ -136,7 +146,11 @@ async def _session(
                     log.warning("the gateway closed the control connection")
                     return
                 if isinstance(msg, Open):
-                    tg.create_task(_leg(gateway, token, carried, tls, server_name, msg))
+                    leg = asyncio.get_running_loop().create_task(
+                        _leg(gateway, token, carried, tls, server_name, msg)
+                    )
+                    legs.add(leg)
+                    leg.add_done_callback(legs.discard)
     finally:
         writer.close()
 
