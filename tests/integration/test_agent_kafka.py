@@ -203,6 +203,8 @@ def test_an_agent_without_the_brokers_address_is_a_clear_error(
         agent.wait_for(want)
         rejects = [e["reason"] for e in g.entries("session.reject")]
         assert rejects and all(want in r for r in rejects), rejects[:3]
+        # the client retries every few milliseconds: recorded once per window, not each time
+        assert len(rejects) <= 2, len(rejects)
     finally:
         agent.stop()
     # the gateway serves on: an agent that carries the broker makes it reachable

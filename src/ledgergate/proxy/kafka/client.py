@@ -275,18 +275,29 @@ class KafkaClientConn(asyncio.Protocol):
         self.close(f"broker connection ended: {why}")
 
     def reject(self, why: str) -> None:
-        """Bad input from the client (or the broker): recorded, connection closed."""
-        log.info("kafka client %s:%s: %s", self.source["ip"], self.source["port"], why)
+        """Bad input from the client (or the broker): recorded, connection closed. Before
+        a session exists, a source refused again for the same reason (a client retrying
+        every few milliseconds while a broker cannot be reached) is recorded and logged
+        once per window, the next entry counting the repeats."""
         if self.session is None:
+            t = now_ns()
+            repeats = self.gw.refusals.note((self.source["ip"], why, None), t)
+            if repeats is None:
+                self.close(why)
+                return
+            log.info("kafka client %s:%s: %s", self.source["ip"], self.source["port"], why)
             rec = self.base_without_session(self.cluster.conn.name, None)
+            more = {"repeats": repeats} if repeats else {}
             with contextlib.suppress(LedgerUnavailable):
                 self.gw.sink.submit(
                     [
                         rec.event(
-                            now_ns(), "session.reject", reason=why, tls=self.tls, outcome="refused"
+                            t, "session.reject", reason=why, tls=self.tls, outcome="refused", **more
                         )
                     ]
                 )
+        else:
+            log.info("kafka client %s:%s: %s", self.source["ip"], self.source["port"], why)
         self.close(why)
 
     def cut(self, why: str) -> None:
