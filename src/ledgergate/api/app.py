@@ -17,7 +17,7 @@ import time
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlparse
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Form, Header, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -25,14 +25,14 @@ from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import IdentityError
 from ledgergate.core.policy.effective import PolicyError
 from ledgergate.core.policy.engine import PolicySet
-from ledgergate.services import identities, policy_rules, tokens
+from ledgergate.services import identities, policy_rules, search, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.health import METRICS_CONTENT_TYPE, GatewayHealth
 from ledgergate.services.ledger import LedgerUnavailable
 from ledgergate.services.policy import describe as describe_policy
 from ledgergate.services.policy import explain as explain_policy
 from ledgergate.services.policy_rules import PolicyChangeError
-from ledgergate.store.base import PolicyRuleRow, StoreError
+from ledgergate.store.base import PolicyRuleRow, Store, StoreError
 
 __all__ = ["create_app"]
 
@@ -327,6 +327,39 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         except IdentityError as e:
             raise ApiError(409 if e.reason == "exists" else 400, str(e)) from None
         return identities.identity_dict(row)
+
+    @v1.get("/search", tags=["evidence"])
+    async def search_entries(
+        me: Caller,
+        q: Annotated[str, Query(max_length=2000, description="Words; a quoted part as written.")],
+        identity: str | None = None,
+        connection: str | None = None,
+        kind: Annotated[list[str] | None, Query()] = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=search.MAX_HITS)] = 100,
+    ) -> list[dict[str, Any]]:
+        """What ran, across every session: statements, requests, operations, topics and
+        tables as the ledger recorded them (admins and auditors)."""
+        me.require("admin", "auditor")
+
+        def run(st: Store, _w: object) -> list[search.Hit]:
+            return search.search(
+                st,
+                q,
+                kinds=kind or (),
+                identity=identity,
+                connection=connection,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                limit=limit,
+            )
+
+        try:
+            hits = await admin.call(run)
+        except search.SearchError as e:
+            raise ApiError(422, str(e)) from None
+        return [h.as_dict() for h in hits]
 
     @v1.get("/identities", tags=["identities"])
     async def list_identities(me: Caller) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ def _register() -> None:
         login,
         policy,
         reviews,
+        search,
         serve,
         sessions,
         store,
@@ -29,6 +30,7 @@ def _register() -> None:
 
     serve.register(app)
     agent.register(app)
+    search.register(app)
     login.register(app)
     login.register_aws(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")

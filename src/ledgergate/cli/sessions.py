@@ -4,14 +4,14 @@ services.sessions)."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, emit_json, fail, fmt_ns, parse_time
-from ledgergate.services import http_timeline, kafka_timeline, sessions
+from ledgergate.services import http_timeline, sessions
 from ledgergate.store import StoreError
 
 app = typer.Typer(no_args_is_help=True, help="List, show and replay recorded sessions.")
@@ -68,30 +68,6 @@ def list_(
     Console().print(t)
 
 
-def _describe(e: dict[str, Any]) -> str:
-    kafka = kafka_timeline.describe(e)
-    if kafka is not None:
-        return kafka
-    http = http_timeline.describe(e)
-    if http is not None:
-        return http
-    kind = str(e.get("kind"))
-    if kind == "command":
-        c = e.get("command") or {}
-        text = c.get("text") or c.get("statement") or f"sha256 {str(c.get('text_sha256'))[:16]}…"
-        return f"command #{c.get('seq')} {c.get('op')}: {text}"
-    if kind == "chunk":
-        ch = e.get("chunk") or {}
-        count = f"{ch['rows']} rows" if "rows" in ch else f"{ch.get('messages', 0)} msgs"
-        tags = f" {', '.join(e['tags'])}" if e.get("tags") else ""
-        return (
-            f"chunk {e.get('direction')} #{ch.get('seq')}: {count}, {ch.get('size')} B, "
-            f"sha256 {str(ch.get('sha256_out'))[:16]}… {e.get('outcome')}{tags}"
-        )
-    extra = e.get("outcome") or e.get("reason") or ""
-    return f"{kind} {extra}".rstrip()
-
-
 @app.command()
 def show(
     session_id: Annotated[str, typer.Argument(help="The session id.")],
@@ -112,7 +88,7 @@ def show(
         for doc in rows:
             typer.echo(
                 f"{fmt_ns(doc.get('ts_ns'))}  {doc.get('stream')}:{doc.get('seq')}  "
-                f"{_describe(doc)}"
+                f"{sessions.describe(doc)}"
             )
             if doc.get("kind") == "object.manifest":
                 for line in http_timeline.manifest_lines(env.store, doc):

@@ -22,7 +22,14 @@ from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
 
-__all__ = ["SessionSummary", "left_open", "list_sessions", "replay", "session_timeline"]
+__all__ = [
+    "SessionSummary",
+    "describe",
+    "left_open",
+    "list_sessions",
+    "replay",
+    "session_timeline",
+]
 
 # What makes a session ended in the ledger.
 _ENDS = ("session.close", "session.terminated")
@@ -363,3 +370,28 @@ def replay(
         r.entry(e)
     r.write(r.results.flush())
     return len(timeline)
+
+
+def describe(e: dict[str, Any]) -> str:
+    """One line for an entry of any protocol, as `sessions show` prints it."""
+    kafka = kafka_timeline.describe(e)
+    if kafka is not None:
+        return kafka
+    http = http_timeline.describe(e)
+    if http is not None:
+        return http
+    kind = str(e.get("kind"))
+    if kind == "command":
+        c = e.get("command") or {}
+        text = c.get("text") or c.get("statement") or f"sha256 {str(c.get('text_sha256'))[:16]}…"
+        return f"command #{c.get('seq')} {c.get('op')}: {text}"
+    if kind == "chunk":
+        ch = e.get("chunk") or {}
+        count = f"{ch['rows']} rows" if "rows" in ch else f"{ch.get('messages', 0)} msgs"
+        tags = f" {', '.join(e['tags'])}" if e.get("tags") else ""
+        return (
+            f"chunk {e.get('direction')} #{ch.get('seq')}: {count}, {ch.get('size')} B, "
+            f"sha256 {str(ch.get('sha256_out'))[:16]}… {e.get('outcome')}{tags}"
+        )
+    extra = e.get("outcome") or e.get("reason") or ""
+    return f"{kind} {extra}".rstrip()

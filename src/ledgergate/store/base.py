@@ -253,6 +253,33 @@ class Store(Protocol):
         """Entries matching every given filter, ordered by (ts_ns, stream, seq)."""
         ...
 
+    # -- ledger: the full-text search index (derived; services.search keeps it) ---------
+    def search_progress(self) -> dict[str, int]:
+        """stream -> the first seq the search index has not looked at yet."""
+        ...
+
+    def add_search_docs(
+        self, docs: Sequence[tuple[str, int, str]], progress: dict[str, int]
+    ) -> None:
+        """Index (stream, seq, words) docs and move the streams' progress, in one
+        transaction; a doc already indexed is kept as it is."""
+        ...
+
+    def search_entries(
+        self,
+        phrases: Sequence[Sequence[str]],
+        *,
+        kinds: Sequence[str] = (),
+        identity: str | None = None,
+        connection: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[EntryRow]:
+        """Entries whose indexed words hold every phrase (each a run of lower-case
+        words), newest first, with the filters ``find_entries`` takes."""
+        ...
+
     # -- ledger: checkpoints and payloads --------------------------------------------
     def put_checkpoint(self, row: CheckpointRow) -> None:
         """Store a signed checkpoint; one already stored at (stream, size) is kept."""

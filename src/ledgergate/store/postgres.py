@@ -35,6 +35,7 @@ from ledgergate.store.tables_identity import IdentityTables
 from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables, entry_row
 from ledgergate.store.tables_policy import PolicyTables
 from ledgergate.store.tables_review import ReviewTables
+from ledgergate.store.tables_search import PgSearch
 
 __all__ = ["CHANNEL", "ChangeListener", "PostgresStore", "redact_url"]
 
@@ -86,7 +87,7 @@ class _Db:
         return cur
 
 
-class PostgresStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
+class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, ReviewTables):
     """One connection to a ledgergate PostgreSQL database. One thread at a time."""
 
     _ROW_CLAIM = " FOR UPDATE SKIP LOCKED"

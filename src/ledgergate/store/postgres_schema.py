@@ -1,10 +1,10 @@
 """The PostgreSQL engine's schema: the same tables as the SQLite engine's, in PostgreSQL DDL.
 
 Owns the table definitions of a shared store. A new database gets the baseline (the
-tables as of SQLite migration 5) in one transaction; later migrations are numbered with
-the SQLite engine's, so a schema version means the same tables in both. Text columns
-compare byte by byte (``COLLATE "C"``) as SQLite's do, so lists come back in the same
-order from either engine. No queries here.
+tables as of SQLite migration 5) in one transaction; later migrations (6: search) are
+numbered with the SQLite engine's, so a schema version means the same tables in both.
+Text columns compare byte by byte (``COLLATE "C"``) as SQLite's do, so lists come back in
+the same order from either engine. No queries here.
 """
 
 from __future__ import annotations
@@ -153,5 +153,22 @@ CREATE TABLE access_keys (
 """
 
 # (version, DDL): the baseline carries the version of the SQLite migration it matches.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((5, BASELINE),)
+# ``ledgergate search``'s index (see the SQLite engine's migration 6): the words of each
+# searchable entry as a tsvector of the 'simple' configuration (no stemming, no stop
+# words: the same words as SQLite's unicode61 tokenizer gets).
+SEARCH = f"""
+CREATE TABLE search_docs (
+  stream {_T} NOT NULL,
+  seq BIGINT NOT NULL,
+  tsv tsvector NOT NULL,
+  PRIMARY KEY (stream, seq)
+);
+CREATE INDEX search_docs_tsv ON search_docs USING gin (tsv);
+CREATE TABLE search_progress (
+  stream {_T} PRIMARY KEY,
+  next_seq BIGINT NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((5, BASELINE), (6, SEARCH))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -29,6 +29,7 @@ from ledgergate.store.tables_identity import IdentityTables
 from ledgergate.store.tables_ledger import ENTRY_COLS, LedgerTables, entry_row
 from ledgergate.store.tables_policy import PolicyTables
 from ledgergate.store.tables_review import ReviewTables
+from ledgergate.store.tables_search import SqliteSearch
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_sqlite"]
 
@@ -85,7 +86,7 @@ def open_sqlite(path: Path, *, durable: bool = False) -> SqliteStore:
     return SqliteStore(path, durable=durable)
 
 
-class SqliteStore(LedgerTables, IdentityTables, PolicyTables, ReviewTables):
+class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, ReviewTables):
     """One connection to a ledgergate SQLite database. One thread at a time."""
 
     def __init__(self, path: Path, *, durable: bool = False) -> None:

@@ -117,6 +117,23 @@ CREATE INDEX outbox_due ON outbox(next_attempt_ns, id) WHERE delivered_ns IS NUL
 CREATE INDEX outbox_review ON outbox(review_id, id)
 """
 
+# The full-text index ``ledgergate search`` reads (services.search keeps it up to date
+# from the entries): a doc per searchable entry, its words in a contentless FTS5 index
+# (the text is derived again from the entry at each hit, never stored twice).
+SEARCH_SCHEMA = """
+CREATE TABLE search_docs (
+  id INTEGER PRIMARY KEY,
+  stream TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  UNIQUE (stream, seq)
+);
+CREATE VIRTUAL TABLE search_fts USING fts5(body, content='', tokenize='unicode61');
+CREATE TABLE search_progress (
+  stream TEXT PRIMARY KEY,
+  next_seq INTEGER NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
@@ -171,5 +188,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, POLICY_SCHEMA),
     (4, REVIEW_SCHEMA),
     (5, ACCESS_KEY_SCHEMA),
+    (6, SEARCH_SCHEMA),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -15,7 +15,14 @@ from typing import Any
 from ledgergate.store.base import CheckpointRow, EntryRow
 from ledgergate.store.sql import Db, as_blob, as_text, clamp_ns, translated, until_ns
 
-__all__ = ["CP_COLS", "ENTRY_COLS", "LedgerTables", "checkpoint_row", "entry_row"]
+__all__ = [
+    "CP_COLS",
+    "ENTRY_COLS",
+    "LedgerTables",
+    "checkpoint_row",
+    "entry_filters",
+    "entry_row",
+]
 
 ENTRY_COLS = "stream, seq, ts_ns, kind, session_id, identity, connection, canonical, entry_hash"
 CP_COLS = "stream, size, ts_ns, root, note"
@@ -29,6 +36,41 @@ def entry_row(r: Sequence[Any]) -> EntryRow:
 
 def checkpoint_row(r: Sequence[Any]) -> CheckpointRow:
     return CheckpointRow(r[0], r[1], r[2], as_blob(r[3]), as_text(r[4]))
+
+
+def entry_filters(
+    prefix: str,
+    kinds: Sequence[str],
+    identity: str | None,
+    connection: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    *,
+    session_ids: Sequence[str] = (),
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and their arguments over the entries table's search columns
+    (``prefix``: its alias and a dot, or nothing)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if kinds:
+        where.append(f"{prefix}kind IN ({','.join('?' * len(kinds))})")
+        args.extend(kinds)
+    if session_ids:
+        where.append(f"{prefix}session_id IN ({','.join('?' * len(session_ids))})")
+        args.extend(session_ids)
+    if identity is not None:
+        where.append(f"{prefix}identity=?")
+        args.append(identity)
+    if connection is not None:
+        where.append(f"{prefix}connection=?")
+        args.append(connection)
+    if since_ns is not None:
+        where.append(f"{prefix}ts_ns>=?")
+        args.append(clamp_ns(since_ns))
+    if until_ns is not None:
+        where.append(f"{prefix}ts_ns<?")
+        args.append(clamp_ns(until_ns))
+    return where, args
 
 
 class LedgerTables:
@@ -110,26 +152,9 @@ class LedgerTables:
         newest_first: bool = False,
         limit: int | None = None,
     ) -> list[EntryRow]:
-        where: list[str] = []
-        args: list[Any] = []
-        if kinds:
-            where.append(f"kind IN ({','.join('?' * len(kinds))})")
-            args.extend(kinds)
-        if session_ids:
-            where.append(f"session_id IN ({','.join('?' * len(session_ids))})")
-            args.extend(session_ids)
-        if identity is not None:
-            where.append("identity=?")
-            args.append(identity)
-        if connection is not None:
-            where.append("connection=?")
-            args.append(connection)
-        if since_ns is not None:
-            where.append("ts_ns>=?")
-            args.append(clamp_ns(since_ns))
-        if until_ns is not None:
-            where.append("ts_ns<?")
-            args.append(clamp_ns(until_ns))
+        where, args = entry_filters(
+            "", kinds, identity, connection, since_ns, until_ns, session_ids=session_ids
+        )
         sql = f"SELECT {ENTRY_COLS} FROM entries"
         if where:
             sql += " WHERE " + " AND ".join(where)
