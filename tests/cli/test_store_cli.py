@@ -21,6 +21,7 @@ from ledgergate.services.keys import (
 )
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store import ReviewRow, open_store
+from ledgergate.store.sqlite_schema import SCHEMA_VERSION
 from tests.services.synth import T0, result, session_drafts
 from tests.storeserver import STORE_PASSWORD, fresh_store_url
 
@@ -80,7 +81,7 @@ def test_migrate_says_the_schema_version(tmp_path: Path, pg_url: str) -> None:
     for cfg in (_config(tmp_path, "a"), _config(tmp_path, "b", pg_url)):
         r = run(cfg, "store", "migrate")
         assert r.exit_code == 0, r.output
-        assert "schema version 5, up to date" in r.stdout
+        assert f"schema version {SCHEMA_VERSION}, up to date" in r.stdout
         assert STORE_PASSWORD not in r.output
 
 
