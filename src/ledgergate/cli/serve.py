@@ -22,6 +22,7 @@ from ledgergate.core.config import (
     parse_duration,
     split_address,
 )
+from ledgergate.services import held
 from ledgergate.services.config import Settings, load_settings
 from ledgergate.services.demo import DemoBackends
 
@@ -118,9 +119,9 @@ def register(app: typer.Typer) -> None:
                 if isinstance(c, Connection):
                     settings.backend_password(c)
                 elif isinstance(c, KafkaConnection):
-                    gw.kafka_credential(c)
+                    held.kafka_credential(c)
                 else:
-                    gw.held_credential(c)  # resolvable now, not at the first request
+                    held.held_credential(c)  # resolvable now, not at the first request
         except ConfigError as e:
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None

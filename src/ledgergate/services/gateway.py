@@ -46,11 +46,12 @@ from ledgergate.services import keys, policy_rules, restart
 from ledgergate.services.access import AccessControl
 from ledgergate.services.changes import ChangeFeed
 from ledgergate.services.config import Settings, api_public_url, resolve_secret
+from ledgergate.services.held import held_credential, kafka_credential
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
 
-__all__ = ["Addon", "GatewayRuntime", "held_credential", "run_gateway"]
+__all__ = ["Addon", "GatewayRuntime", "run_gateway"]
 
 log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
@@ -546,27 +547,6 @@ class GatewayRuntime:
             self._auth_pool.shutdown(wait=False)
 
 
-def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
-    """The connection's held credential, resolved (``env:``/``file:``); never logged."""
-    where = f"connections.{c.name}"
-    if isinstance(c, S3Connection):
-        return {
-            "access_key_id": c.credentials.access_key_id,
-            "secret_access_key": resolve_secret(
-                c.credentials.secret_access_key, what=f"{where}.credentials.secret_access_key"
-            ),
-        }
-    a = c.auth
-    return {
-        "token": resolve_secret(a.token, what=f"{where}.auth.token") if a.token else None,
-        "user": a.user,
-        "password": resolve_secret(a.password, what=f"{where}.auth.password")
-        if a.password
-        else None,
-        "value": resolve_secret(a.value, what=f"{where}.auth.value") if a.value else None,
-    }
-
-
 def _admitted_by(
     authenticate: Callable[[str, str], Awaitable[AuthResult]],
 ) -> Callable[[str, str], Awaitable[Admitted]]:
@@ -580,18 +560,6 @@ def _admitted_by(
         )
 
     return by_token
-
-
-def kafka_credential(c: KafkaConnection) -> dict[str, str | None]:
-    """The connection's SASL credential towards the brokers, resolved; never logged."""
-    if c.credentials is None:
-        return {}
-    return {
-        "user": c.credentials.user,
-        "password": resolve_secret(
-            c.credentials.password, what=f"connections.{c.name}.credentials.password"
-        ),
-    }
 
 
 def run_gateway(runtime: GatewayRuntime, *, on_ready: Callable[[GatewayRuntime], None]) -> None:

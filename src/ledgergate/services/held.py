@@ -1,0 +1,44 @@
+"""The backend credentials the gateway holds for S3, HTTP and Kafka connections, resolved
+(``env:``/``file:``/literal) when the gateway starts, so a missing secret stops the start
+rather than the first request. Never logged, never shown: the values go to the backend
+legs only (PostgreSQL's are ``Settings.backend_password``)."""
+
+from __future__ import annotations
+
+from ledgergate.core.config import HttpConnection, KafkaConnection, S3Connection
+from ledgergate.services.config import resolve_secret
+
+__all__ = ["held_credential", "kafka_credential"]
+
+
+def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
+    """The connection's held credential, resolved (``env:``/``file:``); never logged."""
+    where = f"connections.{c.name}"
+    if isinstance(c, S3Connection):
+        return {
+            "access_key_id": c.credentials.access_key_id,
+            "secret_access_key": resolve_secret(
+                c.credentials.secret_access_key, what=f"{where}.credentials.secret_access_key"
+            ),
+        }
+    a = c.auth
+    return {
+        "token": resolve_secret(a.token, what=f"{where}.auth.token") if a.token else None,
+        "user": a.user,
+        "password": resolve_secret(a.password, what=f"{where}.auth.password")
+        if a.password
+        else None,
+        "value": resolve_secret(a.value, what=f"{where}.auth.value") if a.value else None,
+    }
+
+
+def kafka_credential(c: KafkaConnection) -> dict[str, str | None]:
+    """The connection's SASL credential towards the brokers, resolved; never logged."""
+    if c.credentials is None:
+        return {}
+    return {
+        "user": c.credentials.user,
+        "password": resolve_secret(
+            c.credentials.password, what=f"connections.{c.name}.credentials.password"
+        ),
+    }
