@@ -17,6 +17,7 @@ def _register() -> None:
     from ledgergate.cli import (
         agent,
         audit,
+        evidence,
         identities,
         login,
         policy,
@@ -40,6 +41,7 @@ def _register() -> None:
         policy.app, name="policy", help="Check and explain the policy; keep rules in the store."
     )
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
+    app.add_typer(evidence.app, name="evidence", help="Evidence bundles for auditors.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
     app.add_typer(store.app, name="store", help="Migrate the store; copy it to another engine.")
     app.add_typer(
