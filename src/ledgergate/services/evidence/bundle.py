@@ -37,6 +37,7 @@ from ledgergate.core.ledger.merkle import CompactRange
 from ledgergate.services.audit import sign_head, stream_head
 from ledgergate.services.evidence import standalone
 from ledgergate.services.evidence.report import Facts, render_html
+from ledgergate.services.evidence.report_pdf import render_pdf
 from ledgergate.store.base import CheckpointRow, Store
 
 __all__ = ["EvidenceSummary", "export_evidence", "record_file_of"]
@@ -213,6 +214,7 @@ def _finish(
         z.put(f"state/{name}.json", _json(doc))
     facts.state = state
     z.put("report.html", render_html(facts).encode("utf-8"))
+    z.put("report.pdf", render_pdf(facts))
     z.put("keys/ledger.vkey", (signer.vkey + "\n").encode())
     z.put("verify.py", Path(standalone.__file__).read_bytes())
     z.put("README.txt", _README.encode())
@@ -308,6 +310,7 @@ Use the gateway's verifier key as its operators published it (keys/ledger.vkey i
 bundle only proves the bundle is consistent, not where it came from).
 
 report.html   the readable report: controls, what proves each, the ledger ranges
+report.pdf    the same report as a PDF
 manifest.json every file with its SHA-256, the streams and the period (signed:
               manifest.sig, a C2SP signed note over "ledgergate-evidence v1" and the
               manifest's SHA-256)

@@ -15,9 +15,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CONTROLS", "FRAMEWORKS", "Facts", "render_html"]
+__all__ = [
+    "CONTROLS",
+    "FRAMEWORKS",
+    "FRAMEWORK_NAMES",
+    "ControlRow",
+    "Facts",
+    "control_rows",
+    "period_text",
+    "render_html",
+    "summary_rows",
+    "when",
+]
 
 FRAMEWORKS = ("soc2", "iso27001", "all")
+FRAMEWORK_NAMES = {
+    "soc2": "SOC 2",
+    "iso27001": "ISO/IEC 27001:2022",
+    "all": "SOC 2 and ISO/IEC 27001:2022",
+}
 
 # control id -> (framework, what it asks, which evidence answers it, the record files)
 CONTROLS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
@@ -78,7 +94,7 @@ def _day(ts_ns: int) -> str:
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
 
 
-def _when(ts_ns: int | None) -> str:
+def when(ts_ns: int | None) -> str:
     if ts_ns is None:
         return "-"
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -173,19 +189,28 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+@dataclass(frozen=True)
+class ControlRow:
+    cid: str
+    asks: str
+    answer: str
+    counts: list[str]  # "records/x.jsonl: N" per evidence file
+    ranges: str  # the ledger ranges and checkpoints, one per line
+
+
 def _ranges(facts: Facts) -> str:
-    """The ledger ranges and checkpoints that prove every row."""
+    """The ledger ranges and checkpoints that prove every row, one stream per line."""
     out = []
     for stream, m in sorted(facts.streams.items()):
         cp = m["checkpoint"]
         out.append(
-            f"<code>{html.escape(stream)}</code> {m['period']['first']}..{m['period']['end'] - 1}"
-            f" (checkpoint {cp['size']}, root <code>{cp['root'][:16]}…</code>)"
+            f"{stream} {m['period']['first']}..{m['period']['end'] - 1} "
+            f"(checkpoint {cp['size']}, root {cp['root'][:16]}\u2026)"
         )
-    return "<br>".join(out) or "<span class='muted'>no entries</span>"
+    return "\n".join(out) or "no entries"
 
 
-def _control_rows(facts: Facts) -> list[list[str]]:
+def control_rows(facts: Facts) -> list[ControlRow]:
     rows = []
     ranges = _ranges(facts)
     for cid, (fw, asks, answer, files) in CONTROLS.items():
@@ -195,18 +220,36 @@ def _control_rows(facts: Facts) -> list[list[str]]:
         for f in files:
             if f.startswith("state/"):
                 n = len(facts.state.get(f.removeprefix("state/"), {}).get("items", []))
-                counts.append(f"<code>{f}.json</code>: {n}")
+                counts.append(f"{f}.json: {n}")
             else:
-                counts.append(f"<code>records/{f}.jsonl</code>: {facts.record_counts.get(f, 0)}")
-        rows.append(
-            [
-                f"<b>{cid}</b>",
-                html.escape(asks),
-                html.escape(answer) + "<br>" + "<br>".join(counts),
-                ranges,
-            ]
-        )
+                counts.append(f"records/{f}.jsonl: {facts.record_counts.get(f, 0)}")
+        rows.append(ControlRow(cid, asks, answer, counts, ranges))
     return rows
+
+
+def summary_rows(facts: Facts) -> list[list[str]]:
+    return [
+        ["sessions opened", str(facts.kinds.get("session.open", 0))],
+        ["commands", str(facts.kinds.get("command", 0))],
+        ["data chunks", str(facts.chunks)],
+        ["authentication failures", str(sum(facts.auth_failures_by_identity.values()))],
+        ["blocked attempts", str(facts.kinds.get("decision.block", 0))],
+        ["masking records", str(facts.kinds.get("mask", 0))],
+        ["review events", str(sum(facts.reviews_by_state.values()))],
+    ]
+
+
+def _html_controls(facts: Facts) -> list[list[str]]:
+    e = html.escape
+    return [
+        [
+            f"<b>{e(r.cid)}</b>",
+            e(r.asks),
+            e(r.answer) + "<br>" + "<br>".join(f"<code>{e(c)}</code>" for c in r.counts),
+            "<br>".join(e(line) for line in r.ranges.split("\n")),
+        ]
+        for r in control_rows(facts)
+    ]
 
 
 def _lifecycle(facts: Facts) -> str:
@@ -215,9 +258,9 @@ def _lifecycle(facts: Facts) -> str:
         [
             html.escape(str(i["name"])),
             html.escape(str(i.get("kind"))),
-            _when(i.get("disabled_ns")),
+            when(i.get("disabled_ns")),
             html.escape(str(i.get("disabled_by") or "-")),
-            _when(i.get("last_session_end_ns")),
+            when(i.get("last_session_end_ns")),
             html.escape(str(i.get("deprovisioning_gap") or "-")),
         ]
         for i in items
@@ -230,18 +273,19 @@ def _lifecycle(facts: Facts) -> str:
     )
 
 
+def period_text(facts: Facts) -> str:
+    if facts.since_ns is None and facts.until_ns is None:
+        return "the whole recorded history"
+    if facts.since_ns is None:
+        return f"everything before {when(facts.until_ns)}"
+    if facts.until_ns is None:
+        return f"{when(facts.since_ns)} to the export"
+    return f"{when(facts.since_ns)} to {when(facts.until_ns)}"
+
+
 def render_html(facts: Facts) -> str:
-    period = f"{_when(facts.since_ns)} — {_when(facts.until_ns)}"
-    fw = {"soc2": "SOC 2", "iso27001": "ISO/IEC 27001:2022", "all": "SOC 2 and ISO/IEC 27001:2022"}
-    summary = [
-        ["sessions opened", str(facts.kinds.get("session.open", 0))],
-        ["commands", str(facts.kinds.get("command", 0))],
-        ["data chunks", str(facts.chunks)],
-        ["authentication failures", str(sum(facts.auth_failures_by_identity.values()))],
-        ["blocked attempts", str(facts.kinds.get("decision.block", 0))],
-        ["masking records", str(facts.kinds.get("mask", 0))],
-        ["review events", str(sum(facts.reviews_by_state.values()))],
-    ]
+    period = period_text(facts)
+    summary = summary_rows(facts)
     streams = [
         [
             f"<code>{html.escape(s)}</code>",
@@ -249,15 +293,15 @@ def render_html(facts: Facts) -> str:
             f"{m['period']['first']}..{m['period']['end'] - 1}",
             str(m["checkpoint"]["size"]),
             f"<code>{m['checkpoint']['root'][:32]}…</code>",
-            _when(m["checkpoint"]["ts_ns"]),
+            when(m["checkpoint"]["ts_ns"]),
         ]
         for s, m in sorted(facts.streams.items())
     ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>ledgergate evidence {html.escape(period)}</title><style>{_CSS}</style></head><body>
-<h1>Evidence report: {html.escape(fw.get(facts.framework, facts.framework))}</h1>
-<p>Period {html.escape(period)}. Generated {_when(facts.generated_ns)}. Every row below is
+<h1>Evidence report: {html.escape(FRAMEWORK_NAMES.get(facts.framework, facts.framework))}</h1>
+<p>Period: {html.escape(period)}. Generated {when(facts.generated_ns)}. Every row below is
 proved by the ledger ranges it names: run <code>python3 verify.py</code> on this bundle
 with the gateway's published key (see README.txt).</p>
 <h2>Summary</h2>{_table(["what", "in the period"], summary)}
@@ -265,7 +309,7 @@ with the gateway's published key (see README.txt).</p>
 {
         _table(
             ["control", "requirement", "evidence in this bundle", "ledger range (checkpoint)"],
-            _control_rows(facts),
+            _html_controls(facts),
         )
     }
 <h2>Activity</h2>
