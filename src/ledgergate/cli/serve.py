@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         default: SQLite store, generated TLS certificate and ledger key under the data
         directory, and a demo connection to a local PostgreSQL when one answers."""
         from ledgergate.services import gateway as gw
+        from ledgergate.services.runner import run_gateway
 
         try:
             settings = load_settings(config, data_dir=data_dir)
@@ -162,6 +163,16 @@ def register(app: typer.Typer) -> None:
 
             api = ApiAddon()
             runtime.addons.append(api)
+        if cfg.ledger.witnesses:
+            from ledgergate.services.witness import WitnessPublisher
+
+            # each process publishes its own stream; the first also the CLI's
+            own = [settings.stream] + ([settings.cli_stream] if settings.worker == 0 else [])
+            try:
+                runtime.addons.append(WitnessPublisher(settings, own))
+            except ConfigError as e:
+                typer.echo(f"ledgergate: {e}", err=True)
+                raise typer.Exit(2) from None
 
         def ready(rt: gw.GatewayRuntime) -> None:
             assert rt.bound is not None
@@ -208,7 +219,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("ledgergate: press Ctrl-C to stop (a final checkpoint is signed)")
 
         try:
-            gw.run_gateway(runtime, on_ready=ready)
+            run_gateway(runtime, on_ready=ready)
         except ConfigError as e:  # found at start: e.g. stored policy rules that clash
             typer.echo(f"ledgergate: {e}", err=True)
             raise typer.Exit(2) from None

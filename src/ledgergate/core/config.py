@@ -36,10 +36,12 @@ __all__ = [
     "ConfigError",
     "Connection",
     "Credentials",
+    "FileWitness",
     "Grant",
     "HttpAuth",
     "HttpConnection",
     "HttpListener",
+    "HttpsWitness",
     "IdentitySettings",
     "LedgerSettings",
     "NotificationSettings",
@@ -51,7 +53,9 @@ __all__ = [
     "S3Connection",
     "S3Credentials",
     "SamlSettings",
+    "SyslogWitness",
     "WebhookSettings",
+    "Witness",
     "format_duration",
     "parse_config",
     "parse_duration",
@@ -727,6 +731,51 @@ class TlsSettings(_Strict):
     key: str | None = None
 
 
+class FileWitness(_Strict):
+    """Checkpoints appended to a file (JSON lines), e.g. on storage the gateway's operator
+    cannot rewrite (a WORM mount, another host's share)."""
+
+    type: Literal["file"]
+    path: str
+
+
+class SyslogWitness(_Strict):
+    """Checkpoints sent as RFC 5424 messages over TCP (RFC 6587 octet counting), TLS
+    unless ``tls`` is false, to a syslog receiver (rsyslog, a SIEM)."""
+
+    type: Literal["syslog"]
+    address: str  # host:port
+    tls: bool = True
+    ca_file: str | None = None  # default: the system's trust store
+    app_name: str = Field("ledgergate", pattern=r"^[!-~]{1,48}$")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        split_address(v, 6514)
+        return v
+
+
+class HttpsWitness(_Strict):
+    """Checkpoints POSTed as JSON to an HTTPS endpoint (a transparency log, a notary),
+    with a bearer token when one is given (``env:``/``file:``)."""
+
+    type: Literal["https"]
+    url: str
+    token: str | None = None
+    ca_file: str | None = None
+    timeout: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        check_http_url(v)
+        return v
+
+
+Witness = Annotated[FileWitness | SyslogWitness | HttpsWitness, Field(discriminator="type")]
+
+
 class LedgerSettings(_Strict):
     stream: str | None = None  # default: gateway@<hostname>
     checkpoint_every_entries: int = Field(1000, ge=1)
@@ -739,6 +788,9 @@ class LedgerSettings(_Strict):
     # The key's name in signed checkpoints and verifier keys (default:
     # ledgergate/<gateway_name>). Gateways side by side that share one key share its name.
     key_name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\s+]+$")
+    # Where each signed checkpoint is published as it is signed, outside the gateway's
+    # reach, so `audit verify --witness` can catch a store rewritten after the fact.
+    witnesses: list[Witness] = []
 
 
 # The review events a webhook can subscribe to: one per state a review enters.

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -51,7 +50,7 @@ from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
 
-__all__ = ["Addon", "GatewayRuntime", "run_gateway"]
+__all__ = ["Addon", "GatewayRuntime"]
 
 log = logging.getLogger("ledgergate")
 # How often the store's access epoch is polled: a revocation or a disabled identity
@@ -84,6 +83,8 @@ class GatewayRuntime:
     # Extra servers started after the PostgreSQL listener and stopped before it (the
     # REST API): anything with ``async start(runtime)`` and ``async stop()``.
     addons: list[Addon] = field(default_factory=list)
+    # Run at stop once the ledger is closed (its final checkpoint signed).
+    after_ledger: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     signer: Signer | None = None
     _auth_pool: ThreadPoolExecutor | None = None
     _access: AccessControl | None = None
@@ -541,6 +542,8 @@ class GatewayRuntime:
             await self.reviews.stop()
         if self.sink is not None:
             await self.sink.close()
+        for after in self.after_ledger:  # the final checkpoint is signed: publish it
+            await after()
         if self._auth_pool is not None:
             if self._access is not None:
                 self._auth_pool.submit(self._access.store.close)
@@ -560,39 +563,3 @@ def _admitted_by(
         )
 
     return by_token
-
-
-def run_gateway(runtime: GatewayRuntime, *, on_ready: Callable[[GatewayRuntime], None]) -> None:
-    """Run until SIGINT/SIGTERM, on uvloop when available."""
-
-    async def main() -> None:
-        await runtime.start()
-        loop = asyncio.get_running_loop()
-        graceful = False
-
-        def on_signal(sig: int) -> None:
-            nonlocal graceful
-            if runtime.stopping.is_set():  # a second signal: no more waiting
-                runtime.drain_cut.set()
-                return
-            graceful = sig == signal.SIGTERM
-            runtime.stopping.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
-        on_ready(runtime)
-        await runtime.stopping.wait()
-        grace = runtime.settings.config.listeners.drain_timeout
-        if graceful and grace > 0:
-            left = await runtime.drain(grace)
-            if left:
-                log.info("drain time is up: ending %d open sessions", left)
-        log.info("shutting down: closing sessions and writing the final checkpoint")
-        await runtime.stop()
-
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
