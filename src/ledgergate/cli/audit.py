@@ -20,6 +20,7 @@ from ledgergate.core.ledger.checkpoint import Verifier
 from ledgergate.services import audit
 from ledgergate.services.keys import KeyError_, parse_verifier_keys
 from ledgergate.services.ledger import LedgerUnavailable
+from ledgergate.services.witness import check_witnessed, published_notes
 from ledgergate.store import StoreError
 
 app = typer.Typer(no_args_is_help=True, help="Verify, prove and export the ledger.")
@@ -68,11 +69,22 @@ def verify(
         Path | None,
         typer.Option("--bundle", help="Verify an exported bundle instead of the store."),
     ] = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Also check the store against the checkpoints a witness published (its "
+            "file, a directory, or a syslog receiver's output); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     key: KeyOpt = None,
     config: ConfigOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Verify every entry, the hash chains and the signed checkpoints."""
+    if witness:
+        _verify_witnessed(witness, key, config, json_)
+        return
     if bundle is not None:
         vs: list[Verifier] | None = None
         if key is not None:
@@ -95,6 +107,34 @@ def verify(
     else:
         _render(rep, what)
     if not rep.ok:
+        raise typer.Exit(1)
+
+
+def _verify_witnessed(paths: list[Path], key: str | None, config: Path | None, json_: bool) -> None:
+    """The store's own verification, then its entries against what witnesses hold."""
+    notes: list[str] = []
+    for p in paths:
+        try:
+            notes += published_notes(p)
+        except OSError as e:
+            fail(f"cannot read the witness at {p}: {e.strerror}", 2)
+    with Env(config) as env:
+        verifiers, source = env.verifiers(key)
+        try:
+            rep = audit.verify_store(env.store, verifiers, key_source=source)
+            wit = check_witnessed(env.store, notes, verifiers)
+        except StoreError as e:
+            fail(str(e))
+    if json_:
+        emit_json({**rep.as_dict(), "witnessed": wit.as_dict()})
+    else:
+        _render(rep, "ledger")
+        for p in wit.problems:
+            typer.echo(f"FAILED  witness: {p.message}")
+        n = sum(len(v) for v in wit.checked.values())
+        verdict = "match the store" if wit.ok else "do NOT match the store"
+        typer.echo(f"{n} witnessed checkpoints of {len(wit.checked)} streams {verdict}")
+    if not (rep.ok and wit.ok):
         raise typer.Exit(1)
 
 
