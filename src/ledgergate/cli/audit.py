@@ -129,8 +129,8 @@ def _verify_witnessed(paths: list[Path], key: str | None, config: Path | None, j
         emit_json({**rep.as_dict(), "witnessed": wit.as_dict()})
     else:
         _render(rep, "ledger")
-        for p in wit.problems:
-            typer.echo(f"FAILED  witness: {p.message}")
+        for problem in wit.problems:
+            typer.echo(f"FAILED  witness: {problem.message}")
         n = sum(len(v) for v in wit.checked.values())
         verdict = "match the store" if wit.ok else "do NOT match the store"
         typer.echo(f"{n} witnessed checkpoints of {len(wit.checked)} streams {verdict}")
