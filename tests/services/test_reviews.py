@@ -273,6 +273,11 @@ def test_nobody_approves_their_own_request_admins_included(one: ReviewService) -
                 now_ns=T0 + S,
             )
         assert e.value.reason == "self-approval"
+    # each attempt is on the ledger, for the insights report; the review did not move
+    refused = [json.loads(x.canonical) for x in one.store.find_entries(kinds=("review.refused",))]
+    assert [
+        (x["review"]["event"], x["review"]["actor"], x["review"]["state"]) for x in refused
+    ] == [("self-approval", "alice", "pending")] * 2
     with pytest.raises(ReviewError, match="needs the reviewer or admin role") as e:
         approve(one, r.id, "erin", "eng")
     assert e.value.reason == "forbidden"

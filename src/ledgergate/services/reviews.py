@@ -335,9 +335,31 @@ class ReviewService:
             self._expire_one(review_id, now_ns)
             raise ReviewError("the request expired before this decision", "expired")
         groups = tuple(reviewer_groups)
-        return self._apply(
-            review_id, lambda x: decide(x, reviewer, groups, approve, reason, now_ns), now_ns
-        )
+        try:
+            return self._apply(
+                review_id, lambda x: decide(x, reviewer, groups, approve, reason, now_ns), now_ns
+            )
+        except ReviewError as e:
+            if e.reason == "self-approval":
+                self._record_refusal(r, reviewer, "self-approval", str(e), now_ns)
+            raise
+
+    def _record_refusal(self, r: Review, actor: str, event: str, why: str, now_ns: int) -> None:
+        """A refused step that says something about the people involved (a requester
+        deciding on their own request) goes on the ledger as ``review.refused``; the
+        review itself does not change."""
+        fields = {
+            "review": {"id": r.id, "kind": r.kind, "state": r.state, "event": event,
+                       "actor": actor},
+            "identity": r.identity(),
+            "connection": r.connection,
+            "rule": r.rule_id,
+            "reason": why,
+        }  # fmt: skip
+        try:
+            self.writer.append([Draft(now_ns, "review.refused", fields)], now_ns)
+        except LedgerUnavailable:
+            log.warning("review %s: the refused %s could not be recorded", r.id, event)
 
     def cancel(
         self, review_id: str, *, actor: str, reason: str | None = None, now_ns: int
