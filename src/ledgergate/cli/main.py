@@ -19,6 +19,7 @@ def _register() -> None:
         audit,
         evidence,
         identities,
+        insights,
         login,
         policy,
         reviews,
@@ -32,6 +33,7 @@ def _register() -> None:
     serve.register(app)
     agent.register(app)
     search.register(app)
+    insights.register(app)
     login.register(app)
     login.register_aws(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")

@@ -17,11 +17,14 @@ from typing import Any
 
 __all__ = [
     "CONTROLS",
+    "CSS",
     "FRAMEWORKS",
     "FRAMEWORK_NAMES",
     "ControlRow",
     "Facts",
+    "bars_svg",
     "control_rows",
+    "html_table",
     "period_text",
     "render_html",
     "summary_rows",
@@ -149,7 +152,7 @@ class Facts:
             self.reviews_by_state[kind.removeprefix("review.")] += 1
 
 
-_CSS = """
+CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1d2327}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccd}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
@@ -159,7 +162,7 @@ svg text{font:11px system-ui,sans-serif}
 """
 
 
-def _bars(title: str, data: Counter[str], limit: int = 12) -> str:
+def bars_svg(title: str, data: Counter[str], limit: int = 12) -> str:
     """A horizontal bar chart (inline SVG) of the largest counts."""
     rows = data.most_common(limit)
     if not rows:
@@ -183,7 +186,7 @@ def _bars(title: str, data: Counter[str], limit: int = 12) -> str:
     )
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def html_table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
@@ -268,7 +271,7 @@ def _lifecycle(facts: Facts) -> str:
     ]
     if not rows:
         return "<p class='muted'>No identity was disabled.</p>"
-    return _table(
+    return html_table(
         ["identity", "kind", "disabled", "by", "last session ended", "after disabling"], rows
     )
 
@@ -299,28 +302,28 @@ def render_html(facts: Facts) -> str:
     ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>ledgergate evidence {html.escape(period)}</title><style>{_CSS}</style></head><body>
+<title>ledgergate evidence {html.escape(period)}</title><style>{CSS}</style></head><body>
 <h1>Evidence report: {html.escape(FRAMEWORK_NAMES.get(facts.framework, facts.framework))}</h1>
 <p>Period: {html.escape(period)}. Generated {when(facts.generated_ns)}. Every row below is
 proved by the ledger ranges it names: run <code>python3 verify.py</code> on this bundle
 with the gateway's published key (see README.txt).</p>
-<h2>Summary</h2>{_table(["what", "in the period"], summary)}
+<h2>Summary</h2>{html_table(["what", "in the period"], summary)}
 <h2>Controls</h2>
 {
-        _table(
+        html_table(
             ["control", "requirement", "evidence in this bundle", "ledger range (checkpoint)"],
             _html_controls(facts),
         )
     }
 <h2>Activity</h2>
-{_bars("Sessions per day", facts.sessions_by_day)}
-{_bars("Sessions per identity", facts.sessions_by_identity)}
-{_bars("Blocked attempts per rule", facts.blocked_by_rule)}
-{_bars("Authentication failures per identity", facts.auth_failures_by_identity)}
-{_bars("Masked values per rule", facts.masked_by_rule)}
-{_bars("Review events per state", facts.reviews_by_state)}
+{bars_svg("Sessions per day", facts.sessions_by_day)}
+{bars_svg("Sessions per identity", facts.sessions_by_identity)}
+{bars_svg("Blocked attempts per rule", facts.blocked_by_rule)}
+{bars_svg("Authentication failures per identity", facts.auth_failures_by_identity)}
+{bars_svg("Masked values per rule", facts.masked_by_rule)}
+{bars_svg("Review events per state", facts.reviews_by_state)}
 <h2>Deprovisioning</h2>{_lifecycle(facts)}
 <h2>Ledger streams</h2>
-{_table(["stream", "entries exported", "period", "checkpoint", "root", "signed"], streams)}
+{html_table(["stream", "entries exported", "period", "checkpoint", "root", "signed"], streams)}
 </body></html>
 """
