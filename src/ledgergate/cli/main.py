@@ -22,6 +22,7 @@ def _register() -> None:
         insights,
         login,
         policy,
+        retention,
         reviews,
         search,
         serve,
@@ -44,6 +45,7 @@ def _register() -> None:
     )
     app.add_typer(audit.app, name="audit", help="Verify, prove and export the ledger.")
     app.add_typer(evidence.app, name="evidence", help="Evidence bundles for auditors.")
+    app.add_typer(retention.app, name="retention", help="Apply the retention rules.")
     app.add_typer(sessions.app, name="sessions", help="List, show and replay recorded sessions.")
     app.add_typer(store.app, name="store", help="Migrate the store; copy it to another engine.")
     app.add_typer(

@@ -49,6 +49,7 @@ __all__ = [
     "OidcSettings",
     "PostgresConnection",
     "PostgresListener",
+    "RetentionRule",
     "Roles",
     "S3Connection",
     "S3Credentials",
@@ -902,6 +903,28 @@ class NotificationSettings(_Strict):
         return self
 
 
+class RetentionRule(_Strict):
+    """Payloads purged after ``payloads_after``, entries pruned after ``entries_after``
+    (a stub keeps each one's place and hash: the ledger still verifies), for the entries
+    of the ``connections`` (names or globs) and ``kinds`` (unset: every kind)."""
+
+    name: Name
+    connections: list[str] = ["*"]
+    kinds: list[str] | None = None
+    payloads_after: str | None = None
+    entries_after: str | None = None
+
+    @model_validator(mode="after")
+    def _durations(self) -> RetentionRule:
+        if self.payloads_after is None and self.entries_after is None:
+            raise ValueError("a retention rule says payloads_after, entries_after or both")
+        for what in ("payloads_after", "entries_after"):
+            v = getattr(self, what)
+            if v is not None and parse_duration(v) <= 0:
+                raise ValueError(f"{what} must be a positive duration")
+        return self
+
+
 class Config(_Strict):
     data_dir: str = "./ledgergate-data"
     store: str | None = None  # default: sqlite:///<data_dir>/ledgergate.db
@@ -922,6 +945,9 @@ class Config(_Strict):
     policy: PolicySettings = PolicySettings()
     # Webhook and Slack notifications of just-in-time reviews (services.notify).
     notifications: NotificationSettings = NotificationSettings()
+    # What is kept how long (``ledgergate retention run``): the first rule that matches
+    # an entry decides.
+    retention: list[RetentionRule] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

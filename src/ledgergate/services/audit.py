@@ -42,6 +42,7 @@ from ledgergate.core.ledger.verify import (
 from ledgergate.services.journal import entry_row_of
 from ledgergate.services.keys import KeyError_, verifier_from_vkey
 from ledgergate.services.ledger import checkpoint_stream
+from ledgergate.services.retention import verify_pruned
 from ledgergate.store.base import CheckpointRow, EntryRow, Store
 
 __all__ = [
@@ -108,6 +109,7 @@ class AuditReport:
                     "signed_size": _signed(s),
                     # chained entries past the last signed checkpoint (not yet signed)
                     "unsigned_tail": max(s.verified_size - _signed(s), 0),
+                    "pruned": dict(s.pruned),
                     "problems": [
                         {"kind": p.kind, "seq": p.seq, "message": p.message} for p in s.problems
                     ],
@@ -152,6 +154,8 @@ def verify_store(
             continue
         _require_signature(srep)
         rep.streams.append(srep)
+    for srep, problem in verify_pruned(store, rep.streams):
+        srep.problems.append(problem)
     return rep
 
 

@@ -253,6 +253,12 @@ class Store(Protocol):
         """Entries matching every given filter, ordered by (ts_ns, stream, seq)."""
         ...
 
+    def prune_entries(self, stream: str, stubs: Sequence[tuple[int, bytes]]) -> int:
+        """Replace the canonical bytes of entries by their retention stubs (see
+        ``core.ledger.retention``), keeping each ``entry_hash``; their search columns
+        are cleared. Returns how many rows changed."""
+        ...
+
     # -- ledger: the full-text search index (derived; services.search keeps it) ---------
     def search_progress(self) -> dict[str, int]:
         """stream -> the first seq the search index has not looked at yet."""
@@ -299,6 +305,10 @@ class Store(Protocol):
 
     def delete_payloads(self, created_before_ns: int) -> int:
         """Retention: drop payloads created before the time; entries stay verifiable."""
+        ...
+
+    def delete_payload_digests(self, digests: Sequence[str]) -> int:
+        """Retention: drop these payloads; the entries naming them stay verifiable."""
         ...
 
     def iter_payloads(self) -> Iterator[tuple[str, bytes, int]]:

@@ -165,6 +165,18 @@ class LedgerTables:
             args.append(limit)
         return [entry_row(r) for r in self._db.execute(sql, args)]
 
+    @translated
+    def prune_entries(self, stream: str, stubs: Sequence[tuple[int, bytes]]) -> int:
+        n = 0
+        for seq, data in stubs:
+            cur = self._db.execute(
+                "UPDATE entries SET canonical=?, session_id=NULL, identity=NULL, "
+                "connection=NULL WHERE stream=? AND seq=?",
+                (data, stream, seq),
+            )
+            n += max(cur.rowcount, 0)
+        return n
+
     # -- checkpoints and payloads -----------------------------------------------------------
     @translated
     def put_checkpoint(self, row: CheckpointRow) -> None:
@@ -224,3 +236,14 @@ class LedgerTables:
     def delete_payloads(self, created_before_ns: int) -> int:
         cur = self._db.execute("DELETE FROM payloads WHERE created_ns<?", (created_before_ns,))
         return int(cur.rowcount)
+
+    @translated
+    def delete_payload_digests(self, digests: Sequence[str]) -> int:
+        n = 0
+        for i in range(0, len(digests), 500):
+            part = list(digests[i : i + 500])
+            cur = self._db.execute(
+                f"DELETE FROM payloads WHERE digest IN ({','.join('?' * len(part))})", part
+            )
+            n += max(cur.rowcount, 0)
+        return n

@@ -54,6 +54,7 @@ from ledgergate.core.ledger.proofs import (
     verify_inclusion_document,
     verify_proof_document,
 )
+from ledgergate.core.ledger.retention import stub_of
 
 __all__ = [
     "CHANGED",
@@ -109,6 +110,10 @@ class StreamReport:
     checkpoints_verified: int = 0
     latest_checkpoint: Checkpoint | None = None  # the largest one that matched
     problems: list[Problem] = field(default_factory=list)
+    # Entries retention pruned (their stubs): rule -> how many, and their seq ranges
+    # [first, last] for the service layer to check against the retention records.
+    pruned: dict[str, int] = field(default_factory=dict)
+    pruned_ranges: list[list[int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -187,21 +192,38 @@ def verify_stream(
             if missing is not None and missing.needle in data:
                 first, missing = _look_for(stream, pos, data, missing, first)
             continue
-        link = _link(data)
-        if cp_bad is not None:
-            first = _after_mismatch(stream, pos, link, prev, cp_bad, anchored)
-            continue
-        if isinstance(link, str):
-            first = Problem(CHANGED, pos, f"{stream} entry {pos} was changed: {link}")
-            continue
-        d_stream, d_seq, d_prev = link
-        h = leaf_hash(data)
-        if d_seq != pos or d_stream != stream or h != stored_hash or stored_seq != pos:
-            first, missing = _out_of_place(stream, pos, stored_seq, link, h != stored_hash, prev)
-            continue
-        if d_prev != prev:
-            first = _broken_link(stream, pos, anchored)
-            continue
+        pruned = stub_of(data) if cp_bad is None else None
+        if pruned is not None and pruned["stream"] == stream and pruned["seq"] == pos:
+            # retention removed its content: the stored hash is its leaf (see
+            # core.ledger.retention); the next entry's link and the roots still hold
+            if stored_seq != pos or len(stored_hash) != len(GENESIS_HASH):
+                first = Problem(CHANGED, pos, f"{stream} entry {pos} was changed: bad stub")
+                continue
+            rule = str(pruned["pruned"]["rule"])
+            rep.pruned[rule] = rep.pruned.get(rule, 0) + 1
+            if rep.pruned_ranges and rep.pruned_ranges[-1][1] == pos - 1:
+                rep.pruned_ranges[-1][1] = pos
+            else:
+                rep.pruned_ranges.append([pos, pos])
+            h = bytes(stored_hash)
+        else:
+            link = _link(data)
+            if cp_bad is not None:
+                first = _after_mismatch(stream, pos, link, prev, cp_bad, anchored)
+                continue
+            if isinstance(link, str):
+                first = Problem(CHANGED, pos, f"{stream} entry {pos} was changed: {link}")
+                continue
+            d_stream, d_seq, d_prev = link
+            h = leaf_hash(data)
+            if d_seq != pos or d_stream != stream or h != stored_hash or stored_seq != pos:
+                first, missing = _out_of_place(
+                    stream, pos, stored_seq, link, h != stored_hash, prev
+                )
+                continue
+            if d_prev != prev:
+                first = _broken_link(stream, pos, anchored)
+                continue
         prev = h
         append(h)
         size = pos + 1

@@ -21,7 +21,9 @@ What it checks, and how (the formats are described in the bundle's README.txt):
    each entry is appended, and at each size where the bundle holds a checkpoint
    (https://c2sp.org/tlog-checkpoint, signed by the given key) the root must be the
    signed root. The compact range itself is proved by the checkpoint at size ``first``
-   (unless ``first`` is 0), and the last checkpoint is at size ``end``.
+   (unless ``first`` is 0), and the last checkpoint is at size ``end``. An entry that
+   retention pruned is a stub (``{"kind", "pruned", "seq", "stream", "ts_ns"}``): its
+   entry_hash is taken as its leaf, and the count of such entries is reported.
 4. Every record (``records/*.jsonl``) names an exported entry and its hash, which must
    match.
 
@@ -278,6 +280,7 @@ def _stream(
         elif tree.root() != cps[first].root:
             bad(f"the proof's left hashes do not give the checkpoint at size {first}")
     prev: bytes | None = None
+    pruned = 0
     matched = 1 if first in cps and first > 0 else 0
     for n, line in _lines(zf, entries_file):
         try:
@@ -287,17 +290,22 @@ def _stream(
             doc = json.loads(data)
         except (ValueError, KeyError, TypeError, AttributeError):
             bad(f"{entries_file} line {n} is not an entry line (altered?)")
-            return _done(rep, stream, problems, first, tree.size, matched)
+            return _done(rep, stream, problems, first, tree.size, matched, pruned)
         if seq != tree.size:
             what = "missing" if seq > tree.size else "out of order"
             bad(f"entry {tree.size} is {what} (line {n} holds entry {seq})")
-            return _done(rep, stream, problems, first, tree.size, matched)
-        h = leaf_hash(data)
+            return _done(rep, stream, problems, first, tree.size, matched, pruned)
+        if _is_stub(doc):
+            # retention pruned it: its hash is its leaf, the roots and the next link hold
+            h = given
+            pruned += 1
+        else:
+            h = leaf_hash(data)
         if h != given:
             bad(f"entry {seq} was changed (its bytes do not hash to its entry_hash)")
         if not isinstance(doc, dict) or doc.get("stream") != stream or doc.get("seq") != seq:
             bad(f"entry {seq} does not name its own stream and seq")
-        elif prev is not None and doc.get("prev_hash") != prev.hex():
+        elif prev is not None and not _is_stub(doc) and doc.get("prev_hash") != prev.hex():
             bad(f"entry {seq} does not hold the hash of entry {seq - 1}")
         if (stream, seq) in wanted:
             wanted[(stream, seq)] = h.hex()
@@ -310,14 +318,34 @@ def _stream(
                 bad(f"the entries up to {tree.size} do not give the signed checkpoint's root")
     if tree.size != end:
         bad(f"the entries end at {tree.size}, the manifest says {end} (truncated?)")
-    return _done(rep, stream, problems, first, tree.size, matched)
+    return _done(rep, stream, problems, first, tree.size, matched, pruned)
 
 
 def _done(
-    rep: Report, stream: str, problems: list[str], first: int, size: int, matched: int
+    rep: Report,
+    stream: str,
+    problems: list[str],
+    first: int,
+    size: int,
+    matched: int,
+    pruned: int,
 ) -> None:
     rep.problems.extend(problems)
-    rep.streams[stream] = {"first": first, "end": size, "checkpoints_matched": matched}
+    rep.streams[stream] = {
+        "first": first,
+        "end": size,
+        "checkpoints_matched": matched,
+        "pruned": pruned,
+    }
+
+
+_STUB_KEYS = {"kind", "pruned", "seq", "stream", "ts_ns"}
+
+
+def _is_stub(doc: object) -> bool:
+    """An entry retention pruned: its place and hash kept, its content gone (ledgergate
+    keeps a record of each pruning on the ledger)."""
+    return isinstance(doc, dict) and set(doc) == _STUB_KEYS and isinstance(doc["pruned"], dict)
 
 
 def verify(path: str, vkey: str) -> Report:
