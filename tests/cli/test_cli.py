@@ -219,7 +219,7 @@ def test_export_time_range_and_checkpoint(cfg: Path, led: Ledger, tmp_path: Path
     r = run(cfg, "audit", "export", "-o", str(out), "--since", since, "--checkpoint")
     assert r.exit_code == 0, r.output
     assert runner.invoke(app, ["audit", "verify", "--bundle", str(out)]).exit_code == 0
-    assert run(cfg, "audit", "export", "--format", "csv", "-o", str(out)).exit_code == 2
+    assert run(cfg, "audit", "export", "--format", "bogus", "-o", str(out)).exit_code == 2
 
 
 def test_prove_and_verify_offline(cfg: Path, led: Ledger, tmp_path: Path) -> None:

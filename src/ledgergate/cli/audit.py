@@ -17,7 +17,7 @@ import typer
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, KeyOpt, emit_json, fail, parse_time
 from ledgergate.core.ledger.checkpoint import Verifier
-from ledgergate.services import audit
+from ledgergate.services import audit, siem
 from ledgergate.services.keys import KeyError_, parse_verifier_keys
 from ledgergate.services.ledger import LedgerUnavailable
 from ledgergate.services.witness import check_witnessed, published_notes
@@ -49,6 +49,8 @@ def _render(rep: audit.AuditReport, what: str) -> None:
             )
             if s.verified_size > signed:
                 typer.echo(f"        {_unsigned(s.stream, signed, s.verified_size)}")
+            for rule, n in sorted(s.pruned.items()):
+                typer.echo(f"        {n} entries pruned by retention rule {rule!r}")
         else:
             for p in s.problems:
                 where = f" [entry {p.seq}]" if p.seq is not None else ""
@@ -230,8 +232,15 @@ def verify_proof(
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("-o", "--out", help="The bundle file to write.")],
-    format: Annotated[str, typer.Option("--format", help="Bundle format (jsonl).")] = "jsonl",
+    out: Annotated[Path, typer.Option("-o", "--out", help="The file to write.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="jsonl: a verifiable bundle; csv, ocsf (OCSF JSON lines) or cef: one SIEM "
+            "event per entry in the range, not verifiable.",
+        ),
+    ] = "jsonl",
     since: Annotated[
         str | None, typer.Option(help="ISO 8601 time or relative (-1h).", show_default=False)
     ] = None,
@@ -248,15 +257,22 @@ def export(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Export entries and checkpoints as a bundle `audit verify --bundle` checks offline.
+    """Export entries and checkpoints as a bundle `audit verify --bundle` checks offline,
+    or the entries as SIEM events (--format csv|ocsf|cef).
 
-    Streams are exported from their first entry (a chain verifies only from its start);
-    --since/--until select the streams with entries in that range, each ending at the
-    first signed checkpoint after --until.
+    Bundle streams are exported from their first entry (a chain verifies only from its
+    start); --since/--until select the streams with entries in that range, each ending at
+    the first signed checkpoint after --until. SIEM formats hold exactly the entries in
+    [--since, --until), each with its stream, seq and entry hash.
     """
-    if format != "jsonl":
-        fail("only --format jsonl is supported", 2)
+    if format != "jsonl" and format not in siem.FORMATS:
+        fail(f"unknown --format {format!r} (jsonl, {', '.join(siem.FORMATS)})", 2)
     since_ns, until_ns = parse_time(since), parse_time(until)
+    if format != "jsonl":
+        if checkpoint:
+            fail("--checkpoint applies to --format jsonl only", 2)
+        _export_siem(out, format, since_ns, until_ns, config)
+        return
     with Env(config) as env:
         signer = env.signer(create=False)
         try:
@@ -286,3 +302,21 @@ def export(
         typer.echo(
             "  (the gateway signs its streams every few seconds; --checkpoint signs them now)"
         )
+
+
+def _export_siem(
+    out: Path, fmt: str, since_ns: int | None, until_ns: int | None, config: Path | None
+) -> None:
+    with Env(config) as env:
+        try:
+            tmp = out.with_name(out.name + ".partial")
+            with tmp.open("w", encoding="utf-8", newline="") as f:
+                summary = siem.export_siem(env.store, f, fmt, since_ns=since_ns, until_ns=until_ns)
+            tmp.replace(out)
+        except (StoreError, siem.SiemError, OSError) as e:
+            fail(f"export failed: {e}")
+    what = {"csv": "CSV rows", "ocsf": "OCSF events", "cef": "CEF events"}[fmt]
+    typer.echo(
+        f"wrote {summary.events} {what} of {len(summary.streams)} streams to {out} "
+        "(SIEM format: not a verifiable bundle; use --format jsonl for that)"
+    )
