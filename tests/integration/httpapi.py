@@ -16,6 +16,8 @@ HTTP Basic when --basic is given; the named header when --header is given) and a
     DELETE /api/blobs/{name}
     GET    /api/echo-headers                 the request headers as received, in order
     GET    /api/slow?seconds=S               one byte per 0.1 s for S seconds
+    POST   /api/collect/{name}               keeps the JSON body (a SIEM, a notary)
+    GET    /api/collect/{name}               the bodies kept, in arrival order
 
 `HttpApi` starts one on a free loopback port (optionally TLS with a generated CA), waits
 for /health and stops its process group. State lives in the process's memory only.
@@ -148,6 +150,19 @@ def make_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    collected: dict[str, list[Any]] = {}
+
+    async def collect(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        collected.setdefault(request.path_params["name"], []).append(body)
+        return JSONResponse({"ok": True}, status_code=202)
+
+    async def collected_bodies(request: Request) -> Response:
+        return JSONResponse(collected.get(request.path_params["name"], []))
+
     async def list_reports(request: Request) -> Response:
         return JSONResponse({"reports": list(reports.values())})
 
@@ -227,6 +242,8 @@ def make_app(
             Route("/api/blobs/{name}", guarded(delete_blob), methods=["DELETE"]),
             Route("/api/echo-headers", guarded(echo_headers), methods=["GET"]),
             Route("/api/slow", guarded(slow), methods=["GET"]),
+            Route("/api/collect/{name}", guarded(collect), methods=["POST"]),
+            Route("/api/collect/{name}", guarded(collected_bodies), methods=["GET"]),
         ]
     )
 

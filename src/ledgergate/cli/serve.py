@@ -173,6 +173,16 @@ def register(app: typer.Typer) -> None:
             except ConfigError as e:
                 typer.echo(f"ledgergate: {e}", err=True)
                 raise typer.Exit(2) from None
+        if cfg.siem:
+            from ledgergate.services.siem_forward import SiemForwarder
+
+            own = [settings.stream] + ([settings.cli_stream] if settings.worker == 0 else [])
+            try:
+                for i, target in enumerate(cfg.siem):
+                    runtime.addons.append(SiemForwarder(settings, i, target, own))
+            except ConfigError as e:
+                typer.echo(f"ledgergate: {e}", err=True)
+                raise typer.Exit(2) from None
 
         def ready(rt: gw.GatewayRuntime) -> None:
             assert rt.bound is not None

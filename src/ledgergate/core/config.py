@@ -54,6 +54,7 @@ __all__ = [
     "S3Connection",
     "S3Credentials",
     "SamlSettings",
+    "SiemSettings",
     "SyslogWitness",
     "WebhookSettings",
     "Witness",
@@ -903,6 +904,40 @@ class NotificationSettings(_Strict):
         return self
 
 
+class SiemSettings(_Strict):
+    """A continuous forwarder of ledger entries to a SIEM: syslog (RFC 5424 over TCP,
+    TLS unless ``tls`` is false) carrying CEF or OCSF, or OCSF JSON POSTed to an HTTPS
+    endpoint. It resumes from a cursor after a restart: at least once, nothing lost."""
+
+    type: Literal["syslog", "https"]
+    format: Literal["cef", "ocsf"] = "cef"
+    address: str | None = None  # syslog: host:port
+    url: str | None = None  # https
+    tls: bool = True
+    ca_file: str | None = None
+    token: str | None = None  # https: bearer token (env:/file:/literal)
+    app_name: str = Field("ledgergate", pattern=r"^[!-~]{1,48}$")
+    # Chunk entries are most of a ledger; a SIEM rarely wants each one.
+    include_chunks: bool = False
+    # Where a forwarder with no cursor yet starts: the streams' current end, or the
+    # first entry of each.
+    start_at: Literal["now", "beginning"] = "now"
+
+    @model_validator(mode="after")
+    def _target(self) -> SiemSettings:
+        if self.type == "syslog":
+            if self.address is None:
+                raise ValueError("a syslog forwarder needs address: host:port")
+            split_address(self.address, 6514)
+        else:
+            if self.url is None:
+                raise ValueError("an https forwarder needs url")
+            check_http_url(self.url)
+            if self.format != "ocsf":
+                raise ValueError("an https forwarder sends OCSF (format: ocsf)")
+        return self
+
+
 class RetentionRule(_Strict):
     """Payloads purged after ``payloads_after``, entries pruned after ``entries_after``
     (a stub keeps each one's place and hash: the ledger still verifies), for the entries
@@ -948,6 +983,8 @@ class Config(_Strict):
     # What is kept how long (``ledgergate retention run``): the first rule that matches
     # an entry decides.
     retention: list[RetentionRule] = []
+    # Forwarders of the ledger's entries to SIEMs, as they are written.
+    siem: list[SiemSettings] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import ssl
@@ -44,11 +43,11 @@ from ledgergate.core.config import (
     HttpsWitness,
     SyslogWitness,
     Witness,
-    split_address,
 )
 from ledgergate.core.ledger.checkpoint import CheckpointError, Verifier, parse_checkpoint
 from ledgergate.core.ledger.merkle import CompactRange
 from ledgergate.services.config import Settings, resolve_secret
+from ledgergate.services.syslog_out import send_syslog
 from ledgergate.store.base import CheckpointRow, Store
 from ledgergate.wire import syslog
 
@@ -318,18 +317,9 @@ class WitnessPublisher:
                 self._pool, _append, Path(spec.path), lines
             )
         elif isinstance(spec, SyslogWitness):
-            host, port = split_address(spec.address, 6514)
-            _, writer = await asyncio.open_connection(
-                host, port, ssl=t.tls, server_hostname=host if t.tls else None
+            await send_syslog(
+                spec.address, t.tls, [_syslog_message(spec, t.hostname, stream, c) for c in rows]
             )
-            try:
-                for c in rows:
-                    writer.write(syslog.frame(_syslog_message(spec, t.hostname, stream, c)))
-                await writer.drain()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await writer.wait_closed()
         else:
             headers = {"Authorization": f"Bearer {t.token}"} if t.token else {}
             verify: ssl.SSLContext | bool = (
