@@ -173,6 +173,14 @@ def register(app: typer.Typer) -> None:
             except ConfigError as e:
                 typer.echo(f"ledgergate: {e}", err=True)
                 raise typer.Exit(2) from None
+        if cfg.insights.webhook and settings.worker == 0:
+            from ledgergate.services.insights_sender import InsightsSender
+
+            try:
+                runtime.addons.append(InsightsSender(settings))
+            except ConfigError as e:
+                typer.echo(f"ledgergate: {e}", err=True)
+                raise typer.Exit(2) from None
         if cfg.siem:
             from ledgergate.services.siem_forward import SiemForwarder
 

@@ -43,6 +43,7 @@ __all__ = [
     "HttpListener",
     "HttpsWitness",
     "IdentitySettings",
+    "InsightsSettings",
     "LedgerSettings",
     "NotificationSettings",
     "NotifyEvent",
@@ -938,6 +939,30 @@ class SiemSettings(_Strict):
         return self
 
 
+class InsightsSettings(_Strict):
+    """The insights report sent to a webhook on a schedule (``every``, e.g. ``7d``): a
+    JSON POST with the period, the findings, and the report as Markdown in ``text``
+    (what Slack and most chat webhooks show)."""
+
+    webhook: str | None = None  # http(s) URL, or env:/file: holding one
+    token: str | None = None  # a bearer token for it (env:/file:/literal)
+    every: str = "7d"
+    period: str | None = None  # default: ``every``
+    ca_file: str | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v, secret_ok=True)
+
+    @field_validator("every", "period")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError("must be a positive duration")
+        return v
+
+
 class RetentionRule(_Strict):
     """Payloads purged after ``payloads_after``, entries pruned after ``entries_after``
     (a stub keeps each one's place and hash: the ledger still verifies), for the entries
@@ -985,6 +1010,8 @@ class Config(_Strict):
     retention: list[RetentionRule] = []
     # Forwarders of the ledger's entries to SIEMs, as they are written.
     siem: list[SiemSettings] = []
+    # The insights report, sent on a schedule (``ledgergate insights`` makes it by hand).
+    insights: InsightsSettings = InsightsSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
