@@ -16,6 +16,7 @@ import pytest
 from tests.integration.fixtures import GatewayFactory, app_connection
 from tests.integration.pgcluster import PgCluster
 from tests.integration.rsyslog import Rsyslog
+from tests.integration.s3server import S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,49 @@ def test_checkpoints_reach_every_witness_and_the_store_is_checked_against_them(
     r = gw.cli("audit", "verify", "--witness", str(witness_file), check=False)
     assert r.returncode == 1
     assert "entries were removed" in r.stdout
+
+
+def test_checkpoints_as_objects_in_an_s3_bucket(
+    gateway_factory: GatewayFactory, pgc: PgCluster, s3server: S3Server, tmp_path: Path
+) -> None:
+    """An S3 witness (versitygw here): one object per checkpoint, SigV4-signed; an auditor
+    downloads the prefix and checks the store against it."""
+    bucket = s3server.new_bucket("witness")
+    ledger = {
+        "checkpoint_every_seconds": 0.5,
+        "witnesses": [
+            {
+                "type": "s3",
+                "endpoint": s3server.endpoint,
+                "bucket": bucket,
+                "region": s3server.region,
+                "access_key_id": s3server.access_key,
+                "secret_access_key": "env:LG_WITNESS_S3_SECRET",
+            }
+        ],
+    }
+    gw = gateway_factory(
+        [app_connection(pgc)], extra={"ledger": ledger},
+        env={"LG_WITNESS_S3_SECRET": s3server.secret_key},
+    ).start()  # fmt: skip
+    tok = gw.token("alice")
+    for i in range(2):
+        with psycopg.connect(gw.dsn(tok), autocommit=True) as c:
+            c.execute(f"SELECT {i}")
+        time.sleep(0.7)
+    gw.stop()
+    with gw.db() as db:
+        signed = sorted(
+            s for (s,) in db.execute("SELECT size FROM checkpoints WHERE stream=?", (gw.stream,))
+        )
+    s3 = s3server.client()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"ledgergate/checkpoints/{gw.stream}/")
+    keys = [o["Key"] for o in listed["Contents"]]
+    assert [int(k.rsplit("/", 1)[1].split(".")[0]) for k in keys] == signed
+    copy = tmp_path / "s3-witness"
+    copy.mkdir()
+    for k in keys:
+        s3.download_file(bucket, k, str(copy / k.replace("/", "_")))
+    r = gw.cli("audit", "verify", "--witness", str(copy))
+    assert r.returncode == 0 and "match the store" in r.stdout, r.stdout
+    assert s3server.secret_key not in gw.log_path.read_text()

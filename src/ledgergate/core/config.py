@@ -54,6 +54,7 @@ __all__ = [
     "Roles",
     "S3Connection",
     "S3Credentials",
+    "S3Witness",
     "SamlSettings",
     "SiemSettings",
     "SyslogWitness",
@@ -776,7 +777,34 @@ class HttpsWitness(_Strict):
         return v
 
 
-Witness = Annotated[FileWitness | SyslogWitness | HttpsWitness, Field(discriminator="type")]
+class S3Witness(_Strict):
+    """Checkpoints PUT as objects ``<prefix><stream>/<size, 20 digits>.note`` into a bucket
+    of an S3-compatible store (one with object lock, or owned by another team, keeps them
+    out of the operator's reach), signed with SigV4."""
+
+    type: Literal["s3"]
+    endpoint: str  # http(s)://host[:port]
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = "ledgergate/checkpoints/"
+    region: str = "us-east-1"
+    access_key_id: str
+    secret_access_key: str  # env:/file:/literal, never shown
+    ca_file: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_base_url(v)
+
+    def __repr__(self) -> str:
+        return f"S3Witness(endpoint={self.endpoint!r}, bucket={self.bucket!r}, secret=<hidden>)"
+
+    __str__ = __repr__
+
+
+Witness = Annotated[
+    FileWitness | SyslogWitness | HttpsWitness | S3Witness, Field(discriminator="type")
+]
 
 
 class LedgerSettings(_Strict):

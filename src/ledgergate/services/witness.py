@@ -17,7 +17,8 @@ stops, is published before it exits.
 
 Wire formats: the file witness appends JSON lines ``{"stream", "size", "note"}``; syslog
 gets RFC 5424 messages (MSGID ``checkpoint``, the note base64 after ``ledgergate-checkpoint``);
-HTTPS gets the same JSON object as a POST. ``published_notes`` reads notes back from any
+HTTPS gets the same JSON object as a POST; S3 gets one object per checkpoint, the note
+itself. ``published_notes`` reads notes back from any
 of these (a file, a directory of files, an rsyslog output file).
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import ssl
@@ -35,12 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from ledgergate.core.config import (
     FileWitness,
     HttpsWitness,
+    S3Witness,
     SyslogWitness,
     Witness,
 )
@@ -50,6 +54,7 @@ from ledgergate.services.config import Settings, resolve_secret
 from ledgergate.services.syslog_out import send_syslog
 from ledgergate.store.base import CheckpointRow, Store
 from ledgergate.wire import syslog
+from ledgergate.wire.s3 import sigv4
 
 if TYPE_CHECKING:
     from ledgergate.services.gateway import GatewayRuntime
@@ -90,11 +95,14 @@ def published_notes(path: Path) -> list[str]:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     notes: list[str] = []
     for f in files:
-        with f.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                note = _note_of(line)
-                if note is not None:
-                    notes.append(note)
+        text = f.read_text(encoding="utf-8", errors="replace")
+        if "\n\n\u2014 " in text and not text.lstrip().startswith("{"):
+            notes.append(text)  # one signed note per file (the S3 witness's objects)
+            continue
+        for line in text.splitlines():
+            note = _note_of(line)
+            if note is not None:
+                notes.append(note)
     return notes
 
 
@@ -220,6 +228,10 @@ class _Target:
         self.tls: ssl.SSLContext | None = None
         if isinstance(spec, HttpsWitness) and spec.token:
             self.token = resolve_secret(spec.token, what=f"ledger.witnesses.{index}.token")
+        if isinstance(spec, S3Witness):
+            self.token = resolve_secret(
+                spec.secret_access_key, what=f"ledger.witnesses.{index}.secret_access_key"
+            )
         if isinstance(spec, SyslogWitness) and spec.tls:
             self.tls = ssl.create_default_context(cafile=spec.ca_file)
 
@@ -320,6 +332,8 @@ class WitnessPublisher:
             await send_syslog(
                 spec.address, t.tls, [_syslog_message(spec, t.hostname, stream, c) for c in rows]
             )
+        elif isinstance(spec, S3Witness):
+            await _put_objects(spec, t.token or "", stream, rows)
         else:
             headers = {"Authorization": f"Bearer {t.token}"} if t.token else {}
             verify: ssl.SSLContext | bool = (
@@ -333,6 +347,40 @@ class WitnessPublisher:
                         headers=headers,
                     )
                     r.raise_for_status()
+
+
+async def _put_objects(
+    spec: S3Witness, secret: str, stream: str, rows: list[CheckpointRow]
+) -> None:
+    """Each checkpoint as its own object, SigV4-signed (wire.s3.sigv4)."""
+    base = urlsplit(spec.endpoint)
+    host = base.netloc
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True
+    )
+    async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S, verify=verify) as client:
+        for c in rows:
+            key = f"{spec.prefix}{stream}/{c.size:020d}.note"
+            path = base.path.rstrip("/") + "/" + quote(spec.bucket) + "/" + quote(key)
+            body = c.note.encode("utf-8")
+            amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            headers, _ = sigv4.sign_headers(
+                b"PUT",
+                path.encode("ascii"),
+                [(b"host", host.encode("ascii")), (b"content-type", b"text/plain")],
+                access_key=spec.access_key_id,
+                secret=secret,
+                region=spec.region,
+                service="s3",
+                amz_date=amz_date,
+                payload_hash=hashlib.sha256(body).hexdigest(),
+            )
+            r = await client.put(
+                f"{base.scheme}://{host}{path}",
+                content=body,
+                headers=[(k.decode("ascii"), v.decode("ascii")) for k, v in headers],
+            )
+            r.raise_for_status()
 
 
 def _append(path: Path, text: str) -> None:
