@@ -17,10 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.httpapi import HttpApi, HttpApiFactory
+from tests.integration.httpapi import (
+    HttpApi,
+    HttpApiFactory,
+    https_receiver,  # noqa: F401 (fixtures, for every module)
+)
 from tests.integration.kafkaserver import QUICK_JVM_OPTIONS, KafkaCluster, KafkaClusterFactory
-from tests.integration.netns import netns  # noqa: F401 (the fixture, for every module)
+from tests.integration.netns import netns  # noqa: F401
 from tests.integration.pgcluster import PgCluster, PgClusterFactory
+from tests.integration.rsyslog import rsyslog  # noqa: F401
 from tests.integration.s3server import S3Server, S3ServerFactory
 
 _HERE = Path(__file__).parent

@@ -38,11 +38,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -427,3 +428,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@pytest.fixture
+def https_receiver() -> Iterator[HttpApi]:
+    """An API over TLS that keeps what is POSTed to /api/collect/NAME (bearer token
+    ``token``): a webhook, a notary, a SIEM."""
+    api = HttpApi(tls=True).start()
+    try:
+        yield api
+    finally:
+        api.stop()

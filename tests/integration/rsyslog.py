@@ -14,7 +14,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.integration.pgcluster import free_port
 from tests.integration.procs import stop_group
@@ -94,3 +97,13 @@ class Rsyslog:
         stop_group(self._proc)
         self._proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def rsyslog() -> Iterator[Rsyslog]:
+    """A receiver over TLS, for one test."""
+    r = Rsyslog(tls=True).start()
+    try:
+        yield r
+    finally:
+        r.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,34 +19,25 @@ from tests.integration.pgcluster import PgCluster
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def receiver() -> Iterator[HttpApi]:
-    api = HttpApi(tls=True).start()
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
 def test_an_https_witness_and_an_https_siem(
-    gateway_factory: GatewayFactory, pgc: PgCluster, receiver: HttpApi, tmp_path: Path
+    gateway_factory: GatewayFactory, pgc: PgCluster, https_receiver: HttpApi, tmp_path: Path
 ) -> None:
-    ca = str(receiver.ca_cert_path)
+    ca = str(https_receiver.ca_cert_path)
     extra = {
         "ledger": {
             "checkpoint_every_seconds": 0.5,
             "witnesses": [
-                {"type": "https", "url": f"{receiver.url}/api/collect/witness",
+                {"type": "https", "url": f"{https_receiver.url}/api/collect/witness",
                  "token": "env:LG_RECEIVER_TOKEN", "ca_file": ca},
             ],
         },
         "siem": [
-            {"type": "https", "format": "ocsf", "url": f"{receiver.url}/api/collect/siem",
+            {"type": "https", "format": "ocsf", "url": f"{https_receiver.url}/api/collect/siem",
              "token": "env:LG_RECEIVER_TOKEN", "ca_file": ca, "start_at": "beginning"},
         ],
     }  # fmt: skip
     gw = gateway_factory(
-        [app_connection(pgc)], extra=extra, env={"LG_RECEIVER_TOKEN": receiver.token}
+        [app_connection(pgc)], extra=extra, env={"LG_RECEIVER_TOKEN": https_receiver.token}
     ).start()
     tok = gw.token("alice")
     for i in range(3):
@@ -58,8 +48,8 @@ def test_an_https_witness_and_an_https_siem(
 
     def bodies(name: str) -> list:
         r = httpx.get(
-            f"{receiver.url}/api/collect/{name}", headers=receiver.auth_headers(),
-            verify=receiver.verify,
+            f"{https_receiver.url}/api/collect/{name}", headers=https_receiver.auth_headers(),
+            verify=https_receiver.verify,
         )  # fmt: skip
         return list(r.json())
 

@@ -5,7 +5,6 @@ findings and the Markdown report, and not again before it is due."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -18,37 +17,28 @@ from tests.integration.pgcluster import PgCluster
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def receiver() -> Iterator[HttpApi]:
-    api = HttpApi(tls=True).start()
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
 def _received(api: HttpApi) -> list[dict]:
     r = httpx.get(f"{api.url}/api/collect/insights", headers=api.auth_headers(), verify=api.verify)
     return list(r.json())
 
 
 def test_the_report_reaches_the_webhook_when_due(
-    gateway_factory: GatewayFactory, pgc: PgCluster, receiver: HttpApi
+    gateway_factory: GatewayFactory, pgc: PgCluster, https_receiver: HttpApi
 ) -> None:
     insights = {
-        "webhook": f"{receiver.url}/api/collect/insights",
+        "webhook": f"{https_receiver.url}/api/collect/insights",
         "token": "env:LG_RECEIVER_TOKEN",
-        "ca_file": str(receiver.ca_cert_path),
+        "ca_file": str(https_receiver.ca_cert_path),
         "every": "7d",
     }
     gw = gateway_factory(
         [app_connection(pgc)], extra={"insights": insights},
-        env={"LG_RECEIVER_TOKEN": receiver.token},
+        env={"LG_RECEIVER_TOKEN": https_receiver.token},
     ).start()  # fmt: skip
     deadline = time.monotonic() + 20
-    while not _received(receiver) and time.monotonic() < deadline:
+    while not _received(https_receiver) and time.monotonic() < deadline:
         time.sleep(0.2)
-    (sent,) = _received(receiver)
+    (sent,) = _received(https_receiver)
     assert sent["kind"] == "ledgergate.insights"
     assert sent["until_ns"] - sent["since_ns"] == 7 * 86400 * 10**9
     assert sent["text"].startswith("# Insights") and "## Privileged commands" in sent["text"]
@@ -60,4 +50,4 @@ def test_the_report_reaches_the_webhook_when_due(
     gw.start()
     time.sleep(2)
     gw.stop()
-    assert len(_received(receiver)) == 1
+    assert len(_received(https_receiver)) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,15 +17,6 @@ from tests.integration.rsyslog import Rsyslog
 pytestmark = pytest.mark.integration
 
 SEQ = re.compile(r'\[entry@32473 stream="([^"]+)" seq="(\d+)" hash="([0-9a-f]{64})"\]')
-
-
-@pytest.fixture
-def rsyslog() -> Iterator[Rsyslog]:
-    r = Rsyslog(tls=True).start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 def _work(gw: object, tok: str, n: int, tag: str) -> None:

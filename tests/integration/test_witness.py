@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,15 +18,6 @@ from tests.integration.rsyslog import Rsyslog
 from tests.integration.s3server import S3Server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rsyslog() -> Iterator[Rsyslog]:
-    r = Rsyslog(tls=True).start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 def test_checkpoints_reach_every_witness_and_the_store_is_checked_against_them(

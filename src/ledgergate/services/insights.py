@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from ledgergate.core.policy.sql import classify
+from ledgergate.services.journal import subject_of
 from ledgergate.store.base import Store
 
 __all__ = ["Finding", "Insights", "InsightsOptions", "collect", "incident_timeline"]
@@ -142,10 +143,7 @@ class Insights:
 
 
 def _subject(doc: dict[str, Any]) -> str:
-    ident = doc.get("identity")
-    if isinstance(ident, dict):
-        return str(ident.get("subject") or "-")
-    return str(ident) if isinstance(ident, str) else "-"
+    return subject_of(doc.get("identity")) or "-"
 
 
 def _entries(store: Store, since_ns: int, until_ns: int) -> Iterator[tuple[str, int, bytes]]:

@@ -18,7 +18,6 @@ with TLS. HTTPS: OCSF events as a JSON array per batch, with a bearer token.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
@@ -32,6 +31,7 @@ import orjson
 from ledgergate.core.config import SiemSettings
 from ledgergate.services import siem
 from ledgergate.services.config import Settings, resolve_secret
+from ledgergate.services.cursor import CursorFile
 from ledgergate.services.syslog_out import send_syslog
 from ledgergate.store.base import Store
 from ledgergate.wire import syslog
@@ -64,12 +64,8 @@ class SiemForwarder:
         self.target = target
         self.streams = list(streams)
         self.name = f"{index}-{target.type}"
-        self.cursor_path = settings.data_dir / "siem" / f"{self.name}.json"
-        self.cursor: dict[str, int] = {}
-        if self.cursor_path.exists():
-            self.cursor = {
-                str(k): int(v) for k, v in json.loads(self.cursor_path.read_text()).items()
-            }
+        self.cursor_file = CursorFile(settings.data_dir / "siem" / f"{self.name}.json")
+        self.cursor = self.cursor_file.at
         self.tls: ssl.SSLContext | None = None
         if target.tls and target.type == "syslog":
             self.tls = ssl.create_default_context(cafile=target.ca_file)
@@ -163,10 +159,7 @@ class SiemForwarder:
         return sent
 
     def _save(self) -> None:
-        self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cursor_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.cursor, sort_keys=True))
-        tmp.replace(self.cursor_path)
+        self.cursor_file.save()
 
     def _failed(self, e: Exception) -> None:
         now = time.monotonic()

@@ -51,6 +51,7 @@ from ledgergate.core.config import (
 from ledgergate.core.ledger.checkpoint import CheckpointError, Verifier, parse_checkpoint
 from ledgergate.core.ledger.merkle import CompactRange
 from ledgergate.services.config import Settings, resolve_secret
+from ledgergate.services.cursor import CursorFile
 from ledgergate.services.syslog_out import send_syslog
 from ledgergate.store.base import CheckpointRow, Store
 from ledgergate.wire import syslog
@@ -215,12 +216,8 @@ class _Target:
     def __init__(self, index: int, spec: Witness, settings: Settings) -> None:
         self.spec = spec
         self.name = f"{index}-{spec.type}"
-        self.cursor_path = settings.data_dir / "witness" / f"{self.name}.json"
-        self.cursor: dict[str, int] = {}
-        if self.cursor_path.exists():
-            self.cursor = {
-                str(k): int(v) for k, v in json.loads(self.cursor_path.read_text()).items()
-            }
+        self.cursor_file = CursorFile(settings.data_dir / "witness" / f"{self.name}.json")
+        self.cursor = self.cursor_file.at
         self.hostname = settings.gateway_name
         self.failing_since: float | None = None
         self.logged_at = 0.0
@@ -236,10 +233,7 @@ class _Target:
             self.tls = ssl.create_default_context(cafile=spec.ca_file)
 
     def save(self) -> None:
-        self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cursor_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.cursor, sort_keys=True))
-        tmp.replace(self.cursor_path)
+        self.cursor_file.save()
 
 
 class WitnessPublisher:

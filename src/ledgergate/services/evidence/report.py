@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledgergate.services.journal import subject_of
+
 __all__ = [
     "CONTROLS",
     "CSS",
@@ -104,10 +106,7 @@ def when(ts_ns: int | None) -> str:
 
 
 def _subject(doc: dict[str, Any]) -> str:
-    ident = doc.get("identity")
-    if isinstance(ident, dict):
-        return str(ident.get("subject") or "-")
-    return str(ident) if isinstance(ident, str) else "-"
+    return subject_of(doc.get("identity")) or "-"
 
 
 @dataclass
