@@ -21,8 +21,9 @@ report (``unsigned_tail``).
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, overload
@@ -262,41 +263,49 @@ def export_jsonl(
     return ExportSummary(counts, ncp, signed)
 
 
-def verify_bundle(path: Path, verifiers: Sequence[Verifier] | None = None) -> AuditReport:
-    """Verify a bundle file. ``verifiers`` default to the keys the bundle names, which
-    proves only that the bundle is internally consistent; pass the gateway's published
-    key to prove it came from that gateway. The report says which key was trusted."""
-    rep = AuditReport()
-    entries: dict[str, list[tuple[int, bytes, bytes]]] = {}
-    notes: dict[str, list[str]] = {}
-    header: dict[str, Any] | None = None
-    try:
-        f = path.open(encoding="utf-8")
-    except OSError as e:
-        rep.errors.append(f"cannot read {path}: {e.strerror}")
-        return rep
-    with f:
+def _bundle_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, the line's object, or None when it is not one)."""
+    with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             try:
                 d = json.loads(line)
-                if not isinstance(d, dict):
-                    raise ValueError
-                kind = d.get("type")
-                if lineno == 1:
-                    if kind != BUNDLE_TYPE or d.get("version") != BUNDLE_VERSION:
-                        rep.errors.append(f"{path} is not a version-1 ledgergate bundle")
-                        return rep
-                    header = d
-                elif kind == "entry":
-                    entries.setdefault(str(d["stream"]), []).append(
-                        (int(d["seq"]), d["entry"].encode("utf-8"), bytes.fromhex(d["entry_hash"]))
-                    )
-                elif kind == "checkpoint":
-                    notes.setdefault(str(d["stream"]), []).append(str(d["note"]))
-                else:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except ValueError:
+                yield lineno, None
+                continue
+            yield lineno, d if isinstance(d, dict) else None
+
+
+def _entry_row(d: dict[str, Any]) -> tuple[int, bytes, bytes]:
+    return int(d["seq"]), d["entry"].encode("utf-8"), bytes.fromhex(d["entry_hash"])
+
+
+def verify_bundle(path: Path, verifiers: Sequence[Verifier] | None = None) -> AuditReport:
+    """Verify a bundle file. ``verifiers`` default to the keys the bundle names, which
+    proves only that the bundle is internally consistent; pass the gateway's published
+    key to prove it came from that gateway. The report says which key was trusted.
+
+    Two passes over the file, in constant memory: the header and the checkpoints first
+    (a stream's come after its entries), then each stream's entries straight into the
+    verifier. A stream's entries are one run of lines, as export writes them: a stream
+    whose lines are split by another's is named."""
+    rep = AuditReport()
+    notes: dict[str, list[str]] = {}
+    header: dict[str, Any] | None = None
+    try:
+        for lineno, d in _bundle_lines(path):
+            kind = d.get("type") if d is not None else None
+            if lineno == 1:
+                if d is None or kind != BUNDLE_TYPE or d.get("version") != BUNDLE_VERSION:
+                    rep.errors.append(f"{path} is not a version-1 ledgergate bundle")
+                    return rep
+                header = d
+            elif d is not None and kind == "checkpoint" and isinstance(d.get("note"), str):
+                notes.setdefault(str(d.get("stream")), []).append(str(d["note"]))
+            elif d is None or kind != "entry":
                 rep.errors.append(f"{path}:{lineno}: not a valid bundle line (altered?)")
+    except OSError as e:
+        rep.errors.append(f"cannot read {path}: {e.strerror}")
+        return rep
     if header is None:
         rep.errors.append(f"{path} is empty")
         return rep
@@ -315,17 +324,44 @@ def verify_bundle(path: Path, verifiers: Sequence[Verifier] | None = None) -> Au
         rep.errors.append("no verifier key: the bundle names none; pass --key")
     expected = header.get("streams")
     sizes: dict[str, Any] = expected if isinstance(expected, dict) else {}
-    for stream in sorted(set(entries) | set(notes) | set(sizes)):
+    reports: dict[str, StreamReport] = {}
+
+    def entry_lines() -> Iterator[tuple[str, int, dict[str, Any]]]:
+        for lineno, d in _bundle_lines(path):
+            if d is not None and d.get("type") == "entry":
+                yield str(d.get("stream")), lineno, d
+
+    for stream, group in itertools.groupby(entry_lines(), key=lambda x: x[0]):
+        if stream in reports:
+            rep.errors.append(f"{stream}: its entries are split by another stream's (reordered?)")
+            for _ in group:
+                pass
+            continue
+
+        def rows(
+            g: Iterator[tuple[str, int, dict[str, Any]]] = group,
+        ) -> Iterator[tuple[int, bytes, bytes]]:
+            for _, lineno, d in g:
+                try:
+                    yield _entry_row(d)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    rep.errors.append(f"{path}:{lineno}: not a valid bundle line (altered?)")
+
         exp = sizes.get(stream)
-        srep = verify_stream(
-            stream,
-            entries.get(stream, []),  # in file order: a reordered bundle is caught
-            notes.get(stream, []),
-            vs,
+        reports[stream] = verify_stream(
+            stream, rows(), notes.get(stream, []), vs,
             expected_size=exp if isinstance(exp, int) else None,
-        )
-        _require_signature(srep)
-        rep.streams.append(srep)
+        )  # fmt: skip
+    for stream in set(notes) | set(sizes):
+        if stream not in reports:
+            exp = sizes.get(stream)
+            reports[stream] = verify_stream(
+                stream, [], notes.get(stream, []), vs,
+                expected_size=exp if isinstance(exp, int) else None,
+            )  # fmt: skip
+    for stream in sorted(reports):
+        _require_signature(reports[stream])
+        rep.streams.append(reports[stream])
     return rep
 
 
