@@ -120,17 +120,22 @@ class SiemForwarder:
             self._store = self.settings.open_store()
         st = self._store
         out: dict[str, list[tuple[int, bytes, bytes]]] = {}
+        fresh = False
         for stream in self.streams:
             top = st.max_seq(stream)
             if stream not in self.cursor:
-                # first run: from the stream's end, or its beginning
+                # first run: from the stream's end, or its beginning (kept at once, so a
+                # crash before the first send cannot move "now" past unsent entries)
                 self.cursor[stream] = (
                     0 if self.target.start_at == "beginning" or top is None else top + 1
                 )
+                fresh = True
             start = self.cursor[stream]
             if top is None or start > top:
                 continue
             out[stream] = list(st.iter_entries(stream, start, min(start + BATCH, top + 1)))
+        if fresh:
+            self.cursor_file.save()
         return out
 
     async def forward_once(self) -> int:
