@@ -115,7 +115,10 @@ def refresh(store: Store, batch: int = REFRESH_BATCH) -> int:
     """Index the entries added since the last refresh; how many were looked at."""
     seen = 0
     progress = store.search_progress()
-    for stream in store.streams():
+    # The streams table names every stream a writer appended to (its state row is written
+    # with its first checkpoint); listing streams from the entries table would read every
+    # entry's key at each search.
+    for stream in sorted(set(store.stream_states()) | set(progress)):
         top = store.max_seq(stream)
         start = progress.get(stream, 0)
         while top is not None and start <= top:
@@ -190,7 +193,9 @@ def search(
     until_ns: int | None = None,
     limit: int = 100,
 ) -> list[Hit]:
-    """Entries matching ``query`` (see the module docstring), newest first."""
+    """Entries matching ``query`` (see the module docstring): the most recently indexed
+    first (on SQLite, the index's own order, so a frequent word costs no sort of all its
+    matches), presented newest first."""
     phrases = parse_query(query)
     limit = max(1, min(limit, MAX_HITS))
     refresh(store)
@@ -203,4 +208,6 @@ def search(
         until_ns=until_ns,
         limit=limit,
     )
-    return _confirmed(rows, phrases, kinds, identity, connection, since_ns, until_ns)
+    hits = _confirmed(rows, phrases, kinds, identity, connection, since_ns, until_ns)
+    hits.sort(key=lambda h: (h.ts_ns, h.stream, h.seq), reverse=True)
+    return hits

@@ -30,6 +30,7 @@ _HIT_COLS = (
 
 class _SearchTables:
     _db: Db
+    _newest: str  # the ORDER BY of a search: most recent first
     transaction: Callable[[], AbstractContextManager[None]]  # the engine's own
 
     def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
@@ -79,12 +80,15 @@ class _SearchTables:
         where, more = entry_filters("e.", kinds, identity, connection, since_ns, until_ns)
         sql = (
             f"SELECT {_HIT_COLS} FROM {source} WHERE {' AND '.join([match, *where])} "
-            "ORDER BY e.ts_ns DESC, e.stream DESC, e.seq DESC LIMIT ?"
+            f"ORDER BY {self._newest} LIMIT ?"
         )
         return [entry_row(r) for r in self._db.execute(sql, [*args, *more, limit])]
 
 
 class SqliteSearch(_SearchTables):
+    # FTS5 walks its index newest row first without sorting every match
+    _newest = "search_fts.rowid DESC"
+
     def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
         for stream, seq, words in docs:
             got = self._db.execute(
@@ -108,6 +112,8 @@ class SqliteSearch(_SearchTables):
 
 
 class PgSearch(_SearchTables):
+    _newest = "e.ts_ns DESC, e.stream DESC, e.seq DESC"
+
     def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
         self._db.executemany(
             "INSERT INTO search_docs (stream, seq, tsv) VALUES (?, ?, to_tsvector('simple', ?)) "
