@@ -263,3 +263,37 @@ def test_unreadable_input_is_said_plainly(led: Ledger, tmp_path: Path) -> None:
         zf.writestr("x", b"")
     rep = standalone.verify(str(empty), led.signer.vkey)
     assert not rep.ok and "not an evidence bundle" in rep.problems[0]
+
+
+def test_records_are_checked_against_their_entries_even_under_a_valid_signature(
+    led: Ledger, bundle: Path, tmp_path: Path
+) -> None:
+    """Someone holding the key re-signs a bundle whose records were shuffled and one
+    pointed at an entry the bundle lacks: the records are still checked against the
+    entries, and each is named."""
+    import hashlib
+
+    def reshuffle(files: dict[str, bytes]) -> None:
+        lines = files["records/blocked.jsonl"].splitlines()
+        lines[0], lines[1] = lines[1], lines[0]
+        bogus = json.loads(lines[2])
+        bogus["entry"] = f"{led.stream}:999999"
+        lines[2] = json.dumps(bogus).encode()
+        files["records/blocked.jsonl"] = b"".join(x + b"\n" for x in lines)
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"]["records/blocked.jsonl"] = hashlib.sha256(
+            files["records/blocked.jsonl"]
+        ).hexdigest()
+        raw = json.dumps(manifest).encode()
+        files["manifest.json"] = raw
+        note = f"ledgergate-evidence v1\nsha256 {hashlib.sha256(raw).hexdigest()}\n"
+        files["manifest.sig"] = led.signer.sign_note(note).encode()
+
+    rep = _verify(_rewrite(bundle, tmp_path / "resigned.zip", reshuffle), led)
+    # line 2 now names an entry before line 1's: out of order; line 3 names none
+    assert rep.problems[0].startswith("records/blocked.jsonl line 2: entry ")
+    assert rep.problems[0].endswith("is not in the bundle (or the record is out of order)")
+    assert (
+        f"records/blocked.jsonl line 3: entry {led.stream}:999999 is not in the bundle"
+        in rep.problems
+    )

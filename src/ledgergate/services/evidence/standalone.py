@@ -235,12 +235,72 @@ def _manifest(zf: zipfile.ZipFile, key: Key, rep: Report) -> dict[str, Any] | No
     return doc
 
 
+class _Records:
+    """The record files, read alongside the entries in the order the bundle writes both
+    (streams by name, entries by seq): each record's entry is checked as the entries
+    stream by, holding one line per record file, whatever the bundle's size. A record
+    out of that order, or naming an entry the bundle lacks, is named."""
+
+    def __init__(
+        self, zf: zipfile.ZipFile, names: list[str], rank: dict[str, int], rep: Report
+    ) -> None:
+        self.rank, self.rep, self.count, self.more = rank, rep, 0, 0
+        self.cursors: list[list[Any]] = []
+        for name in names:
+            cursor: list[Any] = [name, _lines(zf, name), None]
+            self._advance(cursor)
+            self.cursors.append(cursor)
+
+    def _advance(self, c: list[Any]) -> None:
+        for n, line in c[1]:
+            try:
+                d = json.loads(line)
+                stream, _, seq = str(d["entry"]).rpartition(":")
+                c[2] = (self.rank.get(stream, -1), int(seq), stream, str(d["entry_hash"]), n)
+            except (ValueError, KeyError, TypeError):
+                self.rep.problems.append(f"{c[0]} line {n} does not name its entry")
+                continue
+            self.count += 1
+            return
+        c[2] = None
+
+    def see(self, stream: str, seq: int, entry_hash: str) -> None:
+        key = (self.rank[stream], seq)
+        for c in self.cursors:
+            while c[2] is not None and (c[2][0], c[2][1]) <= key:
+                _, s, st, digest, n = c[2]
+                if (c[2][0], s) != key:
+                    self._problem(
+                        f"{c[0]} line {n}: entry {st}:{s} is not in the bundle "
+                        "(or the record is out of order)"
+                    )
+                elif digest != entry_hash:
+                    self._problem(f"{c[0]} line {n}: entry {st}:{s} has another hash")
+                self._advance(c)
+
+    def _problem(self, msg: str) -> None:
+        # one misplaced record puts the ones after it out of step too: name the first
+        if sum(p.startswith("records/") for p in self.rep.problems) < MAX_PROBLEMS:
+            self.rep.problems.append(msg)
+        else:
+            self.more += 1
+
+    def finish(self) -> None:
+        for c in self.cursors:
+            while c[2] is not None:
+                _, s, st, _, n = c[2]
+                self._problem(f"{c[0]} line {n}: entry {st}:{s} is not in the bundle")
+                self._advance(c)
+        if self.more:
+            self.rep.problems.append(f"records: {self.more} more records out of step")
+
+
 def _stream(
     zf: zipfile.ZipFile,
     key: Key,
     stream: str,
     meta: dict[str, Any],
-    wanted: dict[tuple[str, int], str | None],
+    records: _Records,
     rep: Report,
 ) -> None:
     problems: list[str] = []
@@ -307,8 +367,7 @@ def _stream(
             bad(f"entry {seq} does not name its own stream and seq")
         elif prev is not None and not _is_stub(doc) and doc.get("prev_hash") != prev.hex():
             bad(f"entry {seq} does not hold the hash of entry {seq - 1}")
-        if (stream, seq) in wanted:
-            wanted[(stream, seq)] = h.hex()
+        records.see(stream, seq, h.hex())
         prev = h
         tree.append(h)
         at = cps.get(tree.size)
@@ -363,32 +422,16 @@ def verify(path: str, vkey: str) -> Report:
         manifest = _manifest(zf, key, rep)
         if manifest is None:
             return rep
-        wanted: dict[tuple[str, int], str | None] = {}
-        refs: list[tuple[str, int, str, str, int]] = []
-        for name in sorted(f for f in manifest.get("files", {}) if f.startswith("records/")):
-            if not name.endswith(".jsonl") or name not in zf.namelist():
-                continue
-            for n, line in _lines(zf, name):
-                try:
-                    d = json.loads(line)
-                    stream, _, seq = str(d["entry"]).rpartition(":")
-                    refs.append((stream, int(seq), str(d["entry_hash"]), name, n))
-                    wanted[(stream, int(seq))] = None
-                except (ValueError, KeyError, TypeError):
-                    rep.problems.append(f"{name} line {n} does not name its entry")
-        for stream, meta in sorted(manifest.get("streams", {}).items()):
-            _stream(zf, key, stream, meta, wanted, rep)
-        for ref_stream, ref_seq, digest, name, n in refs:
-            got = wanted.get((ref_stream, ref_seq))
-            if got is None:
-                rep.problems.append(
-                    f"{name} line {n}: entry {ref_stream}:{ref_seq} is not in the bundle"
-                )
-            elif got != digest:
-                rep.problems.append(
-                    f"{name} line {n}: entry {ref_stream}:{ref_seq} has another hash"
-                )
-        rep.records = len(refs)
+        streams = sorted(manifest.get("streams", {}).items())
+        names = sorted(
+            f for f in manifest.get("files", {})
+            if f.startswith("records/") and f.endswith(".jsonl") and f in zf.namelist()
+        )  # fmt: skip
+        records = _Records(zf, names, {s: i for i, (s, _) in enumerate(streams)}, rep)
+        for stream, meta in streams:
+            _stream(zf, key, stream, meta, records, rep)
+        records.finish()
+        rep.records = records.count
     return rep
 
 
