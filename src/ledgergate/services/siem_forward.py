@@ -63,7 +63,8 @@ class SiemForwarder:
         self.settings = settings
         self.target = target
         self.streams = list(streams)
-        self.name = f"{index}-{target.type}"
+        # one cursor per process: relay workers each forward their own stream
+        self.name = f"{index}-{target.type}" + (f".w{settings.worker}" if settings.worker else "")
         self.cursor_file = CursorFile(settings.data_dir / "siem" / f"{self.name}.json")
         self.cursor = self.cursor_file.at
         self.tls: ssl.SSLContext | None = None

@@ -215,7 +215,8 @@ class _Target:
 
     def __init__(self, index: int, spec: Witness, settings: Settings) -> None:
         self.spec = spec
-        self.name = f"{index}-{spec.type}"
+        # one cursor per process: relay workers each publish their own stream
+        self.name = f"{index}-{spec.type}" + (f".w{settings.worker}" if settings.worker else "")
         self.cursor_file = CursorFile(settings.data_dir / "witness" / f"{self.name}.json")
         self.cursor = self.cursor_file.at
         self.hostname = settings.gateway_name
