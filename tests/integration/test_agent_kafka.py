@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ledgergate.wire.kafka.records import content_digest
@@ -25,6 +25,7 @@ from tests.integration.gateway import free_port
 from tests.integration.kafkagw import KafkaGateway
 from tests.integration.kafkaserver import QUICK_JVM_OPTIONS, KafkaCluster
 from tests.integration.netns import Agent, Netns, needs_netns, private_network
+from tests.integration.test_kafka_gateway import _consume
 
 pytestmark = [pytest.mark.integration, needs_netns]
 
@@ -96,24 +97,6 @@ def _produce(
         p.produce(topic, key=k, value=v, on_delivery=lambda e, m: reports.append((e, m)))
     p.flush(DEADLINE_S)
     return reports
-
-
-def _consume(conf: dict[str, Any], topic: str, n: int) -> list[Any]:
-    c = Consumer({**conf, "group.id": f"g-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    got: list[Any] = []
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while len(got) < n and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                raise KafkaException(m.error())
-            got.append(m)
-    finally:
-        c.close()
-    return got
 
 
 def _wait_log(g: KafkaGateway, text: str, timeout: float = DEADLINE_S) -> None:

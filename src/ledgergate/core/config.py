@@ -770,6 +770,11 @@ class HttpsWitness(_Strict):
     ca_file: str | None = None
     timeout: float = Field(10.0, gt=0, le=120)
 
+    def __repr__(self) -> str:  # the token (and a webhook URL) may be credentials
+        return "HttpsWitness(<hidden>)"
+
+    __str__ = __repr__
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -952,6 +957,11 @@ class SiemSettings(_Strict):
     # first entry of each.
     start_at: Literal["now", "beginning"] = "now"
 
+    def __repr__(self) -> str:  # the token (and a webhook URL) may be credentials
+        return "SiemSettings(<hidden>)"
+
+    __str__ = __repr__
+
     @model_validator(mode="after")
     def _target(self) -> SiemSettings:
         if self.type == "syslog":
@@ -977,6 +987,11 @@ class InsightsSettings(_Strict):
     every: str = "7d"
     period: str | None = None  # default: ``every``
     ca_file: str | None = None
+
+    def __repr__(self) -> str:  # the token (and a webhook URL) may be credentials
+        return "InsightsSettings(<hidden>)"
+
+    __str__ = __repr__
 
     @field_validator("webhook")
     @classmethod
