@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -241,6 +242,25 @@ def test_prove_and_verify_offline(cfg: Path, led: Ledger, tmp_path: Path) -> Non
     assert run(cfg, "audit", "prove", "no-seq").exit_code == 2
     r = run(cfg, "audit", "prove", f"{led.stream}:3")  # to stdout
     assert r.exit_code == 0 and json.loads(r.stdout)["seq"] == 3
+
+
+def test_prove_as_tlog_proof(cfg: Path, led: Ledger, tmp_path: Path) -> None:
+    proof = tmp_path / "e7.tlog-proof"
+    r = run(cfg, "audit", "prove", f"{led.stream}:7", "--format", "tlog-proof", "-o", str(proof))
+    assert r.exit_code == 0, r.output
+    text = proof.read_text()
+    head, _, note = text.partition("\n\n")
+    lines = head.split("\n")
+    assert lines[0] == "c2sp.org/tlog-proof@v1" and lines[2] == "index 7"
+    assert note.startswith(f"{led.stream}\n")  # the checkpoint, verbatim
+    entry = json.loads(base64.b64decode(lines[1].removeprefix("extra ")))
+    assert (entry["stream"], entry["seq"]) == (led.stream, 7)
+    r = runner.invoke(app, ["audit", "verify-proof", str(proof), "--key", led.signer.vkey])
+    assert r.exit_code == 0 and f"entry {led.stream}:7 is included" in r.stdout, r.output
+    lines[3], lines[4] = lines[4], lines[3]  # two proof hashes swapped
+    proof.write_text("\n".join(lines) + "\n\n" + note)
+    r = runner.invoke(app, ["audit", "verify-proof", str(proof), "--key", led.signer.vkey])
+    assert r.exit_code == 1 and "does not lead to the signed root" in r.stdout
 
 
 def test_consistency(cfg: Path, tmp_path: Path) -> None:

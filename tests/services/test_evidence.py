@@ -297,3 +297,79 @@ def test_records_are_checked_against_their_entries_even_under_a_valid_signature(
         f"records/blocked.jsonl line 3: entry {led.stream}:999999 is not in the bundle"
         in rep.problems
     )
+
+
+def test_every_records_entry_has_a_standalone_tlog_proof(led: Ledger, tmp_path: Path) -> None:
+    """Each record's entry is proven (c2sp.org/tlog-proof@v1) against the first signed
+    checkpoint covering it, here for a period that starts between checkpoints; each
+    proof stands alone with ledgergate's own verifier too."""
+    from ledgergate.core.ledger.checkpoint import Verifier
+    from ledgergate.services.audit import verify_tlog_proof
+
+    out = tmp_path / "period.zip"
+    _export(led, out, since_ns=T0 + 1003 * S, until_ns=T0 + 1041 * S)
+    rep = _verify(out, led)
+    assert rep.ok, rep.problems
+    assert rep.records >= 8 and rep.tlog_proofs == rep.records
+    st = led.store()
+    try:
+        sizes = sorted(c.size for c in st.checkpoints(led.stream))
+    finally:
+        st.close()
+    with zipfile.ZipFile(out) as zf:
+        meta = json.loads(zf.read("manifest.json"))["streams"][led.stream]
+        lines = [json.loads(x) for x in zf.read(meta["tlog_proofs"]).splitlines()]
+    assert len(lines) == rep.records
+    vs = [Verifier.from_vkey(led.signer.vkey)]
+    for line in lines:
+        seq = int(line["entry"].rpartition(":")[2])
+        text = line["tlog_proof"]
+        assert f"\nindex {seq}\n" in text
+        covering = min(s for s in sizes if s > seq)
+        assert text.split("\n\n", 1)[1].split("\n")[1] == str(covering)
+        assert verify_tlog_proof(text, vs).startswith(f"entry {led.stream}:{seq} is included")
+
+
+def test_a_damaged_or_missing_tlog_proof_is_named_under_a_valid_signature(
+    led: Ledger, bundle: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    def resign(files: dict[str, bytes], name: str) -> None:
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"][name] = hashlib.sha256(files[name]).hexdigest()
+        raw = json.dumps(manifest).encode()
+        files["manifest.json"] = raw
+        note = f"ledgergate-evidence v1\nsha256 {hashlib.sha256(raw).hexdigest()}\n"
+        files["manifest.sig"] = led.signer.sign_note(note).encode()
+
+    def name_of(files: dict[str, bytes]) -> str:
+        return str(json.loads(files["manifest.json"])["streams"][led.stream]["tlog_proofs"])
+
+    def damage(files: dict[str, bytes]) -> None:
+        name = name_of(files)
+        lines = files[name].splitlines()
+        d = json.loads(lines[3])
+        head, _, note = d["tlog_proof"].partition("\n\n")
+        hl = head.split("\n")
+        hl[3], hl[4] = hl[4], hl[3]
+        d["tlog_proof"] = "\n".join(hl) + "\n\n" + note
+        lines[3] = json.dumps(d).encode()
+        files[name] = b"".join(x + b"\n" for x in lines)
+        resign(files, name)
+
+    rep = _verify(_rewrite(bundle, tmp_path / "damaged.zip", damage), led)
+    assert any(
+        ".tlog-proofs.jsonl line 4: entry " in p and "does not lead to the signed root" in p
+        for p in rep.problems
+    ), rep.problems
+
+    def drop(files: dict[str, bytes]) -> None:
+        name = name_of(files)
+        files[name] = b"".join(x + b"\n" for x in files[name].splitlines()[1:])
+        resign(files, name)
+
+    rep = _verify(_rewrite(bundle, tmp_path / "dropped.zip", drop), led)
+    assert f"{rep.records} records but {rep.records - 1} verified tlog-proofs" in " ".join(
+        rep.problems
+    ), rep.problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ import typer
 
 from ledgergate.cli._common import ConfigOpt, Env, JsonOpt, KeyOpt, emit_json, fail, parse_time
 from ledgergate.core.ledger.checkpoint import Verifier
+from ledgergate.core.ledger.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from ledgergate.services import audit, siem
 from ledgergate.services.keys import KeyError_, parse_verifier_keys
 from ledgergate.services.ledger import LedgerUnavailable
@@ -147,8 +149,16 @@ def _stream_seq(ref: str) -> tuple[str, int]:
     return stream, int(seq)
 
 
+class ProofFormat(StrEnum):
+    json = "json"
+    tlog_proof = "tlog-proof"
+
+
 def _write(doc: dict[str, Any], out: Path | None) -> None:
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    _write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", out)
+
+
+def _write_text(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
         return
@@ -160,6 +170,14 @@ def _write(doc: dict[str, Any], out: Path | None) -> None:
 def prove(
     ref: Annotated[str, typer.Argument(metavar="STREAM:SEQ", help="The entry to prove.")],
     out: OutOpt = None,
+    fmt: Annotated[
+        ProofFormat,
+        typer.Option(
+            "--format",
+            help="json (ledgergate's document) or tlog-proof (c2sp.org/tlog-proof@v1, "
+            "the entry in its extra line).",
+        ),
+    ] = ProofFormat.json,
     config: ConfigOpt = None,
 ) -> None:
     """Inclusion proof of one entry against a signed checkpoint (verifiable offline)."""
@@ -177,7 +195,10 @@ def prove(
             )
         except (audit.ProofError, StoreError) as e:
             fail(str(e))
-    _write(doc, out)
+    if fmt is ProofFormat.tlog_proof:
+        _write_text(audit.as_tlog_proof(doc), out)
+    else:
+        _write(doc, out)
 
 
 @app.command()
@@ -202,7 +223,9 @@ def consistency(
 
 @app.command("verify-proof")
 def verify_proof(
-    path: Annotated[Path, typer.Argument(help="A proof document from prove/consistency.")],
+    path: Annotated[
+        Path, typer.Argument(help="A proof from prove (either format) or consistency.")
+    ],
     key: KeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -217,11 +240,15 @@ def verify_proof(
         with Env(config) as env:
             verifiers, source = env.verifiers(None)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = None if text.startswith(TLOG_PROOF_HEADER) else json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         fail(f"cannot read the proof {path}: {e}")
     try:
-        summary = audit.verify_proof(doc, verifiers)
+        if doc is None:
+            summary = audit.verify_tlog_proof(text, verifiers)
+        else:
+            summary = audit.verify_proof(doc, verifiers)
     except audit.ProofError as e:
         typer.echo(f"PROOF FAILED: {e}")
         raise typer.Exit(1) from None

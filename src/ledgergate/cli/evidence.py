@@ -118,6 +118,9 @@ def verify(
         for p in rep.problems:
             typer.echo(f"FAILED  {p}")
         verdict = "verifies" if rep.ok else "does NOT verify"
-        typer.echo(f"{bundle} {verdict}: {rep.files} files, {rep.records} records")
+        typer.echo(
+            f"{bundle} {verdict}: {rep.files} files, {rep.records} records, "
+            f"{rep.tlog_proofs} tlog-proofs"
+        )
     if not rep.ok:
         raise typer.Exit(1)

@@ -28,8 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, overload
 
-from ledgergate.core.ledger.chain import ChainError, StreamState
+from ledgergate.core.ledger.chain import ChainError, StreamState, entry_link
 from ledgergate.core.ledger.checkpoint import CheckpointError, Signer, Verifier
+from ledgergate.core.ledger.tlog_proof import (
+    TlogProof,
+    TlogProofError,
+    format_tlog_proof,
+    verify_entry_proof,
+)
 from ledgergate.core.ledger.verify import (
     CHECKPOINT_SIGNATURE,
     COLUMN_MISMATCH,
@@ -506,6 +512,32 @@ def prove_inclusion(
     if verifiers:
         verify_proof(doc, verifiers)
     return doc
+
+
+def as_tlog_proof(doc: dict[str, Any]) -> str:
+    """An inclusion proof document (``prove_inclusion``) in the C2SP tlog-proof format,
+    the entry carried in its ``extra`` line."""
+    return format_tlog_proof(
+        TlogProof(
+            doc["seq"],
+            tuple(bytes.fromhex(h) for h in doc["proof"]),
+            doc["checkpoint"],
+            doc["entry"].encode("utf-8"),
+        )
+    )
+
+
+def verify_tlog_proof(text: str, verifiers: Iterable[Verifier]) -> str:
+    """Check a tlog-proof offline; a one-line summary, or ``ProofError`` saying why not."""
+    try:
+        cp, entry = verify_entry_proof(text, list(verifiers))
+    except TlogProofError as e:
+        raise ProofError(str(e)) from None
+    _, seq, _ = entry_link(entry)
+    return (
+        f"entry {cp.origin}:{seq} is included in the tree of size {cp.size} "
+        f"signed at ts_ns {cp.ts_ns}"
+    )
 
 
 def prove_consistency(

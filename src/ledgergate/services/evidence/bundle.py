@@ -19,6 +19,7 @@ result row and no masked value reaches the bundle.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -33,7 +34,8 @@ from typing import IO, Any
 import orjson
 
 from ledgergate.core.ledger.checkpoint import Signer
-from ledgergate.core.ledger.merkle import CompactRange
+from ledgergate.core.ledger.merkle import CompactRange, leaf_hash
+from ledgergate.core.ledger.tlog_proof import InclusionCollector, TlogProof, format_tlog_proof
 from ledgergate.services.audit import sign_head, stream_head
 from ledgergate.services.evidence import standalone
 from ledgergate.services.evidence.report import Facts, render_html
@@ -253,31 +255,21 @@ def _write_stream(
     left.extend(store.iter_entry_hashes(stream, start))
     if left.size != start:
         raise ValueError(f"{stream}: the store lacks entries below {start} (run audit verify)")
-    entries_name, proof_name = f"ledger/{index:04d}.jsonl", f"ledger/{index:04d}.proof.json"
-    n = 0
-    with z.member(entries_name) as write:
-        for seq, data, h in store.iter_entries(stream, start, cover.size):
-            write(
-                orjson.dumps(
-                    {"entry": data.decode("utf-8"), "entry_hash": h.hex(), "seq": seq,
-                     "stream": stream},
-                    option=orjson.OPT_SORT_KEYS,
-                ) + b"\n"
-            )  # fmt: skip
-            n += 1
-            if a <= seq < b and b'"kind":"chunk"' not in data:
-                doc = orjson.loads(data)
-                kind = str(doc.get("kind"))
-                facts.see(stream, seq, doc)
-                name = record_file_of(kind)
-                if name is not None:
-                    rec = {k: v for k, v in doc.items() if k not in _CHAIN}
-                    rec["entry"], rec["entry_hash"] = f"{stream}:{seq}", h.hex()
-                    record(name, orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n")
-                    facts.record_counts[name] = facts.record_counts.get(name, 0) + 1
-            elif a <= seq < b:
-                facts.chunks += 1
+    base = f"ledger/{index:04d}"
+    entries_name, proof_name = f"{base}.jsonl", f"{base}.proof.json"
+    tlog_name = f"{base}.tlog-proofs.jsonl"
     cps = [c for c in store.checkpoints(stream) if start <= c.size <= cover.size and c.size > 0]
+    sizes = [c.size for c in cps]
+    notes = {c.size: c.note for c in cps}
+    with tempfile.TemporaryFile() as tlog:
+        with z.member(entries_name) as write:
+            n = _entries(
+                store, stream, start, cover, a, b, write, tlog, sizes, notes, left, record, facts
+            )
+        tlog.seek(0)
+        with z.member(tlog_name) as put:
+            while block := tlog.read(1 << 20):
+                put(block)
     proof = {
         "stream": stream,
         "first": start,
@@ -292,11 +284,69 @@ def _write_stream(
     return {
         "entries": entries_name,
         "proof": proof_name,
+        "tlog_proofs": tlog_name,
         "first": start,
         "end": cover.size,
         "period": {"first": a, "end": b},
         "checkpoint": {"size": cover.size, "root": cover.root.hex(), "ts_ns": cover.ts_ns},
     }
+
+
+def _entries(
+    store: Store,
+    stream: str,
+    start: int,
+    cover: CheckpointRow,
+    a: int,
+    b: int,
+    write: Callable[[bytes], None],
+    tlog: IO[bytes],
+    sizes: list[int],
+    notes: dict[int, str],
+    left: CompactRange,
+    record: Callable[[str, bytes], None],
+    facts: Facts,
+) -> int:
+    """Write the entries [start, cover.size), the period's records, and a tlog-proof of
+    each record's entry against the first signed checkpoint covering it; the count of
+    entries written."""
+    collector = InclusionCollector(left.copy())
+    n = 0
+    for seq, data, h in store.iter_entries(stream, start, cover.size):
+        write(
+            orjson.dumps(
+                {"entry": data.decode("utf-8"), "entry_hash": h.hex(), "seq": seq,
+                 "stream": stream},
+                option=orjson.OPT_SORT_KEYS,
+            ) + b"\n"
+        )  # fmt: skip
+        n += 1
+        prove_in = None
+        if a <= seq < b and b'"kind":"chunk"' not in data:
+            doc = orjson.loads(data)
+            kind = str(doc.get("kind"))
+            facts.see(stream, seq, doc)
+            name = record_file_of(kind)
+            if name is not None:
+                rec = {k: v for k, v in doc.items() if k not in _CHAIN}
+                rec["entry"], rec["entry_hash"] = f"{stream}:{seq}", h.hex()
+                record(name, orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n")
+                facts.record_counts[name] = facts.record_counts.get(name, 0) + 1
+                # the first signed checkpoint that covers it proves it
+                prove_in = sizes[bisect.bisect_right(sizes, seq)]
+        elif a <= seq < b:
+            facts.chunks += 1
+        for i, size, hashes, entry in collector.feed(h, prove_in, data if prove_in else None):
+            assert entry is not None
+            text = format_tlog_proof(TlogProof(i, tuple(hashes), notes[size], entry))
+            tlog.write(
+                orjson.dumps(
+                    {"entry": f"{stream}:{i}", "entry_hash": leaf_hash(entry).hex(),
+                     "tlog_proof": text},
+                    option=orjson.OPT_SORT_KEYS,
+                ) + b"\n"
+            )  # fmt: skip
+    return n
 
 
 _README = """ledgergate evidence bundle
@@ -321,6 +371,12 @@ ledger/NNNN.proof.json  first/end of the exported entries, the period inside the
                         `left`: the compact range (perfect subtree roots, largest
                         first) of the leaves before `first`, and the signed
                         checkpoints (C2SP tlog-checkpoint notes) from `first` to `end`
+ledger/NNNN.tlog-proofs.jsonl  for every record's entry: {entry, entry_hash,
+                        tlog_proof}, tlog_proof an inclusion proof in the C2SP
+                        tlog-proof format (c2sp.org/tlog-proof@v1) against the first
+                        signed checkpoint covering the entry, the entry itself in its
+                        `extra` line: save one as a .tlog-proof file and it stands alone
+                        (`ledgergate audit verify-proof FILE --key KEY` checks it)
 records/*.jsonl  access, changes (tokens, identities, grants, policy), reviews,
                  masking, blocked: entries of the period, each naming its entry
                  ("stream:seq") and entry_hash

@@ -26,6 +26,11 @@ What it checks, and how (the formats are described in the bundle's README.txt):
    entry_hash is taken as its leaf, and the count of such entries is reported.
 4. Every record (``records/*.jsonl``) names an exported entry and its hash, which must
    match.
+5. Every record's entry has an inclusion proof (``ledger/<n>.tlog-proofs.jsonl``) in the
+   C2SP tlog-proof format (https://c2sp.org/tlog-proof) with the entry in its ``extra``
+   line: the entry hashes to the hash the line names (which must be the exported entry's),
+   it names the proof's stream and index, and the RFC 9162 inclusion proof leads from it
+   to the root of a checkpoint signed by the given key.
 
 Any edit, removal, reordering or truncation of an entry, a checkpoint, a proof or a file
 breaks one of these and is named.
@@ -68,6 +73,7 @@ class Report:
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: int = 0
     records: int = 0
+    tlog_proofs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -80,6 +86,7 @@ class Report:
             "streams": self.streams,
             "files": self.files,
             "records": self.records,
+            "tlog_proofs": self.tlog_proofs,
         }
 
 
@@ -185,6 +192,67 @@ class CompactRange:
         return h
 
 
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes) -> bool:
+    """RFC 9162 2.1.3.2."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+TLOG_PROOF = "c2sp.org/tlog-proof@v1"
+
+
+class _TlogProofs:
+    """Checks tlog-proof lines; each checkpoint note is verified once."""
+
+    def __init__(self, key: Key) -> None:
+        self.key, self.count = key, 0
+        self.notes: dict[str, Checkpoint] = {}
+
+    def __call__(self, d: dict[str, Any], stream: str, seq: int) -> None:
+        head, sep, note = str(d["tlog_proof"]).partition("\n\n")
+        lines = head.split("\n")
+        if not sep or lines[0] != TLOG_PROOF or len(lines) < 3:
+            raise ValueError("not a tlog-proof")
+        if not lines[1].startswith("extra ") or not lines[2].startswith("index "):
+            raise ValueError("the tlog-proof lacks its entry or its index")
+        try:
+            entry = base64.b64decode(lines[1][6:], validate=True)
+            hashes = [base64.b64decode(x, validate=True) for x in lines[3:]]
+        except (binascii.Error, ValueError):
+            raise ValueError("the tlog-proof is not base64 where it must be") from None
+        if lines[2][6:] != str(seq) or any(len(h) != 32 for h in hashes):
+            raise ValueError(f"the tlog-proof is not for entry {seq}, or is damaged")
+        cp = self.notes.get(note)
+        if cp is None:
+            cp = parse_checkpoint(note, self.key)
+            if len(self.notes) > 4096:
+                self.notes.clear()
+            self.notes[note] = cp
+        leaf = leaf_hash(entry)
+        if leaf.hex() != d["entry_hash"]:
+            raise ValueError("the entry in the tlog-proof is not the one the line names")
+        doc = json.loads(entry)
+        if cp.origin != stream or doc.get("stream") != stream or doc.get("seq") != seq:
+            raise ValueError("the tlog-proof's checkpoint or entry is for another entry")
+        if not verify_inclusion(leaf, seq, cp.size, hashes, cp.root):
+            raise ValueError(f"the tlog-proof does not lead to the signed root of size {cp.size}")
+        self.count += 1
+
+
 # -- the bundle ---------------------------------------------------------------------------
 def _sha256_of(zf: zipfile.ZipFile, name: str) -> str:
     h = hashlib.sha256()
@@ -242,9 +310,15 @@ class _Records:
     out of that order, or naming an entry the bundle lacks, is named."""
 
     def __init__(
-        self, zf: zipfile.ZipFile, names: list[str], rank: dict[str, int], rep: Report
+        self,
+        zf: zipfile.ZipFile,
+        names: list[str],
+        rank: dict[str, int],
+        rep: Report,
+        proofs: _TlogProofs,
     ) -> None:
         self.rank, self.rep, self.count, self.more = rank, rep, 0, 0
+        self.proofs = proofs
         self.cursors: list[list[Any]] = []
         for name in names:
             cursor: list[Any] = [name, _lines(zf, name), None]
@@ -260,7 +334,14 @@ class _Records:
             except (ValueError, KeyError, TypeError):
                 self.rep.problems.append(f"{c[0]} line {n} does not name its entry")
                 continue
-            self.count += 1
+            if c[0].endswith(".tlog-proofs.jsonl"):
+                try:
+                    self.proofs(d, stream, int(seq))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    self._problem(f"{c[0]} line {n}: entry {stream}:{seq}: {e}")
+                    continue
+            else:
+                self.count += 1
             return
         c[2] = None
 
@@ -427,11 +508,18 @@ def verify(path: str, vkey: str) -> Report:
             f for f in manifest.get("files", {})
             if f.startswith("records/") and f.endswith(".jsonl") and f in zf.namelist()
         )  # fmt: skip
-        records = _Records(zf, names, {s: i for i, (s, _) in enumerate(streams)}, rep)
+        tlog = [str(m["tlog_proofs"]) for _, m in streams if "tlog_proofs" in m]
+        names += [f for f in tlog if f in zf.namelist()]
+        proofs = _TlogProofs(key)
+        records = _Records(zf, names, {s: i for i, (s, _) in enumerate(streams)}, rep, proofs)
         for stream, meta in streams:
             _stream(zf, key, stream, meta, records, rep)
         records.finish()
-        rep.records = records.count
+        rep.records, rep.tlog_proofs = records.count, proofs.count
+        if tlog and proofs.count != records.count:
+            rep.problems.append(
+                f"{records.count} records but {proofs.count} verified tlog-proofs of their entries"
+            )
     return rep
 
 
@@ -465,7 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in rep.problems:
             print(f"FAILED  {p}")
         verdict = "verifies" if rep.ok else "does NOT verify"
-        print(f"{args.bundle} {verdict}: {rep.files} files, {rep.records} records")
+        print(
+            f"{args.bundle} {verdict}: {rep.files} files, {rep.records} records, "
+            f"{rep.tlog_proofs} tlog-proofs"
+        )
     return 0 if rep.ok else 1
 
 
