@@ -123,14 +123,16 @@ def refresh(store: Store, batch: int = REFRESH_BATCH) -> int:
         start = progress.get(stream, 0)
         while top is not None and start <= top:
             stop = min(start + batch, top + 1)
-            docs: list[tuple[str, int, str]] = []
+            docs: list[tuple[str, int, int, str]] = []
             for seq, data, _ in store.iter_entries(stream, start, stop):
                 seen += 1
                 if _CHUNK in data:
                     continue
-                ws = doc_words(orjson.loads(data))
+                doc = orjson.loads(data)
+                ws = doc_words(doc)
                 if ws:
-                    docs.append((stream, seq, " ".join(ws)))
+                    ts = doc.get("ts_ns")
+                    docs.append((stream, seq, ts if type(ts) is int else 0, " ".join(ws)))
             store.add_search_docs(docs, {stream: stop})
             start = stop
     return seen

@@ -265,9 +265,9 @@ class Store(Protocol):
         ...
 
     def add_search_docs(
-        self, docs: Sequence[tuple[str, int, str]], progress: dict[str, int]
+        self, docs: Sequence[tuple[str, int, int, str]], progress: dict[str, int]
     ) -> None:
-        """Index (stream, seq, words) docs and move the streams' progress, in one
+        """Index (stream, seq, ts_ns, words) docs and move the streams' progress, in one
         transaction; a doc already indexed is kept as it is."""
         ...
 

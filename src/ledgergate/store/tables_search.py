@@ -33,7 +33,8 @@ class _SearchTables:
     _newest: str  # the ORDER BY of a search: most recent first
     transaction: Callable[[], AbstractContextManager[None]]  # the engine's own
 
-    def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
+    def _add_docs(self, docs: Sequence[tuple[str, int, int, str]]) -> None:
+        """Index ``docs``: (stream, seq, ts_ns, words)."""
         raise NotImplementedError
 
     def _match(self, phrases: Sequence[Sequence[str]]) -> tuple[str, str, list[Any]]:
@@ -49,7 +50,7 @@ class _SearchTables:
 
     @translated
     def add_search_docs(
-        self, docs: Sequence[tuple[str, int, str]], progress: dict[str, int]
+        self, docs: Sequence[tuple[str, int, int, str]], progress: dict[str, int]
     ) -> None:
         with self.transaction():
             if docs:
@@ -89,8 +90,8 @@ class SqliteSearch(_SearchTables):
     # FTS5 walks its index newest row first without sorting every match
     _newest = "search_fts.rowid DESC"
 
-    def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
-        for stream, seq, words in docs:
+    def _add_docs(self, docs: Sequence[tuple[str, int, int, str]]) -> None:
+        for stream, seq, _, words in docs:
             got = self._db.execute(
                 "INSERT INTO search_docs (stream, seq) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING RETURNING id",
@@ -112,12 +113,13 @@ class SqliteSearch(_SearchTables):
 
 
 class PgSearch(_SearchTables):
-    _newest = "e.ts_ns DESC, e.stream DESC, e.seq DESC"
+    # the docs' own copy of the time: the newest matches come off search_docs_newest
+    _newest = "d.ts_ns DESC, d.stream DESC, d.seq DESC"
 
-    def _add_docs(self, docs: Sequence[tuple[str, int, str]]) -> None:
+    def _add_docs(self, docs: Sequence[tuple[str, int, int, str]]) -> None:
         self._db.executemany(
-            "INSERT INTO search_docs (stream, seq, tsv) VALUES (?, ?, to_tsvector('simple', ?)) "
-            "ON CONFLICT DO NOTHING",
+            "INSERT INTO search_docs (stream, seq, ts_ns, tsv) "
+            "VALUES (?, ?, ?, to_tsvector('simple', ?)) ON CONFLICT DO NOTHING",
             list(docs),
         )
 
