@@ -3,7 +3,9 @@ the session, and `pg_cluster_factory` for per-test variants). Gateway processes 
 their own fixtures in tests/integration/fixtures.py. Backends for ``type: s3`` and
 ``type: http`` connections: versitygw (`s3server`, `s3server_factory`) and a small REST
 API (`httpapi`, `httpapi_factory`). Apache Kafka in KRaft mode: `kafka_cluster` (one
-broker), `kafka_cluster3` (three) and `kafka_cluster_factory`.
+broker), `kafka_cluster3` (three) and `kafka_cluster_factory`. OpenSSH's sshd for the SSH
+gateway: `sshd` (shared by the session) and `sshd_factory`, logging in the local test
+account ``lgssh`` (tests/integration/sshd.py).
 
 Every test under tests/integration/ gets the ``integration`` marker, so
 ``pytest -m 'not integration'`` runs the fast part alone.
@@ -27,6 +29,7 @@ from tests.integration.netns import netns  # noqa: F401
 from tests.integration.pgcluster import PgCluster, PgClusterFactory
 from tests.integration.rsyslog import rsyslog  # noqa: F401
 from tests.integration.s3server import S3Server, S3ServerFactory
+from tests.integration.sshd import sshd, sshd_factory  # noqa: F401
 
 _HERE = Path(__file__).parent
 

@@ -19,6 +19,7 @@ from ledgergate.core.config import (
     ConfigError,
     Connection,
     KafkaConnection,
+    SshConnection,
     parse_duration,
     split_address,
 )
@@ -79,6 +80,9 @@ def register(app: typer.Typer) -> None:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # asyncssh logs every connection, auth and channel at INFO: ledgergate's own
+        # lines and the ledger say what happened; its warnings still show
+        logging.getLogger("asyncssh").setLevel(max(logging.WARNING, logging.root.level))
         embedded = settings.source is None
         connections = list(cfg.connections)
         demo: DemoBackends | None = None
@@ -121,6 +125,8 @@ def register(app: typer.Typer) -> None:
                     settings.backend_password(c)
                 elif isinstance(c, KafkaConnection):
                     held.kafka_credential(c)
+                elif isinstance(c, SshConnection):
+                    held.ssh_credential(c)
                 else:
                     held.held_credential(c)  # resolvable now, not at the first request
         except ConfigError as e:
@@ -215,6 +221,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo(
                     f"ledgergate: listening for Kafka clients of {name!r} on {kh}:{kp} ({sec}; "
                     "brokers on the ports after it)"
+                )
+            if rt.ssh_bound is not None:
+                sh, sp = rt.ssh_bound
+                typer.echo(
+                    f"ledgergate: listening for SSH clients on {sh}:{sp} "
+                    f"(ssh -p {sp} CONNECTION@{shown})"
                 )
             if api is not None:
                 typer.echo(f"ledgergate: REST API on {api.url} (OpenAPI: {api.url}/docs)")

@@ -57,6 +57,9 @@ __all__ = [
     "S3Witness",
     "SamlSettings",
     "SiemSettings",
+    "SshConnection",
+    "SshCredentials",
+    "SshListener",
     "SyslogWitness",
     "WebhookSettings",
     "Witness",
@@ -444,6 +447,56 @@ class KafkaConnection(_ConnectionBase):
         return port
 
 
+class SshCredentials(_Strict):
+    """How the gateway logs in to an SSH host: as ``user`` with a held private key
+    (``private_key``: ``env:``/``file:``/literal OpenSSH or PEM text, with an optional
+    ``passphrase``) or a password; ``env:``/``file:``/literal, resolved at start, never
+    shown."""
+
+    user: str = Field(min_length=1, max_length=200)
+    private_key: str | None = None
+    passphrase: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SshCredentials:
+        if (self.private_key is None) == (self.password is None):
+            raise ValueError("give one of private_key or password")
+        return self
+
+    def __repr__(self) -> str:
+        return f"SshCredentials(user={self.user!r}, <hidden>)"
+
+    __str__ = __repr__
+
+
+class SshConnection(_ConnectionBase):
+    """An SSH host (``type: ssh``). People reach it with ``ssh -p PORT CONNECTION@GATEWAY``
+    (or ``IDENTITY+CONNECTION@GATEWAY``); the gateway logs in to ``host`` with
+    ``credentials`` after checking the host's key against ``host_key`` (an OpenSSH public
+    key line, pinned) or ``known_hosts`` (a file); one of them is required."""
+
+    type: Literal["ssh"]
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    host_key: str | None = None
+    known_hosts: str | None = None
+    credentials: SshCredentials
+
+    @model_validator(mode="after")
+    def _pinned(self) -> SshConnection:
+        if self.host_key is None and self.known_hosts is None:
+            raise ValueError(
+                "pin the host's key: host_key (an OpenSSH public key line) or known_hosts "
+                "(a file); the gateway never trusts a host key on first use"
+            )
+        return self
+
+    @property
+    def target_url(self) -> str:
+        return f"ssh://{self.credentials.user}@{self.host}:{self.port}"
+
+
 def _connection_type(v: object) -> str:
     if isinstance(v, dict):
         return str(v.get("type", "postgres"))
@@ -454,10 +507,11 @@ AnyConnection = Annotated[
     Annotated[Connection, Tag("postgres")]
     | Annotated[S3Connection, Tag("s3")]
     | Annotated[HttpConnection, Tag("http")]
-    | Annotated[KafkaConnection, Tag("kafka")],
+    | Annotated[KafkaConnection, Tag("kafka")]
+    | Annotated[SshConnection, Tag("ssh")],
     Discriminator(_connection_type),
 ]
-CONNECTION_TYPES = ("postgres", "s3", "http", "kafka")
+CONNECTION_TYPES = ("postgres", "s3", "http", "kafka", "ssh")
 
 
 def split_address(v: str, default_port: int = 5432) -> tuple[str, int]:
@@ -567,6 +621,25 @@ class KafkaListener(_Strict):
     idle_timeout: float = 600.0
 
 
+class SshListener(_Strict):
+    """Where people and automation reach ``ssh`` connections (on when one is declared).
+    The gateway's host key is ``host_key`` (generated once under the data directory when
+    unset)."""
+
+    address: str = "0.0.0.0:12222"
+    host_key: str | None = None
+    # A client must finish key exchange and authentication within this many seconds.
+    login_timeout: float = Field(30.0, gt=0)
+    # Authentication attempts per connection before it is closed (OpenSSH's MaxAuthTries).
+    max_auth_tries: int = Field(6, ge=1, le=100)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        split_address(v, 12222)
+        return v
+
+
 class AgentListener(_Strict):
     """Where agents in private networks dial in (``ledgergate agent``), over TLS with the
     gateway's certificate. Off unless an address is given."""
@@ -589,6 +662,7 @@ class Listeners(_Strict):
     postgres: PostgresListener = PostgresListener()
     http: HttpListener = HttpListener()
     kafka: KafkaListener = KafkaListener()
+    ssh: SshListener = SshListener()
     api: ApiListener = ApiListener()
     agent: AgentListener = AgentListener()
     # On SIGTERM the gateway stops accepting, reports itself not ready, and lets open
@@ -1064,7 +1138,7 @@ class Config(_Strict):
 
     def connection(
         self, name: str
-    ) -> Connection | S3Connection | HttpConnection | KafkaConnection | None:
+    ) -> Connection | S3Connection | HttpConnection | KafkaConnection | SshConnection | None:
         for c in self.connections:
             if c.name == name:
                 return c

@@ -30,8 +30,9 @@ __all__ = ["Settings", "load_settings", "resolve_secret"]
 DEFAULT_CONFIG_NAMES = ("ledgergate.yaml", "ledgergate.yml")
 
 
-def resolve_secret(spec: str | None, *, what: str) -> str | None:
-    """``env:VAR`` → the variable, ``file:PATH`` → the file's first line, else the literal.
+def resolve_secret(spec: str | None, *, what: str, whole: bool = False) -> str | None:
+    """``env:VAR`` → the variable, ``file:PATH`` → the file's first line (``whole``: all
+    of it, for a private key), else the literal.
 
     Errors name ``what`` (e.g. ``connections.demo.credentials.password``) and the source,
     never the value.
@@ -50,6 +51,8 @@ def resolve_secret(spec: str | None, *, what: str) -> str | None:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+        if whole:
+            return text
         return text.splitlines()[0] if text else ""
     return spec
 

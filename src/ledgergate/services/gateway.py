@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from ledgergate.core.config import (
@@ -28,6 +29,7 @@ from ledgergate.core.config import (
     HttpConnection,
     KafkaConnection,
     S3Connection,
+    SshConnection,
     parse_duration,
     split_address,
 )
@@ -41,11 +43,12 @@ from ledgergate.proxy.kafka.gateway import KafkaGateway
 from ledgergate.proxy.listener import Listener
 from ledgergate.proxy.pg import AuthResult, PgGateway
 from ledgergate.proxy.sink import LedgerSink
+from ledgergate.proxy.ssh.gateway import HostLoginError, SshGateway
 from ledgergate.services import keys, policy_rules, restart
 from ledgergate.services.access import AccessControl
 from ledgergate.services.changes import ChangeFeed
 from ledgergate.services.config import Settings, api_public_url, resolve_secret
-from ledgergate.services.held import held_credential, kafka_credential
+from ledgergate.services.held import held_credential, kafka_credential, ssh_credential
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.notify import Notifier
 from ledgergate.services.review_desk import GatewayReviewDesk
@@ -74,6 +77,8 @@ class GatewayRuntime:
     http: HttpGateway | None = None
     kafka: KafkaGateway | None = None
     kafka_bound: dict[str, tuple[str, int]] | None = None
+    ssh: SshGateway | None = None
+    ssh_bound: tuple[str, int] | None = None
     agents: AgentHub | None = None
     agents_bound: tuple[str, int] | None = None
     http_bound: tuple[str, int] | None = None
@@ -228,6 +233,7 @@ class GatewayRuntime:
         await self._start_agents(authenticate)
         await self._start_http(authenticate)
         await self._start_kafka(authenticate)
+        await self._start_ssh(authenticate)
         assert self._access is not None
         self.changes.start(self._access.store)
         if self.reviews is not None:
@@ -349,6 +355,33 @@ class GatewayRuntime:
         )
         self.kafka_bound = await self.kafka.start()
 
+    async def _start_ssh(self, authenticate: Callable[[str, str], Awaitable[AuthResult]]) -> None:
+        """The SSH listener, when an ``ssh`` connection is declared."""
+        s = self.settings
+        conns = {c.name: c for c in self.connections if isinstance(c, SshConnection)}
+        if not conns:
+            return
+        assert self.sink is not None
+        sl = s.config.listeners.ssh
+        key_path = Path(sl.host_key) if sl.host_key else s.data_dir / "keys" / "ssh_host_ed25519"
+        try:
+            self.ssh = SshGateway(
+                connections=conns,
+                held={c.name: ssh_credential(c) for c in conns.values()},
+                authenticate=_admitted_by(authenticate),
+                sink=self.sink,
+                listener=sl,
+                host_key=keys.load_or_create_ssh_host_key(key_path),
+                policies=lambda: self.gateway.policies if self.gateway is not None else None,
+                unparseable=lambda: s.config.policy.unparseable,
+                reviews=self.reviews,
+            )
+        except HostLoginError as e:
+            await self.stop()
+            raise ConfigError(str(e)) from None
+        await self.ssh.listen(*split_address(sl.address, 12222))
+        self.ssh_bound = self.ssh.bound
+
     async def _close_left_open(self) -> None:
         """Close, on the ledger, the sessions this stream's previous run left open."""
         s = self.settings
@@ -368,7 +401,9 @@ class GatewayRuntime:
 
     def _listeners(self) -> list[Listener]:
         """Every protocol's listener: re-checks, access windows and shutdown go to all."""
-        return [g for g in (self.gateway, self.http, self.kafka, self.agents) if g is not None]
+        return [
+            g for g in (self.gateway, self.http, self.kafka, self.ssh, self.agents) if g is not None
+        ]
 
     def _masking_key(self) -> bytes:
         """The keyed-tokenization secret: configured, or generated once (0600)."""

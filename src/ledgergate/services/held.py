@@ -5,10 +5,18 @@ legs only (PostgreSQL's are ``Settings.backend_password``)."""
 
 from __future__ import annotations
 
-from ledgergate.core.config import HttpConnection, KafkaConnection, S3Connection
+from pathlib import Path
+
+from ledgergate.core.config import (
+    ConfigError,
+    HttpConnection,
+    KafkaConnection,
+    S3Connection,
+    SshConnection,
+)
 from ledgergate.services.config import resolve_secret
 
-__all__ = ["held_credential", "kafka_credential"]
+__all__ = ["held_credential", "kafka_credential", "ssh_credential"]
 
 
 def held_credential(c: S3Connection | HttpConnection) -> dict[str, str | None]:
@@ -41,4 +49,33 @@ def kafka_credential(c: KafkaConnection) -> dict[str, str | None]:
         "password": resolve_secret(
             c.credentials.password, what=f"connections.{c.name}.credentials.password"
         ),
+    }
+
+
+def ssh_credential(c: SshConnection) -> dict[str, str | None]:
+    """The login the gateway uses on an SSH host, resolved, and the host key it pins
+    (the ``host_key`` line, or the ``known_hosts`` file's text); never logged."""
+    where = f"connections.{c.name}"
+    cr = c.credentials
+    known: str | None = None
+    if c.known_hosts is not None:
+        try:
+            known = Path(c.known_hosts).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}.known_hosts: cannot read {c.known_hosts}: {e}") from None
+    return {
+        "user": cr.user,
+        "private_key": resolve_secret(
+            cr.private_key, what=f"{where}.credentials.private_key", whole=True
+        )
+        if cr.private_key
+        else None,
+        "passphrase": resolve_secret(cr.passphrase, what=f"{where}.credentials.passphrase")
+        if cr.passphrase
+        else None,
+        "password": resolve_secret(cr.password, what=f"{where}.credentials.password")
+        if cr.password
+        else None,
+        "host_key": c.host_key,
+        "known_hosts": known,
     }

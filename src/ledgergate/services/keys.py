@@ -89,6 +89,21 @@ def _tighten(path: Path) -> None:
             os.chmod(path, 0o600)
 
 
+def load_or_create_ssh_host_key(path: Path) -> bytes:
+    """The SSH listener's host key (OpenSSH private key text); an Ed25519 key is created
+    (0600) the first time."""
+    if not path.exists():
+        pk = Ed25519PrivateKey.generate()
+        text = pk.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        _create_private(path, text)
+    _tighten(path)
+    return path.read_bytes()
+
+
 def vkey_path(key_path: Path) -> Path:
     """Where the public verifier key of a ledger key lives: ``<key>.pub``."""
     return key_path.with_name(key_path.name + ".pub")

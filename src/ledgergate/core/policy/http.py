@@ -6,7 +6,9 @@ globs: ``Delete*``), ``methods``, ``buckets``, ``keys`` (object keys, globs:
 key`` for S3), ``headers`` (name → value glob); for Kafka (``core.policy.kafka`` builds
 the views) ``topics`` and ``consumer_groups``, with ``operations`` matching the API name
 or its class (produce, consume, describe, admin, group). A condition a request has
-nothing for (``keys`` on ListBuckets, ``topics`` on JoinGroup) does not hold. Rules
+nothing for (``keys`` on ListBuckets, ``topics`` on JoinGroup) does not hold. SSH
+(``core.policy.ssh``): ``commands`` (argv-aware patterns) on exec command lines, and
+``operations``/``paths`` on SFTP operations. Rules
 whose conditions are about SQL never match a request, and rules about requests never
 match a statement. Pure.
 """
@@ -25,6 +27,7 @@ class RequestView:
 
     __slots__ = (
         "action",
+        "argv",
         "bucket",
         "consumer_group",
         "headers",
@@ -47,6 +50,7 @@ class RequestView:
         topic: str | None = None,
         consumer_group: str | None = None,
         action: str | None = None,
+        argv: tuple[str, ...] | None = None,
     ) -> None:
         self.method = method.upper()
         self.operation = operation
@@ -57,6 +61,7 @@ class RequestView:
         self.topic = topic
         self.consumer_group = consumer_group
         self.action = action
+        self.argv = argv  # an SSH exec command's (one simple command of its line)
 
 
 def _any(value: str | None, patterns: list[str]) -> bool:
@@ -82,6 +87,11 @@ def request_matches(c: DenyConditions | AllowClause, r: RequestView) -> bool:
         checks.append(_any(r.topic, c.topics))
     if c.consumer_groups is not None:
         checks.append(_any(r.consumer_group, c.consumer_groups))
+    if c.commands is not None:
+        from ledgergate.core.policy.ssh import argv_matches  # (ssh imports this module)
+
+        argv = r.argv
+        checks.append(argv is not None and any(argv_matches(p, list(argv)) for p in c.commands))
     return bool(checks) and all(checks)
 
 

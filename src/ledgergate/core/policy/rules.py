@@ -19,6 +19,7 @@ only members; ``except_groups``: everyone but members) and does exactly one thin
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -74,6 +75,7 @@ REQUEST_CONDITIONS = (
     "headers",
     "topics",
     "consumer_groups",
+    "commands",
 )
 
 
@@ -85,6 +87,18 @@ def _upper(cls: type, v: list[str] | None) -> list[str] | None:
 def _lower_keys(cls: type, v: dict[str, str] | None) -> dict[str, str] | None:
     """Header names compared as lower case."""
     return None if v is None else {k.lower(): p for k, p in v.items()}
+
+
+def _check_commands(v: list[str] | None) -> list[str] | None:
+    """Command patterns are split as a shell would (quotes), so they must split."""
+    if v is not None:
+        for p in v:
+            try:
+                if not shlex.split(p):
+                    raise ValueError("an empty command pattern")
+            except ValueError as e:
+                raise ValueError(f"command pattern {p!r}: {e}") from None
+    return v
 
 
 def _request_validators() -> tuple[Any, Any]:
@@ -134,12 +148,16 @@ class DenyConditions(_Strict):
     # (DeleteTopics, Alter*) or the classes produce, consume, describe, admin, group.
     topics: list[str] | None = None
     consumer_groups: list[str] | None = None
+    # SSH: exec command lines, argv-aware (``core.policy.ssh``): ``rm -rf *``,
+    # ``kubectl * delete *``, ``sudo *``; ``paths`` and ``operations`` name SFTP's.
+    commands: list[str] | None = None
 
     @field_validator("kinds")
     @classmethod
     def _k(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _kinds(v)
 
+    _commands = field_validator("commands")(classmethod(lambda cls, v: _check_commands(v)))
     _methods = _request_validators()[0]
     _headers = _request_validators()[1]
 
@@ -185,12 +203,14 @@ class AllowClause(_Strict):
     headers: dict[str, str] | None = None
     topics: list[str] | None = None
     consumer_groups: list[str] | None = None
+    commands: list[str] | None = None
 
     @field_validator("kinds")
     @classmethod
     def _k(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _kinds(v)
 
+    _commands = field_validator("commands")(classmethod(lambda cls, v: _check_commands(v)))
     _methods = _request_validators()[0]
     _headers = _request_validators()[1]
 

@@ -1,0 +1,1 @@
+"""SSH through the gateway: the listener, the logins on hosts, relayed channels."""

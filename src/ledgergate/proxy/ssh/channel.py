@@ -1,0 +1,422 @@
+"""One SSH session channel relayed to the host: a shell, an exec command or SFTP.
+
+Owns, per session channel a client opens through the gateway:
+- what the client asks (pty-req, env, then shell, exec or subsystem), decided by policy
+  (``core.policy.ssh``) and, where a review rule holds it, by a reviewer; a refusal is
+  told on the channel's stderr with exit status 1 (SFTP: the channel closes) and
+  recorded as ``decision.block``;
+- the ``command`` entry, durable before the request reaches the host; then the host's
+  channel, opened with the same terminal, size and modes;
+- the relay both ways, each read a ``chunk`` entry (``core.recording_ssh``) submitted
+  before the bytes are passed on, with flow control both ways (a side whose window is
+  full pauses the other's reads); window changes, signals and breaks passed on;
+- the close: the host's exit status (or signal) becomes the client's and closes the
+  command (``command.result``).
+A ledger that cannot be written ends the channel (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from ledgergate.core.policy.engine import Decision
+from ledgergate.core.policy.ssh import check_exec
+from ledgergate.proxy.review import ReviewAsk
+from ledgergate.proxy.sink import LedgerUnavailable
+
+if TYPE_CHECKING:
+    from ledgergate.proxy.ssh.server import SshClientConn
+
+__all__ = ["ChannelRelay"]
+
+log = logging.getLogger("ledgergate.ssh")
+now_ns = time.time_ns
+
+# Bytes a channel holds from the client while its host channel is being opened (or its
+# command reviewed); past this the client's reads pause.
+MAX_EARLY = 1 << 20
+# Environment variables passed on to the host (as OpenSSH's default AcceptEnv).
+PASS_ENV = ("LANG", "LC_")
+
+
+class _HostSide(asyncssh.SSHClientSession[bytes]):
+    """The host's end of a relayed channel: what the host sends goes to the client."""
+
+    def __init__(self, relay: ChannelRelay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.relay.from_host(data, datatype)
+
+    def eof_received(self) -> bool:
+        self.relay.host_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.relay.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.relay.exit_signal = (signal, core_dumped, msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.host_closed(exc)
+
+    def pause_writing(self) -> None:  # the host reads slower than the client sends
+        self.relay.pause_client()
+
+    def resume_writing(self) -> None:
+        self.relay.resume_client()
+
+
+class ChannelRelay(asyncssh.SSHServerSession[bytes]):
+    """The client's end of one session channel (asyncssh calls these on its loop)."""
+
+    def __init__(self, client: SshClientConn, number: int) -> None:
+        self.client = client
+        self.number = number  # the channel's number in this connection, for the ledger
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.host: asyncssh.SSHClientChannel[bytes] | None = None
+        self.op: str | None = None
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.pty: tuple[str, tuple[int, int, int, int], Any] | None = None
+        self.cmd_seq = 0
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str] | None = None
+        self._early: list[tuple[bytes, bool]] = []  # (data, eof) before the host is there
+        self._early_size = 0
+        self._client_paused = False
+        self._done = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the client asks ----------------------------------------------------------------
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
+        self.pty = (term_type, term_size, term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.op = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.op, self.command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self.op, self.subsystem = "sftp", subsystem
+        return True
+
+    def session_started(self) -> None:
+        self._task = self.client.spawn(self._start())
+
+    # -- starting --------------------------------------------------------------------------
+    async def _start(self) -> None:
+        c = self.client
+        s = c.session
+        assert s is not None and self.chan is not None and self.op is not None
+        fields: dict[str, Any] = {}
+        if self.command is not None:
+            fields["text"] = self.command
+        if self.subsystem is not None:
+            fields["subsystem"] = self.subsystem
+        if self.pty is not None:
+            term, size, _ = self.pty
+            fields["pty"] = {"term": term, "cols": size[0], "rows": size[1]}
+        decision = self._decide()
+        try:
+            if not decision.allowed:
+                s.sink.submit(
+                    [
+                        s.recorder.blocked_request(
+                            now_ns(),
+                            self.op,
+                            self.number,
+                            decision.rule,
+                            decision.message or "",
+                            **fields,
+                        )
+                    ]
+                )
+                self._refuse(f"ledgergate: refused by rule {decision.rule}: {decision.message}")
+                return
+            if decision.review is not None and not await self._reviewed(decision):
+                return
+            self.cmd_seq, draft = s.recorder.request(now_ns(), self.op, self.number, **fields)
+            await s.sink.commit([draft])
+        except LedgerUnavailable:
+            self._refuse("ledgergate: the audit ledger is unavailable: nothing was run")
+            return
+        try:
+            await self._open_host()
+        except (OSError, asyncssh.Error) as e:
+            log.info("ssh %s: host channel refused: %s", s.session_id, e)
+            self._finish_result("failed", reason=f"the host refused the channel: {e}")
+            self._refuse(f"ledgergate: the host refused: {e}", record=False)
+            return
+        early, self._early = self._early, []
+        self._early_size = 0
+        for data, eof in early:
+            if eof:
+                self.client_eof_now()
+            else:
+                self.to_host(data)
+        if self._client_paused and self._early_size < MAX_EARLY:
+            self.resume_client()
+
+    def _decide(self) -> Decision:
+        s = self.client.session
+        assert s is not None
+        sp = s.policy()
+        if self.op == "exec" and self.command is not None:
+            return check_exec(sp, self.command, unparseable=s.unparseable)
+        if sp is None or not sp.requests_guarded:
+            from ledgergate.core.policy.engine import ALLOW
+
+            return ALLOW
+        from ledgergate.core.policy.http import RequestView
+
+        return sp.check_request(
+            RequestView(method="", operation=self.op or "", path="", action=self.op)
+        )
+
+    async def _reviewed(self, decision: Decision) -> bool:
+        """Hold the request until a reviewer decides; True when approved."""
+        s = self.client.session
+        assert s is not None and self.chan is not None and decision.review is not None
+        desk = s.reviews
+        sp = s.policy()
+        rule = sp.review_rule(decision.review) if sp is not None else None
+        if desk is None or rule is None:
+            self._refuse("ledgergate: this command needs a review, and reviews are not available")
+            return False
+        ask = ReviewAsk(
+            session_id=s.session_id,
+            identity=s.facts.identity,
+            groups=s.facts.groups,
+            connection=s.conn_name,
+            rule=rule,
+            op=self.op or "exec",
+            statement=self.command or self.op or "",
+            params=(),
+        )
+
+        def notice(text: str) -> None:
+            if self.chan is not None and not self._done:
+                with contextlib.suppress(OSError):
+                    self.chan.write_stderr(f"ledgergate: {text}\r\n".encode())
+
+        answer = await desk.ask(ask, notice)
+        if not answer.approved:
+            self._refuse(f"ledgergate: {answer.message or 'the review was not approved'}")
+            return False
+        return True
+
+    async def _open_host(self) -> None:
+        s = self.client.session
+        assert s is not None and self.chan is not None
+        env = {
+            k: v
+            for k, v in self.chan.get_environment().items()
+            if any(k == p or (p.endswith("_") and k.startswith(p)) for p in PASS_ENV)
+        }
+        kw: dict[str, Any] = {"encoding": None, "env": env or ()}
+        if self.pty is not None:
+            term, size, modes = self.pty
+            kw.update(term_type=term, term_size=size, term_modes=modes, request_pty="force")
+        else:
+            kw["request_pty"] = False
+        if self.op == "exec":
+            kw["command"] = self.command
+        elif self.op == "sftp":
+            kw["subsystem"] = self.subsystem
+        host, _ = await s.upstream.create_session(lambda: _HostSide(self), **kw)
+        if self._done:
+            host.close()
+            return
+        self.host = host
+
+    def _refuse(self, message: str, record: bool = True) -> None:
+        """Tell the client why, and end the channel with exit status 1."""
+        self._done = True
+        chan = self.chan
+        if chan is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.op != "sftp":
+                chan.write_stderr((message + "\r\n").encode("utf-8", "replace"))
+            chan.exit(1)
+
+    # -- the relay -------------------------------------------------------------------------
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._done:
+            return
+        if self.host is None:
+            self._early.append((bytes(data), False))
+            self._early_size += len(data)
+            if self._early_size >= MAX_EARLY:
+                self.pause_client()
+            return
+        self.to_host(data)
+
+    def to_host(self, data: bytes) -> None:
+        s = self.client.session
+        assert s is not None and self.host is not None
+        try:
+            s.sink.submit(
+                [s.recorder.data(now_ns(), self.cmd_seq, self.number, "stdin", data, keep=False)]
+            )
+        except LedgerUnavailable:
+            self.client.fail_closed()
+            return
+        self.host.write(data)
+
+    def eof_received(self) -> bool:
+        if self.host is None:
+            self._early.append((b"", True))
+        else:
+            self.client_eof_now()
+        return True
+
+    def client_eof_now(self) -> None:
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.write_eof()
+
+    def from_host(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        s = self.client.session
+        if s is None or self.chan is None or self._done:
+            return
+        stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        keep = s.recorder.level == "full" or (self.op == "shell" and s.recorder.level != "metadata")
+        try:
+            s.sink.submit(
+                [s.recorder.data(now_ns(), self.cmd_seq, self.number, stream, data, keep=keep)]
+            )
+        except LedgerUnavailable:
+            self.client.fail_closed()
+            return
+        with contextlib.suppress(OSError):
+            if stream == "stderr":
+                self.chan.write_stderr(data)
+            else:
+                self.chan.write(data)
+
+    def host_eof(self) -> None:
+        if self.chan is not None and not self._done:
+            with contextlib.suppress(OSError):
+                self.chan.write_eof()
+
+    def host_closed(self, exc: Exception | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.exit_signal is not None:
+            sig, core, msg = self.exit_signal
+            self._finish_result("signal", exit_signal=sig, core_dumped=core)
+            with contextlib.suppress(OSError):
+                if self.chan is not None:
+                    self.chan.exit_with_signal(sig, core, msg)
+        elif self.exit_status is not None:
+            self._finish_result("ok" if self.exit_status == 0 else "failed",
+                                exit_status=self.exit_status)  # fmt: skip
+            with contextlib.suppress(OSError):
+                if self.chan is not None:
+                    self.chan.exit(self.exit_status)
+        else:
+            self._finish_result("closed", reason=str(exc) if exc else "the host closed it")
+            with contextlib.suppress(OSError):
+                if self.chan is not None:
+                    self.chan.close()
+
+    def _finish_result(self, outcome: str, **fields: Any) -> None:
+        s = self.client.session
+        if s is None or self.cmd_seq == 0:
+            return
+        with contextlib.suppress(LedgerUnavailable):
+            s.sink.submit(
+                [s.recorder.result(now_ns(), self.cmd_seq, self.op or "", outcome, **fields)]
+            )
+
+    # -- the terminal ----------------------------------------------------------------------
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        s = self.client.session
+        if s is not None and self.cmd_seq:
+            with contextlib.suppress(LedgerUnavailable):
+                s.sink.submit(
+                    [
+                        s.recorder.event(
+                            now_ns(), "terminal.resize",
+                            command={"seq": self.cmd_seq, "op": self.op},
+                            terminal={"cols": width, "rows": height},
+                        )
+                    ]
+                )  # fmt: skip
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.change_terminal_size(width, height, pixwidth, pixheight)
+        elif self.pty is not None:
+            self.pty = (self.pty[0], (width, height, pixwidth, pixheight), self.pty[2])
+
+    def signal_received(self, signal: str) -> None:
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.send_break(msec)
+            return True
+        return False
+
+    # -- flow control and ending -------------------------------------------------------------
+    def pause_client(self) -> None:
+        if not self._client_paused and self.chan is not None:
+            self._client_paused = True
+            self.chan.pause_reading()
+
+    def resume_client(self) -> None:
+        if self._client_paused and self.chan is not None:
+            self._client_paused = False
+            self.chan.resume_reading()
+
+    def pause_writing(self) -> None:  # the client reads slower than the host sends
+        if self.host is not None:
+            self.host.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.host is not None:
+            self.host.resume_reading()
+
+    def end(self, why: str) -> None:
+        """The session ends: the person is told why on the terminal, the channel closes."""
+        if self.chan is not None and not self._done:
+            self._done = True
+            with contextlib.suppress(OSError):
+                self.chan.write_stderr(f"\r\nledgergate: session ended: {why}\r\n".encode())
+                self.chan.exit(255)
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.host is not None:
+            with contextlib.suppress(OSError):
+                self.host.close()
+        self.client.channel_closed(self)

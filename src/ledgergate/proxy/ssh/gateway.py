@@ -1,0 +1,167 @@
+"""The SSH listener: one port for every ``ssh`` connection, and the gateway's logins on
+the hosts.
+
+Owns the listening server (asyncssh, with the gateway's own host key), the dial to a host
+(the held private key or password; the host's key checked against the pinned key or
+known_hosts, never trusted on first use; no agent, no user config, no default keys),
+and the registry of open SSH ledger sessions, re-checked and ended like every other
+protocol's (``proxy.listener.Listener``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+
+from ledgergate.core.config import SshConnection, SshListener
+from ledgergate.core.policy.engine import PolicySet
+from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.review import ReviewDesk
+from ledgergate.proxy.sink import LedgerSink
+from ledgergate.proxy.ssh.server import SshClientConn, SshSession
+
+__all__ = ["HostLoginError", "SshGateway"]
+
+log = logging.getLogger("ledgergate.ssh")
+
+TokenAuth = Callable[[str, str], Awaitable[Admitted]]
+
+
+class HostLoginError(Exception):
+    """The gateway's own login on a host is misconfigured (a key that does not load)."""
+
+
+def _trust(held: dict[str, str | None]) -> Any:
+    """asyncssh's ``known_hosts`` for a pinned key line or a known_hosts file's text."""
+    if held.get("host_key"):
+        key = asyncssh.import_public_key(str(held["host_key"]))
+        return ([key], [], [])
+    return asyncssh.import_known_hosts(str(held.get("known_hosts") or ""))
+
+
+class SshGateway:
+    def __init__(
+        self,
+        *,
+        connections: dict[str, SshConnection],
+        held: dict[str, dict[str, str | None]],
+        authenticate: TokenAuth,
+        sink: LedgerSink,
+        listener: SshListener,
+        host_key: bytes,
+        policies: Callable[[], PolicySet | None] = lambda: None,
+        unparseable: Callable[[], str] = lambda: "deny",
+        reviews: ReviewDesk | None = None,
+    ) -> None:
+        self.connections = connections
+        self.authenticate = authenticate
+        self.sink = sink
+        self.listener = listener
+        self.policies = policies
+        self.unparseable = unparseable
+        self.reviews = reviews
+        self._host_key = asyncssh.import_private_key(host_key)
+        self._held = held
+        self._logins: dict[str, dict[str, Any]] = {}
+        for name, h in held.items():
+            self._logins[name] = self._login(name, h)
+        self.server: asyncssh.SSHAcceptor | None = None
+        self.sessions: set[SshSession] = set()
+        self.clients: set[SshClientConn] = set()
+
+    @staticmethod
+    def _login(name: str, h: dict[str, str | None]) -> dict[str, Any]:
+        try:
+            login: dict[str, Any] = {
+                "username": h["user"],
+                "known_hosts": _trust(h),
+                "agent_path": None,
+                "config": None,
+                "client_keys": [],
+                "password": h.get("password"),
+            }
+            if h.get("private_key"):
+                text = str(h["private_key"]).strip() + "\n"  # a file: secret comes stripped
+                login["client_keys"] = [asyncssh.import_private_key(text, h.get("passphrase"))]
+        except (ValueError, asyncssh.KeyImportError) as e:
+            raise HostLoginError(f"connections.{name}: {e}") from None
+        return login
+
+    @property
+    def host_key_line(self) -> str:
+        """The gateway's public host key (for the people's known_hosts)."""
+        return self._host_key.export_public_key().decode().strip()
+
+    async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
+        self.server = await asyncssh.create_server(
+            lambda: SshClientConn(self),
+            host,
+            port,
+            server_host_keys=[self._host_key],
+            login_timeout=self.listener.login_timeout,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            line_editor=False,  # the host's terminal does the editing; bytes pass as sent
+            encoding=None,
+            reuse_address=True,
+        )
+        return self.server
+
+    @property
+    def bound(self) -> tuple[str, int]:
+        assert self.server is not None
+        sock = self.server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def dial(self, conn: SshConnection) -> asyncssh.SSHClientConnection:
+        """The gateway's login on the host of ``conn``."""
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                conn.host,
+                conn.port,
+                connect_timeout=conn.connect_timeout,
+                login_timeout=conn.connect_timeout,
+                **self._logins[conn.name],
+            ),
+            conn.connect_timeout * 2,
+        )
+
+    # -- the registry (re-checks, access windows) -----------------------------------------
+    def open_sessions(self) -> list[SshSession]:
+        return [s for s in self.sessions if not s.closed]
+
+    def end_sessions(self, verdicts: dict[str, str]) -> int:
+        n = 0
+        for s in list(self.sessions):
+            why = verdicts.get(s.session_id)
+            if why is not None and not s.closed and s.ended is None:
+                s.end(why)
+                n += 1
+        return n
+
+    def windows_in_use(self) -> set[str]:
+        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
+
+    def close_window(self, review_id: str, why: str) -> int:
+        return self.end_sessions(
+            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
+        )
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def shutdown(self) -> None:
+        self.stop_accepting()
+        for s in list(self.sessions):
+            s.end("the gateway is shutting down")
+        for c in list(self.clients):
+            c.close("the gateway is shutting down")
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)

@@ -1,0 +1,103 @@
+"""SSH exec command lines against rules' ``commands`` patterns, argv-aware."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledgergate.core.policy.engine import PolicySet
+from ledgergate.core.policy.rules import PolicySettings
+from ledgergate.core.policy.ssh import (
+    UnreadableCommand,
+    argv_matches,
+    check_exec,
+    check_sftp,
+    simple_commands,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "commands"),
+    [
+        ("ls -la /tmp", [["ls", "-la", "/tmp"]]),
+        ("sudo -u root rm -rf /", [["rm", "-rf", "/"]]),
+        ("echo hi; rm -f -r /x && true", [["echo", "hi"], ["rm", "-f", "-r", "/x"], ["true"]]),
+        (
+            "bash -c 'kubectl -n prod delete pod x'",
+            [["kubectl", "-n", "prod", "delete", "pod", "x"]],
+        ),
+        ("cat $(which rm) > /tmp/o", [["which", "rm"], ["cat"]]),
+        ("FOO=1 env BAR=2 nohup rm -rf /a &", [["rm", "-rf", "/a"]]),
+        ("timeout 5 sh -c 'a | b'", [["a"], ["b"]]),
+        ("echo 'rm -rf /'", [["echo", "rm -rf /"]]),  # a quoted argument is not a command
+    ],
+)
+def test_a_line_is_read_into_its_simple_commands(line: str, commands: list[list[str]]) -> None:
+    assert simple_commands(line) == commands
+
+
+@pytest.mark.parametrize(
+    ("pattern", "argv", "matches"),
+    [
+        ("rm -rf *", ["rm", "-f", "-r", "/tmp"], True),
+        ("rm -rf *", ["/bin/rm", "-fr", "x"], True),
+        ("rm -rf *", ["rm", "-r", "x"], False),  # -f missing
+        ("rm -rf *", ["rmdir", "-rf"], False),
+        ("kubectl * delete *", ["kubectl", "-n", "prod", "delete", "pod", "x"], True),
+        ("kubectl delete *", ["kubectl", "get", "pods"], False),
+        ("systemctl stop *", ["systemctl", "--now", "stop", "nginx"], True),
+        ("git push --force *", ["git", "push", "origin", "--force"], True),
+        ("git push --force *", ["git", "push", "origin"], False),
+        ("psql", ["psql", "-c", "select 1"], False),  # no trailing * : exactly psql
+        ("psql *", ["psql", "-c", "select 1"], True),
+    ],
+)
+def test_argv_matching(pattern: str, argv: list[str], matches: bool) -> None:
+    assert argv_matches(pattern, argv) is matches
+
+
+def _policy(*rules: dict[str, object]) -> PolicySet:
+    return PolicySet(PolicySettings.model_validate({"rules": list(rules)}))
+
+
+def test_exec_decisions_deny_allow_and_unreadable() -> None:
+    ps = _policy(
+        {"id": "no-rm", "deny": {"commands": ["rm -rf *"]}},
+        {"id": "ops", "allow": [{"commands": ["ls *", "cat *", "rm *", "systemctl status *"]}]},
+    )
+    sp = ps.for_session("web", ())
+    assert check_exec(sp, "ls -la").allowed
+    assert check_exec(sp, "ls; cat /etc/hosts").allowed
+    d = check_exec(sp, "ls && rm -fr /srv")
+    assert not d.allowed and d.rule == "no-rm"
+    d = check_exec(sp, "ls | wc -l")  # wc is not allowed
+    assert not d.allowed and d.rule == "ops"
+    d = check_exec(sp, "echo 'unclosed")
+    assert not d.allowed and d.rule == "policy.unparseable"
+    assert check_exec(sp, "echo 'unclosed", unparseable="allow").allowed
+    assert check_exec(None, "anything at all").allowed
+
+
+def test_sftp_decisions_by_operation_and_path() -> None:
+    ps = _policy({"id": "ro-etc", "deny": {"operations": ["write"], "paths": ["/etc/*"]}})
+    sp = ps.for_session("web", ())
+    assert check_sftp(sp, "open-read", ("/etc/passwd",)).allowed
+    d = check_sftp(sp, "remove", ("/etc/hosts",))
+    assert not d.allowed and d.rule == "ro-etc"
+    d = check_sftp(sp, "rename", ("/tmp/a", "/etc/a"))
+    assert not d.allowed
+    assert check_sftp(sp, "write", ("/tmp/x",)).allowed
+
+
+def test_a_bad_pattern_is_refused_when_the_policy_loads() -> None:
+    with pytest.raises(ValueError, match="command pattern"):
+        PolicySettings.model_validate({"rules": [{"id": "x", "deny": {"commands": ["rm '"]}}]})
+
+
+@given(st.text(max_size=200))
+def test_reading_never_fails_but_with_unreadable(line: str) -> None:
+    with contextlib.suppress(UnreadableCommand):  # anything else fails the test
+        simple_commands(line)
