@@ -47,7 +47,10 @@ class SshGateway:
             workdir,
             [conn],
             env=env,
-            extra={"listeners": {"ssh": {"address": f"127.0.0.1:{self.port}"}, **listeners}, **more},
+            extra={
+                "listeners": {"ssh": {"address": f"127.0.0.1:{self.port}"}, **listeners},
+                **more,
+            },
         )
         self.askpass = workdir / "askpass.sh"
         self.known_hosts = workdir / "gateway_known_hosts"

@@ -6,12 +6,15 @@ key never leaves the gateway."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
 import paramiko
+import pexpect
 import pytest
 
 from tests.integration.sshd import Sshd
@@ -187,3 +190,90 @@ def test_the_held_key_is_nowhere_but_the_gateway(gw: SshGateway, token: str) -> 
     secret_line = key.strip().splitlines()[1]  # a line of the private key's base64
     assert secret_line not in gw.gw.logs()
     assert secret_line.encode() not in gw.gw.store_bytes()
+
+
+def _spawn_shell(gw: SshGateway, token: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        "ssh",
+        [*gw.ssh_options(), "-tt", "web@127.0.0.1"],
+        env=gw.env(token),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(30, 100),
+    )
+    child.expect(r"\$ ")
+    return child
+
+
+def test_an_interactive_shell_with_a_pty_resizes_exits_and_replays(
+    gw: SshGateway, token: str, tmp_path: Path
+) -> None:
+    child = _spawn_shell(gw, token)
+    seen = io.StringIO()
+    child.logfile_read = seen
+    child.sendline("sleep 2.5; echo $((6*7))-$TERM")
+    child.expect("42-")
+    child.expect(r"\$ ")
+    child.setwinsize(40, 132)
+    child.sendline("stty size")
+    child.expect("40 132")
+    child.expect(r"\$ ")
+    child.sendline("exit 7")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 7
+    gw.gw.settle()
+    entries = _session_entries(gw, _last_session(gw))
+    cmd = next(e for e in entries if e["kind"] == "command")
+    assert cmd["command"]["op"] == "shell"  # type: ignore[index]
+    assert cmd["command"]["pty"]["cols"] == 100 and cmd["command"]["pty"]["rows"] == 30  # type: ignore[index]
+    resize = [e for e in entries if e["kind"] == "terminal.resize"]
+    assert resize and resize[-1]["terminal"] == {"cols": 132, "rows": 40}
+    out = [e["chunk"] for e in entries if e["kind"] == "chunk" and e["chunk"]["stream"] == "stdout"]  # type: ignore[index]
+    assert out and all("payload" in c for c in out)  # kept for replay (redacted level)
+    typed = [
+        e["chunk"] for e in entries if e["kind"] == "chunk" and e["chunk"]["stream"] == "stdin"
+    ]  # type: ignore[index]
+    assert typed and not any("payload" in c for c in typed)  # keystrokes: digests only
+    result = next(e for e in entries if e["kind"] == "command.result")
+    assert result["exit_status"] == 7
+
+    # the replay shows what the terminal showed, and the asciicast file holds it all
+    sid = str(cmd["session_id"])
+    r = gw.gw.cli("sessions", "replay", sid, "--no-wait")
+    assert "42-" in r.stdout and "exited 7" in r.stdout
+    cast = tmp_path / "shell.cast"
+    gw.gw.cli("sessions", "replay", sid, "--asciicast", str(cast))
+    lines = [json.loads(x) for x in cast.read_text().splitlines()]
+    header, events = lines[0], lines[1:]
+    assert header["version"] == 2 and (header["width"], header["height"]) == (100, 30)
+    shown = "".join(ev[2] for ev in events if ev[1] == "o")
+    # what the client saw from the host (after the first prompt; the last line is the
+    # ssh client's own) is, byte for byte, in the recording
+    from_host = seen.getvalue().split("Connection to 127.0.0.1 closed.")[0]
+    assert "42-" in from_host and from_host in shown
+    assert ["r", "132x40"] in [ev[1:] for ev in events]
+    marks = [ev[2] for ev in events if ev[1] == "m"]
+    assert marks and marks[0].startswith(f"ledger checkpoint {gw.gw.stream}:")
+    times = [ev[0] for ev in events]
+    assert times == sorted(times) and times[-1] >= 2.5  # the original timing
+
+
+def test_revoking_the_token_ends_an_open_shell_at_once(gw: SshGateway) -> None:
+    token = gw.token("carol")
+    child = _spawn_shell(gw, token)
+    child.sendline("echo before")
+    child.expect("before")
+    token_id = next(
+        t["id"] for t in json.loads(gw.gw.cli("token", "list", "--json").stdout)
+        if t["identity"] == "carol"
+    )  # fmt: skip
+    gw.gw.cli("token", "revoke", token_id)
+    child.expect("ledgergate: session ended: ", timeout=10)
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus != 0
+    gw.gw.settle()
+    sid = _last_session(gw)
+    kinds = [e["kind"] for e in _session_entries(gw, sid)]
+    assert "session.terminated" in kinds and kinds[-1] == "session.close"

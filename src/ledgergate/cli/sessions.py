@@ -4,6 +4,7 @@ services.sessions)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -126,9 +127,33 @@ def replay(
         ),
     ] = None,
     user: Annotated[str, typer.Option(help="Your SASL user name (for --produce-to).")] = "replay",
+    cast: Annotated[
+        Path | None,
+        typer.Option(
+            "--asciicast",
+            help="SSH: write the shell's recording as an asciicast v2 file (for asciinema "
+            "play), with a marker at each signed ledger checkpoint, instead of playing it.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Re-emit the session's commands and results in their original order and timing."""
+    """Re-emit the session's commands and results in their original order and timing
+    (an SSH shell plays as the terminal showed it)."""
+    if cast is not None:
+        from ledgergate.services import ssh_replay
+
+        with Env(config) as env:
+            timeline = sessions.session_timeline(env.store, session_id)
+            if not timeline:
+                fail(f"no session {session_id}")
+            try:
+                lines = list(ssh_replay.asciicast(env.store, env.cipher(), timeline))
+            except LookupError as e:
+                fail(str(e))
+        cast.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {cast} ({len(lines) - 1} events); play it with: asciinema play {cast}")
+        return
     if produce_to is not None:
         from ledgergate.services import kafka_replay
 

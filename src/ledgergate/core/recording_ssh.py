@@ -100,5 +100,10 @@ class SshRecorder(SessionRecorder):
         return Draft(
             ts_ns,
             "command.result",
-            {**self.base, "command": {"seq": cmd_seq, "op": op}, "outcome": outcome, **fields},
+            {
+                **self.base,
+                "command": {"seq": cmd_seq, "op": op, "protocol": "ssh"},
+                "outcome": outcome,
+                **fields,
+            },
         )

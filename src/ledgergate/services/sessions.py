@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ledgergate.services import http_timeline, kafka_timeline
+from ledgergate.services import http_timeline, kafka_timeline, ssh_replay
 from ledgergate.services.journal import as_entry_says
 from ledgergate.services.keys import PayloadCipher, PayloadError
 from ledgergate.services.psql import PsqlRenderer, frontend_query_text
@@ -254,6 +254,7 @@ class _Replayer:
         self.cipher = cipher
         self.out = out
         self.results = PsqlRenderer()
+        self.terminal = ssh_replay.Terminal(store, cipher)
         self.raw_shown = False  # the raw text of a multi-statement query was printed
 
     def payload(self, digest: object) -> tuple[bytes | None, str]:
@@ -309,8 +310,24 @@ class _Replayer:
             return
         self.write([_chunk_line(e, note)])
 
+    def ssh(self, e: dict[str, Any]) -> None:
+        """A shell plays as the terminal showed it; the rest are annotations."""
+        kind = e.get("kind")
+        if kind == "chunk":
+            text = self.terminal.output(e)
+            if text is not None:
+                self.out.write(text)
+            elif (_dict(e.get("chunk")) or {}).get("stream") != "stdin":
+                self.write([ssh_replay.describe(e) or ""])
+            return
+        line = ssh_replay.describe(e) or _event_line(e)
+        self.write([f"-- {line}" if not line.startswith("--") else line])
+
     def entry(self, e: dict[str, Any]) -> None:
         kind = e.get("kind")
+        if ssh_replay.is_ssh(e):
+            self.ssh(e)
+            return
         kafka = kafka_timeline.describe(e)
         if kafka is not None:  # Kafka requests, batches (and their messages), answers
             self.write([kafka])
@@ -374,6 +391,9 @@ def replay(
 
 def describe(e: dict[str, Any]) -> str:
     """One line for an entry of any protocol, as `sessions show` prints it."""
+    ssh = ssh_replay.describe(e)
+    if ssh is not None:
+        return ssh
     kafka = kafka_timeline.describe(e)
     if kafka is not None:
         return kafka

@@ -359,7 +359,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                     [
                         s.recorder.event(
                             now_ns(), "terminal.resize",
-                            command={"seq": self.cmd_seq, "op": self.op},
+                            command={"seq": self.cmd_seq, "op": self.op, "protocol": "ssh"},
                             terminal={"cols": width, "rows": height},
                         )
                     ]
