@@ -73,9 +73,9 @@ class SshGateway:
     def token(self, identity: str = "alice", ttl: str = "1h", *more: str) -> str:
         return self.gw.token(identity, "user", ttl, *more)
 
-    def ssh_options(self) -> list[str]:
+    def ssh_options(self, **over: str) -> list[str]:
         """OpenSSH options: no user config, the gateway's key pinned, the token typed at
-        the password prompt (``SSH_ASKPASS``), no keys offered."""
+        the password prompt (``SSH_ASKPASS``), no keys offered; ``over`` replaces some."""
         options = {
             "Port": str(self.port),
             "UserKnownHostsFile": str(self.known_hosts),
@@ -85,6 +85,7 @@ class SshGateway:
             "PreferredAuthentications": "keyboard-interactive,password",
             "IdentityAgent": "none",
             "NumberOfPasswordPrompts": "1",
+            **over,
         }
         args = ["-F", "/dev/null"]
         for k, v in options.items():

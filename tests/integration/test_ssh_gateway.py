@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
+import httpx
 import paramiko
 import pexpect
 import pytest
 
+from tests.integration.gateway import free_port
 from tests.integration.sshd import Sshd
 from tests.integration.sshgw import SshGateway
 
@@ -35,7 +39,10 @@ POLICY = {
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[SshGateway]:
-    g = SshGateway(tmp_path_factory.mktemp("sshgw"), sshd, extra=POLICY).start()
+    api = free_port()
+    extra = {**POLICY, "listeners": {"api": {"address": f"127.0.0.1:{api}", "tls": False}}}
+    g = SshGateway(tmp_path_factory.mktemp("sshgw"), sshd, extra=extra).start()
+    g.api_url = f"http://127.0.0.1:{api}"  # type: ignore[attr-defined]
     yield g
     g.stop()
 
@@ -277,3 +284,94 @@ def test_revoking_the_token_ends_an_open_shell_at_once(gw: SshGateway) -> None:
     sid = _last_session(gw)
     kinds = [e["kind"] for e in _session_entries(gw, sid)]
     assert "session.terminated" in kinds and kinds[-1] == "session.close"
+
+
+def _keypair(tmp_path: Path, name: str = "id_ed25519") -> Path:
+    key = tmp_path / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+    )
+    return key
+
+
+def _ssh_with_key(gw: SshGateway, key: Path, command: str) -> subprocess.CompletedProcess[str]:
+    options = gw.ssh_options(
+        PubkeyAuthentication="yes", PreferredAuthentications="publickey", BatchMode="yes",
+        IdentitiesOnly="yes",
+    )  # fmt: skip
+    return subprocess.run(
+        ["ssh", *options, "-i", str(key), "web@127.0.0.1", command],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_a_registered_public_key_logs_in_until_revoked(gw: SshGateway, tmp_path: Path) -> None:
+    key = _keypair(tmp_path)
+    out = gw.gw.cli(
+        "token", "create", "--identity", "deployer", "--kind", "service", "--ttl", "1h",
+        "--ssh-key", f"{key}.pub",
+    ).stdout  # fmt: skip
+    token_id = re.search(r"registered as (tok_[0-9a-f]+)", out).group(1)  # type: ignore[union-attr]
+    r = _ssh_with_key(gw, key, "echo key-ok")
+    assert r.returncode == 0 and r.stdout.strip() == "key-ok", r.stderr
+    gw.gw.settle()
+    ok = gw.gw.entries("auth.ok")[-1]
+    assert ok["via"] == "ssh_key" and ok["token_id"] == token_id
+    assert ok["identity"]["subject"] == "deployer"  # type: ignore[index]
+    gw.gw.cli("token", "revoke", token_id)
+    r = _ssh_with_key(gw, key, "echo no")
+    assert r.returncode == 255 and "key-ok" not in r.stdout
+    # an unknown key is refused too
+    assert _ssh_with_key(gw, _keypair(tmp_path, "other"), "echo no").returncode == 255
+
+
+def test_a_certificate_from_the_login_works_until_the_login_ends(
+    gw: SshGateway, tmp_path: Path
+) -> None:
+    login = gw.token("dana", "30m")
+    key = _keypair(tmp_path)
+    r = httpx.post(
+        f"{gw.api_url}/api/v1/ssh/certificate",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {login}"},
+        json={"public_key": Path(f"{key}.pub").read_text()},
+    )
+    assert r.status_code == 201, r.text
+    got = r.json()
+    Path(f"{key}-cert.pub").write_text(got["certificate"] + "\n")
+    shown = subprocess.run(
+        ["ssh-keygen", "-L", "-f", f"{key}-cert.pub"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "dana" in shown and "ledgergate-login:tok_" in shown and "Key ID" in shown
+    assert "permit-port-forwarding" not in shown  # no forwarding
+    r2 = _ssh_with_key(gw, key, "echo cert-ok")
+    assert r2.returncode == 0 and r2.stdout.strip() == "cert-ok", r2.stderr
+    gw.gw.settle()
+    ok = gw.gw.entries("auth.ok")[-1]
+    assert ok["via"] == "ssh_certificate" and ok["identity"]["subject"] == "dana"  # type: ignore[index]
+    issued = gw.gw.entries("ssh.certificate")[-1]
+    assert issued["token_id"] == ok["token_id"] and issued["key_id"] == got["key_id"]
+    # the login is revoked: the certificate stops working at once, and says why
+    gw.gw.cli("token", "revoke", str(ok["token_id"]))
+    r3 = _ssh_with_key(gw, key, "echo no")
+    assert r3.returncode == 255 and "certificate's login is not valid: token revoked" in r3.stderr
+    # a certificate signed by another CA is nothing to the gateway, even naming a live
+    # login (the same one, signed by the gateway's CA, logs in)
+    fresh = gw.token("dana", "30m")
+    fresh_id = next(
+        t["id"] for t in json.loads(gw.gw.cli("token", "list", "--json").stdout)
+        if t["identity"] == "dana" and t["revoked_ns"] is None
+    )  # fmt: skip
+    other_ca = _keypair(tmp_path, "other_ca")
+    principals = f"dana,ledgergate-login:{fresh_id}"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(other_ca), "-I", "x", "-n", principals,
+         "-V", "+5m", f"{key}.pub"], check=True,
+    )  # fmt: skip
+    assert _ssh_with_key(gw, key, "echo no").returncode == 255
+    r4 = httpx.post(
+        f"{gw.api_url}/api/v1/ssh/certificate",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {fresh}"},
+        json={"public_key": Path(f"{key}.pub").read_text()},
+    )
+    Path(f"{key}-cert.pub").write_text(r4.json()["certificate"] + "\n")
+    assert _ssh_with_key(gw, key, "echo cert-again").stdout.strip() == "cert-again"

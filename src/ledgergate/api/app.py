@@ -62,6 +62,10 @@ class AccessKeyCreate(BaseModel):
     ttl: str = "1h"
 
 
+class SshCertificateCreate(BaseModel):
+    public_key: str = Field(min_length=1, max_length=16384)  # an OpenSSH public key line
+
+
 class TokenRotate(BaseModel):
     ttl: str | None = None
 
@@ -275,6 +279,14 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         out = await admin.own_access_key(me, body.connection, ttl)
         await admin.changed()
         return out
+
+    @v1.post("/ssh/certificate", tags=["tokens"], status_code=201)
+    async def create_ssh_certificate(me: Caller, body: SshCertificateCreate) -> dict[str, Any]:
+        """An SSH user certificate for your own public key (what ``ledgergate
+        ssh-certificate`` asks for): signed by the gateway's SSH CA, bound to the token
+        you call with, expiring with it; the gateway's SSH listener admits it while that
+        token is active."""
+        return await admin.own_ssh_certificate(me, body.public_key)
 
     async def _own_or_admin(me: Principal, token_id: str) -> None:
         if "admin" in me.roles:

@@ -175,6 +175,55 @@ def register(app: typer.Typer) -> None:
         )
 
 
+def register_ssh(app: typer.Typer) -> None:
+    @app.command("ssh-certificate")
+    def ssh_certificate(
+        public_key: Annotated[
+            Path | None,
+            typer.Argument(
+                help="Your public key (default: ~/.ssh/id_ed25519.pub).", show_default=False
+            ),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "-o",
+                "--out",
+                help="Where to write it (default: KEY-cert.pub, "
+                "beside the key, where ssh finds it).",
+                show_default=False,
+            ),
+        ] = None,
+    ) -> None:
+        """Get an SSH certificate for your key from your saved login: the gateway's SSH
+        listener takes it (``ssh -p PORT CONNECTION@GATEWAY``) until the login expires or
+        is revoked; no token to type."""
+        creds = cl.load()
+        if creds is None:
+            fail("not logged in; run ledgergate login", 1)
+        if time.time_ns() >= creds.expires_ns:
+            fail("the saved token has expired; run ledgergate login", 1)
+        pub = public_key or Path.home() / ".ssh" / "id_ed25519.pub"
+        try:
+            text = pub.read_text(encoding="utf-8")
+        except OSError as e:
+            fail(f"cannot read {pub}: {e.strerror}", 2)
+        c = cl.GatewayClient(creds.gateway, creds.ca)
+        try:
+            got = c.ssh_certificate(creds.token, text)
+        except cl.ClientError as e:
+            fail(str(e))
+        finally:
+            c.close()
+        dest = out or pub.with_name(pub.name.removesuffix(".pub") + "-cert.pub")
+        dest.write_text(got["certificate"] + "\n", encoding="utf-8")
+        typer.echo(
+            f"wrote {dest}: {got['key_id']}, valid until "
+            f"{fmt_ns(got['valid_before_ns'], short=True)}",
+            err=True,
+        )
+
+
 def register_aws(app: typer.Typer) -> None:
     @app.command("aws-credentials")
     def aws_credentials(

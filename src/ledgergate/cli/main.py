@@ -37,6 +37,7 @@ def _register() -> None:
     insights.register(app)
     login.register(app)
     login.register_aws(app)
+    login.register_ssh(app)
     app.add_typer(token.app, name="token", help="Mint, list, rotate and revoke gateway tokens.")
     app.add_typer(identities.app, name="identities", help="List, disable and enable identities.")
     app.add_typer(identities.grants_app, name="grants", help="Grants made outside the YAML file.")

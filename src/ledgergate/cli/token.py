@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,11 +54,26 @@ def create(
             "instead of a token.",
         ),
     ] = False,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-key",
+            help="Register this SSH public key (an OpenSSH .pub file) as the credential "
+            "instead of minting a token: ssh logs in with the key until the expiry.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint a token (shown once, alone on the last line; only its hash is kept), or with
     --s3 an access key (AWS_ACCESS_KEY_ID=… and AWS_SECRET_ACCESS_KEY=… on the last two
-    lines, shown once; the secret is kept sealed)."""
+    lines, shown once; the secret is kept sealed), or with --ssh-key register an SSH
+    public key (nothing secret is shown: the private key stays with its owner)."""
+    blob: bytes | None = None
+    if ssh_key is not None:
+        if s3:
+            fail("--s3 and --ssh-key are two kinds of credential: choose one", 2)
+        blob = _ssh_key_blob(ssh_key)
     try:
         ttl_ns = parse_duration(ttl)
     except ValueError as e:
@@ -84,17 +100,45 @@ def create(
                 groups=groups,
                 connections=tuple(connection) if connection else None,
                 max_ttl_ns=parse_duration(env.settings.config.identity.max_api_token_ttl),
+                purpose="ssh-key" if blob is not None else "api",
+                ssh_key=blob,
             )
         except tokens.TokenError as e:
             fail(str(e), 2)
         except LedgerUnavailable as e:
             fail(f"the token was not created: {e}")
+    if blob is not None:
+        typer.echo(
+            f"ssh key {tokens.ssh_fingerprint(blob)} registered as {rec.id} for {rec.kind} "
+            f"{rec.identity!r}, expires {fmt_ns(rec.expires_ns)} (revoke it as a token)."
+        )
+        return
     typer.echo(
         f"token {rec.id} for {rec.kind} {rec.identity!r}, expires {fmt_ns(rec.expires_ns)}.\n"
         "The token is shown once, on stdout; only its hash is stored.",
         err=True,
     )
     typer.echo(tok)
+
+
+def _ssh_key_blob(path: Path) -> bytes:
+    """The key blob of an OpenSSH public key line (``TYPE BASE64 [comment]``)."""
+    import base64
+    import binascii
+
+    try:
+        parts = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"cannot read {path}: {e}", 2)
+    try:
+        blob = base64.b64decode(parts[1], validate=True) if len(parts) >= 2 else b""
+    except (binascii.Error, ValueError):
+        blob = b""
+    name = parts[0].encode() if parts else b""
+    # the blob starts with its own type name: a key line whose two agree
+    if len(blob) < 4 + len(name) or blob[4 : 4 + len(name)] != name or "cert" in parts[0]:
+        fail(f"{path} is not an OpenSSH public key (TYPE BASE64 [comment])", 2)
+    return blob
 
 
 def _create_access_key(

@@ -113,6 +113,22 @@ class AccessControl:
             return Admission(False, False, None, None, "unknown token", 0)
         return self._authorize(adm, connection)
 
+    def admit_ssh(self, how: str, value: str | bytes, connection: str, now_ns: int) -> Admission:
+        """An SSH login without a token in it: ``how`` "key" (a registered public key's
+        blob) or "login" (the token id an SSH certificate the gateway issued names)."""
+        if how == "key":
+            assert isinstance(value, bytes)
+            r = tokens.authenticate_ssh_key(self.store, value, now_ns)
+        else:
+            r = tokens.authenticate_login(self.store, str(value), now_ns)
+        if not r.ok:
+            return Admission(False, False, r.identity, r.token_id, r.reason, r.expires_ns)
+        adm = Admission(
+            True, False, r.identity, r.token_id, None, r.expires_ns, r.connections,
+            "ssh_key" if how == "key" else "ssh_certificate",
+        )  # fmt: skip
+        return self._authorize(adm, connection)
+
     def admit_key(
         self, key_id: str, sealer: SecretSealer, connection: str | None, now_ns: int
     ) -> tuple[Admission, str | None, tuple[str, ...] | None]:

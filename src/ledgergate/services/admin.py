@@ -173,6 +173,43 @@ class AdminService:
             "expires_ns": rec.expires_ns,
         }
 
+    async def own_ssh_certificate(self, me: Principal, public_key: str) -> dict[str, Any]:
+        """An SSH user certificate for the caller's own public key, bound to the login
+        (token) they call with and expiring with it (``services.ssh_ca``)."""
+        from ledgergate.core.ledger.entry import Draft
+        from ledgergate.services import ssh_ca
+
+        now = time.time_ns()
+        if me.expires_ns <= now:
+            raise ApiError(401, "not authenticated: token expired")
+        ca = ssh_ca.load_ca(self.settings.ssh_user_ca)
+        try:
+            issued = ssh_ca.sign_for_login(
+                ca, public_key, subject=me.name, token_id=me.token_id,
+                valid_before_ns=me.expires_ns, now_ns=now,
+            )  # fmt: skip
+        except ssh_ca.CertificateError as e:
+            raise ApiError(400, str(e)) from None
+        entry = Draft(
+            now,
+            "ssh.certificate",
+            {
+                "identity": {"kind": me.kind, "subject": me.name, "groups": list(me.groups)},
+                "token_id": me.token_id,
+                "key_id": issued.key_id,
+                "key": issued.fingerprint,
+                "valid_before_ns": issued.valid_before_ns,
+                "by": me.actor,
+            },
+        )
+        await self.call(lambda _st, w: w.append([entry], now))
+        return {
+            "certificate": issued.certificate,
+            "key_id": issued.key_id,
+            "valid_before_ns": issued.valid_before_ns,
+            "ca": ca.export_public_key().decode().strip(),
+        }
+
     async def changed(self) -> None:
         """A change that may end sessions was made here: re-check them now."""
         if self._on_change is not None:

@@ -166,6 +166,11 @@ class GatewayClient:
         body = {"connection": connection, "ttl": ttl}
         return dict(self._call("POST", "/api/v1/access-keys", token, json=body))
 
+    def ssh_certificate(self, token: str, public_key: str) -> dict[str, Any]:
+        """An SSH user certificate for the caller's public key, expiring with the token."""
+        body = {"public_key": public_key}
+        return dict(self._call("POST", "/api/v1/ssh/certificate", token, json=body))
+
     # -- reviews (as the caller: the saved token) --------------------------------------------
     def _call_review(self, method: str, path: str, token: str, **kw: Any) -> dict[str, Any]:
         return _as_review(self._call(method, path, token, **kw))

@@ -114,6 +114,11 @@ class Settings:
         return self.data_dir / "keys" / "access-keys.key"
 
     @property
+    def ssh_user_ca(self) -> Path:
+        """The SSH user CA's key: it signs the certificates people get after login."""
+        return self.data_dir / "keys" / "ssh_user_ca"
+
+    @property
     def cli_stream(self) -> str:
         """The stream the CLI's admin actions (tokens...) are appended to."""
         return f"cli@{self.gateway_name}"

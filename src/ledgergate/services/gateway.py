@@ -165,23 +165,7 @@ class GatewayRuntime:
 
         async def authenticate(token: str, connection: str) -> AuthResult:
             r = await loop.run_in_executor(self._auth_pool, check, token, connection)
-            if not r.ok or self.reviews is None:
-                return r
-            # Where an access review rule applies: only inside an approved window.
-            ident = r.identity or {}
-            groups = tuple(str(g) for g in ident.get("groups", ()))
-            policies = self.gateway.policies if self.gateway is not None else None
-            sp = policies.for_session(connection, groups) if policies is not None else None
-            if sp is None or not sp.access:
-                return r  # no access rule for them here (the common case: no store read)
-            ok, window, why = await self.reviews.access_window(
-                str(ident.get("subject", "")), groups, connection
-            )
-            if not ok:
-                return replace(r, ok=False, denied=True, reason=why)
-            if window is None or window.window_end_ns is None:
-                return r
-            return replace(r, window=(window.id, window.window_end_ns))
+            return await self._in_window(r, connection)
 
         # The effective policy: the file's rules, then those kept in the store. One that
         # does not validate (a rule id both in the file and in the store) stops the start:
@@ -241,6 +225,26 @@ class GatewayRuntime:
         self._watch = loop.create_task(self._watch_sessions())
         for addon in self.addons:
             await addon.start(self)
+
+    async def _in_window(self, r: AuthResult, connection: str) -> AuthResult:
+        """Where an access review rule applies: admitted only inside an approved window
+        (whatever the credential: token, JWT, SSH key or certificate)."""
+        if not r.ok or self.reviews is None:
+            return r
+        ident = r.identity or {}
+        groups = tuple(str(g) for g in ident.get("groups", ()))
+        policies = self.gateway.policies if self.gateway is not None else None
+        sp = policies.for_session(connection, groups) if policies is not None else None
+        if sp is None or not sp.access:
+            return r  # no access rule for them here (the common case: no store read)
+        ok, window, why = await self.reviews.access_window(
+            str(ident.get("subject", "")), groups, connection
+        )
+        if not ok:
+            return replace(r, ok=False, denied=True, reason=why)
+        if window is None or window.window_end_ns is None:
+            return r
+        return replace(r, window=(window.id, window.window_end_ns))
 
     async def _start_agents(
         self, authenticate: Callable[[str, str], Awaitable[AuthResult]]
@@ -364,11 +368,31 @@ class GatewayRuntime:
         assert self.sink is not None
         sl = s.config.listeners.ssh
         key_path = Path(sl.host_key) if sl.host_key else s.data_dir / "keys" / "ssh_host_ed25519"
+        access, loop = self._access, asyncio.get_running_loop()
+        assert access is not None
+
+        async def by_ssh(how: str, value: str | bytes, connection: str) -> Admitted:
+            a = await loop.run_in_executor(
+                self._auth_pool, access.admit_ssh, how, value, connection, time.time_ns()
+            )
+            r = await self._in_window(
+                AuthResult(
+                    a.ok, a.identity, a.token_id, a.reason, a.denied, a.expires_ns, a.via, a.grant
+                ),
+                connection,
+            )
+            return Admitted(
+                r.ok, r.identity, r.token_id, r.reason, r.denied, r.expires_ns, r.via, r.grant,
+                r.window,
+            )  # fmt: skip
+
         try:
             self.ssh = SshGateway(
                 connections=conns,
                 held={c.name: ssh_credential(c) for c in conns.values()},
                 authenticate=_admitted_by(authenticate),
+                authenticate_ssh=by_ssh,
+                user_ca=keys.load_or_create_ssh_host_key(s.ssh_user_ca),
                 sink=self.sink,
                 listener=sl,
                 host_key=keys.load_or_create_ssh_host_key(key_path),

@@ -27,11 +27,15 @@ __all__ = [
     "TokenError",
     "TokenRecord",
     "authenticate",
+    "authenticate_login",
+    "authenticate_ssh_key",
     "create_token",
     "list_tokens",
     "record_change",
     "revoke_token",
     "rotate_token",
+    "ssh_fingerprint",
+    "ssh_key_hash",
 ]
 
 PREFIX = "lgt_"
@@ -125,6 +129,19 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+def ssh_key_hash(blob: bytes) -> bytes:
+    """The stored form of an SSH public key registered as a credential (its blob is
+    what the client proves it holds the private half of)."""
+    return hashlib.sha256(b"ledgergate ssh public key\0" + blob).digest()
+
+
+def ssh_fingerprint(blob: bytes) -> str:
+    """OpenSSH's fingerprint of a public key blob (``SHA256:…``)."""
+    import base64
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
 def _identity(kind: str, subject: str, groups: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"kind": kind, "subject": subject, "groups": list(groups)}
 
@@ -146,6 +163,7 @@ def create_token(
     also: Callable[[Store], object] | None = None,
     after: Callable[[Store, TokenRow], object] | None = None,
     access_key: str | None = None,
+    ssh_key: bytes | None = None,
 ) -> tuple[str, TokenRecord]:
     """Mint a token for ``identity``; return (token, record). The caller shows the token
     once; only its hash is stored. ``groups`` are bound to it now; ``connections``
@@ -163,10 +181,12 @@ def create_token(
         raise TokenError(f"a token may live at most {_days(cap)} (the configured maximum)")
     if connections is not None and not all(connections):
         raise TokenError("a connection scope must name connections (names or globs)")
-    token = PREFIX + secrets.token_urlsafe(32)
+    # An SSH public key registered as the credential (``ssh_key``, its blob) has no
+    # secret to show: the client proves it holds the private key at each login.
+    token = "" if ssh_key is not None else PREFIX + secrets.token_urlsafe(32)
     row = TokenRow(
         id="tok_" + secrets.token_hex(8),
-        token_hash=_hash(token),
+        token_hash=ssh_key_hash(ssh_key) if ssh_key is not None else _hash(token),
         identity=identity,
         kind=kind,
         created_ns=now_ns,
@@ -192,6 +212,8 @@ def create_token(
         body["rotated_from"] = rotated_from
     if access_key is not None:
         body["access_key_id"] = access_key  # the id, as AWS logs it; never the secret
+    if ssh_key is not None:
+        body["ssh_key"] = ssh_fingerprint(ssh_key)
 
     def change(st: Store) -> None:
         if also is not None:
@@ -242,6 +264,30 @@ def authenticate(store: Store, token: str, now_ns: int) -> AuthResult:
     if row.last_used_ns is None or now_ns - row.last_used_ns >= TOUCH_EVERY_NS:
         store.touch_token(row.id, now_ns)
     return AuthResult(True, ident, row.id, None, row.expires_ns, row.connections)
+
+
+def _check_row(store: Store, row: TokenRow | None, now_ns: int, unknown: str) -> AuthResult:
+    if row is None:
+        return AuthResult(False, None, None, unknown)
+    ident = _identity(row.kind, row.identity, row.groups)
+    if row.revoked_ns is not None:
+        return AuthResult(False, ident, row.id, "token revoked", row.expires_ns)
+    if now_ns >= row.expires_ns:
+        return AuthResult(False, ident, row.id, "token expired", row.expires_ns)
+    if row.last_used_ns is None or now_ns - row.last_used_ns >= TOUCH_EVERY_NS:
+        store.touch_token(row.id, now_ns)
+    return AuthResult(True, ident, row.id, None, row.expires_ns, row.connections)
+
+
+def authenticate_ssh_key(store: Store, blob: bytes, now_ns: int) -> AuthResult:
+    """An SSH public key registered as a credential (``create_token(ssh_key=…)``)."""
+    return _check_row(store, store.token_by_hash(ssh_key_hash(blob)), now_ns, "unknown SSH key")
+
+
+def authenticate_login(store: Store, token_id: str, now_ns: int) -> AuthResult:
+    """The login an SSH certificate the gateway issued was bound to (its token id):
+    the certificate works while that login does."""
+    return _check_row(store, store.token_by_id(token_id), now_ns, "unknown login")
 
 
 def revoke_token(store: Store, writer: LedgerWriter, token_id: str, now_ns: int, by: str) -> bool:

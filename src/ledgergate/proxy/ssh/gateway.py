@@ -23,6 +23,7 @@ from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink
+from ledgergate.proxy.ssh.keys import TrustedKeys
 from ledgergate.proxy.ssh.server import SshClientConn, SshSession
 
 __all__ = ["HostLoginError", "SshGateway"]
@@ -30,6 +31,8 @@ __all__ = ["HostLoginError", "SshGateway"]
 log = logging.getLogger("ledgergate.ssh")
 
 TokenAuth = Callable[[str, str], Awaitable[Admitted]]
+# (how: "key" | "login", a public key's blob or a login's token id, connection)
+SshAuth = Callable[[str, "str | bytes", str], Awaitable[Admitted]]
 
 
 class HostLoginError(Exception):
@@ -52,6 +55,8 @@ class SshGateway:
         held: dict[str, dict[str, str | None]],
         authenticate: TokenAuth,
         sink: LedgerSink,
+        authenticate_ssh: SshAuth | None = None,
+        user_ca: bytes | None = None,
         listener: SshListener,
         host_key: bytes,
         policies: Callable[[], PolicySet | None] = lambda: None,
@@ -60,6 +65,10 @@ class SshGateway:
     ) -> None:
         self.connections = connections
         self.authenticate = authenticate
+        self.authenticate_ssh = authenticate_ssh
+        self.trusted = TrustedKeys(
+            asyncssh.import_private_key(user_ca).convert_to_public() if user_ca else None
+        )
         self.sink = sink
         self.listener = listener
         self.policies = policies

@@ -36,6 +36,7 @@ from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.proxy.ssh.channel import ChannelRelay
+from ledgergate.proxy.ssh.keys import LOGIN_OPTION
 
 if TYPE_CHECKING:
     from ledgergate.core.config import SshConnection
@@ -117,6 +118,7 @@ class SshClientConn(asyncssh.SSHServer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._keys: dict[bytes, Admitted] = {}
         self.closed = False
 
     # -- connection ------------------------------------------------------------------------
@@ -136,6 +138,8 @@ class SshClientConn(asyncssh.SSHServer):
         ident, name = parse_target(username)
         self.asked_identity = ident
         self.target = self.gw.connections.get(name)
+        if self.conn is not None:
+            self.conn.set_authorized_keys(self.gw.trusted)
         if self.target is None and self.conn is not None:
             self.conn.send_auth_banner(
                 f"ledgergate: there is no SSH connection named {name!r} here "
@@ -145,6 +149,28 @@ class SshClientConn(asyncssh.SSHServer):
 
     def password_auth_supported(self) -> bool:
         return True
+
+    def public_key_auth_supported(self) -> bool:
+        return self.gw.authenticate_ssh is not None
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """A public key registered as a credential (``token create --ssh-key``); asyncssh
+        asks once before and once with the client's signature: one answer for both."""
+        conn = self.target
+        if conn is None or self.gw.authenticate_ssh is None:
+            return False
+        blob = key.public_data
+        adm = self._keys.get(blob)
+        if adm is None:
+            adm = await self.gw.authenticate_ssh("key", blob, conn.name)
+            self._keys[blob] = adm
+            if not adm.ok and adm.token_id is not None:
+                # a registered key that no longer works (revoked, expired, denied);
+                # an unknown key is just one of the keys a client offers
+                self._failed(adm, adm.reason or "refused", "publickey")
+        if not adm.ok:
+            return False
+        return self._admit(adm, "publickey")
 
     async def validate_password(self, username: str, password: str) -> bool:
         return await self._check(password, "password")
@@ -173,6 +199,9 @@ class SshClientConn(asyncssh.SSHServer):
         if not adm.ok:
             self._failed(adm, adm.reason or "refused", method)
             return False
+        return self._admit(adm, method)
+
+    def _admit(self, adm: Admitted, method: str) -> bool:
         subject = str((adm.identity or {}).get("subject", ""))
         if self.asked_identity is not None and self.asked_identity != subject:
             self._failed(adm, f"the credential is not {self.asked_identity}'s", method)
@@ -201,6 +230,26 @@ class SshClientConn(asyncssh.SSHServer):
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "ledgergate: too many failures"
             )
 
+    async def _certificate_login(self, conn: SshConnection) -> Admitted | None:
+        """A certificate the gateway's CA issued: admitted while its login is active."""
+        assert self.conn is not None
+        login = self.conn.get_key_option(LOGIN_OPTION)
+        if not isinstance(login, str) or self.gw.authenticate_ssh is None:
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "ledgergate: refused"
+            )
+            return None
+        adm = await self.gw.authenticate_ssh("login", login, conn.name)
+        if adm.ok and self._admit(adm, "certificate"):
+            return adm
+        if not adm.ok:
+            self._failed(adm, f"the certificate's login: {adm.reason}", "certificate")
+        self.conn.disconnect(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"ledgergate: the certificate's login is not valid: {adm.reason or 'refused'}",
+        )
+        return None
+
     def _recorder_without_session(self, identity: Any) -> SshRecorder:
         return SshRecorder(
             {
@@ -214,10 +263,15 @@ class SshClientConn(asyncssh.SSHServer):
 
     async def auth_completed(self) -> None:
         """Log in to the host, then open the session on the ledger (durably)."""
-        adm, conn = self.admitted, self.target
-        assert adm is not None and conn is not None and self.conn is not None
         opened = False
         try:
+            adm = self.admitted
+            conn = self.target
+            assert conn is not None and self.conn is not None
+            if adm is None:
+                adm = await self._certificate_login(conn)
+                if adm is None:
+                    return
             try:
                 upstream = await self.gw.dial(conn)
             except (TimeoutError, OSError, asyncssh.Error) as e:
