@@ -375,3 +375,34 @@ def test_a_certificate_from_the_login_works_until_the_login_ends(
     )
     Path(f"{key}-cert.pub").write_text(r4.json()["certificate"] + "\n")
     assert _ssh_with_key(gw, key, "echo cert-again").stdout.strip() == "cert-again"
+
+
+def test_a_session_certificate_names_the_identity_and_session_in_the_hosts_log(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """The gateway holds a user CA the host trusts (TrustedUserCAKeys): each session logs
+    in with a fresh key and a certificate whose key id names the identity and the ledger
+    session, so the host's own log points back at the ledger."""
+    g = SshGateway(
+        tmp_path / "gw",
+        sshd,
+        connection={
+            "credentials": {"user": sshd.user, "certificate_authority": f"file:{sshd.ca_key}"}
+        },
+    ).start()
+    try:
+        token = g.token("erin")
+        r = g.ssh(token, "echo via-cert")
+        assert r.returncode == 0 and r.stdout.strip() == "via-cert", r.stderr
+        g.gw.settle()
+        opened = g.gw.entries("session.open")[-1]
+        sid = str(opened["session_id"])
+        assert opened["target"]["login"] == "session certificate"  # type: ignore[index]
+        deadline = time.monotonic() + 5
+        while f"ledgergate erin session {sid}" not in sshd.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"ledgergate erin session {sid}" in sshd.log()
+        ca_text = Path(sshd.ca_key).read_text().strip().splitlines()[1]
+        assert ca_text not in g.gw.logs() and ca_text.encode() not in g.gw.store_bytes()
+    finally:
+        g.stop()

@@ -448,20 +448,24 @@ class KafkaConnection(_ConnectionBase):
 
 
 class SshCredentials(_Strict):
-    """How the gateway logs in to an SSH host: as ``user`` with a held private key
-    (``private_key``: ``env:``/``file:``/literal OpenSSH or PEM text, with an optional
-    ``passphrase``) or a password; ``env:``/``file:``/literal, resolved at start, never
-    shown."""
+    """How the gateway logs in to an SSH host as ``user``: with a held private key
+    (``private_key``: OpenSSH or PEM text, with an optional ``passphrase``), a password,
+    or a certificate made for each session (``certificate_authority``: a user CA's
+    private key that the host trusts with ``TrustedUserCAKeys``; the certificate's key
+    id names the identity and the ledger session, so the host's own log points back at
+    the ledger). Each is ``env:``/``file:``/literal, resolved at start, never shown."""
 
     user: str = Field(min_length=1, max_length=200)
     private_key: str | None = None
     passphrase: str | None = None
     password: str | None = None
+    certificate_authority: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SshCredentials:
-        if (self.private_key is None) == (self.password is None):
-            raise ValueError("give one of private_key or password")
+        given = [self.private_key, self.password, self.certificate_authority]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("give one of private_key, password or certificate_authority")
         return self
 
     def __repr__(self) -> str:

@@ -76,6 +76,13 @@ def ssh_credential(c: SshConnection) -> dict[str, str | None]:
         "password": resolve_secret(cr.password, what=f"{where}.credentials.password")
         if cr.password
         else None,
+        "certificate_authority": resolve_secret(
+            cr.certificate_authority,
+            what=f"{where}.credentials.certificate_authority",
+            whole=True,
+        )
+        if cr.certificate_authority
+        else None,
         "host_key": c.host_key,
         "known_hosts": known,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +46,33 @@ def _trust(held: dict[str, str | None]) -> Any:
         key = asyncssh.import_public_key(str(held["host_key"]))
         return ([key], [], [])
     return asyncssh.import_known_hosts(str(held.get("known_hosts") or ""))
+
+
+# A session's certificate is only for logging in: valid from a minute before (clock skew
+# with the host) to a few minutes after it is made.
+SESSION_CERT_BEFORE_S = 60
+SESSION_CERT_AFTER_S = 300
+
+
+def _session_certificate(
+    ca: asyncssh.SSHKey, user: str, identity: str, session_id: str
+) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+    """A fresh key and its certificate for one session's login on a host: principal
+    ``user``, key id naming the identity and the ledger session (the host logs it)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    now = int(time.time())
+    cert = ca.generate_user_certificate(
+        key,
+        f"ledgergate {identity} session {session_id}",
+        principals=[user],
+        valid_after=now - SESSION_CERT_BEFORE_S,
+        valid_before=now + SESSION_CERT_AFTER_S,
+        permit_x11_forwarding=False,
+        permit_agent_forwarding=False,
+        permit_port_forwarding=False,
+        permit_user_rc=False,
+    )
+    return key, cert
 
 
 class SshGateway:
@@ -97,9 +125,19 @@ class SshGateway:
             if h.get("private_key"):
                 text = str(h["private_key"]).strip() + "\n"  # a file: secret comes stripped
                 login["client_keys"] = [asyncssh.import_private_key(text, h.get("passphrase"))]
+            if h.get("certificate_authority"):
+                text = str(h["certificate_authority"]).strip() + "\n"
+                login["ca"] = asyncssh.import_private_key(text, h.get("passphrase"))
         except (ValueError, asyncssh.KeyImportError) as e:
             raise HostLoginError(f"connections.{name}: {e}") from None
         return login
+
+    def login_kind(self, conn: SshConnection) -> str:
+        """How the gateway logs in to the host (never the secret)."""
+        cr = conn.credentials
+        if cr.certificate_authority is not None:
+            return "session certificate"
+        return "private key" if cr.private_key is not None else "password"
 
     @property
     def host_key_line(self) -> str:
@@ -127,15 +165,23 @@ class SshGateway:
         sock = self.server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def dial(self, conn: SshConnection) -> asyncssh.SSHClientConnection:
-        """The gateway's login on the host of ``conn``."""
+    async def dial(
+        self, conn: SshConnection, identity: str, session_id: str
+    ) -> asyncssh.SSHClientConnection:
+        """The gateway's login on the host of ``conn``, for ``identity``'s session."""
+        login = dict(self._logins[conn.name])
+        ca = login.pop("ca", None)
+        if ca is not None:
+            login["client_keys"] = [
+                _session_certificate(ca, login["username"], identity, session_id)
+            ]
         return await asyncio.wait_for(
             asyncssh.connect(
                 conn.host,
                 conn.port,
                 connect_timeout=conn.connect_timeout,
                 login_timeout=conn.connect_timeout,
-                **self._logins[conn.name],
+                **login,
             ),
             conn.connect_timeout * 2,
         )

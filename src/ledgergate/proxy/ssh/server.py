@@ -272,8 +272,10 @@ class SshClientConn(asyncssh.SSHServer):
                 adm = await self._certificate_login(conn)
                 if adm is None:
                     return
+            subject = str((adm.identity or {}).get("subject", ""))
+            sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
             try:
-                upstream = await self.gw.dial(conn)
+                upstream = await self.gw.dial(conn, subject, sid)
             except (TimeoutError, OSError, asyncssh.Error) as e:
                 reason = f"the host could not be reached or refused the gateway's login: {e}"
                 self._failed(adm, reason, self.method or "")
@@ -283,7 +285,7 @@ class SshClientConn(asyncssh.SSHServer):
                 upstream.close()
                 return
             try:
-                await self._open_session(adm, conn, upstream)
+                await self._open_session(adm, conn, upstream, sid)
                 opened = True
             except LedgerUnavailable:
                 upstream.close()
@@ -295,10 +297,13 @@ class SshClientConn(asyncssh.SSHServer):
                 self._ready.set_result(opened)
 
     async def _open_session(
-        self, adm: Admitted, conn: SshConnection, upstream: asyncssh.SSHClientConnection
+        self,
+        adm: Admitted,
+        conn: SshConnection,
+        upstream: asyncssh.SSHClientConnection,
+        sid: str,
     ) -> None:
         ident = dict(adm.identity or {})
-        sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
         started = now_ns()
         facts = SessionFacts(
             session_id=sid,
@@ -340,7 +345,12 @@ class SshClientConn(asyncssh.SSHServer):
                         "method": self.method,
                         "version": str(self.conn.get_extra_info("client_version") or ""),
                     },
-                    target={"host": conn.host, "port": conn.port, "user": conn.credentials.user},
+                    target={
+                        "host": conn.host,
+                        "port": conn.port,
+                        "user": conn.credentials.user,
+                        "login": self.gw.login_kind(conn),
+                    },
                     recording=conn.recording,
                 ),
             ]
