@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import re
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,28 +22,40 @@ import pexpect
 import pytest
 
 from tests.integration.gateway import free_port
+from tests.integration.reviewapi import ReviewApi, in_background
 from tests.integration.sshd import Sshd
 from tests.integration.sshgw import SshGateway
 
 POLICY = {
+    "roles": {"reviewer": {"groups": ["ops"]}},
     "policy": {
         "rules": [
             {
                 "id": "no-rm-rf",
                 "deny": {"commands": ["rm -rf *"]},
                 "message": "recursive deletes are not run through the gateway",
-            }
+            },
+            {
+                "id": "held-touch",
+                "review": {
+                    "kind": "command",
+                    "when": {"commands": ["touch /tmp/lg-held-*"]},
+                    "reviewers": ["ops"],
+                    "timeout": "20s",
+                },
+            },
         ]
-    }
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[SshGateway]:
     api = free_port()
-    extra = {**POLICY, "listeners": {"api": {"address": f"127.0.0.1:{api}", "tls": False}}}
+    extra = {**POLICY, "listeners": {"api": {"address": f"127.0.0.1:{api}"}}}
     g = SshGateway(tmp_path_factory.mktemp("sshgw"), sshd, extra=extra).start()
-    g.api_url = f"http://127.0.0.1:{api}"  # type: ignore[attr-defined]
+    g.api_port = api  # type: ignore[attr-defined]
+    g.api_url = f"https://localhost:{api}"  # type: ignore[attr-defined]
     yield g
     g.stop()
 
@@ -332,6 +345,7 @@ def test_a_certificate_from_the_login_works_until_the_login_ends(
     key = _keypair(tmp_path)
     r = httpx.post(
         f"{gw.api_url}/api/v1/ssh/certificate",  # type: ignore[attr-defined]
+        verify=_ca(gw),
         headers={"Authorization": f"Bearer {login}"},
         json={"public_key": Path(f"{key}.pub").read_text()},
     )
@@ -370,6 +384,7 @@ def test_a_certificate_from_the_login_works_until_the_login_ends(
     assert _ssh_with_key(gw, key, "echo no").returncode == 255
     r4 = httpx.post(
         f"{gw.api_url}/api/v1/ssh/certificate",  # type: ignore[attr-defined]
+        verify=_ca(gw),
         headers={"Authorization": f"Bearer {fresh}"},
         json={"public_key": Path(f"{key}.pub").read_text()},
     )
@@ -406,3 +421,43 @@ def test_a_session_certificate_names_the_identity_and_session_in_the_hosts_log(
         assert ca_text not in g.gw.logs() and ca_text.encode() not in g.gw.store_bytes()
     finally:
         g.stop()
+
+
+def _ca(gw: SshGateway) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(gw.gw.data_dir / "tls" / "server.crt"))
+
+
+def test_a_held_command_runs_after_approval_and_a_denied_one_never(gw: SshGateway) -> None:
+    token = gw.token("erin")
+    api = ReviewApi(gw.api_port, str(gw.gw.data_dir / "tls" / "server.crt"),  # type: ignore[attr-defined]
+                    gw.token("bob", "1h", "--group", "ops"))  # fmt: skip
+    marker = f"/tmp/lg-held-{time.time_ns()}"
+    try:
+        t, out = in_background(lambda: gw.ssh(token, f"touch {marker} && echo ran"))
+        rv = api.pending()
+        assert rv["rule_id"] == "held-touch" and rv["requester"]["subject"] == "erin"
+        assert rv["statement"] == f"touch {marker} && echo ran"
+        assert gw.ssh(token, f"test -e {marker} || echo absent").stdout.strip() == "absent"
+        api.decide(rv["id"], "approve", "INC-9")
+        t.join(30)
+        assert out["result"].returncode == 0 and out["result"].stdout.strip() == "ran"
+        assert "held for review" in out["result"].stderr or "review" in out["result"].stderr
+
+        t, out = in_background(lambda: gw.ssh(token, f"touch {marker}-2 && echo ran"))
+        rv = api.pending()
+        api.decide(rv["id"], "deny", "not now")
+        t.join(30)
+        r = out["result"]
+        assert r.returncode == 1 and "not now" in r.stderr and "ran" not in r.stdout
+        assert gw.ssh(token, f"test -e {marker}-2 || echo absent").stdout.strip() == "absent"
+    finally:
+        api.c.close()
+    gw.gw.settle()
+    kinds = [e["kind"] for e in gw.gw.entries() if str(e["kind"]).startswith("review.")]
+    assert "review.approved" in kinds and "review.denied" in kinds
+    blocks = [
+        b
+        for b in gw.gw.entries("decision.block")
+        if b["command"].get("text", "").endswith("-2 && echo ran")
+    ]  # type: ignore[union-attr]
+    assert blocks and blocks[-1]["decision"]["rule"] == "held-touch"  # type: ignore[index]

@@ -220,7 +220,18 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
 
         answer = await desk.ask(ask, notice)
         if not answer.approved:
-            self._refuse(f"ledgergate: {answer.message or 'the review was not approved'}")
+            message = answer.message or "the review was not approved"
+            fields: dict[str, Any] = {"text": self.command} if self.command is not None else {}
+            if answer.review_id is not None:
+                fields["review"] = {"id": answer.review_id}
+            s.sink.submit(
+                [
+                    s.recorder.blocked_request(
+                        now_ns(), self.op or "exec", self.number, rule.id, message, **fields
+                    )
+                ]
+            )
+            self._refuse(f"ledgergate: {message}")
             return False
         return True
 
