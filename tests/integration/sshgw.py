@@ -42,13 +42,14 @@ class SshGateway:
             **(connection or {}),
         }
         more = dict(extra or {})
-        listeners = more.pop("listeners", {})
+        listeners = dict(more.pop("listeners", {}))
+        ssh_listener = {"address": f"127.0.0.1:{self.port}", **listeners.pop("ssh", {})}
         self.gw = Gateway(
             workdir,
             [conn],
             env=env,
             extra={
-                "listeners": {"ssh": {"address": f"127.0.0.1:{self.port}"}, **listeners},
+                "listeners": {"ssh": ssh_listener, **listeners},
                 **more,
             },
         )
