@@ -70,9 +70,11 @@ class SshRecorder(SessionRecorder):
         data: bytes,
         *,
         keep: bool,
+        **extra: Any,
     ) -> Draft:
         """One read relayed on a channel: ``stream`` stdout/stderr (to the client) or
-        stdin (to the host); ``keep``: the bytes are kept as the chunk's payload."""
+        stdin (to the host); for SFTP, a file's ``write`` (to the host) or ``read``
+        (``extra``: its offset). ``keep``: the bytes are kept as the chunk's payload."""
         self.chunk_seq += 1
         digest = sha256(data).hexdigest()
         chunk: dict[str, Any] = {
@@ -83,10 +85,11 @@ class SshRecorder(SessionRecorder):
             "size": len(data),
             "sha256_in": digest,
             "sha256_out": digest,
+            **extra,
         }
         fields = {
             **self.base,
-            "direction": "c2s" if stream == "stdin" else "s2c",
+            "direction": "c2s" if stream in ("stdin", "write") else "s2c",
             "chunk": chunk,
             "outcome": "forwarded",
         }

@@ -283,6 +283,16 @@ def test_fsetstat_size_and_copy_data_into_a_file_stop_its_digest() -> None:
     assert not closed(events)[0].sequential
 
 
+def test_fsetstat_to_exactly_the_bytes_written_keeps_the_digest() -> None:
+    """scp (SFTP mode) opens without truncate, writes, then sets the size to what it
+    wrote: the file is then exactly those bytes."""
+    size = Request(T.FSETSTAT, 3, handle=H, attrs=Attrs(size=2))
+    events = run([*HELLO, *opened(1, b"/f", PUT), write(2, 0, b"ab"), ok(2), c(size), ok(3),
+                  *close(4)])  # fmt: skip
+    f = closed(events)[0]
+    assert f.sequential and f.sha256_written == hashlib.sha256(b"ab").hexdigest()
+
+
 # --- drop: the gateway answered a request itself --------------------------------------------
 
 

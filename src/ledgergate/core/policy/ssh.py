@@ -209,11 +209,16 @@ def check_exec(sp: SessionPolicy | None, text: str, *, unparseable: str = "deny"
     return review or ALLOW
 
 
-def check_sftp(sp: SessionPolicy | None, op: str, paths: tuple[str, ...]) -> Decision:
-    """The decision on one SFTP operation on ``paths`` (a rename names two)."""
+def check_sftp(
+    sp: SessionPolicy | None, op: str, paths: tuple[str, ...], *, modifies: bool | None = None
+) -> Decision:
+    """The decision on one SFTP operation on ``paths`` (a rename names two); ``modifies``
+    (as the SFTP tracker says: an OPEN for writing, an extension that may change files)
+    classes it as ``write``, else the operation's name does."""
     if sp is None or not sp.requests_guarded:
         return ALLOW
-    action = "write" if op in _SFTP_WRITES else "read"
+    writes = modifies if modifies is not None else op in _SFTP_WRITES
+    action = "write" if writes else "read"
     review: Decision | None = None
     for p in paths or ("",):
         d = sp.check_request(RequestView(method="", operation=op, path=p, action=action))

@@ -29,6 +29,7 @@ from ledgergate.core.policy.engine import Decision
 from ledgergate.core.policy.ssh import check_exec
 from ledgergate.proxy.review import ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
+from ledgergate.proxy.ssh.sftp_relay import SftpRelay
 
 if TYPE_CHECKING:
     from ledgergate.proxy.ssh.server import SshClientConn
@@ -94,6 +95,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         self._client_paused = False
         self._done = False
         self._task: asyncio.Task[None] | None = None
+        self.sftp: SftpRelay | None = None
 
     # -- what the client asks ----------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -258,6 +260,8 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             host.close()
             return
         self.host = host
+        if self.op == "sftp":
+            self.sftp = SftpRelay(self, s)
 
     def _refuse(self, message: str, record: bool = True) -> None:
         """Tell the client why, and end the channel with exit status 1."""
@@ -285,6 +289,12 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
     def to_host(self, data: bytes) -> None:
         s = self.client.session
         assert s is not None and self.host is not None
+        if self.sftp is not None:
+            try:
+                self.sftp.from_client(data)
+            except LedgerUnavailable:
+                self.client.fail_closed()
+            return
         try:
             s.sink.submit(
                 [s.recorder.data(now_ns(), self.cmd_seq, self.number, "stdin", data, keep=False)]
@@ -311,6 +321,12 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         if s is None or self.chan is None or self._done:
             return
         stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        if self.sftp is not None and stream == "stdout":
+            try:
+                self.sftp.from_host(data)
+            except LedgerUnavailable:
+                self.client.fail_closed()
+            return
         keep = s.recorder.level == "full" or (self.op == "shell" and s.recorder.level != "metadata")
         try:
             s.sink.submit(
@@ -330,7 +346,16 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             with contextlib.suppress(OSError):
                 self.chan.write_eof()
 
+    def protocol_error(self, why: str) -> None:
+        """The channel's stream broke its protocol: recorded, the channel ends."""
+        log.info("ssh %s channel %d: %s", self.client.conn_id, self.number, why)
+        self._finish_result("failed", reason=why)
+        self.end(why)
+
     def host_closed(self, exc: Exception | None) -> None:
+        if self.sftp is not None:
+            self.sftp.finish()
+            self.sftp = None
         if self._done:
             return
         self._done = True

@@ -26,11 +26,12 @@ Rules:
   to ``max_held`` for all files together and ``MAX_HELD_PIECES`` per file and direction.
   A piece overlapping what was hashed or held, a gap still open at CLOSE, a piece past
   those bounds, a request on the file still in flight at CLOSE, a failed or dropped
-  WRITE, copy-data into the file or FSETSTAT of its size: the file stops being hashed
+  WRITE, copy-data into the file or FSETSTAT to another size: the file stops being hashed
   and its ``FileClosed`` says ``sequential=False`` with both digests None. A digest is
   never of anything but the bytes moved, in order, from 0.
 - ``sha256_written`` is of the bytes written through the handle: the file's content when
-  its mode has ``truncate`` (or ``create,excl``), else only what was written over it.
+  its mode has ``truncate`` (or ``create,excl``), or when FSETSTAT then sets the size to
+  exactly what was written (as scp does), else only what was written over it.
 - Paths and messages are text: UTF-8 with bytes that are not UTF-8 as ``\\xNN`` (the
   ledger's canonical JSON refuses lone surrogates). SYMLINK is read in OpenSSH's order
   (target first, then the link): ``path`` is the link created, ``path2`` its target.
@@ -128,7 +129,8 @@ class OpStarted:
     """A request arrived. ``detail``: OPEN's ``mode`` and ``pflags``, READ/WRITE's
     ``offset`` and ``length``, the attributes a request sets, copy-data's ranges.
     ``modifies``: the operation may change the server's files (fail closed: an unknown
-    extension may). ``end``: the client stream's offset just past the request's packet."""
+    extension may). ``start``/``end``: the client stream's offsets of the request's
+    packet (a shell that refuses it leaves exactly those bytes out)."""
 
     id: int
     op: str
@@ -137,6 +139,7 @@ class OpStarted:
     detail: dict[str, str | int] = field(default_factory=dict)
     modifies: bool = False
     end: int = field(default=0, compare=False)
+    start: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,7 @@ class SftpTracker:
 
     __slots__ = (
         "_client",
+        "_client_end",
         "_handles",
         "_held",
         "_pending",
@@ -306,6 +310,7 @@ class SftpTracker:
         self._pending: dict[int, _Pending] = {}
         self._handles: dict[bytes, _File] = {}
         self._held = 0
+        self._client_end = 0  # the client stream's offset past its last whole packet
 
     @property
     def outstanding(self) -> int:
@@ -325,11 +330,22 @@ class SftpTracker:
         """Bytes of unfinished packets held, both ways (a channel ending here was cut)."""
         return self._client.pending + self._server.pending
 
+    @property
+    def client_pending(self) -> int:
+        """Bytes of the client's unfinished packet (not yet decided on)."""
+        return self._client.pending
+
+    @property
+    def server_pending(self) -> int:
+        """Bytes of the server's unfinished packet."""
+        return self._server.pending
+
     def client(self, data: bytes | memoryview) -> list[Event]:
         out: list[Event] = []
         for q in self._client.feed(data):
             if not isinstance(q, Init):
                 self._request(q, out)
+            self._client_end = q.end
         return out
 
     def server(self, data: bytes | memoryview) -> list[Event]:
@@ -437,8 +453,12 @@ class SftpTracker:
         if q.attrs is not None:
             detail.update(_attrs_detail(q.attrs))
             if t is _T.FSETSTAT and q.attrs.size is not None and f is not None:
-                self._stop(f.write)  # truncated or extended behind the WRITEs' back
-        out.append(OpStarted(q.id, op, path, path2, detail, modifies, q.end))
+                w = f.write
+                # scp sets the size to what it wrote (cutting an older, longer file's
+                # tail): the content is then exactly the bytes written, in order
+                if not (w.intact and w.next == q.attrs.size):
+                    self._stop(w)  # truncated or extended behind the WRITEs' back
+        out.append(OpStarted(q.id, op, path, path2, detail, modifies, q.end, self._client_end))
         if t is _T.WRITE:
             payload = q.data if q.data is not None else b""
             out.append(Data(q.id, path, "write", q.offset, payload))
