@@ -227,6 +227,12 @@ CASES: list[tuple[dict[str, Any], int, int, int | None]] = [
     (entry("admin.policy.put", rule_id="mask-pii", created=False, by="api:admin"), 3004, 3, None),
     (entry("admin.policy.delete", rule_id="mask-pii", by="api:admin"), 3004, 4, None),
     (entry("session.open", **base("s_5", "erin", "bastion"), protocol="ssh"), 4007, 1, 1),
+    (  # as the SSH gateway writes it: the client's protocol
+        entry("session.open", **base("s_6", "erin", "web1"), client={"protocol": "ssh"}),
+        4007,
+        1,
+        1,
+    ),
     (
         entry(
             "command",

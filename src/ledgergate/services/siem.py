@@ -375,7 +375,11 @@ def _ssh_activity(doc: dict[str, Any], kind: str) -> Mapped | None:
 
 def _classify(doc: dict[str, Any], kind: str) -> Mapped | None:
     family = kind.split(".", 1)[0]
-    protocol = _str(_dict(doc, "command"), "protocol") or _str(doc, "protocol")
+    protocol = (
+        _str(_dict(doc, "command"), "protocol")
+        or _str(doc, "protocol")
+        or _str(_dict(doc, "client"), "protocol")  # a session.open names its client's
+    )
     if family in ("auth", "login"):
         return _authentication(doc, kind)
     if protocol == "ssh" and family in ("session", "command", "chunk", "decision"):
