@@ -73,6 +73,13 @@ def led(tmp_path: Path) -> Any:
                                            "request": {"topics": [{"name": "payments"}]}},
              "events"),
         _chunk(START + 10 * S, "frank", "p5", 500, topic="payments"),
+        _cmd(START + 10 * S + 1, "grace", "p8", {"protocol": "ssh", "op": "exec",
+                                               "text": "sudo -u root rm -rf /var/cache/app"},
+             "web1"),
+        _cmd(START + 10 * S + 2, "grace", "p8", {"protocol": "ssh", "op": "exec",
+                                               "text": "uptime"}, "web1"),
+        _cmd(START + 10 * S + 3, "grace", "p8", {"protocol": "ssh", "op": "sftp:open",
+                                               "path": "/srv/app/config.yml"}, "web1"),
         Draft(START + 11 * S, "decision.block", {
             "session_id": "p2", "connection": "app", "identity": _who("bob"),
             "command": {"seq": 4, "op": "query", "text": "TRUNCATE payroll"},
@@ -124,6 +131,7 @@ def test_every_planted_finding_is_found(led: Any) -> None:
         ("bob", "write without WHERE"),
         ("erin", "bucket administration"),
         ("erin", "topic administration"),
+        ("grace", "root on a host, destructive command"),
     }
     assert all(":" in f.entry and f.entry.startswith("gateway@gw:") for f in ins.privileged)
     assert dict(ins.blocked_by_rule) == {"no-truncate": 1}
@@ -138,6 +146,8 @@ def test_every_planted_finding_is_found(led: Any) -> None:
         ("erin", "first bucket logs"),
         ("erin", "first topic payments"),
         ("frank", "first topic payments"),
+        ("grace", "first host web1"),
+        ("grace", "first path /srv/app/config.yml"),
     }
     assert [f.identity for f in ins.off_hours] == ["mallory"]
     assert [(f.identity, f.what) for f in ins.long_sessions] == [
@@ -174,6 +184,11 @@ def test_the_incident_timeline_crosses_protocols(led: Any) -> None:
         st.close()
     kinds = [e["kind"] for e in tl]
     assert kinds[:2] == ["session.open", "command"]
-    assert {e["connection"] for e in tl if e["kind"] == "command"} == {"app", "files", "events"}
+    assert {e["connection"] for e in tl if e["kind"] == "command"} == {
+        "app",
+        "files",
+        "events",
+        "web1",
+    }
     assert any(e["kind"] == "chunks" and "500 bytes" in e["what"] for e in tl)
     assert [e["ts_ns"] for e in tl] == sorted(e["ts_ns"] for e in tl)

@@ -189,6 +189,52 @@ def _sql_facts(
     return cats, tables
 
 
+# Programs whose use on a host is privileged, by category (argv[0]'s base name; ``sudo``
+# and ``su`` are seen before ``core.policy.ssh`` looks through them).
+_SSH_PRIVILEGED: dict[str, str] = {
+    name: category
+    for category, names in (
+        ("root on a host", "sudo su doas pkexec"),
+        ("destructive command", "mkfs dd shred wipefs fdisk parted"),
+        ("service control", "systemctl service reboot shutdown kill pkill"),
+        ("package change", "apt apt-get yum dnf pip npm dpkg rpm"),
+        ("account or permission change", "useradd usermod passwd chown chmod visudo"),
+        ("cluster or container control", "kubectl helm docker crictl"),
+    )
+    for name in names.split()
+}
+
+
+def _ssh_facts(doc: dict[str, Any], cmd: dict[str, Any], op: str) -> tuple[list[str], list[str]]:
+    """(privileged categories, objects reached) of an SSH command: the host, and for SFTP
+    the path; an exec line's programs, ``rm -r`` and ``sudo`` looked at."""
+    from ledgergate.core.policy.ssh import UnreadableCommand, simple_commands
+
+    host = f"host {doc.get('connection')}"
+    if op.startswith("sftp:"):
+        path = cmd.get("path")
+        return [], [host, *([f"path {path}"] if isinstance(path, str) else [])]
+    text = cmd.get("text")
+    if not isinstance(text, str) or not text:
+        return [], [host]
+    cats: list[str] = []
+    first = text.split(None, 1)[0].rsplit("/", 1)[-1] if text.strip() else ""
+    if first in ("sudo", "su", "doas", "pkexec"):
+        cats.append("root on a host")
+    try:
+        commands = simple_commands(text)
+    except UnreadableCommand:
+        commands = []
+    for argv in commands:
+        name = argv[0].rsplit("/", 1)[-1]
+        cat = _SSH_PRIVILEGED.get(name) or _SSH_PRIVILEGED.get(name.split(".", 1)[0])
+        if name == "rm" and any(a.startswith("-") and "r" in a.lower() for a in argv[1:]):
+            cat = "destructive command"
+        if cat is not None and cat not in cats:
+            cats.append(cat)
+    return cats, [host]
+
+
 def _objects(
     doc: dict[str, Any], cache: dict[str, tuple[list[str], list[str]]]
 ) -> tuple[list[str], list[str]]:
@@ -212,6 +258,8 @@ def _objects(
         ]
         cats = ["topic administration"] if op in ADMIN_OPS else []
         return cats, [f"topic {t}" for t in topics if t and t != "None"]
+    if proto == "ssh":
+        return _ssh_facts(doc, cmd, op)
     if proto == "http":
         method, path = str(cmd.get("method") or ""), str(cmd.get("path") or "")
         cats = ["API deletion"] if method == "DELETE" else []
