@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -21,7 +22,7 @@ import paramiko
 import pexpect
 import pytest
 
-from tests.integration.gateway import free_port
+from tests.integration.gateway import BIN, free_port
 from tests.integration.reviewapi import ReviewApi, in_background
 from tests.integration.sshd import Sshd
 from tests.integration.sshgw import SshGateway
@@ -461,3 +462,37 @@ def test_a_held_command_runs_after_approval_and_a_denied_one_never(gw: SshGatewa
         if b["command"].get("text", "").endswith("-2 && echo ran")
     ]  # type: ignore[union-attr]
     assert blocks and blocks[-1]["decision"]["rule"] == "held-touch"  # type: ignore[index]
+
+
+def test_a_host_reached_through_an_agent(tmp_path: Path, sshd: Sshd) -> None:
+    """``via:``: the gateway reaches the host through ``ledgergate agent`` (here the host's
+    name does not even resolve from the gateway); logins, recording and replay as ever."""
+    agent_port = free_port()
+    g = SshGateway(
+        tmp_path / "gw",
+        sshd,
+        connection={"via": "dc-agent", "host": "web1.unreachable.invalid"},
+        extra={"listeners": {"agent": {"address": f"127.0.0.1:{agent_port}"}}},
+    ).start()
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen(
+            [str(BIN), "agent", "--gateway", f"127.0.0.1:{agent_port}",
+             "--token", "env:AGENT_TOKEN", "--target", f"web=127.0.0.1:{sshd.port}",
+             "--ca", str(g.gw.data_dir / "tls" / "server.crt"), "--server-name", "localhost"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "AGENT_TOKEN": g.gw.token("dc-agent", "service")},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "connected to the gateway" not in log.read_text():
+            assert time.monotonic() < deadline and agent.poll() is None, log.read_text()
+            time.sleep(0.1)
+        r = g.ssh(g.token("alice"), "echo through-the-agent")
+        assert r.returncode == 0 and r.stdout.strip() == "through-the-agent", r.stderr
+        g.gw.settle()
+        assert g.gw.entries("command")[-1]["command"]["text"] == "echo through-the-agent"  # type: ignore[index]
+    finally:
+        agent.terminate()
+        agent.wait(10)
+        g.stop()

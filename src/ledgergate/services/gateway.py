@@ -399,6 +399,7 @@ class GatewayRuntime:
                 policies=lambda: self.gateway.policies if self.gateway is not None else None,
                 unparseable=lambda: s.config.policy.unparseable,
                 reviews=self.reviews,
+                legs=self.agents.openers() if self.agents is not None else None,
             )
         except HostLoginError as e:
             await self.stop()

@@ -22,6 +22,7 @@ import asyncssh
 from ledgergate.core.config import SshConnection, SshListener
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.agent import LegOpener
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.proxy.ssh.keys import TrustedKeys
@@ -104,8 +105,10 @@ class SshGateway:
         policies: Callable[[], PolicySet | None] = lambda: None,
         unparseable: Callable[[], str] = lambda: "deny",
         reviews: ReviewDesk | None = None,
+        legs: dict[str, LegOpener] | None = None,
     ) -> None:
         self.connections = connections
+        self.legs = legs or {}
         self.authenticate = authenticate
         self.authenticate_ssh = authenticate_ssh
         self.trusted = TrustedKeys(
@@ -190,6 +193,10 @@ class SshGateway:
             login["client_keys"] = [
                 _session_certificate(ca, login["username"], identity, session_id)
             ]
+        leg = self.legs.get(conn.name)
+        if leg is not None:
+            # through the connection's agent: the socket is the agent's leg to the host
+            login["sock"] = await asyncio.wait_for(leg(None), conn.connect_timeout * 2)
         return await asyncio.wait_for(
             asyncssh.connect(
                 conn.host,

@@ -33,6 +33,7 @@ from ledgergate.core.identity import SessionFacts
 from ledgergate.core.policy.engine import SessionPolicy
 from ledgergate.core.recording_ssh import SshRecorder
 from ledgergate.proxy.admission import Admitted
+from ledgergate.proxy.agent import AgentUnavailable
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.proxy.ssh.channel import ChannelRelay
@@ -276,7 +277,7 @@ class SshClientConn(asyncssh.SSHServer):
             sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
             try:
                 upstream = await self.gw.dial(conn, subject, sid)
-            except (TimeoutError, OSError, asyncssh.Error) as e:
+            except (TimeoutError, OSError, asyncssh.Error, AgentUnavailable) as e:
                 reason = f"the host could not be reached or refused the gateway's login: {e}"
                 self._failed(adm, reason, self.method or "")
                 self.conn.disconnect(asyncssh.DISC_CONNECTION_LOST, f"ledgergate: {reason}")
