@@ -101,3 +101,22 @@ def test_a_bad_pattern_is_refused_when_the_policy_loads() -> None:
 def test_reading_never_fails_but_with_unreadable(line: str) -> None:
     with contextlib.suppress(UnreadableCommand):  # anything else fails the test
         simple_commands(line)
+
+
+def test_forwarding_is_refused_unless_an_allow_rule_names_it() -> None:
+    from ledgergate.core.policy.ssh import check_channel, check_forward
+
+    assert not check_forward(None, "db:5432").allowed
+    assert not check_forward(_policy().for_session("web", ()), "db:5432").allowed
+    ps = _policy(
+        {"id": "tunnel", "allow": [{"operations": ["port-forward"], "paths": ["db:5432"]}]},
+        {"id": "no-rm", "deny": {"commands": ["rm -rf *"]}},
+    )
+    sp = ps.for_session("web", ())
+    assert check_forward(sp, "db:5432").allowed
+    d = check_forward(sp, "db:22")
+    assert not d.allowed and "db:22" in (d.message or "")
+    # an allow rule that only opens a tunnel makes no allow-list of commands or SFTP
+    assert check_exec(sp, "ls -la").allowed and not check_exec(sp, "rm -rf /").allowed
+    assert check_sftp(sp, "write", ("/tmp/x",)).allowed
+    assert check_channel(sp, "shell").allowed

@@ -27,17 +27,22 @@ operation's name: ``write``, ``remove``, ``rename``, ``mkdir``, …, and its cla
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
+import weakref
 from fnmatch import fnmatchcase
 
 from ledgergate.core.policy.engine import ALLOW, Decision, SessionPolicy
-from ledgergate.core.policy.http import RequestView
+from ledgergate.core.policy.http import RequestView, request_matches
+from ledgergate.core.policy.rules import PolicyRule
 
 __all__ = [
     "UnreadableCommand",
     "argv_matches",
+    "check_channel",
     "check_exec",
+    "check_forward",
     "check_sftp",
     "simple_commands",
 ]
@@ -187,8 +192,34 @@ def argv_matches(pattern: str, argv: list[str]) -> bool:
     return pflags <= aflags and _glob_words(pops, aops)
 
 
+def _forward_only(rule: PolicyRule) -> bool:
+    return all(
+        c.operations is not None and set(c.operations) == {"port-forward"} for c in rule.allow or ()
+    )
+
+
+_WITHOUT_FORWARDS: weakref.WeakKeyDictionary[SessionPolicy, SessionPolicy] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sessions_policy(sp: SessionPolicy | None) -> SessionPolicy | None:
+    """``sp`` without the allow rules that only let port forwarding through: those open
+    a way, they do not make commands and SFTP an allow-list."""
+    if sp is None or not any(_forward_only(r) for r in sp.request_allow):
+        return sp
+    got = _WITHOUT_FORWARDS.get(sp)
+    if got is None:
+        got = copy.copy(sp)
+        got.request_allow = [r for r in sp.request_allow if not _forward_only(r)]
+        got.requests_guarded = bool(got.request_deny or got.request_allow or got.request_review)
+        _WITHOUT_FORWARDS[sp] = got
+    return got
+
+
 def check_exec(sp: SessionPolicy | None, text: str, *, unparseable: str = "deny") -> Decision:
     """The decision on an exec command line (``ALLOW`` where no rule is about requests)."""
+    sp = _sessions_policy(sp)
     if sp is None or not sp.requests_guarded:
         return ALLOW
     try:
@@ -209,12 +240,47 @@ def check_exec(sp: SessionPolicy | None, text: str, *, unparseable: str = "deny"
     return review or ALLOW
 
 
+def check_forward(sp: SessionPolicy | None, where: str) -> Decision:
+    """Port forwarding to ``where`` (HOST:PORT as the host would connect): refused unless
+    an allow rule's clause names the ``port-forward`` operation and matches ``where`` in
+    its ``paths``; a guardrail can still refuse it."""
+    refused = Decision(
+        False, "ssh.forwarding", f"port forwarding to {where} is not allowed on this connection"
+    )
+    if sp is None:
+        return refused
+    view = RequestView(method="", operation="port-forward", path=where, action="forward")
+    others = _sessions_policy(sp)  # the guardrails and the other allow rules
+    assert others is not None
+    d = others.check_request(view) if others.requests_guarded else ALLOW
+    if not d.allowed:
+        return d
+    for rule in sp.request_allow:
+        for clause in rule.allow or ():
+            if (
+                clause.operations is not None
+                and "port-forward" in clause.operations
+                and request_matches(clause, view)
+            ):
+                return d
+    return refused
+
+
+def check_channel(sp: SessionPolicy | None, op: str) -> Decision:
+    """A session channel's request other than exec (``shell``, ``sftp``) by its name."""
+    sp = _sessions_policy(sp)
+    if sp is None or not sp.requests_guarded:
+        return ALLOW
+    return sp.check_request(RequestView(method="", operation=op, path="", action=op))
+
+
 def check_sftp(
     sp: SessionPolicy | None, op: str, paths: tuple[str, ...], *, modifies: bool | None = None
 ) -> Decision:
     """The decision on one SFTP operation on ``paths`` (a rename names two); ``modifies``
     (as the SFTP tracker says: an OPEN for writing, an extension that may change files)
     classes it as ``write``, else the operation's name does."""
+    sp = _sessions_policy(sp)
     if sp is None or not sp.requests_guarded:
         return ALLOW
     writes = modifies if modifies is not None else op in _SFTP_WRITES

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from ledgergate.core.policy.engine import Decision
-from ledgergate.core.policy.ssh import check_exec
+from ledgergate.core.policy.ssh import check_channel, check_exec
 from ledgergate.proxy.review import ReviewAsk
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.proxy.ssh.sftp_relay import SftpRelay
@@ -184,15 +184,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         sp = s.policy()
         if self.op == "exec" and self.command is not None:
             return check_exec(sp, self.command, unparseable=s.unparseable)
-        if sp is None or not sp.requests_guarded:
-            from ledgergate.core.policy.engine import ALLOW
-
-            return ALLOW
-        from ledgergate.core.policy.http import RequestView
-
-        return sp.check_request(
-            RequestView(method="", operation=self.op or "", path="", action=self.op)
-        )
+        return check_channel(sp, self.op or "")
 
     async def _reviewed(self, decision: Decision) -> bool:
         """Hold the request until a reviewer decides; True when approved."""

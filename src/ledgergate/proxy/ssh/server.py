@@ -31,12 +31,14 @@ import asyncssh
 
 from ledgergate.core.identity import SessionFacts
 from ledgergate.core.policy.engine import SessionPolicy
+from ledgergate.core.policy.ssh import check_forward
 from ledgergate.core.recording_ssh import SshRecorder
 from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.agent import AgentUnavailable
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.proxy.ssh.channel import ChannelRelay
+from ledgergate.proxy.ssh.forward import ForwardRelay, open_forward
 from ledgergate.proxy.ssh.keys import LOGIN_OPTION
 
 if TYPE_CHECKING:
@@ -387,7 +389,33 @@ class SshClientConn(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Any:
-        return self._refuse_forward("port-forward", f"{dest_host}:{dest_port}")
+        return self._forward(dest_host, dest_port, (orig_host, orig_port))
+
+    async def _forward(self, host: str, port: int, orig: tuple[str, int]) -> ForwardRelay:
+        """``ssh -L``: where an allow rule names it, relayed and recorded; else refused."""
+        where = f"{host}:{port}"
+        s = self.session if await self._ready else None
+        d = check_forward(s.policy() if s is not None else None, where)
+        if s is None or not d.allowed:
+            if s is not None:
+                with contextlib.suppress(LedgerUnavailable):
+                    s.sink.submit(
+                        [
+                            s.recorder.blocked_request(
+                                now_ns(), "port-forward", 0, d.rule, d.message or "", target=where
+                            )
+                        ]
+                    )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"ledgergate: {d.message}"
+            )
+        self._numbers += 1
+        try:
+            return await open_forward(s, self._numbers, host, port, orig)
+        except LedgerUnavailable:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_CONNECT_FAILED, "ledgergate: the audit ledger is unavailable"
+            ) from None
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
         return self._refuse_forward("remote-forward", f"{listen_host}:{listen_port}")
