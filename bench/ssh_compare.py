@@ -211,7 +211,8 @@ def main() -> None:
                         if path == "gateway":
                             cpu.append((proc_stats(pid).cpu_s - before) / (a.size / GiB))
                         mbs_now = a.size / secs[path][-1] / 1e6
-                        print(f"[ssh] {w} {path} rep {rep + 1}: {mbs_now:.0f} MB/s", file=sys.stderr)
+                        line = f"[ssh] {w} {path} rep {rep + 1}: {mbs_now:.0f} MB/s"
+                        print(line, file=sys.stderr)
             mbs = {x: a.size / statistics.median(v) / 1e6 for x, v in secs.items()}
             results["transfers"][w] = {
                 "mb_s": mbs,
