@@ -567,3 +567,17 @@ def test_a_forward_an_allow_rule_names_is_relayed_and_recorded(tmp_path: Path, s
     finally:
         g.stop()
         echo.close()
+
+
+def test_a_shell_ends_when_its_token_expires(gw: SshGateway) -> None:
+    """No re-check needed: the session ends exactly when the token does."""
+    token = gw.token("frank", "4s")
+    child = _spawn_shell(gw, token)
+    started = time.monotonic()
+    child.expect("ledgergate: session ended: ", timeout=15)
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert time.monotonic() - started < 8
+    gw.gw.settle()
+    ended = [e for e in gw.gw.entries("session.terminated") if e["identity"]["subject"] == "frank"]  # type: ignore[index]
+    assert ended and "expire" in str(ended[-1]["reason"])
