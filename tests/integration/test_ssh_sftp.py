@@ -6,6 +6,7 @@ writes under a read-only tree with an SFTP status naming the rule."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +96,10 @@ def test_sftp_put_get_and_operations_are_recorded(gw: SshGateway, tmp_path: Path
     assert up["sha256_written"] == _sha(src) and up["bytes_written"] == src.stat().st_size
     assert up["sequential"] is True
     assert down["sha256_read"] == _sha(src) and down["bytes_read"] == src.stat().st_size
+    # the paths are searchable, as statements are
+    found = json.loads(gw.gw.cli("search", "moved.bin", "--json").stdout)
+    whats = [h["what"] for h in found]
+    assert any(w.startswith("ssh #") and "sftp:open" in w and "moved.bin" in w for w in whats)
     chunks = [e["chunk"] for e in gw.gw.entries("chunk") if e["chunk"].get("stream") == "write"]  # type: ignore[index]
     assert (
         sum(c["size"] for c in chunks if c["command"] == put_open["command"]["seq"])
