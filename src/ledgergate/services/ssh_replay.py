@@ -50,7 +50,9 @@ def describe(e: dict[str, Any]) -> str | None:
     c, ch = _d(e.get("command")), _d(e.get("chunk"))
     if kind in ("command", "decision.block"):
         op = c.get("op")
-        what = c.get("text") or c.get("subsystem") or c.get("target") or ""
+        what = c.get("text") or c.get("subsystem") or c.get("target") or c.get("path") or ""
+        if c.get("path2"):
+            what = f"{what} -> {c['path2']}"
         if "text_sha256" in c:
             what = f"<command line not recorded, sha256 {str(c['text_sha256'])[:12]}…>"
         pty = _d(c.get("pty"))
