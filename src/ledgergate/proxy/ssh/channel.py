@@ -342,7 +342,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         """The channel's stream broke its protocol: recorded, the channel ends."""
         log.info("ssh %s channel %d: %s", self.client.conn_id, self.number, why)
         self._finish_result("failed", reason=why)
-        self.end(why)
+        self.end(why, "channel closed")
 
     def host_closed(self, exc: Exception | None) -> None:
         if self.sftp is not None:
@@ -429,12 +429,13 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         if self.host is not None:
             self.host.resume_reading()
 
-    def end(self, why: str) -> None:
-        """The session ends: the person is told why on the terminal, the channel closes."""
+    def end(self, why: str, what: str = "session ended") -> None:
+        """The session (or this channel) ends: the person is told why on the terminal,
+        the channel closes."""
         if self.chan is not None and not self._done:
             self._done = True
             with contextlib.suppress(OSError):
-                self.chan.write_stderr(f"\r\nledgergate: session ended: {why}\r\n".encode())
+                self.chan.write_stderr(f"\r\nledgergate: {what}: {why}\r\n".encode())
                 self.chan.exit(255)
         if self.host is not None:
             with contextlib.suppress(OSError):
