@@ -358,8 +358,8 @@ def test_a_certificate_from_the_login_works_until_the_login_ends(
     shown = subprocess.run(
         ["ssh-keygen", "-L", "-f", f"{key}-cert.pub"], capture_output=True, text=True, check=True
     ).stdout
-    assert "dana" in shown and "ledgergate-login:tok_" in shown and "Key ID" in shown
-    assert "permit-port-forwarding" not in shown  # no forwarding
+    assert 'Key ID: "ledgergate dana login tok_' in shown and "ledgergate-login:tok_" in shown
+    assert "permit-agent-forwarding" not in shown and "permit-X11-forwarding" not in shown
     r2 = _ssh_with_key(gw, key, "echo cert-ok")
     assert r2.returncode == 0 and r2.stdout.strip() == "cert-ok", r2.stderr
     gw.gw.settle()

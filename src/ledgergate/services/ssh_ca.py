@@ -3,7 +3,8 @@
 Owns the CA key (Ed25519, generated once under the data directory) and the certificates
 it signs for a person's own public key after ``ledgergate login``: valid from a minute
 ago until the login expires (never longer), naming the identity and the login (token
-id) in its key id and principals, with no forwarding and no user rc permitted. The
+id) in its key id, its only principal the login, with no agent or X11 forwarding and no
+user rc permitted (port forwarding is the gateway's rules' to decide). The
 gateway's SSH listener trusts this CA and admits such a certificate only while its login
 is active: revoking the login, or disabling the identity, stops the certificate at once;
 its expiry stops it by itself. Each issuance is an ``ssh.certificate`` ledger entry.
@@ -66,12 +67,15 @@ def sign_for_login(
     cert = ca.generate_user_certificate(
         key,
         key_id,
-        principals=[subject, LOGIN_PRINCIPAL + token_id],
+        # only the login: a principal naming the person (an account name on hosts)
+        # would let the certificate log in wherever this CA were ever trusted by mistake
+        principals=[LOGIN_PRINCIPAL + token_id],
         valid_after=(now_ns - BACKDATE_NS) // 10**9,
         valid_before=valid_before_ns // 10**9,
         permit_x11_forwarding=False,
         permit_agent_forwarding=False,
-        permit_port_forwarding=False,
+        # the gateway's own rules decide forwarding (refused unless a rule allows it)
+        permit_port_forwarding=True,
         permit_pty=True,
         permit_user_rc=False,
     )

@@ -29,7 +29,7 @@ from ledgergate.core.policy.ssh import (
             "bash -c 'kubectl -n prod delete pod x'",
             [["kubectl", "-n", "prod", "delete", "pod", "x"]],
         ),
-        ("cat $(which rm) > /tmp/o", [["which", "rm"], ["cat"]]),
+        ("cat $(which rm) > /tmp/o", [["which", "rm"], ["cat", "$SUBSTITUTION"]]),
         ("FOO=1 env BAR=2 nohup rm -rf /a &", [["rm", "-rf", "/a"]]),
         ("timeout 5 sh -c 'a | b'", [["a"], ["b"]]),
         ("echo 'rm -rf /'", [["echo", "rm -rf /"]]),  # a quoted argument is not a command
@@ -120,3 +120,51 @@ def test_forwarding_is_refused_unless_an_allow_rule_names_it() -> None:
     assert check_exec(sp, "ls -la").allowed and not check_exec(sp, "rm -rf /").allowed
     assert check_sftp(sp, "write", ("/tmp/x",)).allowed
     assert check_channel(sp, "shell").allowed
+
+
+# Lines a reviewer found going around ``rm -rf *`` (each must be refused: matched, or
+# unreadable, which a guarded connection refuses).
+BYPASSES = [
+    "echo hi\nrm -rf /tmp/x",
+    "{ rm -rf /tmp/x; }",
+    "if true; then rm -rf /tmp/x; fi",
+    "for i in 1; do rm -rf /tmp/x; done",
+    "while true; do rm -rf /x; done",
+    "case x in x) rm -rf /;; esac",
+    "! rm -rf /tmp/x",
+    "eval rm -rf /tmp/x",
+    "bash -lc 'rm -rf /tmp/x'",
+    "sh -ec 'rm -rf /tmp/x'",
+    "$(echo rm) -rf /tmp/x",
+    "X=rm; $X -rf /tmp/x",
+    "busybox rm -rf /tmp/x",
+    "su -c 'rm -rf /tmp/x'",
+    "sudo --user root rm -rf /tmp/x",
+    "sudo -E -u root -- rm -rf /",
+    "nice -n 10 rm -rf /tmp/x",
+    "timeout -s KILL 5 rm -rf /tmp/x",
+    "env -u HOME rm -rf /tmp/x",
+    "xargs -n 1 rm -rf",
+    "cat <(rm -rf /tmp/x)",
+    "bash <<EOF\nrm -rf /tmp/x\nEOF",
+    "$'\\x72m' -rf /tmp/x",
+    "/bin/r? -rf /tmp/x",
+    "rm --recursive --force /tmp/x",
+    "setsid rm -rf /tmp/x",
+    "true &&\nrm -rf /tmp/x",
+    "echo a|&rm -rf /tmp/x",
+]
+
+
+@pytest.mark.parametrize("line", BYPASSES)
+def test_shell_syntax_does_not_go_around_a_guardrail(line: str) -> None:
+    sp = _policy({"id": "no-rm", "deny": {"commands": ["rm -rf *"]}}).for_session("web", ())
+    d = check_exec(sp, line)
+    assert not d.allowed and d.rule in ("no-rm", "policy.unparseable"), (line, d)
+
+
+def test_an_allow_list_holds_for_every_command_of_a_line() -> None:
+    sp = _policy({"id": "ro", "allow": [{"commands": ["ls *", "ls"]}]}).for_session("web", ())
+    assert check_exec(sp, "ls -la /srv").allowed
+    for line in ("ls\nrm -rf /", "bash /tmp/evil.sh -c ls", "ls; $(curl x)"):
+        assert not check_exec(sp, line).allowed, line

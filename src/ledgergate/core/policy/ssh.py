@@ -53,14 +53,47 @@ MAX_DEPTH = 4
 # Simple commands read from one line at most.
 MAX_COMMANDS = 256
 
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox"})
-_WRAPPERS = frozenset({"env", "nohup", "nice", "time", "exec", "command", "xargs", "stdbuf"})
+_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "mksh", "fish"})
+# Reserved words that start a compound command: the command follows them.
+_LEADING_WORDS = frozenset({"{", "!", "if", "then", "else", "elif", "do", "while", "until", "time"})
+# Words that end a compound command, or head one whose words are not a command.
+_HEADER_WORDS = frozenset({"}", "fi", "done", "esac", "for", "select", "case", "in", "function"})
+# Wrappers that run a command, with their options that take a value.
+_WRAPPER_OPTS: dict[str, frozenset[str]] = {
+    "sudo": frozenset(
+        {"-u", "-g", "-p", "-C", "-r", "-t", "-U", "-h", "-D", "-R", "-T", "--user", "--group",
+         "--prompt", "--close-from", "--role", "--type", "--other-user", "--host", "--chdir",
+         "--chroot", "--command-timeout"}
+    ),
+    "doas": frozenset({"-u", "-C"}),
+    "env": frozenset({"-u", "--unset", "-C", "--chdir"}),
+    "nice": frozenset({"-n", "--adjustment"}),
+    "ionice": frozenset({"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}),
+    "timeout": frozenset({"-s", "--signal", "-k", "--kill-after"}),
+    "xargs": frozenset(
+        {"-n", "-I", "-L", "-P", "-s", "-d", "-E", "-a", "--max-args", "--replace",
+         "--max-lines", "--max-procs", "--max-chars", "--delimiter", "--eof", "--arg-file"}
+    ),
+    "stdbuf": frozenset({"-i", "-o", "-e", "--input", "--output", "--error"}),
+    "nohup": frozenset(),
+    "setsid": frozenset(),
+    "exec": frozenset({"-a"}),
+    "command": frozenset(),
+    "time": frozenset({"-f", "-o", "--format", "--output"}),
+    "chroot": frozenset({"--userspec", "--groups"}),
+    "taskset": frozenset(),
+    "flock": frozenset({"-w", "--timeout", "-E", "--conflict-exit-code"}),
+    "runuser": frozenset({"-u", "-g", "-G", "--user", "--group", "--supp-group"}),
+    "unbuffer": frozenset(),
+    "caffeinate": frozenset(),
+}  # fmt: skip
 _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", "|&", ";;", "\n"})
-_REDIRECTS = re.compile(r"^\d*(<|>|>>|<<|<<<|&>|>&|<&|&>>)$")
+_REDIRECTS = re.compile(r"^\d*(<|>|>>|<<<|&>|>&|<&|&>>)$")
 _SUBST = re.compile(r"\$\(([^()]*)\)|`([^`]*)`")
 _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-# sudo options that take a value (sudo -u root cmd).
-_SUDO_VALUE = frozenset("ugpCrtUhDRT")
+# Operands a wrapper takes before the command: timeout's duration, chroot's directory,
+# taskset's mask, flock's lock file.
+_WRAPPER_POSITIONALS = {"timeout": 1, "chroot": 1, "taskset": 1, "flock": 1}
 _SFTP_WRITES = frozenset(
     {"write", "remove", "rename", "mkdir", "rmdir", "setstat", "fsetstat", "symlink", "link"}
 )
@@ -71,7 +104,8 @@ class UnreadableCommand(ValueError):
 
 
 def _words(text: str) -> list[str]:
-    lex = shlex.shlex(text, posix=True, punctuation_chars=";&|()<>")
+    lex = shlex.shlex(text, posix=True, punctuation_chars=";&|()<>\n")
+    lex.whitespace = " \t\r"  # a newline separates commands, as ``;`` does
     lex.whitespace_split = True
     lex.commenters = ""
     try:
@@ -80,42 +114,88 @@ def _words(text: str) -> list[str]:
         raise UnreadableCommand(f"cannot read the command line: {e}") from None
 
 
-def _unwrap(argv: list[str]) -> list[str]:
-    """The command a wrapper runs (``sudo -u x cmd`` → ``cmd``), repeatedly."""
+def _options(argv: list[str], value_opts: frozenset[str], start: int = 1) -> int:
+    """The index of the first operand after a wrapper's options, skipping the values of
+    those in ``value_opts`` (``-u root``, ``-uroot``, ``--user root``, ``--user=root``)."""
+    i = start
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return i + 1
+        if not a.startswith("-") or a == "-":
+            return i
+        i += 1
+        if a.startswith("--"):
+            if "=" not in a and a in value_opts:
+                i += 1
+            continue
+        for k, ch in enumerate(a[1:], 1):
+            if f"-{ch}" in value_opts:
+                if k == len(a) - 1:
+                    i += 1  # the value is the next word
+                break  # the rest of the cluster is the value
+    return i
+
+
+def _unwrap(argv: list[str], depth: int) -> list[list[str]]:
+    """The command(s) a wrapper runs (``sudo -u x cmd`` → ``cmd``), repeatedly; raises
+    ``UnreadableCommand`` for a wrapper whose command cannot be told."""
     while argv:
         while argv and _ASSIGN.match(argv[0]):
             argv = argv[1:]
-        if not argv:
-            return argv
+        while argv and argv[0] in _LEADING_WORDS:
+            argv = argv[1:]  # ``if``, ``then``, ``do``, ``!``, ``{``, ``time`` …
+        if not argv or argv[0] in _HEADER_WORDS:
+            return []  # ``}``, ``fi``, ``done``; ``for x in …``, ``case …`` headers
         name = argv[0].rsplit("/", 1)[-1]
-        if name == "sudo":
-            i = 1
-            while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
-                flag = argv[i]
-                i += 1
-                if len(flag) == 2 and flag[1] in _SUDO_VALUE:
-                    i += 1  # its value
-            if i < len(argv) and argv[i] == "--":
-                i += 1
-            argv = argv[i:]
-        elif name == "timeout":
-            i = 1
-            while i < len(argv) and argv[i].startswith("-"):
-                i += 1
-            argv = argv[i + 1 :]  # past its duration
-        elif name in _WRAPPERS:
-            i = 1
-            while i < len(argv) and (argv[i].startswith("-") or _ASSIGN.match(argv[i])):
-                i += 1
-            argv = argv[i:]
-        else:
-            return argv
-    return argv
+        if name in ("env",) and any(a in ("-S", "--split-string") or a.startswith(
+            ("-S", "--split-string=")) for a in argv[1:]):  # fmt: skip
+            raise UnreadableCommand("env -S splits a string into a command")
+        if name == "eval":
+            return simple_commands(" ".join(argv[1:]), depth + 1)
+        if name in ("su", "runuser") and "-c" in argv[1:]:
+            k = argv.index("-c", 1)
+            return simple_commands(argv[k + 1] if k + 1 < len(argv) else "", depth + 1)
+        if name in _WRAPPER_OPTS:
+            i = _options(argv, _WRAPPER_OPTS[name])
+            skip = _WRAPPER_POSITIONALS.get(name, 0)  # timeout's duration, chroot's dir
+            argv = argv[i + skip :]
+            if name in ("env",):
+                while argv and _ASSIGN.match(argv[0]):
+                    argv = argv[1:]
+            continue
+        return [argv]
+    return []
+
+
+def _shell_script(argv: list[str]) -> str | None:
+    """The script of ``sh -c SCRIPT`` (``-c`` anywhere in the options before the first
+    operand: ``bash -lc``, ``sh -e -c``), or None when the shell runs a file or stdin."""
+    i, has_c = 1, False
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            i += 1
+            break
+        if not (a.startswith("-") or a.startswith("+")) or a in ("-", "+"):
+            break
+        i += 1
+        if a.startswith("--"):
+            continue
+        if "c" in a[1:]:
+            has_c = True
+        if a[-1] in "oO" and i < len(argv):
+            i += 1  # set -o OPTION
+    if has_c:
+        return argv[i] if i < len(argv) else ""
+    return None
 
 
 def simple_commands(text: str, depth: int = 0) -> list[list[str]]:
     """The argv of every simple command a shell would run for ``text``; raises
-    ``UnreadableCommand`` when it cannot be split."""
+    ``UnreadableCommand`` when it cannot be split, or when a command's program cannot
+    be known before the shell runs (a variable, a glob, process substitution, a
+    here-document fed to a shell)."""
     if depth > MAX_DEPTH:
         raise UnreadableCommand("the command line nests shells or substitutions too deep")
     out: list[list[str]] = []
@@ -123,11 +203,17 @@ def simple_commands(text: str, depth: int = 0) -> list[list[str]]:
         out.extend(simple_commands(m.group(1) or m.group(2) or "", depth + 1))
     cur: list[str] = []
     skip = False
-    for w in _words(_SUBST.sub(" ", text)):
+    # a substitution's output is a word only known when it runs: as a program it makes
+    # the line unreadable (see below), as an argument it is just that
+    for w in _words(_SUBST.sub(" $SUBSTITUTION ", text)):
         if skip:
             skip = False
             continue
-        if w in _SEPARATORS or set(w) <= set(";&|()"):
+        if "<(" in w or ">(" in w:
+            raise UnreadableCommand("process substitution runs a command the line hides")
+        if w.startswith("<<") and w != "<<<":
+            raise UnreadableCommand("a here-document can feed a shell its commands")
+        if w in _SEPARATORS or set(w) <= set(";&|()\n"):
             if cur:
                 out.append(cur)
             cur = []
@@ -138,20 +224,30 @@ def simple_commands(text: str, depth: int = 0) -> list[list[str]]:
     if cur:
         out.append(cur)
     result: list[list[str]] = []
-    for argv in out:
-        argv = _unwrap(argv)
-        if not argv:
-            continue
-        name = argv[0].rsplit("/", 1)[-1]
-        if name in _SHELLS and "-c" in argv[1:]:
-            i = argv.index("-c", 1)
-            if i + 1 < len(argv):
-                result.extend(simple_commands(argv[i + 1], depth + 1))
+    for raw in out:
+        for argv in _unwrap(raw, depth):
+            if not argv:
                 continue
-        result.append(argv)
-        if len(result) > MAX_COMMANDS:
-            raise UnreadableCommand("the command line holds too many commands")
+            prog = argv[0]
+            if any(c in prog for c in "$`*?[") or prog.startswith(("<", ">")):
+                raise UnreadableCommand(f"the program {prog!r} is only known when it runs")
+            name = prog.rsplit("/", 1)[-1]
+            if name in _SHELLS:
+                script = _shell_script(argv)
+                if script is not None:
+                    result.extend(simple_commands(script, depth + 1))
+                    continue
+            if name == "busybox" and len(argv) > 1 and not argv[1].startswith("-"):
+                argv = argv[1:]  # busybox APPLET args
+            result.append(argv)
+            if len(result) > MAX_COMMANDS:
+                raise UnreadableCommand("the command line holds too many commands")
     return result
+
+
+# Long options that are another spelling of a short one, where rules name the short one
+# (``rm -rf *`` must match ``rm --recursive --force``).
+_LONG_SHORT = {"--recursive": "-r", "--force": "-f", "--no-preserve-root": "--no-preserve-root"}
 
 
 def _flags(words: list[str]) -> tuple[set[str], list[str]]:
@@ -165,7 +261,8 @@ def _flags(words: list[str]) -> tuple[set[str], list[str]]:
         elif w == "--":
             ended = True
         elif w.startswith("--"):
-            flags.add(w.split("=", 1)[0])
+            long = w.split("=", 1)[0]
+            flags.add(_LONG_SHORT.get(long, long))
         else:
             flags.update(f"-{c}" for c in w[1:])
     return flags, rest

@@ -121,7 +121,8 @@ class SshClientConn(asyncssh.SSHServer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._keys: dict[bytes, Admitted] = {}
+        self._keys: dict[bytes, Admitted] = {}  # per target: cleared by begin_auth
+        self.offered = 0  # public keys looked up
         self.closed = False
 
     # -- connection ------------------------------------------------------------------------
@@ -138,9 +139,13 @@ class SshClientConn(asyncssh.SSHServer):
 
     # -- authentication --------------------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
+        # asyncssh calls this again whenever the user name changes: nothing admitted for
+        # another target (or identity) carries over
         ident, name = parse_target(username)
         self.asked_identity = ident
         self.target = self.gw.connections.get(name)
+        self.admitted, self.method = None, None
+        self._keys.clear()
         if self.conn is not None:
             self.conn.set_authorized_keys(self.gw.trusted)
         if self.target is None and self.conn is not None:
@@ -159,12 +164,21 @@ class SshClientConn(asyncssh.SSHServer):
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         """A public key registered as a credential (``token create --ssh-key``); asyncssh
         asks once before and once with the client's signature: one answer for both."""
+        # Whatever this call decides, the last method that succeeds sets ``admitted``: a
+        # key only queried (no signature) must not stand for a later login.
+        self.admitted, self.method = None, None
         conn = self.target
         if conn is None or self.gw.authenticate_ssh is None:
             return False
         blob = key.public_data
         adm = self._keys.get(blob)
         if adm is None:
+            # every key offered counts, as in OpenSSH's MaxAuthTries: a client may not
+            # make the gateway look up key after key
+            self.offered += 1
+            if self.offered > self.gw.listener.max_auth_tries:
+                self._failed(None, "too many keys offered", "publickey")
+                return False
             adm = await self.gw.authenticate_ssh("key", blob, conn.name)
             self._keys[blob] = adm
             if not adm.ok and adm.token_id is not None:
@@ -192,6 +206,7 @@ class SshClientConn(asyncssh.SSHServer):
         return await self._check(responses[0], "keyboard-interactive")
 
     async def _check(self, token: str, method: str) -> bool:
+        self.admitted, self.method = None, None
         conn = self.target
         if conn is None:
             self._failed(None, "no such connection", method)
@@ -271,7 +286,9 @@ class SshClientConn(asyncssh.SSHServer):
             adm = self.admitted
             conn = self.target
             assert conn is not None and self.conn is not None
-            if adm is None:
+            # asyncssh sets key options afresh for each request: the login option is
+            # there only when the request that succeeded was the gateway's certificate
+            if isinstance(self.conn.get_key_option(LOGIN_OPTION), str) or adm is None:
                 adm = await self._certificate_login(conn)
                 if adm is None:
                     return
