@@ -33,7 +33,7 @@ def test_markdown_json_and_an_incident(led: Any, tmp_path: Path) -> None:  # noq
     doc = json.loads(r.stdout)
     assert doc["blocked"]["by_rule"] == {"no-truncate": 1}
     assert {e["connection"] for e in doc["incident"] if e["kind"] == "command"} == {
-        "app", "files", "events"
+        "app", "files", "events", "web1"
     }  # fmt: skip
     out = tmp_path / "insights.html"
     r = _run(led, tmp_path, "--since", SINCE, "--until", UNTIL, "--format", "html", "-o", str(out))

@@ -82,7 +82,8 @@ def register(app: typer.Typer) -> None:
         )
         # asyncssh logs every connection, auth and channel at INFO: ledgergate's own
         # lines and the ledger say what happened; its warnings still show
-        logging.getLogger("asyncssh").setLevel(max(logging.WARNING, logging.root.level))
+        if logging.root.level > logging.DEBUG:  # log_level: debug shows them all
+            logging.getLogger("asyncssh").setLevel(max(logging.WARNING, logging.root.level))
         embedded = settings.source is None
         connections = list(cfg.connections)
         demo: DemoBackends | None = None

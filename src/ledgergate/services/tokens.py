@@ -184,6 +184,18 @@ def create_token(
     # An SSH public key registered as the credential (``ssh_key``, its blob) has no
     # secret to show: the client proves it holds the private key at each login.
     token = "" if ssh_key is not None else PREFIX + secrets.token_urlsafe(32)
+    if ssh_key is not None:
+        old = store.token_by_hash(ssh_key_hash(ssh_key))
+        if old is not None:
+            state = (
+                "revoked" if old.revoked_ns is not None
+                else "expired" if now_ns >= old.expires_ns
+                else "active"
+            )  # fmt: skip
+            raise TokenError(
+                f"this SSH key is already registered as {old.id} ({state}, for "
+                f"{old.identity!r}); a key is registered once: make a new key pair"
+            )
     row = TokenRow(
         id="tok_" + secrets.token_hex(8),
         token_hash=ssh_key_hash(ssh_key) if ssh_key is not None else _hash(token),
@@ -332,6 +344,11 @@ def rotate_token(
         raise TokenError(f"{token_id} is no longer active; create a new token instead")
     if row.purpose == "s3":
         raise TokenError(f"{token_id} is an S3 access key: create a new one, then revoke it")
+    if row.purpose == "ssh-key":
+        raise TokenError(
+            f"{token_id} is an SSH key: register the new key (token create --ssh-key), "
+            "then revoke this one"
+        )
     ttl = ttl_ns if ttl_ns is not None else row.expires_ns - row.created_ns
     return create_token(
         store,

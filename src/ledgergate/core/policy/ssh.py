@@ -28,6 +28,7 @@ operation's name: ``write``, ``remove``, ``rename``, ``mkdir``, …, and its cla
 from __future__ import annotations
 
 import copy
+import posixpath
 import re
 import shlex
 import weakref
@@ -44,6 +45,7 @@ __all__ = [
     "check_exec",
     "check_forward",
     "check_sftp",
+    "sftp_path",
     "simple_commands",
 ]
 
@@ -371,20 +373,65 @@ def check_channel(sp: SessionPolicy | None, op: str) -> Decision:
     return sp.check_request(RequestView(method="", operation=op, path="", action=op))
 
 
+# OpenSSH's extensions by the operation they are (``sftp rename`` sends posix-rename):
+# rules name the operation.
+SFTP_EXTENSION_OPS = {
+    "extended:posix-rename@openssh.com": "rename",
+    "extended:hardlink@openssh.com": "link",
+    "extended:lsetstat@openssh.com": "setstat",
+    "extended:fsync@openssh.com": "fsync",
+    "extended:statvfs@openssh.com": "statvfs",
+    "extended:fstatvfs@openssh.com": "statvfs",
+    "extended:expand-path@openssh.com": "realpath",
+    "extended:home-directory": "realpath",
+    "extended:copy-data": "copy-data",
+    "extended:limits@openssh.com": "limits",
+    "extended:users-groups-by-id@openssh.com": "stat",
+}
+
+
+def sftp_path(path: str | None, cwd: str | None) -> str | None:
+    """The absolute, normal form of an SFTP path (``//etc/../etc/x`` → ``/etc/x``); a
+    relative one against ``cwd`` (the server's REALPATH of "."); None when that is not
+    known."""
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        if cwd is None:
+            return None
+        path = cwd.rstrip("/") + "/" + path
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/")
+
+
 def check_sftp(
-    sp: SessionPolicy | None, op: str, paths: tuple[str, ...], *, modifies: bool | None = None
+    sp: SessionPolicy | None,
+    op: str,
+    paths: tuple[str | None, ...],
+    *,
+    modifies: bool | None = None,
 ) -> Decision:
-    """The decision on one SFTP operation on ``paths`` (a rename names two); ``modifies``
-    (as the SFTP tracker says: an OPEN for writing, an extension that may change files)
-    classes it as ``write``, else the operation's name does."""
+    """The decision on one SFTP operation on ``paths`` (a rename names two; normal,
+    absolute paths, None for one that could not be made so); ``modifies`` (as the SFTP
+    tracker says: an OPEN for writing, an extension that may change files) classes it as
+    ``write``, else the operation's name does. Fail closed: where rules about requests
+    apply, an operation on a path that could not be resolved, or an extension that may
+    change files without naming them, is refused."""
     sp = _sessions_policy(sp)
     if sp is None or not sp.requests_guarded:
         return ALLOW
+    op = SFTP_EXTENSION_OPS.get(op, op)
     writes = modifies if modifies is not None else op in _SFTP_WRITES
     action = "write" if writes else "read"
+    if any(p is None for p in paths) or (writes and not paths):
+        return Decision(
+            False,
+            "policy.unparseable",
+            f"refused: the path of this {op} cannot be told for sure (use an absolute path)",
+        )
     review: Decision | None = None
     for p in paths or ("",):
-        d = sp.check_request(RequestView(method="", operation=op, path=p, action=action))
+        d = sp.check_request(RequestView(method="", operation=op, path=p or "", action=action))
         if not d.allowed:
             return d
         if d.review is not None and review is None:

@@ -69,10 +69,10 @@ class _HostSide(asyncssh.SSHClientSession[bytes]):
         self.relay.host_closed(exc)
 
     def pause_writing(self) -> None:  # the host reads slower than the client sends
-        self.relay.pause_client()
+        self.relay.pause_client("host")
 
     def resume_writing(self) -> None:
-        self.relay.resume_client()
+        self.relay.resume_client("host")
 
 
 class ChannelRelay(asyncssh.SSHServerSession[bytes]):
@@ -92,7 +92,9 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         self.exit_signal: tuple[str, bool, str] | None = None
         self._early: list[tuple[bytes, bool]] = []  # (data, eof) before the host is there
         self._early_size = 0
-        self._client_paused = False
+        self._pauses: set[str] = set()  # why the client's reads are paused
+        self._host_paused = False  # the client's window is full: the host's reads wait
+        self._result_written = False
         self._done = False
         self._task: asyncio.Task[None] | None = None
         self.sftp: SftpRelay | None = None
@@ -128,7 +130,10 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
     async def _start(self) -> None:
         c = self.client
         s = c.session
-        assert s is not None and self.chan is not None and self.op is not None
+        if c.closed or s is None or s.closed or s.ended is not None:
+            self._refuse("ledgergate: the session is ending", record=False)
+            return
+        assert self.chan is not None and self.op is not None
         fields: dict[str, Any] = {}
         if self.command is not None:
             fields["text"] = self.command
@@ -175,15 +180,26 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                 self.client_eof_now()
             else:
                 self.to_host(data)
-        if self._client_paused and self._early_size < MAX_EARLY:
-            self.resume_client()
+        if self._early_size < MAX_EARLY:
+            self.resume_client("early")
+
+    @property
+    def interactive(self) -> bool:
+        """A terminal a person types into: a shell, or any command run with a PTY
+        (``ssh -t host bash``), recorded and decided as a shell."""
+        return self.op == "shell" or (self.op == "exec" and self.pty is not None)
 
     def _decide(self) -> Decision:
         s = self.client.session
         assert s is not None
         sp = s.policy()
         if self.op == "exec" and self.command is not None:
-            return check_exec(sp, self.command, unparseable=s.unparseable)
+            d = check_exec(sp, self.command, unparseable=s.unparseable)
+            if d.allowed and self.interactive:
+                shell = check_channel(sp, "shell")
+                if not shell.allowed:
+                    return shell
+            return d
         return check_channel(sp, self.op or "")
 
     async def _reviewed(self, decision: Decision) -> bool:
@@ -194,7 +210,17 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         sp = s.policy()
         rule = sp.review_rule(decision.review) if sp is not None else None
         if desk is None or rule is None:
-            self._refuse("ledgergate: this command needs a review, and reviews are not available")
+            message = "this command needs a review, and reviews are not available"
+            text = {"text": self.command} if self.command is not None else {}
+            s.sink.submit(
+                [
+                    s.recorder.blocked_request(
+                        now_ns(), self.op or "exec", self.number, decision.review, message,
+                        **text,
+                    )
+                ]
+            )  # fmt: skip
+            self._refuse(f"ledgergate: {message}")
             return False
         ask = ReviewAsk(
             session_id=s.session_id,
@@ -262,8 +288,9 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         if chan is None:
             return
         with contextlib.suppress(OSError):
-            if self.op != "sftp":
-                chan.write_stderr((message + "\r\n").encode("utf-8", "replace"))
+            # on an SFTP channel too: stderr is apart from the SFTP stream, and sftp and
+            # scp print it
+            chan.write_stderr((message + "\r\n").encode("utf-8", "replace"))
             chan.exit(1)
 
     # -- the relay -------------------------------------------------------------------------
@@ -274,7 +301,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             self._early.append((bytes(data), False))
             self._early_size += len(data)
             if self._early_size >= MAX_EARLY:
-                self.pause_client()
+                self.pause_client("early")
             return
         self.to_host(data)
 
@@ -286,6 +313,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                 self.sftp.from_client(data)
             except LedgerUnavailable:
                 self.client.fail_closed()
+            self._ledger_pressure()
             return
         try:
             s.sink.submit(
@@ -295,6 +323,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             self.client.fail_closed()
             return
         self.host.write(data)
+        self._ledger_pressure()
 
     def eof_received(self) -> bool:
         if self.host is None:
@@ -304,6 +333,9 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         return True
 
     def client_eof_now(self) -> None:
+        if self.sftp is not None:
+            self.sftp.eof()  # behind the requests still waiting for the ledger
+            return
         if self.host is not None:
             with contextlib.suppress(OSError):
                 self.host.write_eof()
@@ -318,8 +350,9 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                 self.sftp.from_host(data)
             except LedgerUnavailable:
                 self.client.fail_closed()
+            self._ledger_pressure()
             return
-        keep = s.recorder.level == "full" or (self.op == "shell" and s.recorder.level != "metadata")
+        keep = s.recorder.level == "full" or (self.interactive and s.recorder.level != "metadata")
         try:
             s.sink.submit(
                 [s.recorder.data(now_ns(), self.cmd_seq, self.number, stream, data, keep=keep)]
@@ -332,6 +365,7 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                 self.chan.write_stderr(data)
             else:
                 self.chan.write(data)
+        self._ledger_pressure()
 
     def host_eof(self) -> None:
         if self.chan is not None and not self._done:
@@ -371,8 +405,9 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
 
     def _finish_result(self, outcome: str, **fields: Any) -> None:
         s = self.client.session
-        if s is None or self.cmd_seq == 0:
+        if s is None or self.cmd_seq == 0 or self._result_written:
             return
+        self._result_written = True
         with contextlib.suppress(LedgerUnavailable):
             s.sink.submit(
                 [s.recorder.result(now_ns(), self.cmd_seq, self.op or "", outcome, **fields)]
@@ -411,27 +446,48 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
         return False
 
     # -- flow control and ending -------------------------------------------------------------
-    def pause_client(self) -> None:
-        if not self._client_paused and self.chan is not None:
-            self._client_paused = True
+    def pause_client(self, why: str) -> None:
+        if not self._pauses and self.chan is not None:
             self.chan.pause_reading()
+        self._pauses.add(why)
 
-    def resume_client(self) -> None:
-        if self._client_paused and self.chan is not None:
-            self._client_paused = False
-            self.chan.resume_reading()
+    def resume_client(self, why: str) -> None:
+        if why in self._pauses:
+            self._pauses.discard(why)
+            if not self._pauses and self.chan is not None:
+                self.chan.resume_reading()
+
+    def _ledger_pressure(self) -> None:
+        """The ledger lags: both directions wait until it catches up (nothing is
+        dropped, and memory stays bounded)."""
+        s = self.client.session
+        if s is None or not s.sink.congested or "ledger" in self._pauses:
+            return
+        self.pause_client("ledger")
+        if self.host is not None:
+            self.host.pause_reading()
+
+        def resume() -> None:
+            self.resume_client("ledger")
+            if self.host is not None and not self._host_paused:
+                self.host.resume_reading()
+
+        s.sink.when_uncongested(resume)
 
     def pause_writing(self) -> None:  # the client reads slower than the host sends
+        self._host_paused = True
         if self.host is not None:
             self.host.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.host is not None:
+        self._host_paused = False
+        if self.host is not None and "ledger" not in self._pauses:
             self.host.resume_reading()
 
     def end(self, why: str, what: str = "session ended") -> None:
         """The session (or this channel) ends: the person is told why on the terminal,
         the channel closes."""
+        self._finish_result("terminated", reason=why)
         if self.chan is not None and not self._done:
             self._done = True
             with contextlib.suppress(OSError):
@@ -442,9 +498,14 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
                 self.host.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._finish_result("closed", reason="the client closed the channel" if exc is None
+                            else f"the client's channel was lost: {exc}")  # fmt: skip
         self._done = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self.sftp is not None:
+            self.sftp.finish()
+            self.sftp = None
         if self.host is not None:
             with contextlib.suppress(OSError):
                 self.host.close()

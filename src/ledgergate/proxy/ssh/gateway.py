@@ -37,11 +37,11 @@ TokenAuth = Callable[[str, str], Awaitable[Admitted]]
 # no separate MAC); asyncssh runs ChaCha20-Poly1305 and the UMAC of AES-CTR with Python
 # code per packet, which made transfers through the gateway 1.3-2 times slower
 # (bench/ssh_compare.py). A client's own preference picks the cipher, so clients are
-# offered AES-GCM only (OpenSSH has it since 6.2); towards hosts the gateway prefers it
-# and falls back to the others.
-CLIENT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# offered AES-GCM only by default (``listeners.ssh.ciphers``; OpenSSH has it since 6.2);
+# towards hosts the gateway prefers it and falls back to the others.
 HOST_CIPHERS = (
-    *CLIENT_CIPHERS,
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
     "aes128-ctr",
     "aes192-ctr",
@@ -88,6 +88,16 @@ def _session_certificate(
         permit_user_rc=False,
     )
     return key, cert
+
+
+class _HostLogin(asyncssh.SSHClient):
+    """The gateway's end of its login on a host: tells the session when it ends."""
+
+    def __init__(self, on_lost: Callable[[Exception | None], None]) -> None:
+        self.on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost(exc)
 
 
 class SshGateway:
@@ -171,7 +181,7 @@ class SshGateway:
             agent_forwarding=False,
             x11_forwarding=False,
             line_editor=False,  # the host's terminal does the editing; bytes pass as sent
-            encryption_algs=CLIENT_CIPHERS,
+            encryption_algs=tuple(self.listener.ciphers),
             encoding=None,
             reuse_address=True,
         )
@@ -184,9 +194,14 @@ class SshGateway:
         return str(sock[0]), int(sock[1])
 
     async def dial(
-        self, conn: SshConnection, identity: str, session_id: str
+        self,
+        conn: SshConnection,
+        identity: str,
+        session_id: str,
+        on_lost: Callable[[Exception | None], None] = lambda _e: None,
     ) -> asyncssh.SSHClientConnection:
-        """The gateway's login on the host of ``conn``, for ``identity``'s session."""
+        """The gateway's login on the host of ``conn``, for ``identity``'s session;
+        ``on_lost`` is called when that connection ends."""
         login = dict(self._logins[conn.name])
         ca = login.pop("ca", None)
         if ca is not None:
@@ -204,6 +219,7 @@ class SshGateway:
                 connect_timeout=conn.connect_timeout,
                 login_timeout=conn.connect_timeout,
                 encryption_algs=HOST_CIPHERS,
+                client_factory=lambda: _HostLogin(on_lost),
                 **login,
             ),
             conn.connect_timeout * 2,

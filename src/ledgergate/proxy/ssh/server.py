@@ -295,7 +295,7 @@ class SshClientConn(asyncssh.SSHServer):
             subject = str((adm.identity or {}).get("subject", ""))
             sid = f"s_{time.time_ns() // 1000:x}{secrets.token_hex(5)}"
             try:
-                upstream = await self.gw.dial(conn, subject, sid)
+                upstream = await self.gw.dial(conn, subject, sid, self._host_lost)
             except (TimeoutError, OSError, asyncssh.Error, AgentUnavailable) as e:
                 reason = f"the host could not be reached or refused the gateway's login: {e}"
                 self._failed(adm, reason, self.method or "")
@@ -376,6 +376,15 @@ class SshClientConn(asyncssh.SSHServer):
             ]
         )
         s = SshSession(self, sid, conn, adm, facts, rec, upstream)
+        if self.closed:
+            # the client left while the session was being opened: close it at once
+            with contextlib.suppress(LedgerUnavailable):
+                self.gw.sink.submit(
+                    [rec.event(now_ns(), "session.close", reason="the client left",
+                               commands=0, chunks=0)]
+                )  # fmt: skip
+            upstream.close()
+            return
         self.session = s
         self.gw.sessions.add(s)
         self._arm_deadline()
@@ -511,6 +520,14 @@ class SshClientConn(asyncssh.SSHServer):
                 ),
             )
         self._close(f"session ended: {why}", record_close=True)
+
+    def _host_lost(self, exc: Exception | None) -> None:
+        """The gateway's connection to the host ended (the host went away, or it was
+        closed by us): the session ends with it."""
+        s = self.session
+        if s is not None and not s.closed and s.ended is None:
+            why = "the host closed the connection" if exc is None else f"the host was lost: {exc}"
+            s.end(why)
 
     def fail_closed(self) -> None:
         """The ledger cannot be written: nothing more passes."""

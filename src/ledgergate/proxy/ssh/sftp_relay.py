@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from ledgergate.core.policy.ssh import check_sftp
+from ledgergate.core.policy.engine import Decision
+from ledgergate.core.policy.ssh import check_sftp, sftp_path
 from ledgergate.proxy.sink import LedgerUnavailable
 from ledgergate.wire.ssh.sftp import SftpError, Status, status
 from ledgergate.wire.ssh.sftp_track import Data, FileClosed, OpDone, OpStarted, SftpTracker
@@ -60,6 +62,9 @@ class SftpRelay:
         self._queue: deque[list[Any]] = deque()  # [ready, bytes] behind a commit
         self._queued = 0
         self._cmds: dict[int, int] = {}  # request id -> its command seq
+        self._dot: set[int] = set()  # ids of REALPATH "." requests
+        self._dropped: set[int] = set()  # ids refused in the read being handled
+        self.cwd: str | None = None  # the server's working directory (REALPATH of ".")
         self._opens: dict[str, int] = {}  # path -> the command seq of its latest open
 
     # -- client -> host ----------------------------------------------------------------------
@@ -70,21 +75,38 @@ class SftpRelay:
         except SftpError as e:
             self.relay.protocol_error(f"the client's SFTP stream is malformed: {e}")
             return
+        self._dropped.clear()
         for ev in events:
             if isinstance(ev, OpStarted):
                 self._request(ev)
-            elif isinstance(ev, Data):
-                self._chunk(ev, "write")
+            elif isinstance(ev, Data) and ev.id not in self._dropped:
+                self._chunk(ev, "write")  # (a refused WRITE's bytes never went on)
         decided = self._coff + len(self._cbuf) - self.tracker.client_pending
         self._take(decided, ready=True)
 
     def _request(self, ev: OpStarted) -> None:
-        paths = tuple(p for p in (ev.path, ev.path2) if p is not None)
+        if ev.op == "realpath" and ev.path == ".":
+            self._dot.add(ev.id)  # its answer is the working directory
+        raw = tuple(p for p in (ev.path, ev.path2) if p is not None)
+        # rules see normal, absolute paths (``//etc/x``, ``/tmp/../etc/x``, ``x`` from
+        # the working directory are all /etc/x); realpath only names, and is how the
+        # working directory is learnt
+        paths = () if ev.op == "realpath" else tuple(sftp_path(p, self.cwd) for p in raw)
         d = check_sftp(self.s.policy(), ev.op, paths, modifies=ev.modifies)
         fields = self._fields(ev)
+        if d.allowed and d.review is not None:
+            # a reviewer cannot be waited for inside a pipelined SFTP stream: refused,
+            # naming the rule (an access window is the way to such operations)
+            d = Decision(
+                False,
+                d.review,
+                f"this {ev.op} needs a review (rule {d.review}); SFTP operations are not held "
+                "for one: ask for an access window",
+            )
         if not d.allowed:
             self._take(ev.start, ready=True)
             self._skip(ev.end)
+            self._dropped.add(ev.id)
             message = d.message or f"refused by rule {d.rule}"
             self.s.sink.submit(
                 [
@@ -121,15 +143,16 @@ class SftpRelay:
 
     def _fields(self, ev: OpStarted) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, p in (("path", ev.path), ("path2", ev.path2)):
-            if p is None:
+        for key, sent in (("path", ev.path), ("path2", ev.path2)):
+            if sent is None:
                 continue
+            p = sftp_path(sent, self.cwd) or sent
             if self.metadata:
-                from hashlib import sha256
-
                 out[f"{key}_sha256"] = sha256(p.encode("utf-8", "replace")).hexdigest()
-            else:
-                out[key] = p
+                continue
+            out[key] = p
+            if p != sent:
+                out[f"{key}_sent"] = sent  # as the client wrote it
         if ev.detail:
             out["detail"] = {k: v for k, v in ev.detail.items() if k != "handle"}
         return out
@@ -149,7 +172,7 @@ class SftpRelay:
         self._queue.append(item)
         self._queued += len(chunk)
         if self._queued > MAX_QUEUED:
-            self.relay.pause_client()
+            self.relay.pause_client("sftp")
         return item
 
     def _skip(self, upto: int) -> None:
@@ -162,10 +185,26 @@ class SftpRelay:
         q = self._queue
         while q and q[0][0]:
             chunk = q.popleft()[1]
+            if chunk is None:  # the client's EOF, behind what it sent before it
+                self._host_eof()
+                continue
             self._queued -= len(chunk)
             self._to_host(chunk)
         if self._queued <= MAX_QUEUED // 2:
-            self.relay.resume_client()
+            self.relay.resume_client("sftp")
+
+    def eof(self) -> None:
+        """The client sent EOF: it reaches the host after everything it sent before."""
+        if self._queue:
+            self._queue.append([True, None])
+        else:
+            self._host_eof()
+
+    def _host_eof(self) -> None:
+        host = self.relay.host
+        if host is not None:
+            with contextlib.suppress(OSError):
+                host.write_eof()
 
     def _to_host(self, chunk: bytes) -> None:
         host = self.relay.host
@@ -187,6 +226,10 @@ class SftpRelay:
             if isinstance(ev, Data):
                 self._chunk(ev, "read")
             elif isinstance(ev, OpDone):
+                if ev.id in self._dot:
+                    self._dot.discard(ev.id)
+                    if ev.outcome == "ok" and ev.names and ev.names[0].startswith("/"):
+                        self.cwd = ev.names[0]
                 seq = self._cmds.pop(ev.id, None)
                 if seq is not None:
                     more: dict[str, Any] = {"status": ev.status_code}
@@ -231,12 +274,11 @@ class SftpRelay:
             "sha256_written": ev.sha256_written,
             "sequential": ev.sequential,
         }
+        path = sftp_path(ev.path, self.cwd) or ev.path
         if self.metadata:
-            from hashlib import sha256
-
-            f["path_sha256"] = sha256(ev.path.encode("utf-8", "replace")).hexdigest()
+            f["path_sha256"] = sha256(path.encode("utf-8", "replace")).hexdigest()
         else:
-            f["path"] = ev.path
+            f["path"] = path
         seq = self._opens.get(ev.path, 0)
         return self.s.recorder.event(
             t, "file.closed",
