@@ -581,3 +581,38 @@ def test_a_shell_ends_when_its_token_expires(gw: SshGateway) -> None:
     gw.gw.settle()
     ended = [e for e in gw.gw.entries("session.terminated") if e["identity"]["subject"] == "frank"]  # type: ignore[index]
     assert ended and "expire" in str(ended[-1]["reason"])
+
+
+def test_a_key_only_queried_does_not_stand_for_a_later_certificate_login(
+    gw: SshGateway, tmp_path: Path
+) -> None:
+    """Public keys are public: offering someone's registered key without being able to
+    sign, then logging in with one's own certificate, logs in as oneself."""
+    victim = _keypair(tmp_path, "victim")
+    gw.gw.cli("token", "create", "--identity", "victim", "--kind", "service", "--ttl", "1h",
+              "--ssh-key", f"{victim}.pub")  # fmt: skip
+    login = gw.token("mallory", "30m")
+    mine = _keypair(tmp_path, "mallory")
+    r = httpx.post(
+        f"{gw.api_url}/api/v1/ssh/certificate",  # type: ignore[attr-defined]
+        verify=_ca(gw),
+        headers={"Authorization": f"Bearer {login}"},
+        json={"public_key": Path(f"{mine}.pub").read_text()},
+    )
+    cert = asyncssh.import_certificate(r.json()["certificate"])
+    my_key = asyncssh.read_private_key(str(mine))
+    fake = asyncssh.load_keypairs([my_key])[0]  # claims the victim's key, cannot sign
+    fake.public_data = asyncssh.read_public_key(f"{victim}.pub").public_data
+    real = asyncssh.load_keypairs([(my_key, cert)])[0]
+
+    async def run() -> str:
+        async with asyncssh.connect(
+            "127.0.0.1", gw.port, username="web", client_keys=[fake, real], known_hosts=None,
+            agent_path=None, config=None, password=None, preferred_auth="publickey",
+        ) as conn:  # fmt: skip
+            return str((await conn.run("echo in", check=False)).stdout)
+
+    assert asyncio.run(run()).strip() == "in"
+    gw.gw.settle()
+    ok = gw.gw.entries("auth.ok")[-1]
+    assert ok["identity"]["subject"] == "mallory" and ok["via"] == "ssh_certificate"  # type: ignore[index]

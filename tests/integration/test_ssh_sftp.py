@@ -187,3 +187,29 @@ def test_paramiko_sftp(gw: SshGateway, tmp_path: Path) -> None:
 def _clean_ro() -> Iterator[None]:
     yield
     shutil.rmtree(RO, ignore_errors=True)
+
+
+def test_paths_are_decided_as_the_host_resolves_them(gw: SshGateway, tmp_path: Path) -> None:
+    """``//tree/x``, ``/tmp/../tree/x`` and a path relative to the working directory
+    name the same file as ``/tree/x``: a rule on the tree holds for all of them."""
+    import base64
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    key = paramiko.Ed25519Key(data=base64.b64decode(gw.host_key_line.split()[1]))
+    client.get_host_keys().add(f"[127.0.0.1]:{gw.port}", "ssh-ed25519", key)
+    client.connect("127.0.0.1", gw.port, username="web", password=gw.token_,  # type: ignore[attr-defined]
+                   allow_agent=False, look_for_keys=False)  # fmt: skip
+    try:
+        sftp = client.open_sftp()
+        gw.ssh(gw.token_, f"mkdir -p {RO}")  # type: ignore[attr-defined]
+        for p in (f"/{RO}/a.txt", f"/tmp/..{RO}/b.txt", f"{RO}/./c.txt"):
+            with pytest.raises(PermissionError):
+                sftp.open(p, "wb")
+        sftp.chdir("/tmp")  # paramiko then sends paths relative to it... as absolute ones
+        with pytest.raises(PermissionError):
+            sftp.open(f"..{RO}/d.txt", "wb")
+        sftp.close()
+    finally:
+        client.close()
+    assert gw.ssh(gw.token_, f"ls {RO}").stdout.split() in ([], ["keep.txt"])  # type: ignore[attr-defined]
