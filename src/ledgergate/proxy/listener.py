@@ -9,11 +9,11 @@ protocol's listener fills it in. A session it hands out carries its ``SessionFac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledgergate.core.identity import SessionFacts
 
-__all__ = ["Listener", "OpenSession"]
+__all__ = ["Listener", "OpenSession", "SessionRegistry"]
 
 
 class OpenSession(Protocol):
@@ -49,3 +49,36 @@ class Listener(Protocol):
         ...
 
     async def shutdown(self) -> None: ...
+
+
+class SessionRegistry:
+    """The registry half of ``Listener`` for a protocol whose sessions are kept in
+    ``self.sessions`` (each with ``closed``, ``ended``, ``end(why)``): the re-checks,
+    access windows and their ends, written once for every protocol."""
+
+    sessions: Any
+
+    def open_sessions(self) -> list[Any]:
+        return [s for s in self.sessions if not s.closed]
+
+    def end_sessions(self, verdicts: dict[str, str]) -> int:
+        n = 0
+        for s in list(self.sessions):
+            why = verdicts.get(s.session_id)
+            if why is not None and not s.closed and s.ended is None:
+                s.end(why)
+                n += 1
+        if n:
+            self.sessions_ended()
+        return n
+
+    def sessions_ended(self) -> None:
+        """Called when ``end_sessions`` ended some (a listener's caches may care)."""
+
+    def windows_in_use(self) -> set[str]:
+        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
+
+    def close_window(self, review_id: str, why: str) -> int:
+        return self.end_sessions(
+            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
+        )

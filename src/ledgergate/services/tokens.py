@@ -265,17 +265,7 @@ def authenticate(store: Store, token: str, now_ns: int) -> AuthResult:
     """Check a presented token. Revoked wins over expired; unknown says nothing more."""
     if not _TOKEN.match(token):
         return AuthResult(False, None, None, "unknown token")
-    row = store.token_by_hash(_hash(token))
-    if row is None:
-        return AuthResult(False, None, None, "unknown token")
-    ident = _identity(row.kind, row.identity, row.groups)
-    if row.revoked_ns is not None:
-        return AuthResult(False, ident, row.id, "token revoked", row.expires_ns)
-    if now_ns >= row.expires_ns:
-        return AuthResult(False, ident, row.id, "token expired", row.expires_ns)
-    if row.last_used_ns is None or now_ns - row.last_used_ns >= TOUCH_EVERY_NS:
-        store.touch_token(row.id, now_ns)
-    return AuthResult(True, ident, row.id, None, row.expires_ns, row.connections)
+    return _check_row(store, store.token_by_hash(_hash(token)), now_ns, "unknown token")
 
 
 def _check_row(store: Store, row: TokenRow | None, now_ns: int, unknown: str) -> AuthResult:

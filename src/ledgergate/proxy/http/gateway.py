@@ -38,6 +38,7 @@ from ledgergate.proxy.http.backend import BackendPool
 from ledgergate.proxy.http.objects import ObjectBook
 from ledgergate.proxy.http.session import ClientConn, LedgerSession, Refusal
 from ledgergate.proxy.http.target import Admitted, HttpTarget, KeyAuth, TokenAuth
+from ledgergate.proxy.listener import SessionRegistry
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink, LedgerUnavailable
 from ledgergate.wire.http.messages import (
@@ -64,7 +65,7 @@ XML = b"application/xml"
 PROBLEM = b"application/problem+json"
 
 
-class HttpGateway(S3Admission):
+class HttpGateway(S3Admission, SessionRegistry):
     def __init__(
         self,
         *,
@@ -146,28 +147,9 @@ class HttpGateway(S3Admission):
         for p in self.pools.values():
             p.close()
 
-    # -- the registry (re-checks, access windows) -----------------------------------------
-    def open_sessions(self) -> list[LedgerSession]:
-        return [s for s in self.sessions if not s.closed]
-
-    def end_sessions(self, verdicts: dict[str, str]) -> int:
-        n = 0
-        for s in list(self.sessions):
-            why = verdicts.get(s.session_id)
-            if why is not None and not s.closed and s.ended is None:
-                s.end(why)
-                n += 1
-        if n:
-            self._cache.clear()
-        return n
-
-    def windows_in_use(self) -> set[str]:
-        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
-
-    def close_window(self, review_id: str, why: str) -> int:
-        return self.end_sessions(
-            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
-        )
+    # -- the registry (re-checks, access windows: ``SessionRegistry``) -------------------
+    def sessions_ended(self) -> None:
+        self._cache.clear()
 
     def policy_for(self, s: LedgerSession) -> SessionPolicy | None:
         ps = self.policies()

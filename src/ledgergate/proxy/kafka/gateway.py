@@ -24,6 +24,7 @@ from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.agent import LegOpener
 from ledgergate.proxy.kafka.backend import BackendError, BackendLink, dial, probe_versions
 from ledgergate.proxy.kafka.client import KafkaClientConn, KafkaSession
+from ledgergate.proxy.listener import SessionRegistry
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink
 
@@ -194,7 +195,7 @@ class Cluster:
             self._opening.pop(node, None)
 
 
-class KafkaGateway:
+class KafkaGateway(SessionRegistry):
     def __init__(
         self,
         *,
@@ -251,24 +252,3 @@ class KafkaGateway:
             for srv in cl.servers.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(srv.wait_closed(), 2)
-
-    # -- the registry (re-checks, access windows) -----------------------------------------
-    def open_sessions(self) -> list[KafkaSession]:
-        return [s for s in self.sessions if not s.closed]
-
-    def end_sessions(self, verdicts: dict[str, str]) -> int:
-        n = 0
-        for s in list(self.sessions):
-            why = verdicts.get(s.session_id)
-            if why is not None and not s.closed and s.ended is None:
-                s.end(why)
-                n += 1
-        return n
-
-    def windows_in_use(self) -> set[str]:
-        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
-
-    def close_window(self, review_id: str, why: str) -> int:
-        return self.end_sessions(
-            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
-        )

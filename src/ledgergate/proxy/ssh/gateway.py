@@ -23,6 +23,7 @@ from ledgergate.core.config import SshConnection, SshListener
 from ledgergate.core.policy.engine import PolicySet
 from ledgergate.proxy.admission import Admitted
 from ledgergate.proxy.agent import LegOpener
+from ledgergate.proxy.listener import SessionRegistry
 from ledgergate.proxy.review import ReviewDesk
 from ledgergate.proxy.sink import LedgerSink
 from ledgergate.proxy.ssh.keys import TrustedKeys
@@ -100,7 +101,7 @@ class _HostLogin(asyncssh.SSHClient):
         self.on_lost(exc)
 
 
-class SshGateway:
+class SshGateway(SessionRegistry):
     def __init__(
         self,
         *,
@@ -223,27 +224,6 @@ class SshGateway:
                 **login,
             ),
             conn.connect_timeout * 2,
-        )
-
-    # -- the registry (re-checks, access windows) -----------------------------------------
-    def open_sessions(self) -> list[SshSession]:
-        return [s for s in self.sessions if not s.closed]
-
-    def end_sessions(self, verdicts: dict[str, str]) -> int:
-        n = 0
-        for s in list(self.sessions):
-            why = verdicts.get(s.session_id)
-            if why is not None and not s.closed and s.ended is None:
-                s.end(why)
-                n += 1
-        return n
-
-    def windows_in_use(self) -> set[str]:
-        return {s.window_id for s in self.open_sessions() if s.window_id is not None}
-
-    def close_window(self, review_id: str, why: str) -> int:
-        return self.end_sessions(
-            {s.session_id: why for s in self.open_sessions() if s.window_id == review_id}
         )
 
     def stop_accepting(self) -> None:
