@@ -232,6 +232,7 @@ def main() -> None:
         gw.stop()
         sshd.stop()
         src.unlink(missing_ok=True)
+        (SHM / f"lgbench-batch-{os.getpid()}").unlink(missing_ok=True)
     report(results)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
