@@ -168,3 +168,21 @@ def test_an_allow_list_holds_for_every_command_of_a_line() -> None:
     assert check_exec(sp, "ls -la /srv").allowed
     for line in ("ls\nrm -rf /", "bash /tmp/evil.sh -c ls", "ls; $(curl x)"):
         assert not check_exec(sp, line).allowed, line
+
+
+def test_sftp_paths_are_normalised_and_the_unresolvable_refused() -> None:
+    from ledgergate.core.policy.ssh import sftp_path
+
+    assert sftp_path("//etc/x", None) == "/etc/x"
+    assert sftp_path("/tmp/../etc/./x", None) == "/etc/x"
+    assert sftp_path("../etc/x", "/home/lgssh") == "/home/etc/x"
+    assert sftp_path("x", None) is None  # relative, and the working directory unknown
+    sp = _policy({"id": "ro-etc", "deny": {"operations": ["write"], "paths": ["/etc/*"]}})
+    guarded = sp.for_session("web", ())
+    d = check_sftp(guarded, "write", (None,), modifies=True)
+    assert not d.allowed and d.rule == "policy.unparseable"
+    d = check_sftp(
+        guarded, "extended:posix-rename@openssh.com", ("/tmp/a", "/etc/a"), modifies=True
+    )
+    assert not d.allowed and d.rule == "ro-etc"
+    assert check_sftp(None, "write", (None,), modifies=True).allowed  # no rules: nothing to decide

@@ -414,19 +414,30 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             )
 
     # -- the terminal ----------------------------------------------------------------------
-    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+    def _terminal_event(self, kind: str, **fields: Any) -> bool:
+        """Record a terminal event (resize, signal, break) before it is passed on; False
+        when the ledger cannot take it (then it is not passed on)."""
         s = self.client.session
-        if s is not None and self.cmd_seq:
-            with contextlib.suppress(LedgerUnavailable):
-                s.sink.submit(
-                    [
-                        s.recorder.event(
-                            now_ns(), "terminal.resize",
-                            command={"seq": self.cmd_seq, "op": self.op, "protocol": "ssh"},
-                            terminal={"cols": width, "rows": height},
-                        )
-                    ]
-                )  # fmt: skip
+        if s is None or not self.cmd_seq:
+            return self.host is None  # nothing reaches the host before the command does
+        try:
+            s.sink.submit(
+                [
+                    s.recorder.event(
+                        now_ns(), kind,
+                        command={"seq": self.cmd_seq, "op": self.op, "protocol": "ssh"},
+                        **fields,
+                    )
+                ]
+            )  # fmt: skip
+        except LedgerUnavailable:
+            self.client.fail_closed()
+            return False
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if not self._terminal_event("terminal.resize", terminal={"cols": width, "rows": height}):
+            return
         if self.host is not None:
             with contextlib.suppress(OSError):
                 self.host.change_terminal_size(width, height, pixwidth, pixheight)
@@ -434,12 +445,12 @@ class ChannelRelay(asyncssh.SSHServerSession[bytes]):
             self.pty = (self.pty[0], (width, height, pixwidth, pixheight), self.pty[2])
 
     def signal_received(self, signal: str) -> None:
-        if self.host is not None:
+        if self.host is not None and self._terminal_event("terminal.signal", signal=signal):
             with contextlib.suppress(OSError):
                 self.host.send_signal(signal)
 
     def break_received(self, msec: int) -> bool:
-        if self.host is not None:
+        if self.host is not None and self._terminal_event("terminal.break", msec=msec):
             with contextlib.suppress(OSError):
                 self.host.send_break(msec)
             return True

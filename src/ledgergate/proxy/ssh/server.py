@@ -298,8 +298,15 @@ class SshClientConn(asyncssh.SSHServer):
                 upstream = await self.gw.dial(conn, subject, sid, self._host_lost)
             except (TimeoutError, OSError, asyncssh.Error, AgentUnavailable) as e:
                 reason = f"the host could not be reached or refused the gateway's login: {e}"
+                log.warning("ssh %s: %s", conn.name, reason)
                 self._failed(adm, reason, self.method or "")
-                self.conn.disconnect(asyncssh.DISC_CONNECTION_LOST, f"ledgergate: {reason}")
+                # the client is told no more than that: the host's own words name the
+                # account and address the gateway uses, which are not the client's to know
+                self.conn.disconnect(
+                    asyncssh.DISC_CONNECTION_LOST,
+                    f"ledgergate: the gateway could not log in to {conn.name}; ask its "
+                    "operators (the reason is in the gateway's log and ledger)",
+                )
                 return
             if self.closed:
                 upstream.close()
