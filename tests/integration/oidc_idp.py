@@ -33,6 +33,7 @@ from tests.integration.procs import spawn_until_ready, stop_group
 
 IDP_DIR = Path(__file__).parent / "idp"
 CLIENT_ID = "ledgergate-cli"
+WEB_CLIENT_ID = "ledgergate-console"
 USERS: dict[str, dict[str, Any]] = {
     "alice": {"email": "alice@example.com", "groups": ["dba", "eng"], "name": "Alice"},
     "bob": {"email": "bob@example.com", "groups": "ops", "name": "Bob"},
@@ -84,11 +85,15 @@ class OidcIdp:
         *,
         users: dict[str, dict[str, Any]] | None = None,
         device_interval: int = 1,
+        web_redirect_uris: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = users or USERS
         self.device_interval = device_interval
+        # A second client, a web application (the gateway's console signing people in),
+        # with these redirect URIs; it authenticates with PKCE alone.
+        self.web_redirect_uris = web_redirect_uris
         self.port = _free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.client_id = CLIENT_ID
@@ -117,7 +122,21 @@ class OidcIdp:
                     ],
                     "response_types": ["code"],
                 }
-            ],
+            ]
+            + (
+                [
+                    {
+                        "client_id": WEB_CLIENT_ID,
+                        "application_type": "web",
+                        "token_endpoint_auth_method": "none",
+                        "redirect_uris": self.web_redirect_uris,
+                        "grant_types": ["authorization_code"],
+                        "response_types": ["code"],
+                    }
+                ]
+                if self.web_redirect_uris
+                else []
+            ),
         }
 
     def start(self) -> OidcIdp:

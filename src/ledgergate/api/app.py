@@ -21,6 +21,8 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Form, Header, Query, Requ
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from ledgergate.api.console.auth import cookie_token
+from ledgergate.api.console.login import SAML_RELAY, signed_in_redirect
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import IdentityError
 from ledgergate.core.policy.effective import PolicyError
@@ -155,7 +157,15 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
             status_code=503,
         )
 
-    async def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    async def caller(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
+        # A browser signed in to the console sends its cookie (and, for a change, the
+        # CSRF header) instead of a bearer token; a bearer token wins when both come.
+        if authorization is None:
+            token = cookie_token(request)
+            if token is not None:
+                authorization = "Bearer " + token
         return await admin.principal(authorization)
 
     Caller = Annotated[Principal, Depends(caller)]
@@ -208,6 +218,8 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         RelayState: Annotated[str | None, Form(max_length=2048)] = None,
     ) -> Response:
         login = await admin.login_saml(SAMLResponse, RelayState)
+        if RelayState == SAML_RELAY:  # a sign-in to the web console
+            return signed_in_redirect(str(login["token"]), int(login["expires_ns"]), "/")
         if RelayState and _loopback(RelayState):
             code = admin.issue_code(login)
             sep = "&" if "?" in RelayState else "?"
@@ -540,11 +552,15 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         await admin.changed()
         return {**change.as_dict(), "removed": True}
 
+    from ledgergate.api import console
     from ledgergate.api.reviews import router as reviews_router
     from ledgergate.api.scim import router as scim_router
+    from ledgergate.api.sessions import router as sessions_router
 
     app.include_router(v1)
+    app.include_router(sessions_router(admin, caller))
     app.include_router(saml)
     app.include_router(scim_router(admin, caller))
     app.include_router(reviews_router(admin, caller))
+    console.mount(app, admin)
     return app

@@ -12,16 +12,18 @@ holds no review data: its script asks for the reviewer's token and calls this AP
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
+import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from ledgergate.api.console.auth import COOKIE
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import within_scope
 from ledgergate.core.policy.effective import PolicyError
@@ -47,6 +49,10 @@ _STATUS = {
     "damaged": 500,
 }
 _READ_ALL = frozenset({"admin", "auditor", "reviewer"})
+# The review event stream looks at the pending reviews this often, and says something
+# at least this often so proxies and browsers keep it open.
+EVENTS_POLL_S = 1.0
+EVENTS_KEEPALIVE_S = 15.0
 _RAW = frozenset({"admin", "reviewer"})
 
 
@@ -151,6 +157,47 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
 
         out: list[dict[str, Any]] = await run(go)
         return out
+
+    @r.get("/api/v1/reviews/events", tags=["reviews"])
+    async def review_events(request: Request, me: Caller) -> StreamingResponse:
+        """Server-sent events: ``reviews`` (data: how many are pending) each time the
+        pending reviews change (one arrives, one is decided, withdrawn or expires), at
+        once on connecting; ``ended`` when the caller's token stops working. What the
+        console's inbox listens to; any SSE client can."""
+        auth = request.headers.get("authorization") or "Bearer " + (
+            request.cookies.get(COOKIE) or ""
+        )
+        me.require("reviewer", "admin", "auditor")
+
+        def pending(svc: ReviewService) -> str:
+            sweep(svc)
+            found = svc.list(state="pending")
+            state = ";".join(f"{rv.id}:{len(rv.decisions)}" for rv in found)
+            return f"{len(found)} {hashlib.sha256(state.encode()).hexdigest()}"
+
+        async def stream() -> AsyncIterator[bytes]:
+            last, quiet = "", 0.0
+            while not await request.is_disconnected():
+                try:
+                    await admin.principal(auth)
+                except ApiError as e:
+                    yield f"event: ended\ndata: {e.message}\n\n".encode()
+                    return
+                now = await run(pending)
+                if now != last:
+                    last, quiet = now, 0.0
+                    yield f"event: reviews\ndata: {now.split()[0]}\n\n".encode()
+                elif quiet >= EVENTS_KEEPALIVE_S:
+                    quiet = 0.0
+                    yield b": keepalive\n\n"
+                await asyncio.sleep(EVENTS_POLL_S)
+                quiet += EVENTS_POLL_S
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @r.get("/api/v1/reviews/{review_id}", tags=["reviews"])
     async def get_review(me: Caller, review_id: str) -> dict[str, Any]:

@@ -63,6 +63,8 @@ class ApiAddon:
             lifespan="off",
             ssl_certfile=str(s.tls_cert) if api.tls else None,
             ssl_keyfile=str(s.tls_key) if api.tls else None,
+            # open event streams (the console's review inbox) must not hold up a stop
+            timeout_graceful_shutdown=2,
             server_header=False,
         )
         self.server = _Server(cfg)

@@ -19,7 +19,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ledgergate.core.config import ConfigError, parse_duration
+from ledgergate.core.config import ConfigError
+from ledgergate.core.config import parse_time as core_parse_time
 from ledgergate.core.ledger.checkpoint import Signer, Verifier
 from ledgergate.services.config import Settings, load_settings
 from ledgergate.services.keys import (
@@ -170,27 +171,10 @@ def parse_time(text: str | None, *, now_ns: int | None = None) -> int | None:
     offset), ``now``, or relative to now (``-1h``, ``-30m``, ``-7d``) → ns since epoch."""
     if text is None:
         return None
-    t = text.strip()
-    now = time.time_ns() if now_ns is None else now_ns
-    if t == "now":
-        return now
-    if t.startswith("-"):
-        try:
-            return now - parse_duration(t[1:])
-        except ValueError:
-            raise typer.BadParameter(
-                f"{text!r} is not a relative time (use e.g. -30m, -1h, -7d)"
-            ) from None
     try:
-        dt = datetime.datetime.fromisoformat(t)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is neither an ISO 8601 time (2026-11-23T10:00Z) nor relative (-1h)"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.UTC)
-    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+        return core_parse_time(text, time.time_ns() if now_ns is None else now_ns)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def fmt_ns(ns: int | None, *, short: bool = False) -> str:

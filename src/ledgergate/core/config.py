@@ -7,6 +7,7 @@ Validation errors name the offending key, e.g. ``connections.0.sslmode``.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
@@ -82,6 +83,30 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the bad key."""
+
+
+def parse_time(text: str, now_ns: int) -> int:
+    """ISO 8601 (``2026-11-23``, ``2026-11-23T10:00:00Z``, ``...+02:00``; UTC when no
+    offset), ``now``, or relative to ``now_ns`` (``-1h``, ``-30m``, ``-7d``) → ns since
+    the epoch. Raises ValueError naming what it accepts."""
+    t = text.strip()
+    if t == "now":
+        return now_ns
+    if t.startswith("-"):
+        try:
+            return now_ns - parse_duration(t[1:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not a relative time (use e.g. -30m, -1h, -7d)") from None
+    try:
+        when = datetime.datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO 8601 time (2026-11-23T10:00Z) nor relative (-1h)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    delta = when - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 def parse_duration(text: str | int) -> int:

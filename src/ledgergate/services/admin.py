@@ -24,6 +24,7 @@ from ledgergate.core.identity import Claims, IdentityError, roles_of
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.services import identities, tokens
 from ledgergate.services.config import Settings
+from ledgergate.services.keys import PayloadCipher
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.worker import LedgerWorker
 from ledgergate.store import Store
@@ -121,6 +122,28 @@ class AdminService:
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         return await self._worker.run(fn, *args, **kw)
+
+    @property
+    def signer(self) -> Signer:
+        """The ledger key (to sign a checkpoint a proof needs)."""
+        return self._signer
+
+    def payload_cipher(self) -> PayloadCipher | None:
+        """The payload key, if the data directory has one (never created here)."""
+        path = self.settings.payload_key
+        if not path.exists():
+            return None
+        return PayloadCipher(path.read_bytes())
+
+    def oidc_client_secret(self) -> str | None:
+        """The gateway's secret at the OpenID provider (the console signs people in as
+        that client); None for a public client, which PKCE alone protects."""
+        from ledgergate.services.config import resolve_secret
+
+        oidc = self.config.identity.oidc
+        if oidc is None:
+            return None
+        return resolve_secret(oidc.client_secret, what="identity.oidc.client_secret")
 
     async def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run ``fn(store, writer, *args, **kw)`` on the worker thread."""

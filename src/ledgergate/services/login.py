@@ -279,6 +279,75 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True, slots=True)
+class CodeRequest:
+    """An authorization-code request with PKCE (RFC 7636): where to send the browser,
+    and what the answer is checked and redeemed with."""
+
+    url: str  # the provider's authorization endpoint with the request's parameters
+    token_url: str
+    redirect_uri: str
+    state: str
+    nonce: str
+    verifier: str
+
+
+def code_request(
+    issuer: str, client_id: str, scopes: list[str], redirect_uri: str, http: httpx.Client
+) -> CodeRequest:
+    """Discover the provider and build an authorization request for ``redirect_uri``
+    with a fresh state, nonce and PKCE verifier (S256)."""
+    doc = discover(issuer, http)
+    auth_url = _endpoint(doc, "authorization_endpoint")
+    token_url = _endpoint(doc, "token_endpoint")
+    state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    url = auth_url + ("&" if "?" in auth_url else "?") + query
+    return CodeRequest(url, token_url, redirect_uri, state, nonce, verifier)
+
+
+def redeem(
+    req: CodeRequest,
+    params: dict[str, str],
+    issuer: str,
+    client_id: str,
+    client_secret: str | None,
+    http: httpx.Client,
+) -> TokenSet:
+    """Check the provider's answer (``params`` of the redirect, its state already matched
+    to ``req``) and exchange its code with the PKCE verifier."""
+    if "error" in params:
+        raise LoginError(f"the identity provider refused the login: {_provider_error(params, 400)}")
+    if "iss" in params and params["iss"] != issuer:  # RFC 9207: a mix-up attack
+        raise LoginError("the login answer came from another issuer")
+    code = params.get("code")
+    if not code:
+        raise LoginError("the login answer carries no authorization code")
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": req.redirect_uri,
+        "code_verifier": req.verifier,
+    }
+    resp = _call(http, "POST", req.token_url, **_auth(client_id, client_secret, form))
+    answer = _json(resp, "token")
+    if resp.status_code != 200:
+        raise LoginError(f"the code exchange failed: {_provider_error(answer, resp.status_code)}")
+    return _tokens(answer, req.nonce)
+
+
 def browser_login(
     issuer: str,
     client_id: str,
@@ -293,51 +362,15 @@ def browser_login(
     loopback port, and exchange it with the PKCE verifier."""
     client = _client(http)
     try:
-        doc = discover(issuer, client)
-        auth_url = _endpoint(doc, "authorization_endpoint")
-        token_url = _endpoint(doc, "token_endpoint")
-        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        challenge = _b64(hashlib.sha256(verifier.encode()).digest())
-        with LoopbackCallback(state) as callback:
+        with LoopbackCallback(secrets.token_urlsafe(32)) as callback:
             redirect_uri = f"http://127.0.0.1:{callback.port}/callback"
-            query = urlencode(
-                {
-                    "response_type": "code",
-                    "client_id": client_id,
-                    "redirect_uri": redirect_uri,
-                    "scope": " ".join(scopes),
-                    "state": state,
-                    "nonce": nonce,
-                    "code_challenge": challenge,
-                    "code_challenge_method": "S256",
-                }
-            )
-            open_url(auth_url + ("&" if "?" in auth_url else "?") + query)
+            req = code_request(issuer, client_id, scopes, redirect_uri, client)
+            callback.state = req.state
+            open_url(req.url)
             if not callback.done.wait(timeout_s):
                 raise LoginError("the browser login timed out; no answer reached the loopback port")
             params = callback.params or {}
-        if "error" in params:
-            raise LoginError(
-                f"the identity provider refused the login: {_provider_error(params, 400)}"
-            )
-        if "iss" in params and params["iss"] != issuer:  # RFC 9207: a mix-up attack
-            raise LoginError("the login answer came from another issuer")
-        code = params.get("code")
-        if not code:
-            raise LoginError("the login answer carries no authorization code")
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        }
-        resp = _call(client, "POST", token_url, **_auth(client_id, client_secret, form))
-        answer = _json(resp, "token")
-        if resp.status_code != 200:
-            raise LoginError(
-                f"the code exchange failed: {_provider_error(answer, resp.status_code)}"
-            )
-        return _tokens(answer, nonce)
+        return redeem(req, params, issuer, client_id, client_secret, client)
     finally:
         if http is None:
             client.close()

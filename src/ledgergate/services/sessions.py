@@ -23,10 +23,12 @@ from ledgergate.services.psql import PsqlRenderer, frontend_query_text
 from ledgergate.store.base import EntryRow, Store
 
 __all__ = [
+    "SessionPage",
     "SessionSummary",
     "describe",
     "left_open",
     "list_sessions",
+    "page_sessions",
     "replay",
     "session_timeline",
 ]
@@ -136,6 +138,100 @@ def list_sessions(
             )
         )
     return out
+
+
+# One page of the console's and the API's session lists at most, and how many
+# ``session.open`` rows one call reads at most while filters the index cannot apply
+# (protocol, outcome) skip rows: a page that reaches it ends early with a cursor.
+MAX_PAGE = 200
+_SCAN_BATCH = 500
+MAX_SCAN = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: list[SessionSummary]
+    # Where the next (older) page starts: ``ts_ns:stream:seq`` of this page's last
+    # opening entry; None when nothing older matched.
+    next_cursor: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sessions": [s.as_dict() for s in self.sessions], "next": self.next_cursor}
+
+
+def _position(s: SessionSummary) -> tuple[int, str, int]:
+    stream, _, seq = s.entry.rpartition(":")
+    return (s.opened_ns, stream, int(seq))
+
+
+def parse_cursor(cursor: str) -> tuple[int, str, int]:
+    ts, _, rest = cursor.partition(":")
+    stream, _, seq = rest.rpartition(":")
+    try:
+        return (int(ts), stream, int(seq))
+    except ValueError:
+        raise ValueError("cursor: ts_ns:stream:seq as a page's 'next' gave it") from None
+
+
+def page_sessions(
+    store: Store,
+    *,
+    identity: str | None = None,
+    connection: str | None = None,
+    connections: frozenset[str] | None = None,
+    outcome: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> SessionPage:
+    """A page of sessions, newest first, older than ``cursor`` (a previous page's
+    ``next``). ``connections`` keeps sessions of those connections (a protocol's);
+    ``outcome`` those whose end says so (``open``: not ended yet)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    after = parse_cursor(cursor) if cursor else None
+    upper = until_ns
+    if after is not None:
+        upper = after[0] + 1 if upper is None else min(upper, after[0] + 1)
+    out: list[SessionSummary] = []
+    scanned = 0
+    while len(out) <= limit and scanned < MAX_SCAN:
+        batch = list_sessions(store, identity, connection, since_ns, upper, limit=_SCAN_BATCH)
+        scanned += _SCAN_BATCH
+        for s in batch:
+            if after is not None and _position(s) >= after:
+                continue  # on an earlier page (same nanosecond as its last row)
+            if connections is not None and s.connection not in connections:
+                continue
+            if outcome is not None and not _ended_so(s, outcome):
+                continue
+            out.append(s)
+        if len(batch) < _SCAN_BATCH:
+            return SessionPage(out[:limit], _cursor(out[limit - 1]) if len(out) > limit else None)
+        # Older than this batch: batches overlap on their last nanosecond, and the
+        # position check drops what was seen.
+        last = batch[-1]
+        after = _position(last) if after is None or _position(last) < after else after
+        upper = last.opened_ns + 1
+    if len(out) > limit:
+        return SessionPage(out[:limit], _cursor(out[limit - 1]))
+    # The scan budget ran out before the page filled: go on from where it stopped.
+    return SessionPage(out, _cursor_at(after) if after is not None else None)
+
+
+def _ended_so(s: SessionSummary, outcome: str) -> bool:
+    """``open``: not ended yet; else words of how it ended (``revoked``, ``client``)."""
+    if outcome == "open":
+        return s.closed_ns is None
+    return s.outcome is not None and outcome.lower() in s.outcome.lower()
+
+
+def _cursor(s: SessionSummary) -> str:
+    return _cursor_at(_position(s))
+
+
+def _cursor_at(p: tuple[int, str, int]) -> str:
+    return f"{p[0]}:{p[1]}:{p[2]}"
 
 
 def left_open(store: Store, stream: str, since_ns: int) -> list[dict[str, Any]]:

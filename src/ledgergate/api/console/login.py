@@ -1,0 +1,174 @@
+"""The console's sign-in and sign-out routes: a ledgergate token typed into the page, the
+OpenID Connect provider (authorization code with PKCE, the gateway as the client), SAML.
+
+Each ends in ``auth.set_session``: the cookie carries the ledgergate token the login
+minted (or the one typed), and expires with it. Failures come back to the sign-in page
+with a message that names no secret.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
+
+import asyncio
+import html
+import hmac
+from typing import Annotated
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ledgergate.api.console.auth import (
+    LOGIN_COOKIE,
+    LOGIN_TTL_S,
+    clear_session,
+    csrf_ok,
+    safe_next,
+    set_session,
+)
+from ledgergate.api.console.render import render
+from ledgergate.services import login as oidc_login
+from ledgergate.services import tokens
+from ledgergate.services.admin import AdminService, ApiError
+
+__all__ = ["router"]
+
+# The RelayState a SAML login started from the console carries back to the ACS.
+SAML_RELAY = "console"
+
+
+def _back_to_login(message: str, target: str = "/") -> RedirectResponse:
+    return RedirectResponse(
+        f"/console/login?error={quote(message[:300], safe='')}&next={quote(target, safe='')}",
+        status_code=303,
+    )
+
+
+def signed_in_redirect(token: str, expires_ns: int, target: str) -> Response:
+    """Set the session cookie and go on to ``target``. After a provider's answer (a
+    navigation from its site) a redirect would still count as cross-site, and the
+    browser would hold back the SameSite=Strict cookie on it: a page of this origin
+    moving on by itself makes the next request same-site."""
+    to = html.escape(safe_next(target), quote=True)
+    resp = render("continue.html", None, target=to)
+    set_session(resp, token, expires_ns)
+    return resp
+
+
+def router(admin: AdminService) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+    cfg = admin.config.identity
+
+    def http() -> httpx.Client:
+        oidc = cfg.oidc
+        assert oidc is not None
+        return httpx.Client(timeout=oidc_login.HTTP_TIMEOUT_S, verify=oidc.ca_file or True)
+
+    @r.get("/console/login")
+    async def login_page(next: str = "/", error: str | None = None) -> Response:
+        return render(
+            "login.html",
+            None,
+            next=safe_next(next),
+            error=error,
+            oidc=cfg.oidc is not None,
+            saml=cfg.saml is not None,
+        )
+
+    @r.post("/console/login")
+    async def login_token(
+        token: Annotated[str, Form(max_length=4096)], next: Annotated[str, Form()] = "/"
+    ) -> Response:
+        """Sign in with a ledgergate token (one `ledgergate login` or an admin minted)."""
+        token = token.strip()
+        try:
+            me = await admin.principal("Bearer " + token)
+        except ApiError as e:
+            return _back_to_login(e.message, next)
+        return signed_in_redirect(token, me.expires_ns, next)
+
+    @r.get("/console/login/oidc")
+    async def login_oidc(next: str = "/") -> Response:
+        oidc = cfg.oidc
+        if oidc is None:
+            raise ApiError(404, "no OpenID Connect provider is configured")
+        redirect_uri = admin.base_url + "/console/login/oidc/callback"
+
+        def start() -> oidc_login.CodeRequest:
+            with http() as c:
+                return oidc_login.code_request(
+                    oidc.issuer, oidc.client_id, oidc.scopes, redirect_uri, c
+                )
+
+        try:
+            req = await asyncio.to_thread(start)
+        except oidc_login.LoginError as e:
+            return _back_to_login(str(e), next)
+        resp = RedirectResponse(req.url, status_code=303)
+        # Lax: the provider's answer is a top-level navigation from its own site.
+        resp.set_cookie(
+            LOGIN_COOKIE,
+            " ".join((req.state, req.nonce, req.verifier, req.token_url, quote(safe_next(next)))),
+            max_age=LOGIN_TTL_S,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="lax",
+        )
+        return resp
+
+    @r.get("/console/login/oidc/callback")
+    async def oidc_callback(request: Request) -> Response:
+        oidc = cfg.oidc
+        if oidc is None:
+            raise ApiError(404, "no OpenID Connect provider is configured")
+        params = {k: v for k, v in request.query_params.items()}
+        kept = (request.cookies.get(LOGIN_COOKIE) or "").split(" ")
+        if len(kept) != 5 or not hmac.compare_digest(kept[0], params.get("state", "")):
+            return _back_to_login("this sign-in was not started here, or took too long")
+        state, nonce, verifier, token_url, target = kept
+        req = oidc_login.CodeRequest(
+            "", token_url, admin.base_url + "/console/login/oidc/callback", state, nonce, verifier
+        )
+
+        def finish() -> oidc_login.TokenSet:
+            with http() as c:
+                return oidc_login.redeem(
+                    req, params, oidc.issuer, oidc.client_id, admin.oidc_client_secret(), c
+                )
+
+        try:
+            ts = await asyncio.to_thread(finish)
+            got = await admin.login_oidc(ts.id_token, nonce, "oidc-browser")
+        except oidc_login.LoginError as e:
+            return _back_to_login(str(e))
+        except ApiError as e:
+            return _back_to_login(e.message)
+        resp = signed_in_redirect(str(got["token"]), int(got["expires_ns"]), target)
+        resp.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return resp
+
+    @r.get("/console/login/saml")
+    async def login_saml() -> Response:
+        if cfg.saml is None:
+            raise ApiError(404, "no SAML identity provider is configured")
+        return RedirectResponse(admin.saml().login_url(SAML_RELAY), status_code=303)
+
+    @r.post("/console/logout")
+    async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+        """Sign out: the session's token is revoked (a ``token.revoked`` entry)."""
+        token = request.cookies.get("__Host-ledgergate")
+        resp = RedirectResponse("/console/login", status_code=303)
+        clear_session(resp)
+        if token and csrf_ok(token, csrf):
+            try:
+                me = await admin.principal("Bearer " + token)
+            except ApiError:
+                return resp
+            import time
+
+            await admin.call(tokens.revoke_token, me.token_id, time.time_ns(), me.actor)
+            await admin.changed()
+        return resp
+
+    return r

@@ -1,0 +1,188 @@
+"""The REST API over recorded sessions and the ledger: session pages with filters, a
+session's timeline, the asciicast of an SSH shell, an entry's inclusion proof, and the
+ledger's health (streams, their last signed checkpoints).
+
+Thin routes over ``services.sessions`` and ``services.audit``, what the console's pages
+and the CLI's ``sessions`` and ``audit prove`` show. Admins and auditors read every
+session; anyone else reads their own. Nothing here writes but the checkpoint a proof may
+need signed first (as ``audit prove`` does).
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from ledgergate.services import audit, sessions, ssh_replay
+from ledgergate.services.admin import AdminService, ApiError, Principal
+from ledgergate.store.base import Store
+
+__all__ = ["PROTOCOLS", "protocol_connections", "router"]
+
+# What the protocol filter offers: the connection types of the configuration.
+PROTOCOLS = ("postgres", "http", "s3", "kafka", "ssh")
+_READ_ALL = frozenset({"admin", "auditor"})
+
+
+def protocol_connections(admin: AdminService, protocol: str | None) -> frozenset[str] | None:
+    if protocol is None or protocol == "":
+        return None
+    if protocol not in PROTOCOLS:
+        raise ApiError(422, f"protocol: one of {', '.join(PROTOCOLS)}")
+    return frozenset(c.name for c in admin.config.connections if c.type == protocol)
+
+
+def _stream_seq(entry: str) -> tuple[str, int]:
+    stream, _, seq = entry.rpartition(":")
+    if not stream or not seq.isdigit():
+        raise ApiError(422, "entry: STREAM:SEQ, e.g. gateway@host:42")
+    return stream, int(seq)
+
+
+def timeline_rows(store: Store, session_id: str) -> list[dict[str, Any]]:
+    """The session's entries as the console shows them: position, time, kind, one line."""
+    return [
+        {
+            "entry": f"{doc.get('stream')}:{doc.get('seq')}",
+            "ts_ns": doc.get("ts_ns"),
+            "kind": doc.get("kind"),
+            "line": sessions.describe(doc),
+            "doc": doc,
+        }
+        for doc in sessions.session_timeline(store, session_id)
+    ]
+
+
+def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+    Caller = Annotated[Principal, Depends(caller)]
+
+    async def own_session(me: Principal, session_id: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await admin.call(lambda st, _w: timeline_rows(st, session_id))
+        mine = bool(rows) and (rows[0]["doc"].get("identity") or {}).get("subject") == me.name
+        if not rows or not (mine or me.roles.intersection(_READ_ALL)):
+            raise ApiError(404, f"no session {session_id[:64]!r}")
+        return rows
+
+    @r.get("/sessions", tags=["sessions"])
+    async def list_sessions(
+        me: Caller,
+        identity: str | None = None,
+        connection: str | None = None,
+        protocol: str | None = None,
+        outcome: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        cursor: Annotated[str | None, Query(max_length=300)] = None,
+        limit: Annotated[int, Query(ge=1, le=sessions.MAX_PAGE)] = 50,
+    ) -> dict[str, Any]:
+        """Sessions of every protocol, newest first, a page at a time (``next`` is the
+        cursor of the following page). Without the admin or auditor role: your own."""
+        if not me.roles.intersection(_READ_ALL):
+            identity = me.name
+        conns = protocol_connections(admin, protocol)
+        try:
+            page = await admin.call(
+                lambda st, _w: sessions.page_sessions(
+                    st,
+                    identity=identity or None,
+                    connection=connection or None,
+                    connections=conns,
+                    outcome=outcome or None,
+                    since_ns=since_ns,
+                    until_ns=until_ns,
+                    cursor=cursor or None,
+                    limit=limit,
+                )
+            )
+        except ValueError as e:
+            raise ApiError(422, str(e)) from None
+        return page.as_dict()
+
+    @r.get("/sessions/{session_id}", tags=["sessions"])
+    async def session_timeline(me: Caller, session_id: str) -> dict[str, Any]:
+        """A session's timeline: every entry in order with its ledger position and the
+        line ``ledgergate sessions show`` prints for it."""
+        rows = await own_session(me, session_id)
+        return {"session_id": session_id, "entries": rows}
+
+    @r.get("/sessions/{session_id}/asciicast", tags=["sessions"])
+    async def session_asciicast(me: Caller, session_id: str) -> Response:
+        """An SSH shell's recording as asciicast v2 (asciinema), a marker at each signed
+        checkpoint: what ``sessions replay --asciicast`` writes."""
+        rows = await own_session(me, session_id)
+        timeline = [r["doc"] for r in rows]
+        cipher = admin.payload_cipher()
+        try:
+            lines = await admin.call(
+                lambda st, _w: list(ssh_replay.asciicast(st, cipher, timeline))
+            )
+        except LookupError as e:
+            raise ApiError(404, str(e)) from None
+        return Response(
+            "\n".join(lines) + "\n",
+            media_type="application/x-asciicast",
+            headers={"Content-Disposition": f'attachment; filename="{session_id}.cast"'},
+        )
+
+    @r.get("/ledger/proof", tags=["evidence"])
+    async def entry_proof(
+        me: Caller,
+        entry: Annotated[str, Query(max_length=300, description="STREAM:SEQ")],
+        format: Annotated[str, Query(pattern="^(json|tlog-proof)$")] = "tlog-proof",
+    ) -> Response:
+        """An inclusion proof of one entry against a signed checkpoint, to verify offline
+        with ``ledgergate audit verify-proof`` (what ``audit prove`` writes)."""
+        me.require("admin", "auditor")
+        stream, seq = _stream_seq(entry)
+        try:
+            doc = await admin.call(
+                lambda st, _w: audit.prove_inclusion(
+                    st, stream, seq, signer=admin.signer, now_ns=time.time_ns()
+                )
+            )
+        except (audit.ProofError, ValueError) as e:
+            raise ApiError(404, str(e)) from None
+        name = f"{stream}-{seq}".replace("@", "_").replace("/", "_")
+        if format == "json":
+            body = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+            kind, ext = "application/json", "proof.json"
+        else:
+            body, kind, ext = audit.as_tlog_proof(doc), "text/plain; charset=utf-8", "tlog-proof"
+        return Response(
+            body,
+            media_type=kind,
+            headers={"Content-Disposition": f'attachment; filename="{name}.{ext}"'},
+        )
+
+    @r.get("/ledger/health", tags=["evidence"])
+    async def ledger_health(me: Caller) -> dict[str, Any]:
+        """Each stream's size and its last signed checkpoint (size, time, how far the
+        head is ahead of it)."""
+        me.require("admin", "auditor")
+
+        def go(st: Store, _w: object) -> list[dict[str, Any]]:
+            out = []
+            for stream in st.streams():
+                head = audit.stream_head(st, stream)
+                cp = st.latest_checkpoint(stream)
+                out.append(
+                    {
+                        "stream": stream,
+                        "entries": head,
+                        "checkpoint": None
+                        if cp is None
+                        else {"size": cp.size, "ts_ns": cp.ts_ns, "root": cp.root.hex()},
+                        "unsigned": head - (cp.size if cp is not None else 0),
+                    }
+                )
+            return out
+
+        return {"streams": await admin.call(go), "now_ns": time.time_ns()}
+
+    return r

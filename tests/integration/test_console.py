@@ -1,0 +1,270 @@
+"""The web console end to end in a real browser (Debian's Chromium driven by Playwright)
+against a real gateway, PostgreSQL, psql and OpenID provider: a reviewer signed in
+through the provider approves a statement held in psql from an inbox that updates by
+itself, and denies one whose reason psql shows; nobody gets a button for their own
+request; an auditor searches, opens a session and downloads an inclusion proof that
+``ledgergate audit verify-proof`` accepts; an admin revokes a token and the open psql
+session ends; every page passes axe-core with no serious violation. Screenshots are
+saved with the test results (tests/integration/console.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.console import (
+    axe_violations,
+    browser_fixture,
+    shot,
+    sign_in_with_provider,
+    sign_in_with_token,
+)
+from tests.integration.fixtures import app_connection
+from tests.integration.gateway import Gateway, free_port
+from tests.integration.oidc_idp import WEB_CLIENT_ID, OidcIdp
+from tests.integration.pgcluster import PgCluster
+
+pytestmark = pytest.mark.browser
+
+USERS = {
+    "rita": {"email": "rita@example.com", "groups": ["dba"], "name": "Rita"},
+}
+RULES = [
+    {
+        "id": "console-deletes",
+        "connections": ["app"],
+        "review": {
+            "kind": "command",
+            "when": {"kinds": ["delete"]},
+            "reviewers": ["dba"],
+            "timeout": "40s",
+        },
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def console_gw(
+    tmp_path_factory: pytest.TempPathFactory, pgc: PgCluster
+) -> Iterator[tuple[Gateway, OidcIdp, str]]:
+    pgc.psql(
+        "DROP TABLE IF EXISTS rv_console; CREATE TABLE rv_console (id int PRIMARY KEY);"
+        "INSERT INTO rv_console SELECT generate_series(1, 10);",
+        "app",
+    )
+    port = free_port()
+    base = f"https://localhost:{port}"
+    work = tmp_path_factory.mktemp("console")
+    with OidcIdp(
+        work / "idp", users=USERS, web_redirect_uris=[f"{base}/console/login/oidc/callback"]
+    ) as idp:
+        gw = Gateway(
+            work / "gw",
+            [app_connection(pgc)],
+            env={"APP_DB_PASSWORD": pgc.password},
+            extra={
+                "listeners": {"api": {"address": f"127.0.0.1:{port}", "public_url": base}},
+                "identity": {
+                    "oidc": {
+                        "issuer": idp.issuer,
+                        "client_id": WEB_CLIENT_ID,
+                        "audience": [WEB_CLIENT_ID],
+                    }
+                },
+                "roles": {
+                    "admin": {"identities": ["ada"]},
+                    "auditor": {"groups": ["audit"]},
+                    "reviewer": {"groups": ["dba"]},
+                },
+                "policy": {"rules": RULES},
+            },
+        ).start()
+        try:
+            yield gw, idp, base
+        finally:
+            gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from browser_fixture()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 800})
+    pg = ctx.new_page()
+    pg.set_default_timeout(20_000)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def _held_delete(gw: Gateway, token: str, ident: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"DELETE FROM rv_console WHERE id = {ident}",
+            gw.dsn(token),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_reviewer_signed_in_through_the_provider_approves_a_held_statement(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any, pgc: PgCluster
+) -> None:
+    gw, _, base = console_gw
+    sign_in_with_provider(page, base, "rita")
+    assert page.url.startswith(f"{base}/console/reviews"), page.url
+    assert "rita@example.com" in page.inner_text("header")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-ledgergate")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert page.locator("article.review").count() == 0
+    psql = _held_delete(gw, gw.token("erin", "user", "1h", "--group", "eng"), 1)
+    try:
+        # The inbox shows it without a reload: the event stream told the page.
+        item = page.locator("article.review").first
+        item.wait_for()
+        assert "DELETE FROM rv_console WHERE id = 1" in item.inner_text()
+        assert "erin" in item.inner_text() and "console-deletes" in item.inner_text()
+        shot(page, "reviewer-inbox")
+        item.get_by_label("Reason (recorded)").fill("cleanup agreed in INC-7")
+        item.get_by_role("button", name="Approve").click()
+        out, err = psql.communicate(timeout=20)
+    finally:
+        if psql.poll() is None:
+            psql.kill()
+    assert psql.returncode == 0, err
+    assert "DELETE 1" in out
+    assert pgc.psql("SELECT count(*) FROM rv_console WHERE id = 1", "app").strip() == "0"
+    page.locator("article.review").first.wait_for(state="detached")
+
+
+def test_a_denial_reaches_psql_and_nobody_decides_their_own_request(
+    console_gw: tuple[Gateway, OidcIdp, str], browser: Any, page: Any, pgc: PgCluster
+) -> None:
+    gw, _, base = console_gw
+    dana = gw.token("dana", "user", "1h", "--group", "dba")  # a reviewer herself
+    psql = _held_delete(gw, dana, 2)
+    try:
+        own = browser.new_context(ignore_https_errors=True).new_page()
+        sign_in_with_token(own, base, dana, "/console/reviews")
+        mine = own.locator("article.review").first
+        mine.wait_for()
+        assert "Your own request" in mine.inner_text()
+        assert mine.get_by_role("button", name="Approve").count() == 0
+        shot(own, "own-request")
+        own.context.close()
+
+        sign_in_with_token(page, base, gw.token("sam", "user", "1h", "--group", "dba"))
+        item = page.locator("article.review").first
+        item.wait_for()
+        item.get_by_label("Reason (recorded)").fill("not during the freeze")
+        item.get_by_role("button", name="Deny").click()
+        _, err = psql.communicate(timeout=20)
+    finally:
+        if psql.poll() is None:
+            psql.kill()
+    assert psql.returncode != 0
+    assert "denied by sam: not during the freeze" in err
+    assert pgc.psql("SELECT count(*) FROM rv_console WHERE id = 2", "app").strip() == "1"
+
+
+def test_an_auditor_searches_opens_a_session_and_downloads_a_proof(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any, tmp_path: Path
+) -> None:
+    gw, _, base = console_gw
+    with psycopg.connect(gw.dsn(gw.token("fay", "user", "1h")), autocommit=True) as c:
+        c.execute("SELECT count(*) FROM rv_console WHERE id > 7").fetchone()
+    sign_in_with_token(page, base, gw.token("aud", "user", "1h", "--group", "audit"))
+    assert page.url.endswith("/console/sessions"), page.url
+    assert page.get_by_role("link", name="Tokens").count() == 0  # not an admin
+    page.get_by_label("Identity").fill("fay")
+    page.get_by_label("Text").fill("rv_console")
+    hit = page.locator("table.hits a", has_text="rv_console WHERE id >").first
+    deadline = time.monotonic() + 30  # the search index catches up off the hot path
+    while True:
+        page.get_by_role("button", name="Filter").click()
+        page.wait_for_load_state()
+        if hit.count() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    shot(page, "auditor-search")
+    hit.click()
+    page.wait_for_selector("table.timeline")
+    row = page.locator("table.timeline tr", has_text="rv_console WHERE id >").first
+    assert "command" in row.inner_text()
+    shot(page, "auditor-session")
+    with page.expect_download() as dl:
+        row.get_by_role("link", name="proof").click()
+    proof = tmp_path / "entry.tlog-proof"
+    dl.value.save_as(proof)
+    assert proof.read_text().startswith("c2sp.org/tlog-proof@v1")
+    ok = gw.cli("audit", "verify-proof", str(proof), check=False)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+
+
+def test_an_admin_revokes_a_token_and_the_open_psql_session_ends(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any
+) -> None:
+    gw, _, base = console_gw
+    with psycopg.connect(gw.dsn(gw.token("frank", "user", "1h")), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        sign_in_with_token(page, base, gw.token("ada", "user", "1h"), "/console/tokens")
+        page.get_by_label("Identity", exact=True).last.fill("frank")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_load_state()
+        page.on("dialog", lambda d: d.accept())
+        page.locator("table.tokens button", has_text="Revoke").first.click()
+        page.locator("table.tokens td", has_text="revoked").first.wait_for()
+        shot(page, "admin-revoked")
+        deadline = time.monotonic() + 15
+        with pytest.raises(psycopg.Error) as e:
+            while time.monotonic() < deadline:
+                c.execute("SELECT 1")
+                time.sleep(0.2)
+    assert "session ended" in str(e.value) and "revoked" in str(e.value)
+
+
+def test_every_page_passes_axe_core(console_gw: tuple[Gateway, OidcIdp, str], browser: Any) -> None:
+    gw, _, base = console_gw
+    # The pages allow scripts of their own origin only: the check comes in past that.
+    ctx = browser.new_context(ignore_https_errors=True, bypass_csp=True)
+    page = ctx.new_page()
+    with psycopg.connect(gw.dsn(gw.token("gil", "user", "1h")), autocommit=True) as c:
+        c.execute("SELECT 1")
+    # The check finds what it should: an image with no text and a field with no label.
+    page.set_content('<html lang="en"><title>t</title><img src="x.png"><input id="i"></html>')
+    assert {v["id"] for v in axe_violations(page)} >= {"image-alt", "label"}
+    page.goto(f"{base}/console/login")
+    found = {"login": axe_violations(page)}
+    sign_in_with_token(page, base, gw.token("ada", "user", "1h", "--group", "dba"))
+    for path in (
+        "/console/reviews",
+        "/console/sessions",
+        "/console/ledger",
+        "/console/tokens",
+        "/console/me",
+    ):
+        page.goto(base + path)
+        found[path] = axe_violations(page)
+    page.goto(base + "/console/sessions")
+    page.locator("table.sessions a").first.click()
+    page.wait_for_selector("table.timeline")
+    found["session"] = axe_violations(page)
+    ctx.close()
+    assert {k: v for k, v in found.items() if v} == {}
