@@ -37,6 +37,12 @@ USERS = {
 }
 RULES = [
     {
+        "id": "contractor-access",
+        "connections": ["app"],
+        "groups": ["contractors"],
+        "review": {"kind": "access", "reviewers": ["dba"], "max_duration": "2h"},
+    },
+    {
         "id": "console-deletes",
         "connections": ["app"],
         "review": {
@@ -105,6 +111,22 @@ def page(browser: Any) -> Iterator[Any]:
         yield pg
     finally:
         ctx.close()
+
+
+CONSOLE_PAGES = (
+    "/console/reviews",
+    "/console/sessions",
+    "/console/live",
+    "/console/ledger",
+    "/console/evidence",
+    "/console/insights",
+    "/console/identities",
+    "/console/tokens",
+    "/console/grants",
+    "/console/policy",
+    "/console/connections",
+    "/console/me",
+)
 
 
 def _held_delete(gw: Gateway, token: str, ident: int) -> subprocess.Popen[str]:
@@ -253,13 +275,7 @@ def test_every_page_passes_axe_core(console_gw: tuple[Gateway, OidcIdp, str], br
     page.goto(f"{base}/console/login")
     found = {"login": axe_violations(page)}
     sign_in_with_token(page, base, gw.token("ada", "user", "1h", "--group", "dba"))
-    for path in (
-        "/console/reviews",
-        "/console/sessions",
-        "/console/ledger",
-        "/console/tokens",
-        "/console/me",
-    ):
+    for path in CONSOLE_PAGES:
         page.goto(base + path)
         found[path] = axe_violations(page)
     page.goto(base + "/console/sessions")
@@ -268,3 +284,78 @@ def test_every_page_passes_axe_core(console_gw: tuple[Gateway, OidcIdp, str], br
     found["session"] = axe_violations(page)
     ctx.close()
     assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_an_admin_terminates_a_live_session(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any
+) -> None:
+    gw, _, base = console_gw
+    with psycopg.connect(gw.dsn(gw.token("hal", "user", "1h")), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        sign_in_with_token(page, base, gw.token("ada", "user", "1h"), "/console/live")
+        row = page.locator("table.live tr", has_text="hal").first
+        row.get_by_placeholder("reason (recorded)").fill("INC-9 runaway query")
+        row.get_by_role("button", name="Terminate").click()
+        deadline = time.monotonic() + 15
+        with pytest.raises(psycopg.Error) as e:
+            while time.monotonic() < deadline:
+                c.execute("SELECT 1")
+                time.sleep(0.2)
+    assert "terminated by ada: INC-9 runaway query" in str(e.value)
+    gone = time.monotonic() + 10  # the store indexes the session's end off the hot path
+    while True:
+        page.goto(f"{base}/console/live")
+        if page.locator("table.live tr", has_text="hal").count() == 0:
+            break
+        assert time.monotonic() < gone, "the terminated session still shows as live"
+        time.sleep(0.3)
+    shot(page, "admin-live")
+
+
+def test_a_contractor_asks_for_access_and_a_reviewer_grants_it(
+    console_gw: tuple[Gateway, OidcIdp, str], browser: Any, page: Any
+) -> None:
+    gw, _, base = console_gw
+    carl = gw.token("carl", "user", "1h", "--group", "contractors")
+    with pytest.raises(psycopg.Error, match="needs an approved access request"):
+        psycopg.connect(gw.dsn(carl)).close()
+    sign_in_with_token(page, base, carl)
+    assert page.url.endswith("/console/me")
+    page.get_by_label("For").fill("30m")
+    page.get_by_label("Why").fill("INC-12 read the orders table")
+    page.get_by_role("button", name="Ask").click()
+    page.locator("table tr", has_text="pending").first.wait_for()
+    shot(page, "user-request")
+
+    rev = browser.new_context(ignore_https_errors=True).new_page()
+    sign_in_with_token(rev, base, gw.token("rita2", "user", "1h", "--group", "dba"))
+    item = rev.locator("article.review", has_text="carl").first
+    assert "INC-12 read the orders table" in item.inner_text()
+    item.get_by_label("Reason (recorded)").fill("ok for INC-12")
+    item.get_by_role("button", name="Approve").click()
+    item.wait_for(state="detached")
+    rev.context.close()
+    with psycopg.connect(gw.dsn(carl), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_auditor_exports_evidence_and_reads_insights(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any, tmp_path: Path
+) -> None:
+    gw, _, base = console_gw
+    sign_in_with_token(page, base, gw.token("aud2", "user", "1h", "--group", "audit"))
+    page.goto(f"{base}/console/evidence")
+    page.get_by_label("Since").fill("-1d")
+    page.get_by_role("button", name="Export").click()
+    link = page.locator("#exports a", has_text="download").first
+    link.wait_for(timeout=60_000)  # the page follows the export's progress until it is done
+    with page.expect_download() as dl:
+        link.click()
+    bundle = tmp_path / "evidence.zip"
+    dl.value.save_as(bundle)
+    ok = gw.cli("evidence", "verify", str(bundle), check=False)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    page.goto(f"{base}/console/insights?since=1d")
+    assert page.locator(".insights h1").inner_text().startswith("Insights")
+    assert page.locator(".insights figure svg, .insights p.muted").count() >= 6
+    shot(page, "auditor-insights")

@@ -553,12 +553,16 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         return {**change.as_dict(), "removed": True}
 
     from ledgergate.api import console
+    from ledgergate.api.connections import router as connections_router
+    from ledgergate.api.evidence import router as evidence_router
     from ledgergate.api.reviews import router as reviews_router
     from ledgergate.api.scim import router as scim_router
     from ledgergate.api.sessions import router as sessions_router
 
     app.include_router(v1)
     app.include_router(sessions_router(admin, caller))
+    app.include_router(connections_router(admin, caller))
+    app.include_router(evidence_router(admin, caller))
     app.include_router(saml)
     app.include_router(scim_router(admin, caller))
     app.include_router(reviews_router(admin, caller))

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
-from ledgergate.services import audit, sessions, ssh_replay
+from ledgergate.services import audit, sessions, ssh_replay, terminate
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.store.base import Store
 
@@ -56,6 +57,10 @@ def timeline_rows(store: Store, session_id: str) -> list[dict[str, Any]]:
         }
         for doc in sessions.session_timeline(store, session_id)
     ]
+
+
+class TerminateBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
 
 
 def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> APIRouter:
@@ -110,6 +115,25 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         line ``ledgergate sessions show`` prints for it."""
         rows = await own_session(me, session_id)
         return {"session_id": session_id, "entries": rows}
+
+    @r.post("/sessions/{session_id}/terminate", tags=["sessions"])
+    async def terminate_session(me: Caller, session_id: str, body: TerminateBody) -> dict[str, Any]:
+        """End an open session now (admins): an ``admin.session.terminate`` entry first,
+        then the gateway holding the session ends it (this one at once, others at their
+        next re-check), the client told ``session ended: terminated by …``."""
+        me.require("admin")
+        try:
+            done = await admin.call(
+                terminate.request,
+                session_id,
+                by=me.actor,
+                reason=body.reason,
+                now_ns=time.time_ns(),
+            )
+        except terminate.TerminateError as e:
+            raise ApiError(404 if e.reason == "unknown session" else 409, str(e)) from None
+        await admin.changed()
+        return {**done, "requested": True}
 
     @r.get("/sessions/{session_id}/asciicast", tags=["sessions"])
     async def session_asciicast(me: Caller, session_id: str) -> Response:

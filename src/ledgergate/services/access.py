@@ -25,7 +25,7 @@ from ledgergate.core.identity import (
     roles_of,
     within_scope,
 )
-from ledgergate.services import access_keys, tokens
+from ledgergate.services import access_keys, terminate, tokens
 from ledgergate.services.identities import store_rules
 from ledgergate.services.keys import SecretSealer
 from ledgergate.store.base import IdentityRow, Store
@@ -226,4 +226,9 @@ class AccessControl:
             )
             if why is not None:
                 out[s.session_id] = why
+        # Sessions an admin asked to end (any gateway's API may have taken the request).
+        for sid, why in terminate.requested(
+            self.store, [s.session_id for s in sessions if s.session_id not in out]
+        ).items():
+            out[sid] = why
         return out

@@ -24,6 +24,7 @@ from ledgergate.core.identity import Claims, IdentityError, roles_of
 from ledgergate.core.ledger.checkpoint import Signer
 from ledgergate.services import identities, tokens
 from ledgergate.services.config import Settings
+from ledgergate.services.evidence_jobs import EvidenceJobs
 from ledgergate.services.keys import PayloadCipher
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.services.worker import LedgerWorker
@@ -104,6 +105,7 @@ class AdminService:
         self._codes: OrderedDict[str, tuple[int, str, dict[str, Any]]] = OrderedDict()
         self._oidc: Any = None
         self._saml: Any = None
+        self._jobs: EvidenceJobs | None = None
 
     # -- lifecycle and threading ----------------------------------------------------------
     async def start(self) -> None:
@@ -118,10 +120,19 @@ class AdminService:
         return self._worker.writer
 
     async def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
         await self._worker.close()
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
         return await self._worker.run(fn, *args, **kw)
+
+    @property
+    def evidence_jobs(self) -> EvidenceJobs:
+        """Evidence exports this process runs for API callers."""
+        if self._jobs is None:
+            self._jobs = EvidenceJobs(self.settings, self._signer)
+        return self._jobs
 
     @property
     def signer(self) -> Signer:

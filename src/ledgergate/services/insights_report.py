@@ -100,6 +100,17 @@ def render_markdown(ins: Insights, timeline: list[dict[str, Any]] | None = None)
 
 
 def render_html(ins: Insights, timeline: list[dict[str, Any]] | None = None) -> str:
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>ledgergate insights</title><style>{CSS}</style></head><body>"
+        + render_body(ins, timeline)
+        + "</body></html>\n"
+    )
+
+
+def render_body(ins: Insights, timeline: list[dict[str, Any]] | None = None) -> str:
+    """The report's HTML without its page: headings, charts (inline SVG) and tables,
+    every value escaped (the web console shows it inside its own page)."""
     o = ins.options
     e = html.escape
     parts = [
@@ -131,12 +142,7 @@ def render_html(ins: Insights, timeline: list[dict[str, Any]] | None = None) -> 
                  for t in timeline],
             )
         )  # fmt: skip
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>ledgergate insights</title><style>{CSS}</style></head><body>"
-        + "\n".join(parts)
-        + "</body></html>\n"
-    )
+    return "\n".join(parts)
 
 
 def render(ins: Insights, fmt: str, timeline: list[dict[str, Any]] | None = None) -> str:

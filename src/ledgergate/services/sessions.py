@@ -113,10 +113,15 @@ def list_sessions(
     ids = [r.session_id for r in opens if r.session_id]
     closes: dict[str, dict[str, Any]] = {}
     if ids:
-        for r in store.find_entries(kinds=("session.close",), session_ids=ids):
+        # A session ends with its close entry, or (a gateway that ended it and could not
+        # write more) its termination entry alone; the close, when there, says more.
+        for r in store.find_entries(kinds=_ENDS, session_ids=ids):
             said = as_entry_says(r)
-            if said is not None and said.kind == "session.close" and said.session_id in ids:
-                closes[str(said.session_id)] = _doc(said)
+            if said is None or said.kind not in _ENDS or said.session_id not in ids:
+                continue
+            sid = str(said.session_id)
+            if said.kind == "session.close" or sid not in closes:
+                closes[sid] = _doc(said)
     out = []
     for r in opens:
         d = _doc(r)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ledgergate.api.console import login, pages
+from ledgergate.api.console import login, pages, pages_admin
 from ledgergate.api.console.render import HERE
 from ledgergate.services.admin import AdminService
 
@@ -18,4 +18,5 @@ __all__ = ["mount"]
 def mount(app: FastAPI, admin: AdminService) -> None:
     app.include_router(login.router(admin))
     app.include_router(pages.router(admin))
+    app.include_router(pages_admin.router(admin))
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")

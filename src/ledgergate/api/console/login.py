@@ -9,8 +9,8 @@ with a message that names no secret.
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
 import asyncio
-import html
 import hmac
+import html
 from typing import Annotated
 from urllib.parse import quote
 

@@ -75,10 +75,18 @@ class Page:
         if self.reviewer:
             items.append(("/console/reviews", "Reviews"))
         items.append(("/console/sessions", "Sessions"))
-        if self.auditor:
-            items.append(("/console/ledger", "Ledger"))
         if self.admin:
-            items.append(("/console/tokens", "Tokens"))
+            items.append(("/console/live", "Live"))
+        if self.auditor:
+            items += [("/console/ledger", "Ledger"), ("/console/evidence", "Evidence")]
+            items.append(("/console/insights", "Insights"))
+        if self.admin:
+            items += [("/console/identities", "Identities"), ("/console/tokens", "Tokens")]
+            items.append(("/console/grants", "Grants"))
+        if self.reviewer or self.auditor:
+            items.append(("/console/policy", "Policy"))
+        if self.auditor:
+            items.append(("/console/connections", "Connections"))
         items.append(("/console/me", "My access"))
         return items
 

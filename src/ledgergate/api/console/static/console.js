@@ -63,7 +63,12 @@ document.addEventListener("submit", async (ev) => {
   const method = form.dataset.method || "POST";
   try {
     const doc = await api(method, form.dataset.api, method === "DELETE" ? undefined : formBody(form));
-    if (form.dataset.secret) {
+    if (form.dataset.result) {
+      const out = document.querySelector(form.dataset.result);
+      out.textContent = JSON.stringify(doc, null, 2);
+      out.hidden = false;
+      say(form, "");
+    } else if (form.dataset.secret) {
       const box = form.querySelector(".secret");
       box.querySelector("output").textContent = doc[form.dataset.secret];
       box.hidden = false;
@@ -107,4 +112,10 @@ if (inbox && window.EventSource) {
 const player = document.getElementById("player");
 if (player && window.AsciinemaPlayer) {
   window.AsciinemaPlayer.create(player.dataset.cast, player, {fit: "width", idleTimeLimit: 2});
+}
+
+// Evidence exports in progress: the page follows them until they finish.
+const exportsTable = document.getElementById("exports");
+if (exportsTable && exportsTable.dataset.poll === "1") {
+  setTimeout(() => window.location.reload(), 1000);
 }
