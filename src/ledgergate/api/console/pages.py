@@ -198,6 +198,7 @@ def router(admin: AdminService) -> APIRouter:
         return render(
             "session.html",
             page,
+            wasm=shell,
             session_id=session_id,
             rows=rows,
             first=first,

@@ -110,6 +110,18 @@ async def signed_in(admin: AdminService, request: Request) -> Page | Response:
     return resp
 
 
-def render(name: str, page: Page | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+# The replay page's player (asciinema-player) runs its terminal emulator as WebAssembly:
+# that page alone may compile WebAssembly (never JavaScript from strings).
+WASM_HEADERS = {
+    **HEADERS,
+    "Content-Security-Policy": HEADERS["Content-Security-Policy"].replace(
+        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
+    ),
+}
+
+
+def render(
+    name: str, page: Page | None, status: int = 200, *, wasm: bool = False, **ctx: Any
+) -> HTMLResponse:
     html = _ENV.get_template(name).render(page=page, **ctx)
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    return HTMLResponse(html, status_code=status, headers=WASM_HEADERS if wasm else HEADERS)
