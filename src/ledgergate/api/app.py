@@ -310,6 +310,9 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
     @v1.post("/tokens/{token_id}/rotate", tags=["tokens"])
     async def rotate_token(me: Caller, token_id: str, body: TokenRotate) -> dict[str, Any]:
         await _own_or_admin(me, token_id)
+        is_admin = "admin" in me.roles
+        if body.ttl and not is_admin:
+            raise ApiError(403, "only an admin sets a token's lifetime; yours keeps its expiry")
         try:
             ttl = parse_duration(body.ttl) if body.ttl else None
             tok, rec = await admin.call(
@@ -319,6 +322,7 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
                 by=me.actor,
                 ttl_ns=ttl,
                 max_ttl_ns=parse_duration(admin.config.identity.max_api_token_ttl),
+                keep_expiry=not is_admin,
             )
         except (tokens.TokenError, ValueError) as e:
             raise ApiError(400, str(e)) from None

@@ -10,6 +10,7 @@ need signed first (as ``audit prove`` does).
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
+import io
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,12 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ledgergate.services import audit, sessions, ssh_replay, terminate
+from ledgergate.services import audit, http_timeline, sessions, ssh_replay, terminate
 from ledgergate.services.admin import AdminService, ApiError, Principal
+from ledgergate.services.keys import PayloadCipher
 from ledgergate.store.base import Store
 
-__all__ = ["PROTOCOLS", "protocol_connections", "router"]
+__all__ = ["PROTOCOLS", "protocol_connections", "replay_text", "router", "timeline_rows"]
 
 # What the protocol filter offers: the connection types of the configuration.
 PROTOCOLS = ("postgres", "http", "s3", "kafka", "ssh")
@@ -47,16 +49,28 @@ def _stream_seq(entry: str) -> tuple[str, int]:
 
 def timeline_rows(store: Store, session_id: str) -> list[dict[str, Any]]:
     """The session's entries as the console shows them: position, time, kind, one line."""
-    return [
-        {
+    out = []
+    for doc in sessions.session_timeline(store, session_id):
+        row = {
             "entry": f"{doc.get('stream')}:{doc.get('seq')}",
             "ts_ns": doc.get("ts_ns"),
             "kind": doc.get("kind"),
             "line": sessions.describe(doc),
             "doc": doc,
         }
-        for doc in sessions.session_timeline(store, session_id)
-    ]
+        if doc.get("kind") == "object.manifest":  # an object's parts, as `sessions show`
+            row["manifest"] = http_timeline.manifest_lines(store, doc)
+        out.append(row)
+    return out
+
+
+def replay_text(store: Store, session_id: str, cipher: PayloadCipher | None) -> str:
+    """The session as ``ledgergate sessions replay --no-wait`` prints it: statements with
+    their results (decoded where payloads were kept), requests with their parts, Kafka
+    messages per partition."""
+    buf = io.StringIO()
+    sessions.replay(store, session_id, speed=0, out=buf, cipher=cipher)
+    return buf.getvalue()
 
 
 class TerminateBody(BaseModel):

@@ -321,10 +321,13 @@ def rotate_token(
     by: str,
     ttl_ns: int | None = None,
     max_ttl_ns: int = MAX_TTL_NS,
+    keep_expiry: bool = False,
 ) -> tuple[str, TokenRecord]:
     """Replace an active token by a new one with the same identity, groups and scope
-    (and the same lifetime unless ``ttl_ns`` is given); the old one is revoked in the
-    same transaction, so its sessions end at their next re-check."""
+    (and the same lifetime unless ``ttl_ns`` is given; ``keep_expiry``: expiring when
+    the old one would have, what an owner who is not an admin gets: a new secret, never
+    a longer life); the old one is revoked in the same transaction, so its sessions end
+    at their next re-check."""
     if token_id.startswith(PREFIX):
         raise TokenError("give the token's id (tok_…), not the token itself")
     row = store.token_by_id(token_id)
@@ -332,14 +335,19 @@ def rotate_token(
         raise TokenError(f"no token {token_id[:40]!r}")
     if row.revoked_ns is not None or now_ns >= row.expires_ns:
         raise TokenError(f"{token_id} is no longer active; create a new token instead")
-    if row.purpose == "s3":
+    if row.purpose in ("s3", "s3-session"):
         raise TokenError(f"{token_id} is an S3 access key: create a new one, then revoke it")
     if row.purpose == "ssh-key":
         raise TokenError(
             f"{token_id} is an SSH key: register the new key (token create --ssh-key), "
             "then revoke this one"
         )
-    ttl = ttl_ns if ttl_ns is not None else row.expires_ns - row.created_ns
+    if keep_expiry:
+        if ttl_ns is not None:
+            raise TokenError("a rotated token keeps its expiry here; only an admin sets one")
+        ttl = row.expires_ns - now_ns
+    else:
+        ttl = ttl_ns if ttl_ns is not None else row.expires_ns - row.created_ns
     return create_token(
         store,
         writer,

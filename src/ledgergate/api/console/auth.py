@@ -34,6 +34,7 @@ __all__ = [
     "csrf_ok",
     "csrf_token",
     "safe_next",
+    "same_origin",
     "set_session",
 ]
 
@@ -55,7 +56,7 @@ def csrf_ok(token: str, sent: str | None) -> bool:
     return sent is not None and hmac.compare_digest(csrf_token(token), sent)
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
@@ -70,7 +71,7 @@ def cookie_token(request: Request) -> str | None:
     if not token:
         return None
     if request.method not in _SAFE_METHODS:
-        if not _same_origin(request):
+        if not same_origin(request):
             raise ApiError(403, "cross-origin request refused")
         if not csrf_ok(token, request.headers.get("x-csrf-token")):
             raise ApiError(403, "missing or wrong X-CSRF-Token (reload the page)")

@@ -24,6 +24,7 @@ from ledgergate.api.console.auth import (
     clear_session,
     csrf_ok,
     safe_next,
+    same_origin,
     set_session,
 )
 from ledgergate.api.console.render import render
@@ -77,9 +78,13 @@ def router(admin: AdminService) -> APIRouter:
 
     @r.post("/console/login")
     async def login_token(
-        token: Annotated[str, Form(max_length=4096)], next: Annotated[str, Form()] = "/"
+        request: Request,
+        token: Annotated[str, Form(max_length=4096)],
+        next: Annotated[str, Form()] = "/",
     ) -> Response:
         """Sign in with a ledgergate token (one `ledgergate login` or an admin minted)."""
+        if not same_origin(request):  # another site signing you in as someone else
+            raise ApiError(403, "cross-origin sign-in refused")
         token = token.strip()
         try:
             me = await admin.principal("Bearer " + token)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ledgergate.api.console.render import Page, render, signed_in
-from ledgergate.api.sessions import PROTOCOLS, protocol_connections, timeline_rows
+from ledgergate.api.sessions import PROTOCOLS, protocol_connections, replay_text, timeline_rows
 from ledgergate.core.config import parse_time
 from ledgergate.services import search, sessions, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
@@ -195,6 +195,10 @@ def router(admin: AdminService) -> APIRouter:
             for r in rows
         )
         first = rows[0]["doc"]
+        replay = ""
+        if not shell:
+            cipher = admin.payload_cipher()
+            replay = await admin.call(lambda st, _w: replay_text(st, session_id, cipher))
         return render(
             "session.html",
             page,
@@ -203,6 +207,7 @@ def router(admin: AdminService) -> APIRouter:
             rows=rows,
             first=first,
             shell=shell,
+            replay=replay,
             protocol={c.name: c.type for c in admin.config.connections}.get(
                 str(first.get("connection")), "-"
             ),

@@ -31,7 +31,9 @@ HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a form posts "Origin: null", and
+    # the sign-in form must show it comes from this origin (no referrer leaves it).
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
