@@ -9,11 +9,13 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from tests.integration.console import browser_fixture
 from tests.integration.fixtures import GatewayFactory, app_connection
 from tests.integration.gateway import BIN, Gateway, free_port
 from tests.integration.pgcluster import PgCluster
@@ -135,3 +137,27 @@ def test_web_saml_login_and_a_refused_replay(saml_gw: Gateway) -> None:
     assert len(fail) == 1 and fail[0]["via"] == "saml"
     logs = saml_gw.logs()
     assert response not in logs and "NameID" not in logs and "saml2." not in logs
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from browser_fixture()
+
+
+@pytest.mark.browser
+def test_signing_in_to_the_web_console_through_saml(saml_gw: Gateway, browser: Any) -> None:
+    base = saml_gw.api_url  # type: ignore[attr-defined]
+    ctx = browser.new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(f"{base}/console/login")
+    page.get_by_role("link", name="Sign in with SAML").click()
+    page.locator("input[name=username]").fill("alice")
+    page.get_by_role("button", name="Sign in").click()  # the IdP posts back to the ACS
+    page.wait_for_url(f"{base}/console/me")
+    assert "alice@example.com" in page.inner_text("header")
+    cookie = next(c for c in ctx.cookies() if c["name"] == "__Host-ledgergate")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert cookie["value"].startswith("lgt_")
+    created = entries(saml_gw, "token.created")[-1]
+    assert created["by"].startswith("saml:")
+    ctx.close()
