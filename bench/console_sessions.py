@@ -2,7 +2,7 @@
 ``page_sessions`` alone, against the web console's target of under a second.
 
     .venv/bin/python bench/console_sessions.py [--sessions 100000] [--reps 20]
-        [--engines sqlite,postgresql] [--profile] [--json [FILE]]
+        [--engines sqlite,postgresql] [--analyze] [--profile] [--json [FILE]]
 
 Writes ``--sessions`` sessions into a fresh store through the project's own
 ``LedgerWriter`` (chain, checkpoints and indexes as a gateway leaves them), on two
@@ -11,7 +11,11 @@ services, Zipf-distributed activity), 5 connections (3 PostgreSQL, an HTTP API, 
 store), each session an ``auth.ok``, its ``session.open``, a few commands and result
 chunks, and a ``session.close`` with its outcome, except ~1 % left open. With
 ``postgresql`` the same ledger goes into a throwaway PostgreSQL store (``PgCluster``,
-as ``evidence_search.py`` starts it).
+as ``evidence_search.py`` starts it), then ``VACUUM ANALYZE entries``: what autovacuum
+does by itself within a minute of such a load, done before the timing rather than in
+the middle of it. The SQLite store is measured as the gateway leaves it, without
+planner statistics (nothing in ledgergate runs ``ANALYZE``); ``--analyze`` runs
+``ANALYZE`` on it first, to show what the statistics change.
 
 Then starts ``ledgergate serve`` on that store with its API listener (TLS, its own
 generated certificate) and an admin token, and times, ``--reps`` times each with the
@@ -20,8 +24,8 @@ page, its cursor found by following ``next``; filters identity, connection, prot
 outcome=open), and the console's ``GET /console/sessions`` (first page, an identity
 filter), each over one keep-alive HTTPS connection, body read. The same queries then go
 to ``page_sessions`` on a store opened in this process (no HTTP, no rendering), which
-splits the cost. ``--profile`` runs each case slower than 300 ms (p95) once more under
-cProfile and prints where it went. Everything lives in a temporary directory, deleted
+splits the cost. ``--profile`` runs each case slower than 300 ms (HTTP p50) once more
+under cProfile and prints where it went. Everything lives in a temporary directory, deleted
 on exit (Ctrl-C included).
 """
 
@@ -39,6 +43,7 @@ import pstats
 import random
 import shutil
 import signal
+import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -74,7 +79,7 @@ from ledgergate.store import open_store  # noqa: E402
 from ledgergate.wire.pg.events import CommandSeen  # noqa: E402
 
 TARGET_MS = 1000.0  # the console issue's: the sessions list answers in under a second
-PROFILE_OVER_MS = 300.0  # --profile: cases slower than this (p95) are profiled
+PROFILE_OVER_MS = 300.0  # --profile: cases slower than this (HTTP p50) are profiled
 GATEWAY = "console-bench"  # the served gateway; its own stream is gateway@console-bench
 # The seeded sessions are on other streams (an HA pair that shares the store and the
 # ledger key), so the served gateway's start does not close the ~1 % left open as its
@@ -486,7 +491,7 @@ def measure(engine: str, served: Served, reps: int, built: Built, profile: bool)
             profiles = {}
             if profile:
                 for c in todo:
-                    if pct(c.ms_http, 0.95) > PROFILE_OVER_MS:
+                    if statistics.median(c.ms_http) > PROFILE_OVER_MS:
                         profiles[c.key] = profiled(lambda c=c: direct(**c.direct))
     finally:
         store.close()
@@ -500,10 +505,10 @@ def profiled(fn: Callable[[], object]) -> str:
     prof.disable()
     out = io.StringIO()
     st = pstats.Stats(prof, stream=out)
-    st.sort_stats("cumulative").print_stats(18)
-    out.write("--- by own time\n")
-    st.sort_stats("tottime").print_stats(10)
-    return out.getvalue()
+    st.sort_stats("cumulative").print_stats(14)
+    st.sort_stats("tottime").print_stats(8)
+    keep = (line for line in out.getvalue().splitlines() if line.strip())
+    return "\n".join(line for line in keep if not line.lstrip().startswith(("Ordered", "List")))
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -517,10 +522,12 @@ def verdict(c: Case) -> str:
 
 
 def table(engine: str, res: dict[str, Any], built: Built, reps: int) -> str:
+    n = sum(built.by_identity.values())
     lines = [
-        f"\n{engine}: {sum(built.by_identity.values()):,} sessions, {built.entries:,} entries "
-        f"(written in {built.seconds:.0f} s, {built.entries / built.seconds:,.0f} entries/s); "
-        f"{reps} reps, ms",
+        f"\n{engine}: {n:,} sessions ({built.outcomes['open']:,} left open), "
+        f"{len(built.by_identity)} identities, {len(built.by_connection)} connections, "
+        f"{built.entries:,} entries on {len(STREAMS)} streams (written in {built.seconds:.0f} s, "
+        f"{built.entries / built.seconds:,.0f} entries/s); {reps} reps, ms",
         "",
         "| case | rows | KiB | HTTP p50 | p95 | max | page_sessions p50 | p95 | max "
         "| HTTP − direct p50 | gateway CPU ms/req |",
@@ -599,6 +606,14 @@ def run_engine(engine: str, a: argparse.Namespace, stack: contextlib.ExitStack) 
     log(f"{engine}: writing {a.sessions:,} sessions into {root}")
     built = build(seed_url, password, root, a.sessions, time.time_ns() - 60 * 10**9)
     log(f"{engine}: {built.entries:,} entries in {built.seconds:.0f} s")
+    stats = "no planner statistics"
+    if engine == "postgresql":
+        pg.psql("VACUUM ANALYZE entries", dbname="sessions")
+        stats = "after VACUUM ANALYZE"
+    elif a.analyze:
+        with contextlib.closing(sqlite3.connect(root / "ledgergate.db")) as db:
+            db.execute("ANALYZE")
+        stats = "after ANALYZE (--analyze)"
     served = Served(root, url, password)
     stack.callback(served.stop)
     t0 = time.perf_counter()
@@ -607,7 +622,7 @@ def run_engine(engine: str, a: argparse.Namespace, stack: contextlib.ExitStack) 
     res = measure(engine, served, a.reps, built, a.profile)
     served.stop()
     a.results.append(as_json(engine, res, built))
-    return table(engine, res, built, a.reps)
+    return table(f"{engine} ({stats})", res, built, a.reps)
 
 
 def main() -> None:
@@ -615,6 +630,9 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--engines", default="sqlite", help="sqlite,postgresql")
+    ap.add_argument(
+        "--analyze", action="store_true", help="run ANALYZE on the SQLite store before timing"
+    )
     ap.add_argument(
         "--profile", action="store_true", help=f"cProfile cases over {PROFILE_OVER_MS:.0f} ms"
     )

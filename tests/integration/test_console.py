@@ -359,3 +359,18 @@ def test_an_auditor_exports_evidence_and_reads_insights(
     assert page.locator(".insights h1").inner_text().startswith("Insights")
     assert page.locator(".insights figure svg, .insights p.muted").count() >= 6
     shot(page, "auditor-insights")
+
+
+def test_an_auditor_verifies_the_ledger_from_the_page(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any
+) -> None:
+    gw, _, base = console_gw
+    sign_in_with_token(page, base, gw.token("aud3", "user", "1h", "--group", "audit"))
+    page.goto(f"{base}/console/ledger")
+    assert "test-gw" in page.locator("table.streams").inner_text()
+    page.get_by_role("button", name="Verify now").click()
+    page.locator("#last-verified", has_text="by aud3").wait_for()
+    assert "intact" in page.locator("#last-verified").inner_text()
+    shot(page, "auditor-ledger")
+    done = [e for e in gw.entries("audit.verified") if e["by"] == "api:aud3"]
+    assert done and done[-1]["ok"] is True and done[-1]["entries"] > 0

@@ -136,6 +136,7 @@ API: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/sessions/{session_id}/asciicast"): Rule(ANY),  # own
     ("GET", "/api/v1/ledger/proof"): Rule("auditor|admin", params={"entry": "nosuch:1"}),
     ("GET", "/api/v1/ledger/health"): Rule("auditor|admin"),
+    ("POST", "/api/v1/ledger/verify"): Rule("auditor|admin"),
     ("GET", "/api/v1/connections"): Rule("auditor|admin"),
     ("GET", "/api/v1/webhooks"): Rule("admin"),
     # evidence exports and insights: admins and auditors (a bad period: no job starts)

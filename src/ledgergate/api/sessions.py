@@ -20,7 +20,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ledgergate.services import audit, http_timeline, sessions, ssh_replay, terminate
+from ledgergate.services import (
+    audit,
+    http_timeline,
+    ledger_health,
+    sessions,
+    ssh_replay,
+    terminate,
+)
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.keys import PayloadCipher
 from ledgergate.store.base import Store
@@ -199,28 +206,21 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         )
 
     @r.get("/ledger/health", tags=["evidence"])
-    async def ledger_health(me: Caller) -> dict[str, Any]:
-        """Each stream's size and its last signed checkpoint (size, time, how far the
-        head is ahead of it)."""
+    async def get_ledger_health(me: Caller) -> dict[str, Any]:
+        """Each stream's size and its last signed checkpoint (how far the head is ahead
+        of it), the last verification (an ``audit.verified`` entry) and what each
+        witness has taken."""
         me.require("admin", "auditor")
+        doc = await admin.call(lambda st, _w: ledger_health.health(st, admin.settings))
+        return {**doc, "now_ns": time.time_ns()}
 
-        def go(st: Store, _w: object) -> list[dict[str, Any]]:
-            out = []
-            for stream in st.streams():
-                head = audit.stream_head(st, stream)
-                cp = st.latest_checkpoint(stream)
-                out.append(
-                    {
-                        "stream": stream,
-                        "entries": head,
-                        "checkpoint": None
-                        if cp is None
-                        else {"size": cp.size, "ts_ns": cp.ts_ns, "root": cp.root.hex()},
-                        "unsigned": head - (cp.size if cp is not None else 0),
-                    }
-                )
-            return out
-
-        return {"streams": await admin.call(go), "now_ns": time.time_ns()}
+    @r.post("/ledger/verify", tags=["evidence"])
+    async def verify_ledger(me: Caller) -> dict[str, Any]:
+        """Verify every stream now (entries, chain, signed checkpoints), as ``ledgergate
+        audit verify`` does; the outcome is recorded as an ``audit.verified`` entry."""
+        me.require("admin", "auditor")
+        return await admin.call(
+            lambda _st, w: ledger_health.verify(admin.settings, admin.signer, w, by=me.actor)
+        )
 
     return r

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from ledgergate.api.console.render import Page, render, signed_in
 from ledgergate.api.sessions import PROTOCOLS, protocol_connections, replay_text, timeline_rows
 from ledgergate.core.config import parse_time
-from ledgergate.services import search, sessions, tokens
+from ledgergate.services import ledger_health, search, sessions, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.reviews import ReviewService
 from ledgergate.store.base import Store
@@ -220,17 +220,8 @@ def router(admin: AdminService) -> APIRouter:
             return page
         if not page.auditor:
             return render("denied.html", page, 403, need="auditor")
-        from ledgergate.services import audit
-
-        def go(st: Store, _w: object) -> list[dict[str, Any]]:
-            out = []
-            for stream in st.streams():
-                head = audit.stream_head(st, stream)
-                cp = st.latest_checkpoint(stream)
-                out.append({"stream": stream, "entries": head, "checkpoint": cp})
-            return out
-
-        return render("ledger.html", page, streams=await admin.call(go))
+        doc = await admin.call(lambda st, _w: ledger_health.health(st, admin.settings))
+        return render("ledger.html", page, **doc)
 
     @r.get("/console/tokens")
     async def tokens_page(request: Request, identity: str = "") -> Response:
