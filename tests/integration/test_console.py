@@ -374,3 +374,51 @@ def test_an_auditor_verifies_the_ledger_from_the_page(
     shot(page, "auditor-ledger")
     done = [e for e in gw.entries("audit.verified") if e["by"] == "api:aud3"]
     assert done and done[-1]["ok"] is True and done[-1]["entries"] > 0
+
+
+def test_the_cli_terminates_a_session_another_process_holds(
+    console_gw: tuple[Gateway, OidcIdp, str],
+) -> None:
+    gw, _, _ = console_gw
+    with psycopg.connect(gw.dsn(gw.token("ivy", "user", "1h")), autocommit=True) as c:
+        c.execute("SELECT 1")
+        gw.indexed()
+        sid = next(
+            e["session_id"]
+            for e in reversed(gw.entries("session.open"))
+            if e["identity"]["subject"] == "ivy"
+        )
+        done = gw.cli("sessions", "terminate", sid, "--reason", "INC-10 stuck lock")
+        assert f"asked the gateway to end {sid}" in done.stdout
+        deadline = time.monotonic() + 15
+        with pytest.raises(psycopg.Error) as e:
+            while time.monotonic() < deadline:
+                c.execute("SELECT 1")
+                time.sleep(0.2)
+    assert "terminated by" in str(e.value) and "INC-10 stuck lock" in str(e.value)
+    gw.indexed()
+    again = gw.cli("sessions", "terminate", sid, "--reason", "twice", check=False)
+    assert again.returncode == 1 and "has already ended" in again.stderr
+    kinds = [e["kind"] for e in gw.entries() if e.get("session_id") == sid]
+    assert kinds.index("admin.session.terminate") < kinds.index("session.terminated")
+
+
+def test_an_admin_rotates_a_token_and_sees_the_new_one_once(
+    console_gw: tuple[Gateway, OidcIdp, str], page: Any
+) -> None:
+    gw, _, base = console_gw
+    old = gw.token("jo", "user", "1h")
+    sign_in_with_token(page, base, gw.token("ada", "user", "1h"), "/console/tokens?identity=jo")
+    page.on("dialog", lambda d: d.accept())
+    row = page.locator("table.tokens tr", has_text="jo").first
+    row.get_by_role("button", name="Rotate").click()
+    secret = row.locator(".secret output")
+    secret.wait_for()
+    new = secret.inner_text().strip()
+    assert new.startswith("lgt_") and new != old
+    with pytest.raises(psycopg.Error, match="password authentication failed"):
+        psycopg.connect(gw.dsn(old)).close()  # the old one no longer works
+    with psycopg.connect(gw.dsn(new), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    page.reload()
+    assert new not in page.content()  # shown once, never again

@@ -97,6 +97,35 @@ def show(
 
 
 @app.command()
+def terminate(
+    session_id: Annotated[str, typer.Argument(help="The open session to end.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded, and told to the client).")],
+    config: ConfigOpt = None,
+) -> None:
+    """End an open session now: an admin.session.terminate entry, then the gateway
+    holding the session ends it (the console's Terminate does the same)."""
+    import time
+
+    from ledgergate.services import terminate as term
+
+    with Env(config) as env:
+        try:
+            term.request(
+                env.store,
+                env.writer(),
+                session_id,
+                by=env.actor,
+                reason=reason,
+                now_ns=time.time_ns(),
+            )
+        except term.TerminateError as e:
+            fail(str(e))
+        except StoreError as e:
+            fail(str(e))
+    typer.echo(f"asked the gateway to end {session_id}: {reason}")
+
+
+@app.command()
 def replay(
     session_id: Annotated[str, typer.Argument(help="The session id.")],
     speed: Annotated[

@@ -134,3 +134,38 @@ def message_lines(data: bytes, fetched: bool) -> list[str]:
     except kr.RecordsError as e:
         out.append(f"     (the kept batch does not parse: {e})")
     return out
+
+
+def partitions(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Kafka session's record batches grouped by topic and partition, in ledger
+    order within each: what was produced and fetched there, the offsets seen, and each
+    batch's line (as ``describe`` gives it) with its ledger position."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in timeline:
+        ch = e.get("chunk")
+        if e.get("kind") != "chunk" or not isinstance(ch, dict) or "topic" not in ch:
+            continue
+        key = (str(ch.get("topic")), int(ch.get("partition") or 0))
+        p = out.setdefault(
+            key,
+            {
+                "topic": key[0],
+                "partition": key[1],
+                "produced": 0,
+                "fetched": 0,
+                "bytes": 0,
+                "offsets": None,
+                "batches": [],
+            },
+        )
+        records = int(ch.get("records") or 0)
+        p["produced" if e.get("direction") == "c2s" else "fetched"] += records
+        p["bytes"] += int(ch.get("size") or 0)
+        offs = ch.get("offsets")
+        if isinstance(offs, list) and len(offs) == 2:
+            lo, hi = int(offs[0]), int(offs[1])
+            seen = p["offsets"]
+            p["offsets"] = [lo, hi] if seen is None else [min(seen[0], lo), max(seen[1], hi)]
+        where = f"{e.get('stream')}:{e.get('seq')}"
+        p["batches"].append({"entry": where, "ts_ns": e.get("ts_ns"), "line": describe(e)})
+    return [out[k] for k in sorted(out)]

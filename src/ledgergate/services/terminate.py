@@ -4,10 +4,11 @@
 The request is a ledger entry, ``admin.session.terminate``, naming the session (so it
 shows in that session's timeline), the admin and the reason, durable before anything
 happens. Every gateway's re-check of its open sessions (``AccessControl.recheck``: at
-once in the process that took the request, within ``identity.recheck_interval`` on the
-others) looks for such entries and ends the session with that reason, which the gateway
-records as ``session.terminated``. A request for a session that has already ended, or
-was never opened, is refused: nothing is written.
+once in the process that took the request, on the others as soon as they see the
+store's access epoch move, as for a revoked token) looks for such entries and ends the
+session with that reason, which the gateway records as ``session.terminated``. A
+request for a session that has already ended, or was never opened, is refused: nothing
+is written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from ledgergate.core.ledger.entry import Draft
 from ledgergate.services.journal import as_entry_says
 from ledgergate.services.ledger import LedgerWriter
+from ledgergate.services.tokens import record_change
 from ledgergate.store.base import Store
 
 __all__ = ["KIND", "TerminateError", "request", "requested"]
@@ -56,7 +58,9 @@ def request(
         "by": by,
         "reason": reason,
     }
-    writer.append([Draft(now_ns, KIND, body)], now_ns)
+    # The access epoch moves with it: every gateway re-checks its sessions now, not at
+    # its next interval (the epoch is what they watch for revocations too).
+    record_change(store, writer, Draft(now_ns, KIND, body), lambda st: st.bump_access_epoch())
     return body
 
 
@@ -67,6 +71,6 @@ def requested(store: Store, session_ids: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for r in _docs(store, (KIND,), session_ids):
         d = json.loads(r.canonical)
-        by = str(d.get("by", "an admin")).removeprefix("api:")
+        by = str(d.get("by", "an admin")).removeprefix("api:").removeprefix("cli:")
         out[str(r.session_id)] = f"terminated by {by}: {d.get('reason') or 'no reason given'}"
     return out

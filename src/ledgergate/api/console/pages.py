@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from ledgergate.api.console.render import Page, render, signed_in
 from ledgergate.api.sessions import PROTOCOLS, protocol_connections, replay_text, timeline_rows
 from ledgergate.core.config import parse_time
-from ledgergate.services import ledger_health, search, sessions, tokens
+from ledgergate.services import kafka_timeline, ledger_health, search, sessions, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.reviews import ReviewService
 from ledgergate.store.base import Store
@@ -195,6 +195,7 @@ def router(admin: AdminService) -> APIRouter:
             for r in rows
         )
         first = rows[0]["doc"]
+        kafka = kafka_timeline.partitions([r["doc"] for r in rows])
         replay = ""
         if not shell:
             cipher = admin.payload_cipher()
@@ -208,6 +209,7 @@ def router(admin: AdminService) -> APIRouter:
             first=first,
             shell=shell,
             replay=replay,
+            kafka=kafka,
             protocol={c.name: c.type for c in admin.config.connections}.get(
                 str(first.get("connection")), "-"
             ),
