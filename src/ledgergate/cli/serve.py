@@ -19,6 +19,7 @@ from ledgergate.core.config import (
     ConfigError,
     Connection,
     KafkaConnection,
+    Roles,
     SshConnection,
     parse_duration,
     split_address,
@@ -101,15 +102,20 @@ def register(app: typer.Typer) -> None:
                     }
                 )
                 settings = dataclasses.replace(settings, config=cfg)
+            # The demo also opens the REST API and its web console on 18443, the demo
+            # identity its admin (it signs in with the demo token).
+            api_address = cfg.listeners.api.address or "127.0.0.1:18443"
             cfg = cfg.model_copy(
                 update={
                     "listeners": cfg.listeners.model_copy(
                         update={
                             "http": cfg.listeners.http.model_copy(
                                 update={"address": "127.0.0.1:19443"}
-                            )
+                            ),
+                            "api": cfg.listeners.api.model_copy(update={"address": api_address}),
                         }
-                    )
+                    ),
+                    "roles": Roles.model_validate({"admin": {"identities": ["demo"]}}),
                 }
             )
             settings = dataclasses.replace(settings, config=cfg)
@@ -247,6 +253,11 @@ def register(app: typer.Typer) -> None:
                 )
             if embedded and connections:
                 _demo_banner(settings, connections, shown, port, rt, demo_token_ttl)
+                if api is not None:
+                    typer.echo(
+                        f"ledgergate: web console on {api.url}/ (sign in with the demo token; "
+                        f"the browser will ask you to accept the gateway's own certificate)\n"
+                    )
             typer.echo("ledgergate: press Ctrl-C to stop (a final checkpoint is signed)")
 
         try:
