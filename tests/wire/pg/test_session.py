@@ -441,3 +441,51 @@ def test_end_at_a_message_boundary_is_immediate() -> None:
     r.feed(ServerData(build(b"Z", b"I"), 1))
     assert r.end(err, "terminated") == [SendToClient(err), Close("terminated")]
     assert r.end(err, "again") == []
+
+
+ADMIN_SHUTDOWN = m.error_response(
+    "57P01", "terminating connection due to administrator command", severity="FATAL"
+)
+
+
+@pytest.mark.parametrize("split", [None, 3])
+def test_a_backend_that_ends_the_session_is_the_only_one_to_say_so(split: int | None) -> None:
+    """pg_terminate_backend, a shutdown: the backend's FATAL reaches the client and the
+    session closes with no error of the gateway's after it (a client would read two)."""
+    r = Relay()
+    run(r, [ClientData(Q1, 0), Committed(1), ServerData(m.ready_for_query(), 0)])
+    reads = [ADMIN_SHUTDOWN] if split is None else [ADMIN_SHUTDOWN[:split], ADMIN_SHUTDOWN[split:]]
+    sent = b"".join(
+        a.data for d in reads for a in r.feed(ServerData(d, 1)) if isinstance(a, SendToClient)
+    )
+    assert sent == ADMIN_SHUTDOWN
+    assert r.feed(ServerClosed(2)) == [Close("the server ended the session")]
+
+
+def test_a_close_after_a_plain_error_still_gets_the_gateways_word() -> None:
+    r = Relay()
+    run(r, [ClientData(Q1, 0), Committed(1)])
+    r.feed(ServerData(m.error_response("42P01", "no such table", severity="ERROR"), 1))
+    actions = r.feed(ServerClosed(2))
+    assert isinstance(actions[0], SendToClient)
+    assert sqlstate_and_severity(actions[0].data) == ("08006", "FATAL")
+
+
+@pytest.mark.parametrize(
+    ("data", "goodbye"),
+    [
+        (ADMIN_SHUTDOWN, True),
+        (m.ready_for_query() + ADMIN_SHUTDOWN, True),
+        (m.error_response("57P01", "x", severity="PANIC"), True),
+        (m.error_response("42P01", "x", severity="ERROR"), False),
+        (ADMIN_SHUTDOWN + m.ready_for_query(), False),
+        (ADMIN_SHUTDOWN[:-1], False),
+        (b"", False),
+        (None, False),
+        (b"E\x00\x00\x00\x02", False),
+    ],
+)
+def test_said_goodbye(data: bytes | None, goodbye: bool) -> None:
+    from ledgergate.wire.pg.session import said_goodbye
+
+    assert said_goodbye(data) is goodbye

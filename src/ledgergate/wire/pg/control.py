@@ -147,6 +147,9 @@ class RelayControl:
         self._refusals: dict[bytes, bytes] = {}  # marker -> the refusal ErrorResponse
         self._nrefused = 0
         self._hold_s = b""  # an ErrorResponse begun at the end of a read, held for the rest
+        # The server's last read when it began on a message boundary (else None): if the
+        # server then closes, was that read its goodbye (a FATAL ErrorResponse)?
+        self._last_read: bytes | None = None
         # Sessions whose results are masked: every server message passes through it.
         self.shaper: ResultShaper | None = None
         # What the client prepared, decided again at its next Bind after ``set_guard``.

@@ -67,6 +67,29 @@ _Q, _P, _B, _F, _X, _d = (ord(c) for c in "QPBFXd")
 _S, _Z, _E = ord("S"), ord("Z"), ord("E")
 
 
+# The server's last reads are kept (from a message boundary) up to this many bytes to
+# tell, when it closes, whether it said why: a FATAL ErrorResponse is far smaller.
+GOODBYE_MAX = 8192
+
+
+def said_goodbye(data: bytes | None) -> bool:
+    """Whether ``data`` (a read that began on a message boundary) holds whole server
+    messages, the last an ErrorResponse of severity FATAL or PANIC: what a backend sends
+    before it closes a session it ends."""
+    if not data:
+        return False
+    pos, n, last = 0, len(data), -1
+    while pos + 5 <= n:
+        (ln,) = _unpack_i(data, pos + 1)
+        if ln < 4 or pos + 1 + ln > n:
+            return False
+        last, pos = pos, pos + 1 + ln
+    if pos != n or last < 0 or data[last] != _E:
+        return False
+    fields = m.parse_error_fields(data[last + 5 : n])
+    return fields.get("V", fields.get("S")) in ("FATAL", "PANIC")
+
+
 class Relay(RelayControl):
     """feed(event) -> actions, for a session whose handshakes are done."""
 
@@ -98,6 +121,11 @@ class Relay(RelayControl):
             self.closed = True
             if self.terminated:
                 return [Close("client terminated")]
+            if said_goodbye(self._last_read):
+                # The backend ended the session and said why (terminated by an admin, a
+                # shutdown): the client has that, as it would direct; a second error of
+                # ours would read as two results of its next command.
+                return [Close("the server ended the session")]
             err = m.error_response(
                 "08006", "ledgergate: the server closed the connection unexpectedly"
             )
@@ -393,6 +421,17 @@ class Relay(RelayControl):
         return [Record((chunk,), False, 0)]
 
     def _server(self, data: bytes, ts: int) -> list[Action]:
+        at_start = (
+            self.shaper.partial == 0
+            if self.shaper is not None
+            else self._skip == 0 and not self._hdr and not self._hold_s
+        )
+        if at_start:
+            self._last_read = data
+        elif self._last_read is not None and len(self._last_read) + len(data) <= GOODBYE_MAX:
+            self._last_read += data  # a goodbye split across reads
+        else:
+            self._last_read = None
         if self._ending is not None:
             cut = self._boundary(data)
             if cut is None:
