@@ -295,7 +295,8 @@ def test_an_admin_terminates_a_live_session(
         sign_in_with_token(page, base, gw.token("ada", "user", "1h"), "/console/live")
         row = page.locator("table.live tr", has_text="hal").first
         row.get_by_placeholder("reason (recorded)").fill("INC-9 runaway query")
-        row.get_by_role("button", name="Terminate").click()
+        with page.expect_navigation():  # the page reloads once the API said yes
+            row.get_by_role("button", name="Terminate").click()
         deadline = time.monotonic() + 15
         with pytest.raises(psycopg.Error) as e:
             while time.monotonic() < deadline:

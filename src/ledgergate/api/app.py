@@ -21,7 +21,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Form, Header, Query, Requ
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from ledgergate.api.console.auth import cookie_token
+from ledgergate.api.console.auth import SAML_COOKIE, cookie_token, same_secret
 from ledgergate.api.console.login import SAML_RELAY, signed_in_redirect
 from ledgergate.core.config import parse_duration
 from ledgergate.core.identity import IdentityError
@@ -163,7 +163,7 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
         # A browser signed in to the console sends its cookie (and, for a change, the
         # CSRF header) instead of a bearer token; a bearer token wins when both come.
         if authorization is None:
-            token = cookie_token(request)
+            token = cookie_token(request, admin.base_url)
             if token is not None:
                 authorization = "Bearer " + token
         return await admin.principal(authorization)
@@ -214,12 +214,22 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
 
     @saml.post("/acs")
     async def saml_acs(
+        request: Request,
         SAMLResponse: Annotated[str, Form(max_length=1 << 20)],
         RelayState: Annotated[str | None, Form(max_length=2048)] = None,
     ) -> Response:
+        console = RelayState is not None and RelayState.startswith(SAML_RELAY + ".")
+        if console:  # a sign-in to the web console: only in the browser that began it
+            kept = request.cookies.get(SAML_COOKIE) or ""
+            if not kept or not same_secret(RelayState or "", f"{SAML_RELAY}.{kept}"):
+                raise ApiError(403, "this SAML sign-in was not started in this browser")
         login = await admin.login_saml(SAMLResponse, RelayState)
-        if RelayState == SAML_RELAY:  # a sign-in to the web console
-            return signed_in_redirect(str(login["token"]), int(login["expires_ns"]), "/")
+        if console:
+            resp = signed_in_redirect(
+                str(login["token"]), int(login["expires_ns"]), "/", minted=True
+            )
+            resp.delete_cookie(SAML_COOKIE, path="/", secure=True, httponly=True, samesite="none")
+            return resp
         if RelayState and _loopback(RelayState):
             code = admin.issue_code(login)
             sep = "&" if "?" in RelayState else "?"

@@ -94,9 +94,12 @@ def parse_time(text: str, now_ns: int) -> int:
         return now_ns
     if t.startswith("-"):
         try:
-            return now_ns - parse_duration(t[1:])
+            got = now_ns - parse_duration(t[1:])
         except ValueError:
             raise ValueError(f"{text!r} is not a relative time (use e.g. -30m, -1h, -7d)") from None
+        if got < 0:
+            raise ValueError(f"{text!r} reaches back before 1970")
+        return got
     try:
         when = datetime.datetime.fromisoformat(t)
     except ValueError:
@@ -106,7 +109,10 @@ def parse_time(text: str, now_ns: int) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     delta = when - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+    got = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+    if got < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return got
 
 
 def parse_duration(text: str | int) -> int:

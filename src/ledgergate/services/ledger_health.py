@@ -30,6 +30,13 @@ __all__ = ["KIND", "health", "last_verified", "verify", "witnesses"]
 KIND = "audit.verified"
 
 
+def _host(url: str) -> str:
+    """host[:port] of a URL: never its path or query, nor user:password@ before it."""
+    u = urlsplit(url)
+    host = u.hostname or "-"
+    return f"{host}:{u.port}" if u.port else host
+
+
 def _target(spec: Any) -> str:
     t = spec.type
     if t == "file":
@@ -37,9 +44,9 @@ def _target(spec: Any) -> str:
     if t == "syslog":
         return str(spec.address)
     if t == "https":
-        return str(urlsplit(spec.url).netloc)
+        return _host(spec.url)
     if t == "s3":
-        return f"{urlsplit(spec.endpoint).netloc}/{spec.bucket}"
+        return f"{_host(spec.endpoint)}/{spec.bucket}"
     return "-"
 
 

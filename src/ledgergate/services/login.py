@@ -292,6 +292,11 @@ class CodeRequest:
     verifier: str
 
 
+def token_endpoint(issuer: str, http: httpx.Client) -> str:
+    """The provider's token endpoint, from its discovery document."""
+    return _endpoint(discover(issuer, http), "token_endpoint")
+
+
 def code_request(
     issuer: str, client_id: str, scopes: list[str], redirect_uri: str, http: httpx.Client
 ) -> CodeRequest:

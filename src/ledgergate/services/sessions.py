@@ -31,6 +31,7 @@ __all__ = [
     "page_sessions",
     "replay",
     "session_timeline",
+    "summaries",
 ]
 
 # What makes a session ended in the ledger.
@@ -94,7 +95,7 @@ def list_sessions(
 ) -> list[SessionSummary]:
     """Sessions opened in [since_ns, until_ns), newest first, by identity subject and
     connection name when given."""
-    opens = store.find_entries(
+    rows = store.find_entries(
         kinds=("session.open",),
         identity=identity,
         connection=connection,
@@ -103,11 +104,23 @@ def list_sessions(
         newest_first=True,
         limit=limit,
     )
+    return summaries(store, rows, identity, connection, since_ns, until_ns)
+
+
+def summaries(
+    store: Store,
+    rows: list[EntryRow],
+    identity: str | None,
+    connection: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+) -> list[SessionSummary]:
+    """The sessions of these ``session.open`` rows, each with how it ended."""
     # The store's columns chose the rows; the entries themselves decide: a row whose
     # column was edited in the database is presented (or not) as its entry says.
     opens = [
         said
-        for said in map(as_entry_says, opens)
+        for said in map(as_entry_says, rows)
         if said is not None and _matches(said, identity, connection, since_ns, until_ns)
     ]
     ids = [r.session_id for r in opens if r.session_id]
@@ -201,8 +214,26 @@ def page_sessions(
     out: list[SessionSummary] = []
     scanned = 0
     while len(out) <= limit and scanned < MAX_SCAN:
-        batch = list_sessions(store, identity, connection, since_ns, upper, limit=_SCAN_BATCH)
+        if outcome == "open":  # ended ones are left out by the store (few are open)
+            rows = store.find_open_sessions(
+                identity=identity,
+                connection=connection,
+                since_ns=since_ns,
+                until_ns=upper,
+                limit=_SCAN_BATCH,
+            )
+        else:
+            rows = store.find_entries(
+                kinds=("session.open",),
+                identity=identity,
+                connection=connection,
+                since_ns=since_ns,
+                until_ns=upper,
+                newest_first=True,
+                limit=_SCAN_BATCH,
+            )
         scanned += _SCAN_BATCH
+        batch = summaries(store, rows, identity, connection, since_ns, upper)
         for s in batch:
             if after is not None and _position(s) >= after:
                 continue  # on an earlier page (same nanosecond as its last row)
@@ -211,13 +242,13 @@ def page_sessions(
             if outcome is not None and not _ended_so(s, outcome):
                 continue
             out.append(s)
-        if len(batch) < _SCAN_BATCH:
+        if len(rows) < _SCAN_BATCH:  # the store has no older ones (not: none were kept)
             return SessionPage(out[:limit], _cursor(out[limit - 1]) if len(out) > limit else None)
         # Older than this batch: batches overlap on their last nanosecond, and the
         # position check drops what was seen.
-        last = batch[-1]
-        after = _position(last) if after is None or _position(last) < after else after
-        upper = last.opened_ns + 1
+        last = (rows[-1].ts_ns, rows[-1].stream, rows[-1].seq)
+        after = last if after is None or last < after else after
+        upper = last[0] + 1
     if len(out) > limit:
         return SessionPage(out[:limit], _cursor(out[limit - 1]))
     # The scan budget ran out before the page filled: go on from where it stopped.

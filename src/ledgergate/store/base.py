@@ -253,6 +253,19 @@ class Store(Protocol):
         """Entries matching every given filter, ordered by (ts_ns, stream, seq)."""
         ...
 
+    def find_open_sessions(
+        self,
+        *,
+        identity: str | None = None,
+        connection: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+    ) -> list[EntryRow]:
+        """``session.open`` entries with no ``session.close`` or ``session.terminated``
+        entry of their session, newest first, matching every given filter."""
+        ...
+
     def prune_entries(self, stream: str, stubs: Sequence[tuple[int, bytes]]) -> int:
         """Replace the canonical bytes of entries by their retention stubs (see
         ``core.ledger.retention``), keeping each ``entry_hash``; their search columns

@@ -182,5 +182,16 @@ ALTER TABLE search_docs ALTER COLUMN ts_ns SET NOT NULL;
 CREATE INDEX search_docs_newest ON search_docs (ts_ns DESC, stream DESC, seq DESC)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((5, BASELINE), (6, SEARCH), (7, SEARCH_NEWEST))
+# The session lists' filters (see the SQLite engine's migration 8).
+SESSION_OPENS = """
+CREATE INDEX entries_opens_identity ON entries (identity, ts_ns) WHERE kind = 'session.open';
+CREATE INDEX entries_opens_connection ON entries (connection, ts_ns) WHERE kind = 'session.open'
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (5, BASELINE),
+    (6, SEARCH),
+    (7, SEARCH_NEWEST),
+    (8, SESSION_OPENS),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]

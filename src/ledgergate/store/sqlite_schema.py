@@ -134,6 +134,15 @@ CREATE TABLE search_progress (
 )
 """
 
+# The session lists filter opening entries by identity or connection, newest first: a
+# partial index per filter over session.open rows alone (one row in ten of a busy
+# ledger, none of the chunks), so a quiet identity's page reads its own rows, not every
+# session's. Shared with the PostgreSQL engine's migration 8.
+SESSION_OPENS = """
+CREATE INDEX entries_opens_identity ON entries(identity, ts_ns) WHERE kind = 'session.open';
+CREATE INDEX entries_opens_connection ON entries(connection, ts_ns) WHERE kind = 'session.open';
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
@@ -192,5 +201,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # 7 gives PostgreSQL's search docs their time, to read the newest matches off an
     # index; FTS5 already walks its matches newest first (by rowid): nothing to do here.
     (7, ""),
+    (8, SESSION_OPENS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -29,17 +29,25 @@ from ledgergate.services.admin import ApiError
 __all__ = [
     "COOKIE",
     "LOGIN_COOKIE",
+    "MINTED_COOKIE",
+    "SAML_COOKIE",
     "clear_session",
     "cookie_token",
     "csrf_ok",
     "csrf_token",
     "safe_next",
     "same_origin",
+    "same_secret",
     "set_session",
 ]
 
 COOKIE = "__Host-ledgergate"
 LOGIN_COOKIE = "__Host-ledgergate-login"
+# Set beside the session cookie when the console minted its token (an OpenID or SAML
+# sign-in): signing out revokes only such a token, never one a person typed in (their
+# ledgergate login, also their database password).
+MINTED_COOKIE = "__Host-ledgergate-minted"
+SAML_COOKIE = "__Host-ledgergate-saml"
 # How long a sign-in at the identity provider may take before its answer is refused.
 LOGIN_TTL_S = 600
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -53,25 +61,39 @@ def csrf_token(token: str) -> str:
 
 
 def csrf_ok(token: str, sent: str | None) -> bool:
-    return sent is not None and hmac.compare_digest(csrf_token(token), sent)
+    return sent is not None and same_secret(csrf_token(token), sent)
 
 
-def same_origin(request: Request) -> bool:
+def same_secret(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any characters (compare_digest refuses
+    non-ASCII ``str``: a hostile header would be a 500)."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
+
+
+def same_origin(request: Request, public_url: str = "") -> bool:
+    """No Origin (not a browser), or this origin: as the browser reached it (``Host``),
+    or as the gateway's public URL names it (behind a proxy that rewrites ``Host``)."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    host = request.headers.get("host", "")
-    return urlparse(origin).netloc == host
+    got = urlparse(origin)
+    if public_url:
+        ours = urlparse(public_url)
+        if (got.scheme, got.netloc) == (ours.scheme, ours.netloc):
+            return True
+    return got.netloc == request.headers.get("host", "")
 
 
-def cookie_token(request: Request) -> str | None:
+def cookie_token(request: Request, public_url: str = "") -> str | None:
     """The token of the console's cookie, checked for a change: a non-GET call must
     come from this origin with the CSRF header (raises 403 otherwise)."""
     token = request.cookies.get(COOKIE)
     if not token:
         return None
     if request.method not in _SAFE_METHODS:
-        if not same_origin(request):
+        if not same_origin(request, public_url):
             raise ApiError(403, "cross-origin request refused")
         if not csrf_ok(token, request.headers.get("x-csrf-token")):
             raise ApiError(403, "missing or wrong X-CSRF-Token (reload the page)")
@@ -97,7 +119,12 @@ def clear_session(resp: Response) -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path of this console only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: a path of this console only (no open redirect:
+    browsers drop tabs and newlines from URLs, so ``/\t/evil.example`` would be
+    ``//evil.example``; no control character, space or backslash passes)."""
+    if not target or any(c <= " " or c in "\x7f\\" for c in target):
+        return "/"
+    u = urlsplit(target)
+    if u.scheme or u.netloc or not u.path.startswith("/") or u.path.startswith("//"):
         return "/"
     return target

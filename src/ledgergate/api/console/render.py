@@ -41,7 +41,10 @@ HEADERS = {
 def fmt_ns(v: object) -> str:
     if not isinstance(v, int):
         return "-"
-    t = dt.datetime.fromtimestamp(v / 1e9, tz=dt.UTC)
+    try:
+        t = dt.datetime.fromtimestamp(v / 1e9, tz=dt.UTC)
+    except (ValueError, OverflowError, OSError):  # outside years 1-9999
+        return f"{v} ns"
     return t.strftime("%Y-%m-%d %H:%M:%S") + "Z"
 
 
