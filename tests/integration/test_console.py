@@ -423,3 +423,28 @@ def test_an_admin_rotates_a_token_and_sees_the_new_one_once(
         assert c.execute("SELECT 1").fetchone() == (1,)
     page.reload()
     assert new not in page.content()  # shown once, never again
+
+
+def test_signing_out_revokes_only_a_token_the_console_minted(
+    console_gw: tuple[Gateway, OidcIdp, str], browser: Any, page: Any
+) -> None:
+    gw, _, base = console_gw
+    typed = gw.token("kim", "user", "1h")
+    sign_in_with_token(page, base, typed)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(lambda u: "/console/login" in u)
+    assert not [c for c in page.context.cookies() if c["name"] == "__Host-ledgergate"]
+    with psycopg.connect(gw.dsn(typed), autocommit=True) as c:  # still kim's login
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+    ctx = browser.new_context(ignore_https_errors=True)
+    oidc = ctx.new_page()
+    sign_in_with_provider(oidc, base, "rita")
+    minted = next(c["value"] for c in ctx.cookies() if c["name"] == "__Host-ledgergate")
+    oidc.get_by_role("button", name="Sign out").click()
+    oidc.wait_for_url(lambda u: "/console/login" in u)
+    ctx.close()
+    gone = [e for e in gw.entries("token.revoked") if e.get("by") == "api:rita@example.com"]
+    assert gone, "the minted token was not revoked"
+    with pytest.raises(psycopg.Error):
+        psycopg.connect(gw.dsn(minted)).close()

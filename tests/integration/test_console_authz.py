@@ -30,7 +30,7 @@ import httpx
 import psycopg
 import pytest
 
-from ledgergate.api.console.auth import COOKIE, csrf_token
+from ledgergate.api.console.auth import COOKIE, MINTED_COOKIE, csrf_token
 from tests.integration.fixtures import app_connection
 from tests.integration.gateway import Gateway, free_port
 from tests.integration.pgcluster import PgCluster
@@ -134,6 +134,7 @@ API: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/sessions/{session_id}"): Rule(ANY),  # own
     ("POST", "/api/v1/sessions/{session_id}/terminate"): Rule("admin", json={"reason": "authz"}),
     ("GET", "/api/v1/sessions/{session_id}/asciicast"): Rule(ANY),  # own
+    ("GET", "/api/v1/sessions/{session_id}/replay"): Rule(ANY),  # own
     ("GET", "/api/v1/ledger/proof"): Rule("auditor|admin", params={"entry": "nosuch:1"}),
     ("GET", "/api/v1/ledger/health"): Rule("auditor|admin"),
     ("POST", "/api/v1/ledger/verify"): Rule("auditor|admin"),
@@ -447,12 +448,17 @@ def test_a_cookie_changes_nothing_without_the_csrf_header(
 
 
 def test_signing_out_of_the_console_needs_the_pages_csrf_value(env: Env) -> None:
+    """Only a token the console minted (an OpenID or SAML sign-in, marked by its own
+    cookie) is revoked, and only with the page's csrf value; a typed one stays."""
     token = env.mint("user")[0]
+    minted = {"Cookie": f"{COOKIE}={token}; {MINTED_COOKIE}=1"}
     for csrf in ("", csrf_token(env.tokens["user"])):
-        r = env.http.post("/console/logout", data={"csrf": csrf}, headers=_cookie(token))
+        r = env.http.post("/console/logout", data={"csrf": csrf}, headers=minted)
         assert _to_login(r) and COOKIE in r.headers.get("set-cookie", "")
         assert env.works(token), "a sign-out without the page's csrf value revoked the token"
     r = env.http.post("/console/logout", data={"csrf": csrf_token(token)}, headers=_cookie(token))
+    assert _to_login(r) and env.works(token), "a typed token was revoked at sign-out"
+    r = env.http.post("/console/logout", data={"csrf": csrf_token(token)}, headers=minted)
     assert _to_login(r)
     assert not env.works(token)
     r = env.http.get("/console/me", headers=_cookie(token))
@@ -469,6 +475,8 @@ OWNED: list[tuple[str, str, str, int | str]] = [
     *[(c, "GET", "/api/v1/sessions/{session}", 404) for c in ("user", "reviewer")],
     *[(c, "GET", "/api/v1/sessions/{session}", 200) for c in ("auditor", "admin", "bob")],
     *[(c, "GET", "/api/v1/sessions/{session}/asciicast", 404) for c in ("user", "reviewer")],
+    *[(c, "GET", "/api/v1/sessions/{session}/replay", 404) for c in ("user", "reviewer")],
+    *[(c, "GET", "/api/v1/sessions/{session}/replay", 200) for c in ("auditor", "admin", "bob")],
     *[(c, "GET", "/console/sessions/{session}", 404) for c in ("user", "reviewer")],
     *[(c, "GET", "/console/sessions/{session}", 200) for c in ("auditor", "admin", "bob")],
     *[

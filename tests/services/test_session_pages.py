@@ -67,9 +67,7 @@ def test_filters_by_connection_set_identity_and_outcome(led: Ledger) -> None:
     assert _walk(led, connections=frozenset({"logs"})) == [
         f"s_{i:05d}" for i in reversed(range(N)) if i % 3 == 1
     ]
-    assert _walk(led, identity="quiet") == [
-        f"s_{i:05d}" for i in reversed(range(N)) if i % 97 == 0
-    ]
+    assert _walk(led, identity="quiet") == [f"s_{i:05d}" for i in reversed(range(N)) if i % 97 == 0]
     opened = _walk(led, outcome="open")
     assert opened == [f"s_{i:05d}" for i in reversed(range(N)) if i % 10 == 0]
     st = led.store()

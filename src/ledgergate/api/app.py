@@ -142,6 +142,16 @@ def create_app(admin: AdminService, health: GatewayHealth | None = None) -> Fast
     if health is not None:
         _health_routes(app, health)
 
+    @app.middleware("http")
+    async def _api_headers(request: Request, call_next: Any) -> Response:
+        # API answers may carry a cookie-authenticated caller's data: never cached, and
+        # never sniffed into something a browser would run.
+        resp: Response = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            resp.headers.setdefault("Cache-Control", "no-store")
+            resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None

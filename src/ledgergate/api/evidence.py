@@ -5,6 +5,7 @@ insights report (what ``ledgergate insights`` prints). Admins and auditors only.
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -22,6 +23,9 @@ from ledgergate.services.insights import Insights, InsightsOptions, collect
 __all__ = ["insights_for", "router", "times"]
 
 _STATUS = {"unknown": 404, "not ready": 409, "full": 429}
+# The console's and the API's report covers a year at most (each reads its period and a
+# baseline before it); the CLI has no such limit.
+MAX_INSIGHTS_NS = 366 * 86_400 * 10**9
 
 
 class ExportRequest(BaseModel):
@@ -52,8 +56,18 @@ def insights_for(admin: AdminService, since: str, until: str | None) -> Awaitabl
         raise ApiError(422, str(e)) from None
     if until_ns <= since_ns:
         raise ApiError(422, "until must come after since")
+    if until_ns - since_ns > MAX_INSIGHTS_NS:
+        raise ApiError(422, "a report covers a year at most (ledgergate insights: any period)")
     opts = InsightsOptions(since_ns=since_ns, until_ns=until_ns, now_ns=now)
-    return admin.call(lambda st, _w: collect(st, opts))
+
+    def run() -> Insights:
+        store = admin.settings.open_store()  # its own handle and thread: it reads a lot
+        try:
+            return collect(store, opts)
+        finally:
+            store.close()
+
+    return asyncio.to_thread(run)
 
 
 def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> APIRouter:

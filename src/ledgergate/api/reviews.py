@@ -53,6 +53,8 @@ _READ_ALL = frozenset({"admin", "auditor", "reviewer"})
 # at least this often so proxies and browsers keep it open.
 EVENTS_POLL_S = 1.0
 EVENTS_KEEPALIVE_S = 15.0
+# ...and checks the caller's token this often (a revoked token ends its stream).
+EVENTS_AUTH_S = 5.0
 _RAW = frozenset({"admin", "reviewer"})
 
 
@@ -158,6 +160,24 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         out: list[dict[str, Any]] = await run(go)
         return out
 
+    # What the pending reviews are now, shared by every open event stream of this
+    # process: one look at the store per EVENTS_POLL_S however many tabs listen.
+    looked: list[Any] = [0.0, ""]
+    looking = asyncio.Lock()
+
+    def pending(svc: ReviewService) -> str:
+        sweep(svc)
+        found = svc.list(state="pending")
+        state = ";".join(f"{rv.id}:{len(rv.decisions)}" for rv in found)
+        return f"{len(found)} {hashlib.sha256(state.encode()).hexdigest()}"
+
+    async def pending_state() -> str:
+        async with looking:
+            if time.monotonic() - looked[0] >= EVENTS_POLL_S:
+                looked[1] = await run(pending)
+                looked[0] = time.monotonic()
+            return str(looked[1])
+
     @r.get("/api/v1/reviews/events", tags=["reviews"])
     async def review_events(request: Request, me: Caller) -> StreamingResponse:
         """Server-sent events: ``reviews`` (data: how many are pending) each time the
@@ -169,21 +189,17 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         )
         me.require("reviewer", "admin", "auditor")
 
-        def pending(svc: ReviewService) -> str:
-            sweep(svc)
-            found = svc.list(state="pending")
-            state = ";".join(f"{rv.id}:{len(rv.decisions)}" for rv in found)
-            return f"{len(found)} {hashlib.sha256(state.encode()).hexdigest()}"
-
         async def stream() -> AsyncIterator[bytes]:
-            last, quiet = "", 0.0
+            last, quiet, since_auth = "", 0.0, 0.0
             while not await request.is_disconnected():
-                try:
-                    await admin.principal(auth)
-                except ApiError as e:
-                    yield f"event: ended\ndata: {e.message}\n\n".encode()
-                    return
-                now = await run(pending)
+                if since_auth <= 0:
+                    try:
+                        await admin.principal(auth)
+                    except ApiError as e:
+                        yield f"event: ended\ndata: {e.message}\n\n".encode()
+                        return
+                    since_auth = EVENTS_AUTH_S
+                now = await pending_state()
                 if now != last:
                     last, quiet = now, 0.0
                     yield f"event: reviews\ndata: {now.split()[0]}\n\n".encode()
@@ -192,6 +208,7 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
                     yield b": keepalive\n\n"
                 await asyncio.sleep(EVENTS_POLL_S)
                 quiet += EVENTS_POLL_S
+                since_auth -= EVENTS_POLL_S
 
         return StreamingResponse(
             stream(),

@@ -10,6 +10,7 @@ need signed first (as ``audit prove`` does).
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
+import asyncio
 import io
 import json
 import time
@@ -54,10 +55,31 @@ def _stream_seq(entry: str) -> tuple[str, int]:
     return stream, int(seq)
 
 
+# A session page shows this many timeline rows at most (the rest by ``offset``), and
+# its replay this much text: a session of a million entries must not stall the event
+# loop the gateway relays on while a page is built (the CLI plays all of it).
+TIMELINE_PAGE = 1000
+MAX_TIMELINE_PAGE = 5000
+REPLAY_MAX_CHARS = 256 * 1024
+
+
+def ordered(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A session's entries in time order: entries of other streams (an admin's
+    termination, a review's decision) fall where they happened."""
+    return sorted(
+        docs, key=lambda d: (d.get("ts_ns") or 0, str(d.get("stream")), d.get("seq") or 0)
+    )
+
+
+def opening(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The session's ``session.open`` entry (its first entry if that is missing)."""
+    return next((d for d in docs if d.get("kind") == "session.open"), docs[0])
+
+
 def timeline_rows(store: Store, session_id: str) -> list[dict[str, Any]]:
     """The session's entries as the console shows them: position, time, kind, one line."""
     out = []
-    for doc in sessions.session_timeline(store, session_id):
+    for doc in ordered(sessions.session_timeline(store, session_id)):
         row = {
             "entry": f"{doc.get('stream')}:{doc.get('seq')}",
             "ts_ns": doc.get("ts_ns"),
@@ -71,12 +93,30 @@ def timeline_rows(store: Store, session_id: str) -> list[dict[str, Any]]:
     return out
 
 
+class _Full(Exception):
+    pass
+
+
+class _Capped(io.StringIO):
+    def write(self, text: str) -> int:
+        if self.tell() + len(text) > REPLAY_MAX_CHARS:
+            super().write(text[: max(0, REPLAY_MAX_CHARS - self.tell())])
+            raise _Full
+        return super().write(text)
+
+
 def replay_text(store: Store, session_id: str, cipher: PayloadCipher | None) -> str:
     """The session as ``ledgergate sessions replay --no-wait`` prints it: statements with
     their results (decoded where payloads were kept), requests with their parts, Kafka
-    messages per partition."""
-    buf = io.StringIO()
-    sessions.replay(store, session_id, speed=0, out=buf, cipher=cipher)
+    messages per partition; cut at ``REPLAY_MAX_CHARS``."""
+    buf = _Capped()
+    try:
+        sessions.replay(store, session_id, speed=0, out=buf, cipher=cipher)
+    except _Full:
+        return (
+            buf.getvalue()
+            + f"\n… cut here; `ledgergate sessions replay {session_id}` plays all of it\n"
+        )
     return buf.getvalue()
 
 
@@ -87,10 +127,12 @@ class TerminateBody(BaseModel):
 def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     Caller = Annotated[Principal, Depends(caller)]
+    verifying = asyncio.Lock()  # one verification at a time: each reads the whole ledger
 
     async def own_session(me: Principal, session_id: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await admin.call(lambda st, _w: timeline_rows(st, session_id))
-        mine = bool(rows) and (rows[0]["doc"].get("identity") or {}).get("subject") == me.name
+        docs = [r["doc"] for r in rows]
+        mine = bool(rows) and (opening(docs).get("identity") or {}).get("subject") == me.name
         if not rows or not (mine or me.roles.intersection(_READ_ALL)):
             raise ApiError(404, f"no session {session_id[:64]!r}")
         return rows
@@ -131,11 +173,32 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         return page.as_dict()
 
     @r.get("/sessions/{session_id}", tags=["sessions"])
-    async def session_timeline(me: Caller, session_id: str) -> dict[str, Any]:
-        """A session's timeline: every entry in order with its ledger position and the
-        line ``ledgergate sessions show`` prints for it."""
+    async def session_timeline(
+        me: Caller,
+        session_id: str,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_TIMELINE_PAGE)] = TIMELINE_PAGE,
+    ) -> dict[str, Any]:
+        """A session's timeline: its entries in time order, ``limit`` from ``offset``,
+        each with its ledger position and the line ``ledgergate sessions show`` prints
+        for it (``next_offset``: where the following page starts)."""
         rows = await own_session(me, session_id)
-        return {"session_id": session_id, "entries": rows}
+        more = offset + limit < len(rows)
+        return {
+            "session_id": session_id,
+            "total": len(rows),
+            "entries": rows[offset : offset + limit],
+            "next_offset": offset + limit if more else None,
+        }
+
+    @r.get("/sessions/{session_id}/replay", tags=["sessions"])
+    async def session_replay(me: Caller, session_id: str) -> Response:
+        """The session as ``ledgergate sessions replay --no-wait`` prints it (text, cut
+        at 256 KiB): what the console's replay shows."""
+        await own_session(me, session_id)
+        cipher = admin.payload_cipher()
+        text = await admin.call(lambda st, _w: replay_text(st, session_id, cipher))
+        return Response(text, media_type="text/plain; charset=utf-8")
 
     @r.post("/sessions/{session_id}/terminate", tags=["sessions"])
     async def terminate_session(me: Caller, session_id: str, body: TerminateBody) -> dict[str, Any]:
@@ -219,8 +282,10 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
         """Verify every stream now (entries, chain, signed checkpoints), as ``ledgergate
         audit verify`` does; the outcome is recorded as an ``audit.verified`` entry."""
         me.require("admin", "auditor")
-        return await admin.call(
-            lambda _st, w: ledger_health.verify(admin.settings, admin.signer, w, by=me.actor)
-        )
+        if verifying.locked():
+            raise ApiError(409, "a verification is running; its outcome shows when it ends")
+        async with verifying:
+            rep = await asyncio.to_thread(ledger_health.check, admin.settings, admin.signer)
+        return await admin.call(lambda _st, w: ledger_health.record(w, rep, by=me.actor))
 
     return r

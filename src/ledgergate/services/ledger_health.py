@@ -25,7 +25,7 @@ from ledgergate.services.journal import as_entry_says
 from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store.base import Store
 
-__all__ = ["KIND", "health", "last_verified", "verify", "witnesses"]
+__all__ = ["KIND", "check", "health", "last_verified", "record", "witnesses"]
 
 KIND = "audit.verified"
 
@@ -95,14 +95,19 @@ def health(store: Store, settings: Settings) -> dict[str, Any]:
     }
 
 
-def verify(settings: Settings, signer: Signer, writer: LedgerWriter, *, by: str) -> dict[str, Any]:
-    """Verify every stream (on a store handle of its own: it reads everything), then
-    record the outcome. Returns the report as ``audit verify --json`` prints it."""
+def check(settings: Settings, signer: Signer) -> audit.AuditReport:
+    """Verify every stream, on a store handle of its own (it reads everything: run it
+    on a thread of its own, not the API's worker)."""
     store = settings.open_store()
     try:
-        rep = audit.verify_store(store, [signer.verifier], key_source="the gateway's ledger key")
+        return audit.verify_store(store, [signer.verifier], key_source="the gateway's ledger key")
     finally:
         store.close()
+
+
+def record(writer: LedgerWriter, rep: audit.AuditReport, *, by: str) -> dict[str, Any]:
+    """Record a verification's outcome (an ``audit.verified`` entry); returns the
+    report as ``audit verify --json`` prints it."""
     now = time.time_ns()
     body: dict[str, Any] = {
         "by": by,

@@ -26,6 +26,9 @@ from ledgergate.store.base import Store
 __all__ = ["KIND", "TerminateError", "request", "requested"]
 
 KIND = "admin.session.terminate"
+# Open sessions are looked up this many ids per query (SQLite binds at most 32,766
+# parameters, PostgreSQL 65,535: a busy gateway's re-check must never exceed them).
+_IN_CHUNK = 500
 _OPEN = "session.open"
 _ENDS = ("session.close", "session.terminated")
 
@@ -66,10 +69,14 @@ def request(
 
 def requested(store: Store, session_ids: Sequence[str]) -> dict[str, str]:
     """session_id → why it must end, for those an admin asked to end."""
-    if not session_ids:
-        return {}
     out: dict[str, str] = {}
-    for r in _docs(store, (KIND,), session_ids):
+    ids = list(session_ids)
+    rows = [
+        r
+        for i in range(0, len(ids), _IN_CHUNK)
+        for r in _docs(store, (KIND,), ids[i : i + _IN_CHUNK])
+    ]
+    for r in rows:
         d = json.loads(r.canonical)
         by = str(d.get("by", "an admin")).removeprefix("api:").removeprefix("cli:")
         out[str(r.session_id)] = f"terminated by {by}: {d.get('reason') or 'no reason given'}"

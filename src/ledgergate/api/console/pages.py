@@ -10,6 +10,7 @@ would decide differently: the role checks below only choose what to show.
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ledgergate.api.console.render import Page, render, signed_in
-from ledgergate.api.sessions import PROTOCOLS, protocol_connections, replay_text, timeline_rows
+from ledgergate.api.sessions import (
+    PROTOCOLS,
+    TIMELINE_PAGE,
+    opening,
+    protocol_connections,
+    replay_text,
+    timeline_rows,
+)
 from ledgergate.core.config import parse_time
 from ledgergate.services import kafka_timeline, ledger_health, search, sessions, tokens
 from ledgergate.services.admin import AdminService, ApiError, Principal
@@ -55,9 +63,7 @@ async def inbox(admin: AdminService, me: Principal) -> list[dict[str, Any]]:
             d = rv.as_dict()
             d["can_decide"] = rv.id in mine and rv.requester != me.name
             d["own"] = rv.requester == me.name
-            d["recent"] = sessions.page_sessions(
-                st, identity=rv.requester, limit=RECENT_SESSIONS
-            ).sessions
+            d["recent"] = sessions.list_sessions(st, identity=rv.requester, limit=RECENT_SESSIONS)
             out.append(d)
         return out
 
@@ -180,39 +186,51 @@ def router(admin: AdminService) -> APIRouter:
         )
 
     @r.get("/console/sessions/{session_id}")
-    async def session_page(request: Request, session_id: str) -> Response:
+    async def session_page(
+        request: Request, session_id: str, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> Response:
         page = await signed_in(admin, request)
         if not isinstance(page, Page):
             return page
-        rows = await admin.call(lambda st, _w: timeline_rows(st, session_id))
-        subject = (rows[0]["doc"].get("identity") or {}).get("subject") if rows else None
-        if not rows or not (page.auditor or subject == page.me.name):
+        cipher = admin.payload_cipher()
+
+        def view(st: Store, _w: object) -> dict[str, Any] | None:
+            # Built on the worker thread: the event loop only renders one page of it.
+            rows = timeline_rows(st, session_id)
+            if not rows:
+                return None
+            docs = [r["doc"] for r in rows]
+            shell = any(
+                d.get("kind") == "command"
+                and (d.get("command") or {}).get("protocol") == "ssh"
+                and (d.get("command") or {}).get("op") in ("shell", "exec")
+                for d in docs
+            )
+            return {
+                "rows": rows[offset : offset + TIMELINE_PAGE],
+                "total": len(rows),
+                "first": opening(docs),
+                "shell": shell,
+                "kafka": kafka_timeline.partitions(docs),
+                "replay": "" if shell else replay_text(st, session_id, cipher),
+            }
+
+        v = await admin.call(view)
+        subject = (v["first"].get("identity") or {}).get("subject") if v else None
+        if v is None or not (page.auditor or subject == page.me.name):
             return render("denied.html", page, 404, need=None, what=f"no session {session_id}")
-        shell = any(
-            r["kind"] == "command"
-            and (r["doc"].get("command") or {}).get("protocol") == "ssh"
-            and (r["doc"].get("command") or {}).get("op") in ("shell", "exec")
-            for r in rows
-        )
-        first = rows[0]["doc"]
-        kafka = kafka_timeline.partitions([r["doc"] for r in rows])
-        replay = ""
-        if not shell:
-            cipher = admin.payload_cipher()
-            replay = await admin.call(lambda st, _w: replay_text(st, session_id, cipher))
-        return render(
+        more = offset + TIMELINE_PAGE < v["total"]
+        kinds = {c.name: c.type for c in admin.config.connections}
+        return await asyncio.to_thread(
+            render,
             "session.html",
             page,
-            wasm=shell,
+            wasm=v["shell"],
             session_id=session_id,
-            rows=rows,
-            first=first,
-            shell=shell,
-            replay=replay,
-            kafka=kafka,
-            protocol={c.name: c.type for c in admin.config.connections}.get(
-                str(first.get("connection")), "-"
-            ),
+            offset=offset,
+            next_offset=offset + TIMELINE_PAGE if more else None,
+            protocol=kinds.get(str(v["first"].get("connection")), "-"),
+            **v,
         )
 
     @r.get("/console/ledger")
