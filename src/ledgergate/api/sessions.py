@@ -33,7 +33,14 @@ from ledgergate.services.admin import AdminService, ApiError, Principal
 from ledgergate.services.keys import PayloadCipher
 from ledgergate.store.base import Store
 
-__all__ = ["PROTOCOLS", "protocol_connections", "replay_text", "router", "timeline_rows"]
+__all__ = [
+    "PROTOCOLS",
+    "protocol_connections",
+    "replay_text",
+    "router",
+    "session_page",
+    "timeline_rows",
+]
 
 # What the protocol filter offers: the connection types of the configuration.
 PROTOCOLS = ("postgres", "http", "s3", "kafka", "ssh")
@@ -124,6 +131,44 @@ class TerminateBody(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+async def session_page(
+    admin: AdminService,
+    me: Principal,
+    *,
+    identity: str | None,
+    connection: str | None,
+    protocol: str | None,
+    outcome: str | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    cursor: str | None,
+    limit: int,
+) -> sessions.SessionPage:
+    """A page of the sessions ``me`` may see (without the admin or auditor role: their
+    own), as the API's list and the console's Sessions page show it. Bad filters raise
+    ApiError 422."""
+    if not me.roles.intersection(_READ_ALL):
+        identity = me.name
+    conns = protocol_connections(admin, protocol or None)
+    try:
+        page: sessions.SessionPage = await admin.call(
+            lambda st, _w: sessions.page_sessions(
+                st,
+                identity=identity or None,
+                connection=connection or None,
+                connections=conns,
+                outcome=outcome or None,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                cursor=cursor or None,
+                limit=limit,
+            )
+        )
+    except ValueError as e:
+        raise ApiError(422, str(e)) from None
+    return page
+
+
 def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     Caller = Annotated[Principal, Depends(caller)]
@@ -151,25 +196,18 @@ def router(admin: AdminService, caller: Callable[..., Awaitable[Principal]]) -> 
     ) -> dict[str, Any]:
         """Sessions of every protocol, newest first, a page at a time (``next`` is the
         cursor of the following page). Without the admin or auditor role: your own."""
-        if not me.roles.intersection(_READ_ALL):
-            identity = me.name
-        conns = protocol_connections(admin, protocol)
-        try:
-            page = await admin.call(
-                lambda st, _w: sessions.page_sessions(
-                    st,
-                    identity=identity or None,
-                    connection=connection or None,
-                    connections=conns,
-                    outcome=outcome or None,
-                    since_ns=since_ns,
-                    until_ns=until_ns,
-                    cursor=cursor or None,
-                    limit=limit,
-                )
-            )
-        except ValueError as e:
-            raise ApiError(422, str(e)) from None
+        page = await session_page(
+            admin,
+            me,
+            identity=identity,
+            connection=connection,
+            protocol=protocol,
+            outcome=outcome,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            cursor=cursor,
+            limit=limit,
+        )
         return page.as_dict()
 
     @r.get("/sessions/{session_id}", tags=["sessions"])

@@ -22,8 +22,8 @@ from ledgergate.api.sessions import (
     PROTOCOLS,
     TIMELINE_PAGE,
     opening,
-    protocol_connections,
     replay_text,
+    session_page,
     timeline_rows,
 )
 from ledgergate.core.config import parse_time
@@ -135,7 +135,6 @@ def router(admin: AdminService) -> APIRouter:
         }
         try:
             since_ns, until_ns = _parse_time(since), _parse_time(until)
-            conns = protocol_connections(admin, protocol or None)
         except ApiError as e:
             return render("sessions.html", page, 422, form=form, error=e.message, **_choices(admin))
         hits: list[search.Hit] = []
@@ -157,21 +156,20 @@ def router(admin: AdminService) -> APIRouter:
                     "sessions.html", page, 422, form=form, error=str(e), **_choices(admin)
                 )
         try:
-            found = await admin.call(
-                lambda st, _w: sessions.page_sessions(
-                    st,
-                    identity=who or None,
-                    connection=connection or None,
-                    connections=conns,
-                    outcome=outcome or None,
-                    since_ns=since_ns,
-                    until_ns=until_ns,
-                    cursor=cursor or None,
-                    limit=PAGE_SIZE,
-                )
+            found = await session_page(
+                admin,
+                me,
+                identity=who,
+                connection=connection,
+                protocol=protocol,
+                outcome=outcome,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                cursor=cursor,
+                limit=PAGE_SIZE,
             )
-        except ValueError as e:
-            return render("sessions.html", page, 422, form=form, error=str(e), **_choices(admin))
+        except ApiError as e:
+            return render("sessions.html", page, 422, form=form, error=e.message, **_choices(admin))
         kinds = {c.name: c.type for c in admin.config.connections}
         return render(
             "sessions.html",
@@ -186,7 +184,7 @@ def router(admin: AdminService) -> APIRouter:
         )
 
     @r.get("/console/sessions/{session_id}")
-    async def session_page(
+    async def one_session_page(
         request: Request, session_id: str, offset: Annotated[int, Query(ge=0)] = 0
     ) -> Response:
         page = await signed_in(admin, request)
