@@ -10,6 +10,7 @@ export runs at a time (they read the whole period); others wait their turn.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -20,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from ledgergate.core.ledger.checkpoint import Signer
+from ledgergate.services.audit import ProofError
 from ledgergate.services.config import Settings
 from ledgergate.services.evidence.bundle import export_evidence
 from ledgergate.services.evidence.records import state_snapshot
+from ledgergate.services.ledger import LedgerUnavailable
+from ledgergate.store import StoreError
 
 __all__ = ["EvidenceJobs", "ExportJob", "JobError"]
 
+log = logging.getLogger("ledgergate.evidence")
+
+# Jobs (and their bundles) kept per process: an auditor's recent exports, not an archive.
 MAX_JOBS = 20
 
 
@@ -131,8 +138,12 @@ class EvidenceJobs:
                 )
             finally:
                 store.close()
-        except Exception as e:  # reported to the caller who polls; the API keeps serving
-            job.state, job.error = "failed", f"{type(e).__name__}: {e}"[:500]
+        except (StoreError, LedgerUnavailable, ProofError, OSError, ValueError) as e:
+            # the project's own words (what `evidence export` prints), shown to the caller
+            job.state, job.error = "failed", str(e)[:500]
+        except Exception:  # foreign: its text stays in the log, the API keeps serving
+            log.exception("evidence export %s failed", job.id)
+            job.state, job.error = "failed", "the export failed; the gateway's log says why"
         else:
             job.summary = {
                 "entries": summary.entries,
