@@ -82,22 +82,29 @@ document.addEventListener("submit", async (ev) => {
   } catch (e) { say(form, e.message, true); }
 });
 
-// The live inbox.
+// The live inbox. A refresh asked for while one is under way runs again after it, so a
+// change that lands during a fetch (a decision, another reviewer's) is never missed.
 const inbox = document.getElementById("inbox");
 let refreshing = null;
+let again = false;
 async function refreshInbox() {
-  if (!inbox || refreshing) return;
+  if (!inbox) return;
+  if (refreshing) { again = true; return refreshing; }
   refreshing = (async () => {
     try {
-      const r = await fetch(inbox.dataset.live, {credentials: "same-origin"});
-      if (r.redirected || r.status === 401) { window.location.reload(); return; }
-      if (r.ok) {
-        // Keep what a reviewer is typing: not replaced while a reason is half written
-        // (the next event, or the decision, refreshes it).
-        const typing = inbox.contains(document.activeElement)
-          && document.activeElement.tagName === "INPUT" && document.activeElement.value;
-        if (!typing) inbox.innerHTML = await r.text();
-      }
+      do {
+        again = false;
+        const r = await fetch(inbox.dataset.live, {credentials: "same-origin", cache: "no-store"});
+        if (r.redirected || r.status === 401) { window.location.reload(); return; }
+        if (r.ok) {
+          // Keep what a reviewer is typing: not replaced while a reason is half written
+          // (the next event, or the decision, refreshes it).
+          const html = await r.text();
+          const typing = inbox.contains(document.activeElement)
+            && document.activeElement.tagName === "INPUT" && document.activeElement.value;
+          if (!typing) inbox.innerHTML = html;
+        }
+      } while (again);
     } finally { refreshing = null; }
   })();
   await refreshing;
