@@ -9,6 +9,11 @@
  * (tokenize, content detectors, values that are not valid UTF-8) go to a Python
  * callback, one call per value. Sans-IO: bytes in, bytes out, no state between calls.
  *
+ *   walk(buf, pos) -> (end, rows, tags, open_at)
+ *       A relayed read's frame headers from ``pos``: DataRow and CopyData messages
+ *       counted, complete CommandComplete tags, where an incomplete one's body begins
+ *       (see ``datarows_walk``; ``frames.walk_reference`` is the definition).
+ *
  *   skip(buf, pos) -> (end, rows)
  *       The run of complete DataRow messages starting at ``pos``: where it ends (a
  *       message of another type, or one not complete in ``buf``) and how many rows.
@@ -690,7 +695,70 @@ done:
     return result;
 }
 
+/* The server walk of a relayed session's read (``frames.walk_reference`` is its
+ * definition): the frame headers from ``pos`` (where the next message begins, possibly
+ * past the end of this read), the DataRow and CopyData messages counted, each complete
+ * CommandComplete's tag (up to its NUL, at most MAX_TAG bytes) gathered, and where the
+ * body of an incomplete last CommandComplete begins (-1 when there is none). A length
+ * below 4 counts as 4: the backend is trusted to frame, but no length moves backwards. */
+#define MAX_TAG 256
+
+static PyObject *
+datarows_walk(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &pos))
+        return NULL;
+    const unsigned char *b = view.buf;
+    Py_ssize_t n = view.len, rows = 0, open_at = -1;
+    PyObject *tags = NULL, *result = NULL;
+    if (pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "walk: pos is >= 0");
+        goto done;
+    }
+    while (pos <= n - 5) {
+        unsigned char t = b[pos];
+        uint32_t ln = get_be32(b + pos + 1); /* unsigned, as the header walk reads it */
+        Py_ssize_t len = ln >= 4 ? (Py_ssize_t)ln : 4;
+        if (t == 'D' || t == 'd') {
+            rows++;
+        } else if (t == 'C') {
+            if (len <= n - pos - 1) {
+                Py_ssize_t span = len - 4 < MAX_TAG ? len - 4 : MAX_TAG;
+                const unsigned char *body = b + pos + 5;
+                const unsigned char *nul = memchr(body, 0, (size_t)span);
+                PyObject *tag = PyBytes_FromStringAndSize(
+                    (const char *)body, nul ? (Py_ssize_t)(nul - body) : span);
+                if (tag == NULL)
+                    goto done;
+                if (tags == NULL && (tags = PyList_New(0)) == NULL) {
+                    Py_DECREF(tag);
+                    goto done;
+                }
+                int err = PyList_Append(tags, tag);
+                Py_DECREF(tag);
+                if (err < 0)
+                    goto done;
+            } else {
+                open_at = pos + 5;
+            }
+        }
+        pos += 1 + len;
+    }
+    if (tags == NULL)
+        result = Py_BuildValue("nn()n", pos, rows, open_at);
+    else
+        result = Py_BuildValue("nnNn", pos, rows, PyList_AsTuple(tags), open_at);
+done:
+    Py_XDECREF(tags);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"walk", datarows_walk, METH_VARARGS,
+     "walk(buf, pos) -> (end, rows, tags, open_at): a relayed read's frame headers."},
     {"gather", datarows_gather, METH_VARARGS,
      "gather(buf, pos, cols) -> (end, rows, values): the run's values of some columns."},
     {"skip", datarows_skip, METH_VARARGS,
@@ -708,5 +776,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__datarows(void)
 {
-    return PyModule_Create(&module);
+    PyObject *mod = PyModule_Create(&module);
+    if (mod != NULL && PyModule_AddIntConstant(mod, "MAX_TAG", MAX_TAG) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

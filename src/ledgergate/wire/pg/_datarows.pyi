@@ -16,3 +16,9 @@ def rewrite(
     feeds: Sequence[list[bytes | None] | None] | None = None,
     /,
 ) -> tuple[bytes, int, int, list[int], bool]: ...
+
+MAX_TAG: int
+
+def walk(
+    buf: bytes | bytearray | memoryview, pos: int, /
+) -> tuple[int, int, tuple[bytes, ...], int]: ...

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ledgergate.wire.pg import messages as m
 from ledgergate.wire.pg.events import Action, Close, CommandSeen, Inspect, SendToClient, Verdict
-from ledgergate.wire.pg.frames import FrameError, FrameSplitter
+from ledgergate.wire.pg.frames import MAX_TAG, FrameError, FrameSplitter
 from ledgergate.wire.pg.prepared import PreparedStatements
 from ledgergate.wire.pg.results import ResultShaper
 
@@ -54,9 +54,8 @@ Guard = Callable[[str, bytes], "tuple[str, str] | NeedsReview | None"]
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
 # checks ``held_bytes``); they are never dropped.
 MAX_HELD = 8 << 20
-# CommandComplete tags are short ("INSERT 0 1000000"); a longer body is cut here so a
-# tag split across reads never buffers more than this.
-MAX_TAG = 256
+# CommandComplete tags are short ("INSERT 0 1000000"); a longer body is cut at MAX_TAG
+# (frames.py) so a tag split across reads never buffers more than that.
 
 
 def _tag_of(body: bytes | bytearray) -> bytes:

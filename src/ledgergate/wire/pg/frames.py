@@ -13,12 +13,14 @@ from collections.abc import Iterator
 __all__ = [
     "MAX_MESSAGE",
     "MAX_STARTUP",
+    "MAX_TAG",
     "FrameError",
     "FrameSplitter",
     "build",
     "cstr",
     "iter_messages",
     "read_cstr",
+    "walk_reference",
 ]
 
 # PostgreSQL itself refuses messages above 1 GiB (MaxAllocSize); a length beyond that
@@ -31,6 +33,39 @@ _I = struct.Struct("!I")
 _HDR = struct.Struct("!cI")
 unpack_hdr = _HDR.unpack_from
 pack_i32 = _I.pack
+
+
+# A CommandComplete tag is kept up to this many bytes (the longest real one is short).
+MAX_TAG = 256
+
+
+def walk_reference(data: bytes | bytearray, pos: int) -> tuple[int, int, tuple[bytes, ...], int]:
+    """The server walk of a relayed read, as its definition (``_datarows.walk`` computes
+    it in C on the hot path, held to this by tests/wire/pg/test_walk.py): from ``pos``,
+    where the next message begins (past the end when a message spans reads), the frame
+    headers of ``data``. Returns where the next message begins, the DataRow and CopyData
+    messages counted, each complete CommandComplete's tag (up to its NUL, at most
+    MAX_TAG bytes), and where an incomplete last CommandComplete's body begins (-1 if
+    none). A length below 4 counts as 4: the backend is trusted to frame, but a length
+    never moves the walk backwards."""
+    if pos < 0:
+        raise ValueError("walk: pos is >= 0")
+    n = len(data)
+    rows, open_at = 0, -1
+    tags: list[bytes] = []
+    while pos + 5 <= n:
+        t = data[pos]
+        (ln,) = _I.unpack_from(data, pos + 1)  # unsigned
+        ln = max(ln, 4)
+        if t in (0x44, 0x64):  # D, d
+            rows += 1
+        elif t == 0x43:  # C
+            if pos + 1 + ln <= n:
+                tags.append(bytes(data[pos + 5 : pos + 5 + min(ln - 4, MAX_TAG)]).split(b"\0")[0])
+            else:
+                open_at = pos + 5
+        pos += 1 + ln
+    return pos, rows, tuple(tags), open_at
 
 
 class FrameError(ValueError):

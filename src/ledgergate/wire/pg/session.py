@@ -25,6 +25,7 @@ errors) are in ``control.py``: ``RelayControl``, the base class. Must not grow c
 from __future__ import annotations
 
 from ledgergate.wire.pg import messages as m
+from ledgergate.wire.pg._datarows import walk as _walk_frames
 from ledgergate.wire.pg.control import (
     FUNCTION_CALL_REFUSED,
     MAX_TAG,
@@ -482,17 +483,14 @@ class Relay(RelayControl):
                         tags.append(_tag_of(data[need:pos]))
                     else:
                         self._tag = bytearray(data[need : need + MAX_TAG])
-        while pos + 5 <= n:
-            t = data[pos]
-            (ln,) = _unpack_i(data, pos + 1)
-            if t in (_D, _d):
-                rows += 1
-            elif t == _C:
-                if pos + 1 + ln <= n:
-                    tags.append(_tag_of(data[pos + 5 : pos + 1 + ln]))
-                else:
-                    self._tag = bytearray(data[pos + 5 : pos + 5 + MAX_TAG])
-            pos += 1 + (ln if ln >= 4 else 4)
+        if pos + 5 <= n:
+            # The frame headers of the rest, walked in C (frames.walk_reference).
+            pos, more, found, open_at = _walk_frames(data, pos)
+            rows += more
+            if found:
+                tags.extend(found)
+            if open_at >= 0:
+                self._tag = bytearray(data[open_at : open_at + MAX_TAG])
         if pos < n:
             self._hdr = data[pos:]
             self._skip = 0
