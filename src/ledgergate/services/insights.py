@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from ledgergate.core.policy.sql import classify
 from ledgergate.services.journal import subject_of
 from ledgergate.store.base import Store
 
@@ -171,6 +170,10 @@ def _sql_facts(
     got = cache.get(text)
     if got is not None:
         return got
+    # pglast's parser is imported with the first statement to read, not by every CLI
+    # command that imports this module.
+    from ledgergate.core.policy.sql import classify
+
     cats: list[str] = []
     tables: list[str] = []
     c = classify(_parseable(text))

@@ -39,7 +39,6 @@ from ledgergate.core.ledger.tlog_proof import InclusionCollector, TlogProof, for
 from ledgergate.services.audit import sign_head, stream_head
 from ledgergate.services.evidence import standalone
 from ledgergate.services.evidence.report import Facts, render_html
-from ledgergate.services.evidence.report_pdf import render_pdf
 from ledgergate.store.base import CheckpointRow, Store
 
 __all__ = ["EvidenceSummary", "export_evidence", "record_file_of"]
@@ -216,6 +215,10 @@ def _finish(
         z.put(f"state/{name}.json", _json(doc))
     facts.state = state
     z.put("report.html", render_html(facts).encode("utf-8"))
+    # fpdf and its fonts take a third of a second to import: only an export pays it,
+    # not every CLI command and gateway start that imports this module.
+    from ledgergate.services.evidence.report_pdf import render_pdf
+
     z.put("report.pdf", render_pdf(facts))
     z.put("keys/ledger.vkey", (signer.vkey + "\n").encode())
     z.put("verify.py", Path(standalone.__file__).read_bytes())
