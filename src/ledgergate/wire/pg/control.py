@@ -54,8 +54,6 @@ Guard = Callable[[str, bytes], "tuple[str, str] | NeedsReview | None"]
 # Client bytes waiting for a ledger commit beyond this pause the client (the shell
 # checks ``held_bytes``); they are never dropped.
 MAX_HELD = 8 << 20
-# CommandComplete tags are short ("INSERT 0 1000000"); a longer body is cut at MAX_TAG
-# (frames.py) so a tag split across reads never buffers more than that.
 
 
 def _tag_of(body: bytes | bytearray) -> bytes:

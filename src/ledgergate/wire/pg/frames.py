@@ -35,7 +35,8 @@ unpack_hdr = _HDR.unpack_from
 pack_i32 = _I.pack
 
 
-# A CommandComplete tag is kept up to this many bytes (the longest real one is short).
+# CommandComplete tags are short ("INSERT 0 1000000"); a longer body is cut here, so a
+# tag split across reads never buffers more than this (``_datarows.MAX_TAG`` is equal).
 MAX_TAG = 256
 
 
