@@ -404,7 +404,7 @@ def ledger_records(store: Path, topic: str, since_ns: int = 0) -> dict[str, int]
     q = (
         "SELECT json_extract(c, '$.direction'), "
         "sum(json_array_length(json_extract(c, '$.chunk.record_sha256'))), count(*) "
-        "FROM (SELECT CAST(canonical AS TEXT) AS c FROM entries "
+        "FROM (SELECT CAST(canonical AS TEXT) AS c FROM ledger_entries "
         "WHERE kind = 'chunk' AND ts_ns >= ?) "
         "WHERE json_extract(c, '$.chunk.topic') = ? GROUP BY 1"
     )

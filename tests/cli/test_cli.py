@@ -77,7 +77,7 @@ def test_token_create_list_revoke(cfg: Path) -> None:
     assert [s["stream"] for s in rep["streams"]] == ["cli@gw"]
     assert rep["streams"][0]["entries"] == 2
     db = StoreDb(*store_for(cfg.parent / "data"))
-    blob = b"".join(bytes(c) for (c,) in db.execute("SELECT canonical FROM entries"))
+    blob = b"".join(bytes(c) for (c,) in db.execute("SELECT canonical FROM ledger_entries"))
     assert tok.encode() not in blob
 
 
@@ -124,12 +124,9 @@ def test_audit_verify_ok_and_tampered(cfg: Path, led: Ledger) -> None:
     assert led.signer.vkey in r.stdout
     db = led.db()
     (data,) = db.execute(
-        "SELECT canonical FROM entries WHERE stream=? AND seq=12", (led.stream,)
+        "SELECT canonical FROM ledger_entries WHERE stream=? AND seq=12", (led.stream,)
     ).fetchone()
-    db.execute(
-        "UPDATE entries SET canonical=? WHERE stream=? AND seq=12",
-        (bytes(data).replace(b'"kind":"user"', b'"kind":"admin"'), led.stream),
-    )
+    db.set_entry(led.stream, 12, bytes(data).replace(b'"kind":"user"', b'"kind":"admin"'))
     db.commit()
     r = run(cfg, "audit", "verify")
     assert r.exit_code == 1
@@ -144,25 +141,22 @@ def test_audit_verify_ok_and_tampered(cfg: Path, led: Ledger) -> None:
 def test_audit_verify_names_the_first_bad_entry(cfg: Path, led: Ledger, tamper: str) -> None:
     db = led.db()
     s = led.stream
-    (last,) = db.execute("SELECT MAX(seq) FROM entries WHERE stream=?", (s,)).fetchone()
+    (last,) = db.execute("SELECT MAX(seq) FROM ledger_entries WHERE stream=?", (s,)).fetchone()
     if tamper == "delete":
-        db.execute("DELETE FROM entries WHERE stream=? AND seq=9", (s,))
+        db.delete_entries(s, 9, 9)
         want = ("removed", 9)
     elif tamper == "swap":
         rows = {
             q: db.execute(
-                "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (s, q)
+                "SELECT canonical, entry_hash FROM ledger_entries WHERE stream=? AND seq=?", (s, q)
             ).fetchone()
             for q in (5, 6)
         }
         for q, other in ((5, 6), (6, 5)):
-            db.execute(
-                "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-                (*rows[other], s, q),
-            )
+            db.set_entry(s, q, *map(bytes, rows[other]))
         want = ("reordered", 5)
     else:
-        db.execute("DELETE FROM entries WHERE stream=? AND seq>=?", (s, last - 2))
+        db.delete_entries(s, last - 2)
         if tamper == "truncate+checkpoints":
             db.execute("DELETE FROM checkpoints WHERE stream=? AND size>?", (s, last - 2))
         want = ("truncated", last - 2)

@@ -5,7 +5,6 @@ refused. Runs on both engines whatever LEDGERGATE_TEST_STORE says."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from ledgergate.services.ledger import LedgerWriter
 from ledgergate.store import ReviewRow, open_store
 from ledgergate.store.sqlite_schema import SCHEMA_VERSION
 from tests.services.synth import T0, result, session_drafts
+from tests.storedb import StoreDb
 from tests.storeserver import STORE_PASSWORD, fresh_store_url
 
 runner = CliRunner()
@@ -131,13 +131,11 @@ def test_copy_sqlite_to_postgresql_and_verify(tmp_path: Path, pg_url: str) -> No
 def test_a_damaged_source_stops_the_copy(tmp_path: Path, pg_url: str) -> None:
     embedded = _config(tmp_path, "embedded")
     _fill(embedded)
-    db = sqlite3.connect(tmp_path / "data" / "ledgergate.db")
-    db.execute(
-        "UPDATE entries SET canonical=replace(canonical, 'alice', 'alicE') "
-        "WHERE stream='gateway@gw' AND seq=3"
-    )
-    db.commit()
-    db.close()
+    with StoreDb(f"sqlite://{tmp_path / 'data' / 'ledgergate.db'}") as db:
+        found = db.entry("gateway@gw", 3)
+        assert found is not None and b"alice" in found[0]
+        db.set_entry("gateway@gw", 3, found[0].replace(b"alice", b"alicE"))
+        db.commit()
     shared = _config(tmp_path, "shared", pg_url)
     src = f"sqlite://{tmp_path / 'data' / 'ledgergate.db'}"
     r = run(shared, "store", "copy", "--from", src)

@@ -190,10 +190,10 @@ class Gateway:
             try:
                 opened, closed = db.execute(
                     "SELECT sum(CASE WHEN kind='session.open' THEN 1 ELSE 0 END), "
-                    "sum(CASE WHEN kind='session.close' THEN 1 ELSE 0 END) FROM entries"
+                    "sum(CASE WHEN kind='session.close' THEN 1 ELSE 0 END) FROM ledger_entries"
                 ).fetchone()
                 stored = db.execute(
-                    "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
+                    "SELECT count(*) FROM ledger_entries WHERE stream=?", (self.stream,)
                 ).fetchone()[0]
             finally:
                 db.close()
@@ -229,7 +229,7 @@ class Gateway:
             db = self.db()
             try:
                 stored = db.execute(
-                    "SELECT count(*) FROM entries WHERE stream=?", (self.stream,)
+                    "SELECT count(*) FROM ledger_entries WHERE stream=?", (self.stream,)
                 ).fetchone()[0]
             finally:
                 db.close()
@@ -245,7 +245,7 @@ class Gateway:
         self.indexed()
         db = self.db()
         try:
-            q = "SELECT canonical FROM entries"
+            q = "SELECT canonical FROM ledger_entries"
             args: tuple[str, ...] = ()
             if kind is not None:
                 q += " WHERE kind=?"

@@ -146,7 +146,7 @@ class HttpGateway:
         self.indexed()
         db = self.gw.db()
         try:
-            rows = db.execute("SELECT canonical FROM entries").fetchall()
+            rows = db.execute("SELECT canonical FROM ledger_entries").fetchall()
         finally:
             db.close()
         return [r[0].decode() if isinstance(r[0], bytes) else str(r[0]) for r in rows]

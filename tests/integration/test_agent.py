@@ -77,7 +77,7 @@ def test_psql_reaches_a_hidden_server_through_the_agent(
         with gw.db() as db:
             texts = [
                 json.loads(bytes(c))["command"]["text"]
-                for (c,) in db.execute("SELECT canonical FROM entries WHERE kind='command'")
+                for (c,) in db.execute("SELECT canonical FROM ledger_entries WHERE kind='command'")
             ]
         assert any("t_agent" in (t or "") for t in texts)
         # the agent never saw a user's token

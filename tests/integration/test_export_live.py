@@ -35,7 +35,7 @@ def test_an_export_while_serving_holds_every_session_and_names_the_unsigned_tail
     assert len(listed) == 3
     with gw.db() as db:
         (stored,) = db.execute(
-            "SELECT count(*) FROM entries WHERE stream=?", (gw.stream,)
+            "SELECT count(*) FROM ledger_entries WHERE stream=?", (gw.stream,)
         ).fetchone()
 
     bundle = tmp_path / "live.jsonl"

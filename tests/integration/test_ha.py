@@ -66,7 +66,7 @@ def _sha(text: str) -> str:
 def _streams_with(gw: Gateway, kind: str) -> dict[str, int]:
     with gw.db() as db:
         rows = db.execute(
-            "SELECT stream, count(*) FROM entries WHERE kind=? GROUP BY stream", (kind,)
+            "SELECT stream, count(*) FROM ledger_entries WHERE kind=? GROUP BY stream", (kind,)
         ).fetchall()
     return {str(s): int(n) for s, n in rows}
 
@@ -136,7 +136,9 @@ def test_a_revocation_through_one_gateway_cuts_a_session_on_the_other(pair: Pair
     # Measured from the revocation itself (its ledger entry, written in the same commit),
     # not from the start of the CLI process, whose own start-up is no part of it.
     with pair.a.db() as db:
-        rows = db.execute("SELECT canonical FROM entries WHERE kind='token.revoked'").fetchall()
+        rows = db.execute(
+            "SELECT canonical FROM ledger_entries WHERE kind='token.revoked'"
+        ).fetchall()
     revoked_ns = max(json.loads(bytes(r[0]))["ts_ns"] for r in rows)
     took = (int(out["at_ns"]) - revoked_ns) / 1e9  # type: ignore[call-overload]
     assert 0 <= took < 1.0, f"the session on the other gateway ended {took:.2f} s later"
@@ -188,7 +190,7 @@ def test_kill_9_of_one_gateway_loses_nothing_acknowledged(pair: Pair, pgc: PgClu
     with pair.a.db() as db:
         digests = {
             json.loads(bytes(c))["command"]["text_sha256"]
-            for (c,) in db.execute("SELECT canonical FROM entries WHERE kind='command'")
+            for (c,) in db.execute("SELECT canonical FROM ledger_entries WHERE kind='command'")
         }
     sql = "INSERT INTO ha_acks VALUES ({}) ON CONFLICT DO NOTHING"
     missing = [n for n in acked if _sha(sql.format(n)) not in digests]

@@ -111,7 +111,9 @@ def test_sigterm_drains_open_sessions_then_stops(
     with gw.db() as db:
         closes = [
             json.loads(bytes(c))
-            for (c,) in db.execute("SELECT canonical FROM entries WHERE kind='session.close'")
+            for (c,) in db.execute(
+                "SELECT canonical FROM ledger_entries WHERE kind='session.close'"
+            )
         ]
     assert len(closes) == 1 and "shutting down" not in json.dumps(closes[0])
     verify = gw.cli("audit", "verify", check=False)

@@ -60,7 +60,7 @@ def test_an_https_witness_and_an_https_siem(
         entries = {
             int(seq)
             for seq, kind in db.execute(
-                "SELECT seq, kind FROM entries WHERE stream=?", (gw.stream,)
+                "SELECT seq, kind FROM ledger_entries WHERE stream=?", (gw.stream,)
             )
             if kind != "chunk"
         }

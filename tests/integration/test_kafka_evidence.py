@@ -102,7 +102,7 @@ def test_tampering_with_batch_entries_is_caught(
     seqs = [
         r[0]
         for r in db.execute(
-            "SELECT seq FROM entries WHERE stream=? AND kind='chunk' ORDER BY seq", (stream,)
+            "SELECT seq FROM ledger_entries WHERE stream=? AND kind='chunk' ORDER BY seq", (stream,)
         )
     ]
     assert len(seqs) >= 2
@@ -110,28 +110,23 @@ def test_tampering_with_batch_entries_is_caught(
     if how == "digest":  # "this message was never produced": one record digest changed
         doc = bytes(
             db.execute(
-                "SELECT canonical FROM entries WHERE stream=? AND seq=?", (stream, target)
+                "SELECT canonical FROM ledger_entries WHERE stream=? AND seq=?", (stream, target)
             ).fetchone()[0]
         )
         digest = json.loads(doc)["chunk"]["record_sha256"][0]
-        db.execute(
-            "UPDATE entries SET canonical=? WHERE stream=? AND seq=?",
-            (doc.replace(digest.encode(), b"0" * 64), stream, target),
-        )
+        db.set_entry(stream, target, doc.replace(digest.encode(), b"0" * 64))
     elif how == "drop":
-        db.execute("DELETE FROM entries WHERE stream=? AND seq=?", (stream, target))
+        db.delete_entries(stream, target, target)
     else:
         a, b = (
             db.execute(
-                "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (stream, s)
+                "SELECT canonical, entry_hash FROM ledger_entries WHERE stream=? AND seq=?",
+                (stream, s),
             ).fetchone()
             for s in (target, target + 1)
         )
         for s, (canon, h) in ((target, b), (target + 1, a)):
-            db.execute(
-                "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-                (canon, h, stream, s),
-            )
+            db.set_entry(stream, s, bytes(canon), bytes(h))
     db.commit()
     db.close()
     out = g.gw.cli("audit", "verify", check=False)

@@ -105,7 +105,7 @@ def _ledger_text(gw: Gateway) -> str:
     db = gw.db()
     parts = [
         r[0].decode() if isinstance(r[0], bytes) else r[0]
-        for r in db.execute("SELECT canonical FROM entries")
+        for r in db.execute("SELECT canonical FROM ledger_entries")
     ]
     db.close()
     return "\n".join(parts)

@@ -33,7 +33,7 @@ def psql(dsn: str, *args: str, input: str | None = None) -> subprocess.Completed
 def ledger_kinds(gw: Gateway) -> list[tuple[str, dict]]:
     gw.settle()
     db = gw.db()
-    rows = db.execute("SELECT kind, canonical FROM entries ORDER BY stream, seq").fetchall()
+    rows = db.execute("SELECT kind, canonical FROM ledger_entries ORDER BY stream, seq").fetchall()
     return [(k, json.loads(c)) for k, c in rows]
 
 

@@ -24,7 +24,7 @@ def entries(gw: Gateway, kind: str | None = None, settle: bool = True) -> list[d
     if settle:
         gw.settle()
     db = gw.db()
-    rows = db.execute("SELECT canonical FROM entries ORDER BY stream, seq").fetchall()
+    rows = db.execute("SELECT canonical FROM ledger_entries ORDER BY stream, seq").fetchall()
     docs = [json.loads(r[0]) for r in rows]
     return [d for d in docs if kind is None or d["kind"] == kind]
 
@@ -258,50 +258,52 @@ def test_tampering_is_caught(gateway: Gateway, how: str) -> None:
     assert gateway.cli("audit", "verify").returncode == 0
     stream = "gateway@test-gw"
     db = gateway.db()
-    n = db.execute("SELECT count(*) FROM entries WHERE stream=?", (stream,)).fetchone()[0]
+    n = db.execute("SELECT count(*) FROM ledger_entries WHERE stream=?", (stream,)).fetchone()[0]
     db.close()
     target = n // 2
     if how == "change":
         with gateway.db() as db:
             seq, data = db.execute(
-                "SELECT seq, canonical FROM entries WHERE stream=? AND seq>=? AND kind='chunk' "
-                "ORDER BY seq LIMIT 1",
+                "SELECT seq, canonical FROM ledger_entries WHERE stream=? AND seq>=? "
+                "AND kind='chunk' ORDER BY seq LIMIT 1",
                 (stream, target),
             ).fetchone()
         edited = bytes(data).replace(b"forwarded", b"forwardeD")
         assert edited != bytes(data)
-        r = _tamper(
-            gateway, "UPDATE entries SET canonical=? WHERE stream=? AND seq=?", edited, stream, seq
-        )
+        with gateway.db() as db:
+            db.set_entry(stream, seq, edited)
+            db.commit()
+        r = gateway.cli("audit", "verify", check=False)
         assert r.returncode == 1 and "changed" in r.stdout
     elif how == "delete":
-        r = _tamper(gateway, "DELETE FROM entries WHERE stream=? AND seq=?", stream, target)
+        with gateway.db() as db:
+            db.delete_entries(stream, target, target)
+            db.commit()
+        r = gateway.cli("audit", "verify", check=False)
         assert r.returncode == 1 and "removed" in r.stdout and f"entry {target}" in r.stdout
     elif how == "reorder":
         db = gateway.db()
         a, b = (
             db.execute(
-                "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (stream, s)
+                "SELECT canonical, entry_hash FROM ledger_entries WHERE stream=? AND seq=?",
+                (stream, s),
             ).fetchone()
             for s in (target, target + 1)
         )
-        db.execute(
-            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-            (*b, stream, target),
-        )
-        db.execute(
-            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-            (*a, stream, target + 1),
-        )
+        db.set_entry(stream, target, *b)
+        db.set_entry(stream, target + 1, *a)
         db.commit()
         r = gateway.cli("audit", "verify", check=False)
         assert r.returncode == 1 and "reordered" in r.stdout and f"entry {target}" in r.stdout
     elif how == "truncate":
-        r = _tamper(gateway, "DELETE FROM entries WHERE stream=? AND seq>=?", stream, n - 3)
+        with gateway.db() as db:
+            db.delete_entries(stream, n - 3)
+            db.commit()
+        r = gateway.cli("audit", "verify", check=False)
         assert r.returncode == 1 and "truncated" in r.stdout
     else:
         db = gateway.db()
-        db.execute("DELETE FROM entries WHERE stream=? AND seq>=?", (stream, n - 3))
+        db.delete_entries(stream, n - 3)
         db.execute("DELETE FROM checkpoints WHERE stream=? AND size>?", (stream, n - 3))
         db.commit()
         r = gateway.cli("audit", "verify", check=False)

@@ -275,37 +275,29 @@ def test_tampering_with_upload_chunk_entries_is_caught(
     seqs = [
         r[0]
         for r in db.execute(
-            "SELECT seq FROM entries WHERE stream=? AND kind='chunk' ORDER BY seq", (stream,)
+            "SELECT seq FROM ledger_entries WHERE stream=? AND kind='chunk' ORDER BY seq", (stream,)
         )
     ]
     target = seqs[1]
     if how == "digest":
         row = db.execute(
-            "SELECT canonical FROM entries WHERE stream=? AND seq=?", (stream, target)
+            "SELECT canonical FROM ledger_entries WHERE stream=? AND seq=?", (stream, target)
         ).fetchone()[0]
         doc = bytes(row)
         digest = json.loads(doc)["chunk"]["sha256_in"]
-        db.execute(
-            "UPDATE entries SET canonical=? WHERE stream=? AND seq=?",
-            (doc.replace(digest.encode(), b"0" * 64), stream, target),
-        )
+        db.set_entry(stream, target, doc.replace(digest.encode(), b"0" * 64))
     elif how == "drop":
-        db.execute("DELETE FROM entries WHERE stream=? AND seq=?", (stream, target))
+        db.delete_entries(stream, target, target)
     else:
         a, b = (
             db.execute(
-                "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=?", (stream, s)
+                "SELECT canonical, entry_hash FROM ledger_entries WHERE stream=? AND seq=?",
+                (stream, s),
             ).fetchone()
             for s in (target, target + 1)
         )
-        db.execute(
-            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-            (*b, stream, target),
-        )
-        db.execute(
-            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=?",
-            (*a, stream, target + 1),
-        )
+        db.set_entry(stream, target, *b)
+        db.set_entry(stream, target + 1, *a)
     db.commit()
     db.close()
     r = g.gw.cli("audit", "verify", check=False)

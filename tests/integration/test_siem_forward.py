@@ -51,7 +51,7 @@ def test_nothing_is_lost_across_a_kill_and_a_restart(
         want = {
             (int(seq), bytes(h).hex())
             for seq, h, kind in db.execute(
-                "SELECT seq, entry_hash, kind FROM entries WHERE stream=?", (gw.stream,)
+                "SELECT seq, entry_hash, kind FROM ledger_entries WHERE stream=?", (gw.stream,)
             )
             if kind != "chunk"
         }

@@ -49,7 +49,7 @@ def streams_with(gw: Gateway, kind: str) -> dict[str, int]:
     db = gw.db()
     try:
         rows = db.execute(
-            "SELECT stream, count(*) FROM entries WHERE kind=? GROUP BY stream", (kind,)
+            "SELECT stream, count(*) FROM ledger_entries WHERE kind=? GROUP BY stream", (kind,)
         ).fetchall()
     finally:
         db.close()

@@ -20,14 +20,26 @@ from tests.storeserver import ENGINE
 N = 50  # entries in the gateway stream; checkpoints every 10
 
 
-@pytest.fixture
-def led(tmp_path: Path) -> Ledger:
+def _ledger(tmp_path: Path) -> Ledger:
     led = Ledger(tmp_path)
     led.write(chunk_drafts(N), batch=10, checkpoint_every_entries=10)
     cli = led.writer("cli@gw", shared=True)
     cli.append(chunk_drafts(3, session_id="cli"), T0)
     cli.close(T0)
     return led
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Ledger:
+    return _ledger(tmp_path)
+
+
+@pytest.fixture
+def row_led(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
+    """``led`` with its chunk entries as rows of their own (the layout before blocks,
+    which an upgraded store still holds), for edits of a row's columns."""
+    monkeypatch.setenv("LEDGERGATE_CHUNK_BLOCKS", "0")
+    return _ledger(tmp_path)
 
 
 def _report(led: Ledger) -> audit.AuditReport:
@@ -54,11 +66,22 @@ def _sql(led: Ledger, *statements: tuple[str, tuple[Any, ...]]) -> None:
 
 def _canonical(led: Ledger, seq: int) -> bytes:
     db = led.db()
-    row = db.execute(
-        "SELECT canonical FROM entries WHERE stream=? AND seq=?", (led.stream, seq)
-    ).fetchone()
+    row = db.entry(led.stream, seq)
     db.close()
-    return bytes(row[0])
+    assert row is not None
+    return row[0]
+
+
+def _edit(led: Ledger, seq: int, canonical: bytes | None, entry_hash: bytes | None = None) -> None:
+    with led.db() as db:
+        db.set_entry(led.stream, seq, canonical, entry_hash)
+        db.commit()
+
+
+def _delete(led: Ledger, lo: int, hi: int | None = None) -> None:
+    with led.db() as db:
+        db.delete_entries(led.stream, lo, hi)
+        db.commit()
 
 
 def test_intact_ledger_verifies(led: Ledger) -> None:
@@ -72,20 +95,14 @@ def test_intact_ledger_verifies(led: Ledger) -> None:
 
 def test_tamper_changed_entry(led: Ledger) -> None:
     data = _canonical(led, 17).replace(b'"rows":100', b'"rows":999')
-    _sql(led, ("UPDATE entries SET canonical=? WHERE stream=? AND seq=17", (data, led.stream)))
+    _edit(led, 17, data)
     assert _first(_report(led)) == ("changed", 17)
     assert "entry 17" in (_report(led).first_problem() or "")
 
 
 def test_tamper_changed_entry_with_recomputed_hash(led: Ledger) -> None:
     data = _canonical(led, 17).replace(b'"rows":100', b'"rows":999')
-    _sql(
-        led,
-        (
-            "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=17",
-            (data, leaf_hash(data), led.stream),
-        ),
-    )
+    _edit(led, 17, data, leaf_hash(data))
     assert _first(_report(led)) == ("changed", 17)
 
 
@@ -107,47 +124,39 @@ def test_tamper_changed_entry_with_recomputed_hash(led: Ledger) -> None:
 @pytest.mark.skipif(
     ENGINE != "sqlite", reason="SQLite's untyped columns only: PostgreSQL refuses these edits"
 )
-def test_tamper_with_column_types(led: Ledger, sql: str, kind: str) -> None:
-    _sql(led, (sql, (led.stream,)))
-    assert _first(_report(led)) == (kind, 17)
+def test_tamper_with_column_types(row_led: Ledger, sql: str, kind: str) -> None:
+    _sql(row_led, (sql, (row_led.stream,)))
+    assert _first(_report(row_led)) == (kind, 17)
 
 
 def test_tamper_deleted_middle_entry(led: Ledger) -> None:
-    _sql(led, ("DELETE FROM entries WHERE stream=? AND seq=23", (led.stream,)))
+    _delete(led, 23, 23)
     kind, seq = _first(_report(led))
     assert (kind, seq) == ("removed", 23)
 
 
 def test_tamper_reordered_entries(led: Ledger) -> None:
-    db = led.db()
-    a = db.execute(
-        "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=12", (led.stream,)
-    ).fetchone()
-    b = db.execute(
-        "SELECT canonical, entry_hash FROM entries WHERE stream=? AND seq=15", (led.stream,)
-    ).fetchone()
-    db.execute(
-        "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=12", (*b, led.stream)
-    )
-    db.execute(
-        "UPDATE entries SET canonical=?, entry_hash=? WHERE stream=? AND seq=15", (*a, led.stream)
-    )
-    db.commit()
-    db.close()
+    a, b = _canonical_and_hash(led, 12), _canonical_and_hash(led, 15)
+    _edit(led, 12, *b)
+    _edit(led, 15, *a)
     assert _first(_report(led)) == ("reordered", 12)
 
 
+def _canonical_and_hash(led: Ledger, seq: int) -> tuple[bytes, bytes]:
+    with led.db() as db:
+        row = db.entry(led.stream, seq)
+    assert row is not None
+    return row
+
+
 def test_tamper_truncated_tail(led: Ledger) -> None:
-    _sql(led, ("DELETE FROM entries WHERE stream=? AND seq>=45", (led.stream,)))
+    _delete(led, 45)
     assert _first(_report(led)) == ("truncated", 45)
 
 
 def test_tamper_truncated_tail_and_its_checkpoints(led: Ledger) -> None:
-    _sql(
-        led,
-        ("DELETE FROM entries WHERE stream=? AND seq>=45", (led.stream,)),
-        ("DELETE FROM checkpoints WHERE stream=? AND size>45", (led.stream,)),
-    )
+    _delete(led, 45)
+    _sql(led, ("DELETE FROM checkpoints WHERE stream=? AND size>45", (led.stream,)))
     rep = _report(led)
     assert _first(rep) == ("truncated", 45)
     assert "stream state" in (rep.first_problem() or "")
@@ -335,7 +344,7 @@ def test_inclusion_proof_needs_a_covering_checkpoint(tmp_path: Path) -> None:
     audit.verify_proof(doc, _offline(led))
     # no key holder signs a stream that does not verify
     w.append(chunk_drafts(2, T0 + 3), T0 + 3)
-    _sql(led, ("DELETE FROM entries WHERE stream=? AND seq=3", (led.stream,)))
+    _delete(led, 3, 3)
     with pytest.raises(audit.ProofError, match="refusing to sign"):
         audit.prove_inclusion(st, led.stream, 11, signer=led.signer, now_ns=T0 + 4)
     w.close(T0 + 5)
@@ -370,9 +379,10 @@ def test_consistency_proof(led: Ledger) -> None:
         ("ts_ns", 1),
     ],
 )
-def test_an_edited_search_column_is_named(led: Ledger, column: str, value: object) -> None:
+def test_an_edited_search_column_is_named(row_led: Ledger, column: str, value: object) -> None:
     """Every hash still holds, but a search (sessions list --identity) would lie: the
     verifier compares each column with the entry it was copied from."""
+    led = row_led
     assert _report(led).ok
     _sql(led, (f"UPDATE entries SET {column}=? WHERE stream=? AND seq=9", (value, led.stream)))
     rep = _report(led)
@@ -382,7 +392,8 @@ def test_an_edited_search_column_is_named(led: Ledger, column: str, value: objec
     assert f"the store's {column} column says {value!r}" in p.message
 
 
-def test_many_edited_columns_are_named_up_to_a_bound(led: Ledger) -> None:
+def test_many_edited_columns_are_named_up_to_a_bound(row_led: Ledger) -> None:
+    led = row_led
     _sql(led, ("UPDATE entries SET identity='mallory' WHERE stream=?", (led.stream,)))
     rep = _report(led)
     gw = next(s for s in rep.streams if s.stream == led.stream)

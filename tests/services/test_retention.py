@@ -119,10 +119,12 @@ def test_entries_past_their_age_are_pruned_and_said_so(led: Ledger) -> None:
     db = led.db()
     try:
         rows = db.execute(
-            "SELECT seq, canonical, identity FROM entries WHERE stream=? ORDER BY seq",
+            "SELECT seq, canonical, identity FROM ledger_entries WHERE stream=? ORDER BY seq",
             (led.stream,),
         ).fetchall()
-        (run,) = db.execute("SELECT canonical FROM entries WHERE kind='retention.run'").fetchall()
+        (run,) = db.execute(
+            "SELECT canonical FROM ledger_entries WHERE kind='retention.run'"
+        ).fetchall()
     finally:
         db.close()
     stubs = {seq: json.loads(bytes(c)) for seq, c, _ in rows if b'"pruned"' in bytes(c)}
@@ -140,7 +142,7 @@ def test_entries_emptied_by_hand_are_named(led: Ledger) -> None:
     db = led.db()
     try:
         (c,) = db.execute(
-            "SELECT canonical FROM entries WHERE stream=? AND seq=3", (led.stream,)
+            "SELECT canonical FROM ledger_entries WHERE stream=? AND seq=3", (led.stream,)
         ).fetchone()
         doc = json.loads(bytes(c))
         db.execute(
@@ -159,9 +161,7 @@ def test_a_stub_whose_hash_was_changed_breaks_the_signed_root(led: Ledger) -> No
     _run(led, [CHUNKS])
     db = led.db()
     try:
-        db.execute(
-            "UPDATE entries SET entry_hash=? WHERE stream=? AND seq=1", (b"\x01" * 32, led.stream)
-        )
+        db.set_entry(led.stream, 1, entry_hash=b"\x01" * 32)
         db.commit()
     finally:
         db.close()

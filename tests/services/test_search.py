@@ -111,11 +111,11 @@ def test_an_edited_index_or_column_does_not_make_a_search_lie(led: Ledger) -> No
     try:
         # point alice's indexed command at bob's entry: the entry's own words decide
         (seq,) = db.execute(
-            "SELECT seq FROM entries WHERE session_id='s_alice' AND kind='command' "
+            "SELECT seq FROM ledger_entries WHERE session_id='s_alice' AND kind='command' "
             "ORDER BY seq LIMIT 1"
         ).fetchone()
         (bob,) = db.execute(
-            "SELECT seq FROM entries WHERE session_id='s_bob' AND kind='command'"
+            "SELECT seq FROM ledger_entries WHERE session_id='s_bob' AND kind='command'"
         ).fetchone()
         db.execute("DELETE FROM search_docs WHERE seq=?", (bob,))
         db.execute("UPDATE search_docs SET seq=? WHERE seq=?", (bob, seq))

@@ -107,7 +107,7 @@ def test_an_edited_row_does_not_end_the_list_early(led: Ledger) -> None:
         with led.db() as db:
             db.execute(
                 "UPDATE entries SET kind = 'session.close' WHERE session_id = ? "
-                "AND kind = 'session.open' AND seq = (SELECT max(seq) FROM entries "
+                "AND kind = 'session.open' AND seq = (SELECT max(seq) FROM ledger_entries "
                 "WHERE session_id = ?)",
                 (edited, edited),
             )

@@ -74,7 +74,7 @@ def test_a_store_cut_short_is_caught(led: Ledger) -> None:
     published = _notes(led)
     db = led.db()
     try:
-        db.execute("DELETE FROM entries WHERE seq >= 25")
+        db.delete_entries(led.stream, 25)
         db.commit()
     finally:
         db.close()

@@ -196,6 +196,6 @@ def test_entries_go_in_through_copy_exactly(pg_url: str) -> None:
 def test_psycopg_errors_do_not_escape(pg_url: str) -> None:
     st = _open(pg_url)
     with pytest.raises(StoreError) as e, st.transaction():
-        st.conn().execute("SELECT no_such_column FROM entries")
+        st.conn().execute("SELECT no_such_column FROM ledger_entries")
     assert not isinstance(e.value, psycopg.Error)
     st.close()

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql as pgsql
 
+from ledgergate.store import blocks
 from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from ledgergate.store.sql import as_blob, pending_migrations, reason, translated
@@ -97,6 +98,7 @@ class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, Review
         self._dsn = url
         self._password = password
         self._in_tx = False
+        self.chunk_blocks = blocks.enabled()
         self._closed = False
         self._durable = durable
         self._conn: psycopg.Connection[Any] | None = None
@@ -228,6 +230,10 @@ class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, Review
     # -- ledger: entries (the engine's own way to write and stream them) -----------------------
     @translated
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
+        if self.chunk_blocks:
+            rows, packed = blocks.split(rows)
+            if packed:
+                self.insert_blocks(packed)
         if not rows:
             return
         cur = self.conn().cursor()
@@ -235,8 +241,8 @@ class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, Review
             for r in rows:
                 cp.write_row(r)
 
-    def iter_entries(
-        self, stream: str, start: int = 0, stop: int | None = None
+    def _row_entries(
+        self, stream: str, start: int, stop: int | None
     ) -> Iterator[tuple[int, bytes, bytes]]:
         sql = "SELECT seq, canonical, entry_hash FROM entries WHERE stream=%s AND seq>=%s"
         if stop is not None:
@@ -257,7 +263,7 @@ class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, Review
                 return
             seq = int(rows[-1][0]) + 1
 
-    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+    def _entry_rows(self, stream: str) -> Iterator[EntryRow]:
         sql = f"SELECT {ENTRY_COLS} FROM entries WHERE stream=%s AND seq>=%s ORDER BY seq LIMIT %s"
         seq = 0
         while True:
@@ -270,10 +276,6 @@ class PostgresStore(LedgerTables, PgSearch, IdentityTables, PolicyTables, Review
             if len(rows) < FETCH_ROWS:
                 return
             seq = int(rows[-1][1]) + 1
-
-    def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
-        for _, _, h in self.iter_entries(stream, 0, stop):
-            yield h
 
     def _outbox_ids_moved(self) -> None:
         self._db.execute(

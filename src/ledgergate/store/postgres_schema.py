@@ -188,10 +188,37 @@ CREATE INDEX entries_opens_identity ON entries (identity, ts_ns) WHERE kind = 's
 CREATE INDEX entries_opens_connection ON entries (connection, ts_ns) WHERE kind = 'session.open'
 """
 
+# Chunk entries indexed in blocks (see the SQLite engine's migration 9).
+ENTRY_BLOCKS = f"""
+CREATE TABLE entry_blocks (
+  stream {_T} NOT NULL,
+  first_seq BIGINT NOT NULL,
+  last_seq BIGINT NOT NULL,
+  ts_lo BIGINT NOT NULL,
+  ts_hi BIGINT NOT NULL,
+  sessions TEXT NOT NULL,
+  idx TEXT NOT NULL,
+  body BYTEA NOT NULL,
+  hashes BYTEA NOT NULL,
+  PRIMARY KEY (stream, last_seq)
+);
+CREATE VIEW ledger_entries AS
+SELECT stream, seq, ts_ns, kind, session_id, identity, connection, canonical, entry_hash
+FROM entries
+UNION ALL
+SELECT b.stream, (j.v->>0)::bigint, (j.v->>1)::bigint, 'chunk', j.v->>2, j.v->>3, j.v->>4,
+  substring(b.body FROM (sum((j.v->>5)::bigint) OVER w - (j.v->>5)::bigint + 1)::int
+    FOR (j.v->>5)::int),
+  substring(b.hashes FROM (32 * (j.n - 1) + 1)::int FOR 32)
+FROM entry_blocks b, jsonb_array_elements(b.idx::jsonb) WITH ORDINALITY AS j(v, n)
+WINDOW w AS (PARTITION BY b.stream, b.last_seq ORDER BY j.n)
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, BASELINE),
     (6, SEARCH),
     (7, SEARCH_NEWEST),
     (8, SESSION_OPENS),
+    (9, ENTRY_BLOCKS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

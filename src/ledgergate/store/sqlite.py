@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ledgergate.core.ledger.merkle import HASH_SIZE
+from ledgergate.store import blocks
 from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.sql import as_blob, pending_migrations, translated
 from ledgergate.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
@@ -93,6 +94,7 @@ class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, Revi
         self.path = path
         self.url = f"sqlite://{path}" if path.is_absolute() else f"sqlite:{path}"
         self._in_tx = False
+        self.chunk_blocks = blocks.enabled()
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread
             # off: a writer may be opened on one thread and then used (only) on another.
@@ -198,6 +200,10 @@ class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, Revi
     # -- ledger: entries (the engine's own way to write and stream them) ------------------
     @translated
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
+        if self.chunk_blocks:
+            rows, packed = blocks.split(rows)
+            if packed:
+                self.insert_blocks(packed)
         if len(rows) < BULK_MIN_ROWS or not _HAS_BULK:
             self._db.executemany(_INSERT_ENTRY, rows)
             return
@@ -208,8 +214,8 @@ class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, Revi
         hashes = b"".join([r[8] for r in rows])
         self._db.execute(_INSERT_ENTRIES_BULK, (index, canonical, hashes))
 
-    def iter_entries(
-        self, stream: str, start: int = 0, stop: int | None = None
+    def _row_entries(
+        self, stream: str, start: int, stop: int | None
     ) -> Iterator[tuple[int, bytes, bytes]]:
         sql = "SELECT seq, canonical, entry_hash FROM entries WHERE stream=? AND seq>=?"
         args: list[Any] = [stream, start]
@@ -224,7 +230,7 @@ class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, Revi
         except sqlite3.Error as e:
             raise StoreError(f"sqlite store: iter_entries: {e}") from e
 
-    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+    def _entry_rows(self, stream: str) -> Iterator[EntryRow]:
         try:
             cur = self._sqlite.execute(
                 f"SELECT {ENTRY_COLS} FROM entries WHERE stream=? ORDER BY seq", (stream,)
@@ -236,6 +242,9 @@ class SqliteStore(LedgerTables, SqliteSearch, IdentityTables, PolicyTables, Revi
             raise StoreError(f"sqlite store: iter_entry_rows: {e}") from e
 
     def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
+        if self._has_blocks(stream, 0):
+            yield from LedgerTables.iter_entry_hashes(self, stream, stop)
+            return
         try:
             cur = self._sqlite.execute(
                 "SELECT entry_hash FROM entries WHERE stream=? AND seq<? ORDER BY seq",

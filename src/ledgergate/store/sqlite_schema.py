@@ -143,6 +143,38 @@ CREATE INDEX entries_opens_identity ON entries(identity, ts_ns) WHERE kind = 'se
 CREATE INDEX entries_opens_connection ON entries(connection, ts_ns) WHERE kind = 'session.open';
 """
 
+# Chunk entries indexed in blocks (``store.blocks``): a row per block rather than a row
+# and three index entries per chunk. Keyed by its last seq, so "the block holding seq N"
+# and "the blocks from seq N on" are one range read. ``ledger_entries`` shows every entry,
+# rows and blocks alike, for people's own SQL (the store's reads go to the tables).
+ENTRY_BLOCKS = """
+CREATE TABLE entry_blocks (
+  stream TEXT NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  ts_lo INTEGER NOT NULL,
+  ts_hi INTEGER NOT NULL,
+  sessions TEXT NOT NULL,
+  idx TEXT NOT NULL,
+  body BLOB NOT NULL,
+  hashes BLOB NOT NULL,
+  PRIMARY KEY (stream, last_seq)
+);
+CREATE VIEW ledger_entries AS
+SELECT stream, seq, ts_ns, kind, session_id, identity, connection, canonical, entry_hash
+FROM entries
+UNION ALL
+SELECT stream, seq, ts_ns, 'chunk', session_id, identity, connection,
+  substr(body, off - n + 1, n), substr(hashes, 32 * k + 1, 32)
+FROM (
+  SELECT b.stream, b.body, b.hashes, j.key AS k, j.value->>0 AS seq, j.value->>1 AS ts_ns,
+    j.value->>2 AS session_id, j.value->>3 AS identity, j.value->>4 AS connection,
+    j.value->>5 AS n,
+    sum(j.value->>5) OVER (PARTITION BY b.stream, b.last_seq ORDER BY j.key) AS off
+  FROM entry_blocks b, json_each(b.idx) j
+)
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
@@ -202,5 +234,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # index; FTS5 already walks its matches newest first (by rowid): nothing to do here.
     (7, ""),
     (8, SESSION_OPENS),
+    (9, ENTRY_BLOCKS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

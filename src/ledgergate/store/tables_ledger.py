@@ -1,19 +1,25 @@
 """Ledger tables both engines share: stream states, entry lookups, checkpoints, payloads.
 
 Owns the SQL for reading entries back (by stream and seq, by the search columns) and
-for checkpoints and payloads. Writing entries in bulk and streaming them are each
-engine's own (``insert_entries``, ``iter_entries``, ``iter_entry_hashes``): the fast way
+for checkpoints and payloads. An entry is a row of ``entries`` or sits in a block of
+``entry_blocks`` (chunk entries, ``store.blocks``): every read here merges the two in
+seq order, so callers never know which. Writing rows in bulk and streaming them are each
+engine's own (``insert_entries``, ``_row_entries``, ``_entry_rows``): the fast way
 differs. The search columns of an entry are copies; the canonical document is the only
 authority, and no hashing or verification happens here.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from ledgergate.store.base import CheckpointRow, EntryRow
+from ledgergate.store.blocks import BLOCK_KINDS
 from ledgergate.store.sql import Db, as_blob, as_text, clamp_ns, translated, until_ns
+from ledgergate.store.tables_blocks import BlockTables
 
 __all__ = [
     "CP_COLS",
@@ -28,6 +34,7 @@ ENTRY_COLS = "stream, seq, ts_ns, kind, session_id, identity, connection, canoni
 CP_COLS = "stream, size, ts_ns, root, note"
 # Payloads read per query when streaming them all (they can be large).
 PAYLOAD_PAGE = 200
+_by_seq = itemgetter(0)
 
 
 def entry_row(r: Sequence[Any]) -> EntryRow:
@@ -85,7 +92,7 @@ def entry_filters(
     return where, args
 
 
-class LedgerTables:
+class LedgerTables(BlockTables):
     """Stream, entry, checkpoint and payload operations (see ``store.base``)."""
 
     _db: Db
@@ -114,6 +121,7 @@ class LedgerTables:
     def streams(self) -> list[str]:
         rows = self._db.execute(
             "SELECT stream FROM streams UNION SELECT DISTINCT stream FROM entries "
+            "UNION SELECT DISTINCT stream FROM entry_blocks "
             "UNION SELECT DISTINCT stream FROM checkpoints ORDER BY 1"
         )
         return [r[0] for r in rows]
@@ -122,34 +130,79 @@ class LedgerTables:
     def streams_between(self, since_ns: int | None, until: int | None) -> list[str]:
         out = []
         lo = clamp_ns(since_ns) if since_ns is not None else clamp_ns(-(2**63))
+        hi = until_ns(until)
         for stream in self.streams():
-            row = self._db.execute(
-                "SELECT 1 FROM entries WHERE stream=? AND ts_ns>=? AND ts_ns<? LIMIT 1",
-                (stream, lo, until_ns(until)),
-            ).fetchone()
+            row = (
+                self._db.execute(
+                    "SELECT 1 FROM entries WHERE stream=? AND ts_ns>=? AND ts_ns<? LIMIT 1",
+                    (stream, lo, hi),
+                ).fetchone()
+                or self._db.execute(
+                    "SELECT 1 FROM entry_blocks WHERE stream=? AND ts_hi>=? AND ts_lo<? LIMIT 1",
+                    (stream, lo, hi),
+                ).fetchone()
+            )
             if row:
                 out.append(stream)
         return out
 
-    # -- entries ----------------------------------------------------------------------------
+    # -- entries: rows and blocks -----------------------------------------------------------
+    # Each engine streams its rows (``_row_entries``, ``_entry_rows``); blocks are read
+    # here, a page of them at a time, and merged with the rows in seq order.
+    def _row_entries(
+        self, stream: str, start: int, stop: int | None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        raise NotImplementedError
+
+    def _entry_rows(self, stream: str) -> Iterator[EntryRow]:
+        raise NotImplementedError
+
+    def iter_entries(
+        self, stream: str, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, canonical, entry_hash) of the stream's entries in [start, stop), in seq
+        order, whether indexed as rows or in blocks."""
+        rows = self._row_entries(stream, start, stop)
+        if not self._has_blocks(stream, start):
+            return rows
+        inner = self._block_entries(stream, start, stop)
+        chunks = ((e.seq, e.canonical, e.entry_hash) for e in inner)
+        return heapq.merge(rows, chunks, key=_by_seq)
+
+    def iter_entry_rows(self, stream: str) -> Iterator[EntryRow]:
+        rows = self._entry_rows(stream)
+        if not self._has_blocks(stream, 0):
+            return rows
+        return heapq.merge(rows, self._block_entries(stream, 0, None), key=lambda r: r.seq)
+
+    def iter_entry_hashes(self, stream: str, stop: int) -> Iterator[bytes]:
+        for _, _, h in self.iter_entries(stream, 0, stop):
+            yield h
+
     @translated
     def get_entry(self, stream: str, seq: int) -> EntryRow | None:
         row = self._db.execute(
             f"SELECT {ENTRY_COLS} FROM entries WHERE stream=? AND seq=?", (stream, seq)
         ).fetchone()
-        return entry_row(row) if row else None
+        if row:
+            return entry_row(row)
+        return next((e for e in self._block_of(stream, seq) if e.seq == seq), None)
 
     @translated
     def max_seq(self, stream: str) -> int | None:
         row = self._db.execute("SELECT MAX(seq) FROM entries WHERE stream=?", (stream,)).fetchone()
-        return None if row[0] is None else int(row[0])
+        top = self._db.execute(
+            "SELECT MAX(last_seq) FROM entry_blocks WHERE stream=?", (stream,)
+        ).fetchone()
+        found = [int(v) for v in (row[0], top[0]) if v is not None]
+        return max(found) if found else None
 
     @translated
     def last_seq_before(self, stream: str, until: int) -> int | None:
         row = self._db.execute(
             "SELECT MAX(seq) FROM entries WHERE stream=? AND ts_ns<?", (stream, clamp_ns(until))
         ).fetchone()
-        return None if row[0] is None else int(row[0])
+        return self._last_block_seq_before(stream, until, None if row[0] is None else int(row[0]))
 
     @translated
     def find_entries(
@@ -175,7 +228,23 @@ class LedgerTables:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [entry_row(r) for r in self._db.execute(sql, args)]
+        out = [entry_row(r) for r in self._db.execute(sql, args)]
+        if kinds and not BLOCK_KINDS.intersection(kinds):
+            return out
+        chunks = [
+            e
+            for e in self._blocks_matching(session_ids, since_ns, until_ns)
+            if (not session_ids or e.session_id in session_ids)
+            and (identity is None or e.identity == identity)
+            and (connection is None or e.connection == connection)
+            and (since_ns is None or e.ts_ns >= since_ns)
+            and (until_ns is None or e.ts_ns < until_ns)
+        ]
+        if not chunks:
+            return out
+        out += chunks
+        out.sort(key=lambda e: (e.ts_ns, e.stream, e.seq), reverse=newest_first)
+        return out if limit is None else out[:limit]
 
     @translated
     def find_open_sessions(
@@ -209,14 +278,18 @@ class LedgerTables:
     @translated
     def prune_entries(self, stream: str, stubs: Sequence[tuple[int, bytes]]) -> int:
         n = 0
+        in_blocks: dict[int, bytes] = {}
         for seq, data in stubs:
             cur = self._db.execute(
                 "UPDATE entries SET canonical=?, session_id=NULL, identity=NULL, "
                 "connection=NULL WHERE stream=? AND seq=?",
                 (data, stream, seq),
             )
-            n += max(cur.rowcount, 0)
-        return n
+            if cur.rowcount > 0:
+                n += cur.rowcount
+            else:
+                in_blocks[seq] = data
+        return n + self._prune_in_blocks(stream, in_blocks)
 
     # -- checkpoints and payloads -----------------------------------------------------------
     @translated
