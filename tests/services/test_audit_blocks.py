@@ -13,6 +13,7 @@ from ledgergate.core.ledger.merkle import leaf_hash
 from ledgergate.services import audit
 from ledgergate.store import blocks
 from tests.services.synth import T0, Ledger, chunk_drafts
+from tests.services.test_audit import _first, _report
 
 N = 50  # chunk entries in the gateway stream, appended 10 at a time: five blocks
 
@@ -23,20 +24,6 @@ def led(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     led = Ledger(tmp_path)
     led.write(chunk_drafts(N), batch=10, checkpoint_every_entries=10)
     return led
-
-
-def _report(led: Ledger) -> audit.AuditReport:
-    st = led.store()
-    try:
-        return audit.verify_store(st, [led.signer.verifier])
-    finally:
-        st.close()
-
-
-def _first(rep: audit.AuditReport) -> tuple[str, int | None]:
-    assert not rep.ok
-    p = rep.problems()[0]
-    return p.kind, p.seq
 
 
 def _blocks(led: Ledger) -> list[tuple[int, int, str, bytes, bytes]]:
