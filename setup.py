@@ -1,6 +1,7 @@
 """The native modules (DataRow runs under a mask plan; sealing runs of ledger drafts,
-with OpenSSL 3's SHA-256 and zlib's CRC-32; the shape of a statement for the redaction
-cache: see their headers); everything else is in pyproject.toml."""
+with OpenSSL 3's SHA-256 and zlib's CRC-32; Kafka records walked and hashed; the shape of
+a statement for the redaction cache: see their headers); everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -18,6 +19,12 @@ setup(
             ["src/ledgergate/core/ledger/_sealer.c"],
             extra_compile_args=FLAGS,
             libraries=["crypto", "z"],
+        ),
+        Extension(
+            "ledgergate.wire.kafka._records",
+            ["src/ledgergate/wire/kafka/_records.c"],
+            extra_compile_args=FLAGS,
+            libraries=["crypto"],
         ),
         Extension(
             "ledgergate.core._sqlshape",

@@ -15,6 +15,9 @@ difference raises ``Mismatch``, which atheris reports with the input that made i
 - ``sealer``: runs of drafts with generated fields sealed by ``Chain.seal_run`` against
   ``Chain.seal`` draft by draft: the same journal records, rows and stream state.
 - ``sqlshape``: ``shape`` against ``shape_reference`` on generated statements.
+- ``records``: Kafka records areas, arbitrary or well-formed with bytes changed and ends
+  moved: ``_records.digests`` and ``hex_digests`` against ``digests_reference``, errors
+  (their messages) included.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from ledgergate.core._sqlshape import shape  # noqa: E402
 from ledgergate.core.ledger import Chain, Draft, StreamState  # noqa: E402
 from ledgergate.core.sqltext import MAX_SHAPED, shape_reference  # noqa: E402
 from ledgergate.store.base import EntryRow  # noqa: E402
+from ledgergate.wire.kafka import _records  # noqa: E402
+from ledgergate.wire.kafka.records import RecordsError, digests_reference  # noqa: E402
 from ledgergate.wire.pg import _datarows  # noqa: E402
 from ledgergate.wire.pg.frames import walk_reference  # noqa: E402
 from ledgergate.wire.pg.results import build_data_row, parse_data_row  # noqa: E402
@@ -259,8 +264,74 @@ def fuzz_sqlshape(data: bytes) -> None:
     same(shape(sql), shape_reference(sql), f"shape of {sql!r}")
 
 
+# -- records ----------------------------------------------------------------------------
+def _varint(n: int) -> bytes:
+    u = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        if u >> 7:
+            out.append((u & 0x7F) | 0x80)
+            u >>= 7
+        else:
+            out.append(u)
+            return bytes(out)
+
+
+def kafka_record(fdp: Any) -> bytes:
+    """One v2 record with fuzzed deltas, key, value and headers (lengths true)."""
+
+    def blob() -> bytes:
+        if fdp.ConsumeIntInRange(0, 5) == 0:
+            return _varint(-1)
+        b = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 40))
+        return _varint(len(b)) + b
+
+    rec = b"\x00" + _varint(fdp.ConsumeIntInRange(-(2**63), 2**63 - 1))
+    rec += _varint(fdp.ConsumeIntInRange(-(2**31), 2**31 - 1)) + blob() + blob()
+    headers = fdp.ConsumeIntInRange(0, 3)
+    rec += _varint(headers)
+    for _ in range(headers):
+        key = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 8))
+        rec += _varint(len(key)) + key + blob()
+    return _varint(len(rec)) + rec
+
+
+def fuzz_records(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    base = fdp.ConsumeIntInRange(-(2**63), 2**63 - 1)
+    if fdp.ConsumeBool():
+        area = bytearray(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 600)))
+        count = fdp.ConsumeIntInRange(-2, 12)
+    else:  # well-formed records, then bytes changed or the end moved
+        count = fdp.ConsumeIntInRange(0, 8)
+        area = bytearray(b"".join(kafka_record(fdp) for _ in range(count)))
+        for _ in range(fdp.ConsumeIntInRange(0, 3)):
+            if area:
+                area[fdp.ConsumeIntInRange(0, len(area) - 1)] = fdp.ConsumeIntInRange(0, 255)
+        cut = fdp.ConsumeIntInRange(-4, 2)
+        area = area[: len(area) + cut] if cut < 0 else area + bytes(cut)
+        count += fdp.ConsumeIntInRange(-1, 1)
+    try:
+        want: object = digests_reference(bytes(area), count, base)
+    except RecordsError as e:
+        want = str(e)
+    try:
+        got: object = _records.digests(bytes(area), count, base)
+    except ValueError as e:
+        got = str(e)
+    same(got, want, f"digests of {bytes(area).hex()} (count {count})")
+    try:
+        hexes, _, _ = _records.hex_digests(area, count)
+    except ValueError as e:
+        same(str(e), want, "hex_digests error")
+    else:
+        assert isinstance(want, list)
+        same(hexes, [d.hex() for _, d, _ in want], "hex_digests")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "datarows": fuzz_datarows,
+    "records": fuzz_records,
     "sealer": fuzz_sealer,
     "sqlshape": fuzz_sqlshape,
 }

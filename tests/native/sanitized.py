@@ -52,6 +52,9 @@ MODULES = {
         "ledgergate.core.ledger._sealer", "src/ledgergate/core/ledger/_sealer.c", ("crypto", "z")
     ),
     "sqlshape": Native("ledgergate.core._sqlshape", "src/ledgergate/core/_sqlshape.c"),
+    "records": Native(
+        "ledgergate.wire.kafka._records", "src/ledgergate/wire/kafka/_records.c", ("crypto",)
+    ),
 }
 
 

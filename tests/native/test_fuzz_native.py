@@ -61,7 +61,7 @@ def test_fuzz_under_sanitizers(target: str, builds: dict[str, Path], tmp_path: P
     assert done.returncode == 0, f"fuzz target {target} failed:\n{report}"
     assert f"Done {RUNS} runs" in done.stderr, report
     # every sanitized module was the one in use, and its code was reached
-    assert "Loaded 3 modules" in done.stderr, report
+    assert f"Loaded {len(sanitized.MODULES)} modules" in done.stderr, report
     assert not list(tmp_path.iterdir()), "the fuzzer left a crash input"
 
 

@@ -195,15 +195,16 @@ def batch_fact(
                     dropping.discard(h.producer_id)
                 continue
             if h.is_transactional and h.producer_id in dropping:
-                dropped.extend(d.hex() for _, d, _ in kr.record_digests(b))
+                dropped.extend(kr.record_hex_digests(b)[0])
                 continue
         if h.is_control:
             continue
-        for off, digest, _size in kr.record_digests(b):
-            digests.append(digest.hex())
+        hexes, lo, hi = kr.record_hex_digests(b)
+        digests += hexes
+        if lo is not None:
             if first is None:
-                first = off
-            last = off
+                first = lo
+            last = hi
         count += h.record_count
     partial = walked.partial.available if walked.partial is not None else 0
     return BatchFact(

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 from awscrt import checksums as _crt  # type: ignore[import-untyped]
 
+from ledgergate.wire.kafka import _records as _native  # the record walk and hashes in C
 from ledgergate.wire.kafka.compression import Compression, CompressionError, compress, decompress
 
 __all__ = [
@@ -57,10 +58,13 @@ __all__ = [
     "TimestampType",
     "content_digest",
     "decode_records",
+    "digests_reference",
     "encode_batch",
     "read_batch",
     "read_batches",
     "record_digests",
+    "record_digests_reference",
+    "record_hex_digests",
 ]
 
 # Kafka's default message.max.bytes is 1 MiB and operators raise it to tens of MiB at
@@ -289,10 +293,45 @@ def _batch(view: memoryview, pos: int) -> Batch:
 
 
 def record_digests(batch: Batch) -> list[tuple[int, bytes, int]]:
-    """Per record: (offset, digest, key size + value size). The hot path: no objects
-    are built and no key or value is copied (hashlib reads views)."""
-    _, view, spans = _records(batch)
+    """Per record: (offset, digest, key size + value size): the SHA-256 of each record
+    from its keyLength to its end (key, value and headers). The hot path, walked and
+    hashed in C (``_records.c``), held to ``record_digests_reference``."""
+    buf = _records_area(batch)
+    try:
+        return _native.digests(buf, batch.header.record_count, batch.header.base_offset)
+    except ValueError as e:
+        raise RecordsError(str(e)) from None
+
+
+def record_hex_digests(batch: Batch) -> tuple[list[str], int | None, int | None]:
+    """The records' digests as hex, with the first and last record's offsets (None
+    without records): what a batch's ledger entry holds, in one native call."""
+    buf = _records_area(batch)
+    try:
+        hexes, first, last = _native.hex_digests(buf, batch.header.record_count)
+    except ValueError as e:
+        raise RecordsError(str(e)) from None
     base = batch.header.base_offset
+    return hexes, None if first is None else base + first, None if last is None else base + last
+
+
+def record_digests_reference(batch: Batch) -> list[tuple[int, bytes, int]]:
+    """``record_digests`` in Python: the reference the native walk is held to."""
+    return digests_reference(
+        _records_area(batch), batch.header.record_count, batch.header.base_offset
+    )
+
+
+def digests_reference(
+    area: bytes | bytearray | memoryview, count: int, base: int
+) -> list[tuple[int, bytes, int]]:
+    """What ``_records.digests(area, count, base)`` must give for a records area, in
+    Python (RecordsError for what it must refuse, with the same message)."""
+    view = memoryview(area)
+    try:
+        spans = _scan(area, len(area), count)
+    except IndexError:
+        raise RecordsError("record truncated") from None
     sha = hashlib.sha256
     return [
         (
@@ -342,6 +381,17 @@ def _records(batch: Batch) -> tuple[bytearray | memoryview, memoryview, list[_Sp
     """The batch's records area (decompressed if need be) and, per record: offset delta,
     timestamp delta, where its body (keyLength) starts, key position and length, value
     position and length, header count and its end. Every record is checked whole."""
+    buf = _records_area(batch)
+    view = memoryview(buf)
+    try:
+        spans = _scan(buf, len(buf), batch.header.record_count)
+    except IndexError:
+        raise RecordsError("record truncated") from None
+    return buf, view, spans
+
+
+def _records_area(batch: Batch) -> bytearray | memoryview:
+    """The batch's records area, decompressed if need be, large enough for its count."""
     h = batch.header
     buf: bytearray | memoryview
     if h.attributes & _CODEC_MASK:
@@ -353,19 +403,12 @@ def _records(batch: Batch) -> tuple[bytearray | memoryview, memoryview, list[_Sp
             raise RecordsError(str(e)) from None
     else:
         buf = batch.data[HEADER_SIZE:]
-    view = memoryview(buf)
-    end = len(buf)
-    count = h.record_count
-    if count * _MIN_RECORD > end:
-        raise RecordsError(f"{count} records cannot fit in {end} bytes")
-    try:
-        spans = _scan(buf, end, count)
-    except IndexError:
-        raise RecordsError("record truncated") from None
-    return buf, view, spans
+    if h.record_count * _MIN_RECORD > len(buf):
+        raise RecordsError(f"{h.record_count} records cannot fit in {len(buf)} bytes")
+    return buf
 
 
-def _scan(buf: bytearray | memoryview, end: int, count: int) -> list[_Span]:
+def _scan(buf: bytes | bytearray | memoryview, end: int, count: int) -> list[_Span]:
     # The hot path: a varint of one byte (most deltas, key lengths and header counts)
     # is read inline; longer ones go through _varint.
     spans: list[_Span] = []
@@ -438,7 +481,7 @@ def _scan(buf: bytearray | memoryview, end: int, count: int) -> list[_Span]:
     return spans
 
 
-def _varint(buf: bytearray | memoryview, pos: int, bits: int) -> tuple[int, int]:
+def _varint(buf: bytes | bytearray | memoryview, pos: int, bits: int) -> tuple[int, int]:
     """The zigzag varint at ``pos`` (at most ``bits`` wide, as Java's reader takes it)
     and the position after it. Past the end raises IndexError (``_records`` turns it
     into RecordsError)."""

@@ -1,0 +1,6 @@
+"""Types of the native record walk (see _records.c)."""
+
+from typing_extensions import Buffer
+
+def digests(buf: Buffer, count: int, base_offset: int, /) -> list[tuple[int, bytes, int]]: ...
+def hex_digests(buf: Buffer, count: int, /) -> tuple[list[str], int | None, int | None]: ...
