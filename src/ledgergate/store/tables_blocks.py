@@ -87,7 +87,8 @@ class BlockTables:
         self, session_ids: Sequence[str], since_ns: int | None, until_ns: int | None
     ) -> Iterator[EntryRow]:
         """Entries of the blocks that may hold these sessions' chunks, or (no sessions
-        named) of the blocks in the time range."""
+        named) of the blocks in the time range: every block of every stream is read then,
+        which nothing in the product asks for (chunks are read by session or in order)."""
         if not session_ids:
             lo = clamp_ns(since_ns) if since_ns is not None else clamp_ns(-(2**63))
             hi = clamp_ns(until_ns) if until_ns is not None else clamp_ns(2**63 - 1)
