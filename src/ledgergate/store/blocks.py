@@ -25,7 +25,7 @@ as the rows' columns would be. Pure: no SQL here, only packing and unpacking.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -39,7 +39,6 @@ __all__ = [
     "BLOCK_MAX_ENTRIES",
     "Block",
     "enabled",
-    "entries_of",
     "pack",
     "session_pattern",
     "split",
@@ -156,9 +155,3 @@ def session_pattern(session_id: str) -> str:
     """The ``LIKE`` pattern (escape ``\\``) matching blocks that hold this session."""
     esc = session_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%\n{esc}\n%"
-
-
-def entries_of(blocks: Iterable[Sequence[Any]]) -> Iterator[EntryRow]:
-    """The entries of block rows read as ``stream, idx, body, hashes``."""
-    for stream, idx, body, hashes in blocks:
-        yield from unpack(stream, idx, bytes(body), bytes(hashes))

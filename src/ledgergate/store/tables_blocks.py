@@ -26,6 +26,11 @@ _BLOCK_READ = "SELECT stream, idx, body, hashes, first_seq, last_seq FROM entry_
 _ENDS = ("session.close", "session.terminated")
 
 
+def _unpack(r: Sequence[Any]) -> list[EntryRow]:
+    """The entries of a block row read by ``_BLOCK_READ``."""
+    return blocks.unpack(r[0], r[1], as_blob(r[2]), as_blob(r[3]))
+
+
 class BlockTables:
     """Reads and writes of ``entry_blocks`` (see ``store.base`` for the interface)."""
 
@@ -66,7 +71,7 @@ class BlockTables:
             for r in page:
                 if stop is not None and r[4] >= stop:
                     return
-                for e in blocks.unpack(r[0], r[1], as_blob(r[2]), as_blob(r[3])):
+                for e in _unpack(r):
                     if e.seq >= start and (stop is None or e.seq < stop):
                         yield e
             if len(page) < BLOCK_PAGE:
@@ -81,7 +86,7 @@ class BlockTables:
         ).fetchone()
         if r is None or r[4] > seq:
             return []
-        return blocks.unpack(r[0], r[1], as_blob(r[2]), as_blob(r[3]))
+        return _unpack(r)
 
     def _blocks_matching(
         self, session_ids: Sequence[str], since_ns: int | None, until_ns: int | None
@@ -167,7 +172,7 @@ class BlockTables:
         for r in cur:
             if best is not None and r[5] <= best:
                 break
-            for e in blocks.unpack(r[0], r[1], as_blob(r[2]), as_blob(r[3])):
+            for e in _unpack(r):
                 if e.ts_ns < until and (best is None or e.seq > best):
                     best = e.seq
         return best

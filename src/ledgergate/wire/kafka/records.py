@@ -328,10 +328,7 @@ def digests_reference(
     """What ``_records.digests(area, count, base)`` must give for a records area, in
     Python (RecordsError for what it must refuse, with the same message)."""
     view = memoryview(area)
-    try:
-        spans = _scan(area, len(area), count)
-    except IndexError:
-        raise RecordsError("record truncated") from None
+    spans = _spans(area, count)
     sha = hashlib.sha256
     return [
         (
@@ -382,12 +379,15 @@ def _records(batch: Batch) -> tuple[bytearray | memoryview, memoryview, list[_Sp
     timestamp delta, where its body (keyLength) starts, key position and length, value
     position and length, header count and its end. Every record is checked whole."""
     buf = _records_area(batch)
-    view = memoryview(buf)
+    return buf, memoryview(buf), _spans(buf, batch.header.record_count)
+
+
+def _spans(buf: bytes | bytearray | memoryview, count: int) -> list[_Span]:
+    """``_scan`` over a whole records area, a varint past its end a RecordsError."""
     try:
-        spans = _scan(buf, len(buf), batch.header.record_count)
+        return _scan(buf, len(buf), count)
     except IndexError:
         raise RecordsError("record truncated") from None
-    return buf, view, spans
 
 
 def _records_area(batch: Batch) -> bytearray | memoryview:
