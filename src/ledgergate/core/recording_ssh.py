@@ -67,7 +67,7 @@ class SshRecorder(SessionRecorder):
         cmd_seq: int,
         channel: int,
         stream: str,
-        data: bytes,
+        data: bytes | memoryview,
         *,
         keep: bool,
         **extra: Any,
@@ -95,7 +95,7 @@ class SshRecorder(SessionRecorder):
         }
         if keep:
             chunk["payload"] = digest
-            return Draft(ts_ns, "chunk", fields, ((digest, data),), True)
+            return Draft(ts_ns, "chunk", fields, ((digest, bytes(data)),), True)
         return Draft(ts_ns, "chunk", fields, (), True)
 
     def result(self, ts_ns: int, cmd_seq: int, op: str, outcome: str, **fields: Any) -> Draft:

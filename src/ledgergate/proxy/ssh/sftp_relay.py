@@ -162,8 +162,7 @@ class SftpRelay:
         n = upto - self._coff
         if n <= 0:
             return None
-        chunk = bytes(self._cbuf[:n])
-        del self._cbuf[:n]
+        chunk = _cut_front(self._cbuf, n)
         self._coff = upto
         if ready and not self._queue:
             self._to_host(chunk)
@@ -214,7 +213,9 @@ class SftpRelay:
 
     # -- host -> client ------------------------------------------------------------------------
     def from_host(self, data: bytes) -> None:
-        self._sbuf += data
+        buffered = bool(self._sbuf)
+        if buffered:
+            self._sbuf += data
         try:
             events = self.tracker.server(data)
         except SftpError as e:
@@ -242,10 +243,19 @@ class SftpRelay:
                 drafts.append(self._file_closed(t, ev))
         if drafts:
             self.s.sink.submit(drafts)
-        whole = len(self._sbuf) - self.tracker.server_pending
+        pending = self.tracker.server_pending
+        if not buffered:
+            # the read began on a packet boundary (the usual case): what it completes
+            # goes on as it arrived, only an unfinished last packet is kept
+            whole = len(data) - pending
+            if whole > 0:
+                self._to_client(data if not pending else data[:whole])
+            if pending:
+                self._sbuf += data[max(whole, 0) :]
+            return
+        whole = len(self._sbuf) - pending
         if whole > 0:
-            self._to_client(bytes(self._sbuf[:whole]))
-            del self._sbuf[:whole]
+            self._to_client(_cut_front(self._sbuf, whole))
 
     def _to_client(self, data: bytes) -> None:
         chan = self.relay.chan
@@ -255,7 +265,7 @@ class SftpRelay:
 
     def _chunk(self, ev: Data, direction: str) -> None:
         seq = self._opens.get(ev.path or "", 0)
-        data = bytes(ev.data)
+        data = ev.data  # hashed where it lies (the recorder copies a kept payload)
         self.s.sink.submit(
             [
                 self.s.recorder.data(
@@ -300,3 +310,14 @@ class SftpRelay:
         with contextlib.suppress(LedgerUnavailable):
             if drafts:
                 self.s.sink.submit(drafts)
+
+
+def _cut_front(buf: bytearray, n: int) -> bytes:
+    """The first ``n`` bytes of ``buf`` as bytes, removed from it (one copy)."""
+    if n >= len(buf):
+        out = bytes(buf)
+        buf.clear()
+        return out
+    out = bytes(memoryview(buf)[:n])
+    del buf[:n]
+    return out
