@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -233,6 +234,7 @@ def main() -> None:
         sshd.stop()
         src.unlink(missing_ok=True)
         (SHM / f"lgbench-batch-{os.getpid()}").unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     report(results)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))

@@ -125,6 +125,7 @@ def test_a_guardrail_refuses_a_command_line_argv_aware(gw: SshGateway, token: st
     assert blocked[-1]["decision"]["rule"] == "no-rm-rf"  # type: ignore[index]
     assert blocked[-1]["command"]["text"] == f"sh -c 'rm -fr {marker}'"  # type: ignore[index]
     assert gw.ssh(token, f"rm -r -- {marker}/x && echo gone").stdout.strip() == "gone"
+    Path(marker).rmdir()  # the host is this machine: its /tmp is ours
 
 
 def test_a_bad_token_is_refused_and_recorded(gw: SshGateway) -> None:
@@ -455,6 +456,7 @@ def test_a_held_command_runs_after_approval_and_a_denied_one_never(gw: SshGatewa
         assert gw.ssh(token, f"test -e {marker}-2 || echo absent").stdout.strip() == "absent"
     finally:
         api.c.close()
+        Path(marker).unlink(missing_ok=True)  # the host is this machine
     gw.gw.settle()
     kinds = [e["kind"] for e in gw.gw.entries() if str(e["kind"]).startswith("review.")]
     assert "review.approved" in kinds and "review.denied" in kinds
