@@ -166,6 +166,6 @@ def test_a_malformed_request_body_closes_only_that_client(kgw: KafkaGateway) -> 
     r.send(struct.pack(">i", len(body)) + body)
     assert r.closed()
     kgw.indexed()
-    closes = [e for e in kgw.entries("session.close") if "malformed PRODUCE" in e["reason"]]
+    closes = [e for e in kgw.entries("session.close") if "malformed PRODUCE" in e["outcome"]]
     assert closes and closes[-1]["identity"]["subject"] == "fuzz"
     _still_serves(kgw, token)

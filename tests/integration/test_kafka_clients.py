@@ -768,7 +768,7 @@ def test_session_is_cut_when_its_token_expires(kgw: KafkaGateway) -> None:
     reauth = [e for e in in_session if e["kind"] == "auth.ok" and e.get("reauthenticated")]
     assert reauth and all(e["ts_ns"] < expires_ns for e in reauth)
     (closed,) = [e for e in in_session if e["kind"] == "session.close"]
-    assert closed["reason"] == "token expired"
+    assert closed["outcome"] == "token expired"
     assert expires_ns - 50_000_000 <= closed["ts_ns"] < expires_ns + 1_500_000_000
     # Nothing of the session's reached a broker after the expiry.
     assert all(e["ts_ns"] <= expires_ns for e in in_session if e["kind"] in ("command", "chunk"))

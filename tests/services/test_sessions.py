@@ -139,7 +139,7 @@ demo=> SELECT * FROM missing
 ERROR:  relation "missing" does not exist
 demo=> INSERT INTO t VALUES (1)
 INSERT 0 1
--- session closed: client closed (3 commands, 3 rows, {nbytes} bytes to the client)
+-- session closed: client closed (3 commands, 3 rows, 4 chunks, {nbytes} bytes to the client)
 """
 
 
@@ -258,3 +258,46 @@ def test_an_edited_column_does_not_make_a_search_lie(led: Ledger) -> None:
     rep = audit.verify_store(st, [led.signer.verifier])
     assert not rep.ok and any(p.kind == "column_mismatch" for p in rep.problems())
     st.close()
+
+
+def test_every_protocols_close_says_how_the_session_ended(tmp_path: Path) -> None:
+    """Kafka and SSH closes carry ``outcome`` and ``stats`` as PostgreSQL's and HTTP's
+    do; closes they wrote before (``reason`` and the counts at the top level) and a
+    termination alone read the same way in the list and in a replay."""
+    led = Ledger(tmp_path)
+    drafts = []
+    ends = {
+        "s_new": {"outcome": "client disconnected", "stats": {"commands": 2, "chunks": 5}},
+        "s_old": {"reason": "token expired", "commands": 1, "chunks": 3, "unanswered": 0},
+    }
+    for i, (sid, end) in enumerate(ends.items()):
+        b = {**base(sid, "etl", "events"), "protocol": "kafka"}
+        t = T0 + i * 10 * S
+        drafts += [
+            Draft(
+                t, "session.open", {**b, "client": {"protocol": "kafka"}, "recording": "redacted"}
+            ),
+            Draft(t + S, "session.close", {**b, **end}),
+        ]
+    b = base("s_cut", "etl", "host")
+    drafts += [
+        Draft(T0 + 30 * S, "session.open", {**b, "client": {"protocol": "ssh"}}),
+        Draft(T0 + 31 * S, "session.terminated", {**b, "reason": "identity disabled"}),
+    ]
+    led.write(drafts)
+    st = led.store()
+    got = {r.session_id: (r.outcome, r.stats) for r in sessions.list_sessions(st)}
+    assert got == {
+        "s_new": ("client disconnected", {"commands": 2, "chunks": 5}),
+        "s_old": ("token expired", {"commands": 1, "chunks": 3, "unanswered": 0}),
+        "s_cut": ("identity disabled", None),
+    }
+    lines = {}
+    for sid in ends:
+        out = io.StringIO()
+        sessions.replay(st, sid, speed=0, out=out)
+        lines[sid] = [ln for ln in out.getvalue().splitlines() if "session closed" in ln]
+    assert lines == {
+        "s_new": ["-- session closed: client disconnected (2 commands, 5 chunks)"],
+        "s_old": ["-- session closed: token expired (1 commands, 3 chunks)"],
+    }

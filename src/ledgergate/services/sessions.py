@@ -151,8 +151,8 @@ def summaries(
                 tls=_dict(d.get("tls")),
                 recording=d.get("recording"),
                 closed_ns=c["ts_ns"] if c else None,
-                outcome=c.get("outcome") if c else None,
-                stats=_dict(c.get("stats")) if c else None,
+                outcome=_end_outcome(c) if c else None,
+                stats=_end_stats(c) if c else None,
             )
         )
     return out
@@ -337,6 +337,36 @@ def _who(e: dict[str, Any]) -> str:
     return who
 
 
+# What a session.close's stats count, in the order a replay names them (PostgreSQL's
+# relay, HTTP's, Kafka's and SSH's each count some of them).
+_COUNTS = (
+    ("requests", "requests"),
+    ("commands", "commands"),
+    ("rows", "rows"),
+    ("chunks", "chunks"),
+    ("bytes_s2c", "bytes to the client"),
+    ("bytes_in", "bytes in"),
+    ("bytes_out", "bytes out"),
+    ("unanswered", "requests unanswered"),
+)
+
+
+def _end_outcome(e: dict[str, Any]) -> Any:
+    """Why a session ended: its close's ``outcome``; a termination's ``reason`` (and the
+    ``reason`` that Kafka and SSH closes held before they wrote ``outcome``)."""
+    return e.get("outcome") or e.get("reason")
+
+
+def _end_stats(e: dict[str, Any]) -> dict[str, Any] | None:
+    """A session.close's counts: its ``stats``; for a Kafka or SSH close written before
+    they had ``stats``, the counts it held at its top level."""
+    st = _dict(e.get("stats"))
+    if st is not None:
+        return st
+    old = {k: e[k] for k in ("commands", "chunks", "unanswered") if isinstance(e.get(k), int)}
+    return old or None
+
+
 def _event_line(e: dict[str, Any]) -> str:
     kind = e.get("kind")
     if kind == "session.open":
@@ -347,11 +377,11 @@ def _event_line(e: dict[str, Any]) -> str:
             f"on {e.get('connection')} (recording: {e.get('recording')})"
         )
     if kind == "session.close":
-        st = _dict(e.get("stats")) or {}
-        return (
-            f"-- session closed: {e.get('outcome')} ({st.get('commands', 0)} commands, "
-            f"{st.get('rows', 0)} rows, {st.get('bytes_s2c', 0)} bytes to the client)"
+        st = _end_stats(e) or {}
+        counts = ", ".join(
+            f"{st[k]} {what}" for k, what in _COUNTS if k in st and (st[k] or k != "unanswered")
         )
+        return f"-- session closed: {_end_outcome(e)}" + (f" ({counts})" if counts else "")
     if kind == "auth.ok":
         via = "an IdP token" if e.get("via") == "jwt" else f"token {e.get('token_id')}"
         return f"-- authenticated {_who(e)} with {via}"

@@ -356,10 +356,12 @@ class KafkaClientConn(asyncio.Protocol):
                         s.recorder.event(
                             now_ns(),
                             "session.close",
-                            reason=s.ended or why,
-                            unanswered=unanswered,
-                            commands=s.recorder.cmd_seq,
-                            chunks=s.recorder.chunk_seq,
+                            outcome=s.ended or why,
+                            stats={
+                                "commands": s.recorder.cmd_seq,
+                                "chunks": s.recorder.chunk_seq,
+                                "unanswered": unanswered,
+                            },
                         )
                     ]
                 )

@@ -387,8 +387,8 @@ class SshClientConn(asyncssh.SSHServer):
             # the client left while the session was being opened: close it at once
             with contextlib.suppress(LedgerUnavailable):
                 self.gw.sink.submit(
-                    [rec.event(now_ns(), "session.close", reason="the client left",
-                               commands=0, chunks=0)]
+                    [rec.event(now_ns(), "session.close", outcome="the client left",
+                               stats={"commands": 0, "chunks": 0})]
                 )  # fmt: skip
             upstream.close()
             return
@@ -562,9 +562,11 @@ class SshClientConn(asyncssh.SSHServer):
                         s.recorder.event(
                             now_ns(),
                             "session.close",
-                            reason=s.ended or why,
-                            commands=s.recorder.cmd_seq,
-                            chunks=s.recorder.chunk_seq,
+                            outcome=s.ended or why,
+                            stats={
+                                "commands": s.recorder.cmd_seq,
+                                "chunks": s.recorder.chunk_seq,
+                            },
                         )
                     ]
                 )
