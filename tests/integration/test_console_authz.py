@@ -620,3 +620,22 @@ def test_another_site_cannot_sign_you_in(env: Env) -> None:
     assert r.status_code == 403 and "__Host-ledgergate" not in r.headers.get("set-cookie", "")
     ok = env.http.post("/console/login", data={"token": token, "next": "/"})
     assert ok.status_code == 200 and "__Host-ledgergate=" in ok.headers["set-cookie"]
+
+
+def test_a_refused_sign_in_is_on_the_ledger(env: Env) -> None:
+    """Someone whose token signs nobody in (unknown, revoked) is sent back to the sign-in
+    page with the reason, and the ledger has a ``login.fail`` saying why and, for a token
+    the gateway knows, whose it was; the token itself is in no entry."""
+    tried = {"lg_nosuch_0123456789": None, env.tokens["revoked"]: "erin"}
+    for token in tried:
+        r = env.http.post("/console/login", data={"token": token, "next": "/"})
+        assert r.status_code == 303 and "__Host-ledgergate" not in r.headers.get("set-cookie", "")
+        assert r.headers["location"].startswith("/console/login?error=not%20authenticated")
+    env.gw.indexed()
+    fails = [e for e in env.gw.entries("login.fail") if e.get("via") == "console"][-2:]
+    assert [(f["reason"], (f.get("identity") or {}).get("subject")) for f in fails] == [
+        ("not authenticated: unknown token", None),
+        ("not authenticated: token revoked", "erin"),
+    ]
+    text = str(env.gw.entries())
+    assert not any(token in text for token in tried)

@@ -53,6 +53,15 @@ class ApiError(Exception):
         self.message = message
 
 
+class NotAuthenticated(ApiError):
+    """401 for a token that does not sign anyone in; ``who``: the identity it names, when
+    the gateway knows it (an expired or revoked token, a disabled identity)."""
+
+    def __init__(self, message: str, who: str | None) -> None:
+        super().__init__(401, message)
+        self.who = who
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     name: str
@@ -255,16 +264,30 @@ class AdminService:
             raise ApiError(401, "send Authorization: Bearer <ledgergate token>")
         return await self._run(self._principal, authorization[7:].strip())
 
+    async def sign_in(self, token: str, via: str) -> Principal:
+        """A person signing in with a token (the console's form): the principal, or the
+        ApiError after a ``login.fail`` entry naming the reason (never the token). API
+        calls with a bad token are only answered 401: those are programs, not sign-ins."""
+        return await self._run(self._sign_in, token, via)
+
+    def _sign_in(self, token: str, via: str) -> Principal:
+        try:
+            return self._principal(token)
+        except NotAuthenticated as e:
+            self._login_failed(e.who, via, e.message, time.time_ns())
+            raise
+
     def _principal(self, token: str) -> Principal:
         assert self._store is not None
         now = time.time_ns()
         r = tokens.authenticate(self._store, token, now)
         if not r.ok or r.identity is None or r.token_id is None:
-            raise ApiError(401, f"not authenticated: {r.reason or 'unknown token'}")
+            who = str(r.identity["subject"]) if r.identity is not None else None
+            raise NotAuthenticated(f"not authenticated: {r.reason or 'unknown token'}", who)
         name = str(r.identity["subject"])
         ident = self._store.get_identity(name)
         if ident is not None and ident.disabled_ns is not None:
-            raise ApiError(401, "not authenticated: identity disabled")
+            raise NotAuthenticated("not authenticated: identity disabled", name)
         row = self._store.token_by_id(r.token_id)
         assert row is not None
         groups = tuple(str(g) for g in r.identity.get("groups", []))

@@ -103,7 +103,7 @@ def router(admin: AdminService) -> APIRouter:
             raise ApiError(403, "cross-origin sign-in refused")
         token = token.strip()
         try:
-            me = await admin.principal("Bearer " + token)
+            me = await admin.sign_in(token, "console")
         except ApiError as e:
             return _back_to_login(e.message, next)
         return signed_in_redirect(token, me.expires_ns, next)
