@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledgergate.wire.kafka import records as kr
-
 __all__ = ["describe", "message_lines"]
 
 # A message's key and value are shown up to this many bytes in a replay.
@@ -114,6 +112,10 @@ def describe(e: dict[str, Any]) -> str | None:
 
 def message_lines(data: bytes, fetched: bool) -> list[str]:
     """The messages of a kept batch payload, one line each (as the client saw them)."""
+    # Imported here: the record codec (and AWS's CRC runtime under it) is not loaded by
+    # every CLI command that imports the sessions service.
+    from ledgergate.wire.kafka import records as kr
+
     out: list[str] = []
     try:
         walked = kr.read_batches(data, allow_partial=True)

@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
 from ledgergate.core.config import (
     FileWitness,
     HttpsWitness,
@@ -286,6 +284,8 @@ class WitnessPublisher:
 
     async def publish_once(self) -> int:
         """Send every witness what it has not taken yet; how many were sent."""
+        import httpx  # loaded when witnesses publish, not by every CLI command
+
         loop = asyncio.get_running_loop()
         cps = await loop.run_in_executor(self._pool, self._checkpoints)
         sent = 0
@@ -330,6 +330,8 @@ class WitnessPublisher:
         elif isinstance(spec, S3Witness):
             await _put_objects(spec, t.token or "", stream, rows)
         else:
+            import httpx
+
             headers = {"Authorization": f"Bearer {t.token}"} if t.token else {}
             verify: ssl.SSLContext | bool = (
                 ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True
@@ -348,6 +350,8 @@ async def _put_objects(
     spec: S3Witness, secret: str, stream: str, rows: list[CheckpointRow]
 ) -> None:
     """Each checkpoint as its own object, SigV4-signed (wire.s3.sigv4)."""
+    import httpx
+
     base = urlsplit(spec.endpoint)
     host = base.netloc
     verify: ssl.SSLContext | bool = (

@@ -10,6 +10,8 @@ Both run their schema migrations when opened.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ledgergate.store.base import (
     CheckpointRow,
@@ -23,8 +25,10 @@ from ledgergate.store.base import (
     StoreError,
     TokenRow,
 )
-from ledgergate.store.postgres import ChangeListener, PostgresStore, redact_url
 from ledgergate.store.sqlite import SqliteStore, open_sqlite
+
+if TYPE_CHECKING:
+    from ledgergate.store.postgres import ChangeListener, PostgresStore
 
 __all__ = [
     "ChangeListener",
@@ -44,6 +48,28 @@ __all__ = [
     "redact_url",
     "sqlite_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The PostgreSQL engine (and psycopg, a tenth of a second to import) loads when first
+    # named: an SQLite gateway and most CLI commands never need it.
+    if name in ("ChangeListener", "PostgresStore"):
+        from ledgergate.store import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password (``postgresql://user:***@host/db``), for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def sqlite_path(url: str) -> Path:
@@ -69,6 +95,8 @@ def open_store(url: str, *, durable: bool = False, password: str | None = None) 
     if scheme == "sqlite":
         return open_sqlite(sqlite_path(url), durable=durable)
     if scheme in ("postgres", "postgresql"):
+        from ledgergate.store.postgres import PostgresStore
+
         return PostgresStore(url, password=password, durable=durable)
     raise StoreError(
         f"unsupported store URL scheme {scheme!r} "

@@ -23,12 +23,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
 
-from ledgergate.store import blocks
+from ledgergate.store import blocks, redact_url
 from ledgergate.store.base import EntryRow, StoreError
 from ledgergate.store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from ledgergate.store.sql import as_blob, pending_migrations, reason, translated
@@ -51,18 +50,6 @@ MIGRATE_LOCK = 0x6C67_0002
 CONNECT_TIMEOUT_S = 10
 # Entries read per round trip when streaming a stream (keyset pages).
 FETCH_ROWS = 2000
-
-
-def redact_url(url: str) -> str:
-    """The URL without a password (``postgresql://user:***@host/db``), for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class _Db:

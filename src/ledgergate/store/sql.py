@@ -13,21 +13,20 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
-
-import psycopg
 
 from ledgergate.store.base import StoreError
 
 __all__ = [
-    "ENGINE_ERRORS",
     "INT64_MAX",
     "INT64_MIN",
     "Db",
     "as_blob",
     "as_text",
     "clamp_ns",
+    "engine_error",
     "json_list",
     "list_json",
     "pending_migrations",
@@ -35,8 +34,16 @@ __all__ = [
     "until_ns",
 ]
 
-# What an engine raises; ``translated`` turns these into ``StoreError`` at the edge.
-ENGINE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+def engine_error(e: BaseException) -> bool:
+    """Whether an engine raised ``e`` (``translated`` turns those into ``StoreError`` at
+    the edge): SQLite's errors, and psycopg's once a PostgreSQL store has loaded it (the
+    CLI and an SQLite gateway never import psycopg: it takes a tenth of a second)."""
+    if isinstance(e, sqlite3.Error):
+        return True
+    pg = sys.modules.get("psycopg")
+    return pg is not None and isinstance(e, pg.Error)
+
 
 # Both engines store times as signed 64-bit integers.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -71,7 +78,9 @@ def translated(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except ENGINE_ERRORS as e:
+        except Exception as e:
+            if not engine_error(e):
+                raise
             raise StoreError(f"store: {fn.__name__}: {reason(e)}") from e
 
     return wrapper
