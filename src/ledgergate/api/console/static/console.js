@@ -52,7 +52,12 @@ document.addEventListener("submit", async (ev) => {
     try {
       const rv = await api("POST", `/api/v1/reviews/${encodeURIComponent(id)}/${verb}`,
                            {reason: form.elements.reason.value});
-      say(form, `${verb === "approve" ? "approved" : "denied"}: ${rv.state}`);
+      form.elements.reason.value = "";  // said: the inbox may refresh again
+      if (rv.state === "pending") {  // more approvals needed: the card stays
+        say(form, `${verb === "approve" ? "approved" : "denied"}: ${rv.state}`);
+      } else {
+        form.closest("article.review")?.remove();
+      }
       refreshInbox();
     } catch (e) { say(form, e.message, true); }
     return;
@@ -97,11 +102,13 @@ async function refreshInbox() {
         const r = await fetch(inbox.dataset.live, {credentials: "same-origin", cache: "no-store"});
         if (r.redirected || r.status === 401) { window.location.reload(); return; }
         if (r.ok) {
-          // Keep what a reviewer is typing: not replaced while a reason is half written
-          // (the next event, or the decision, refreshes it).
+          // Keep what a reviewer is doing: not replaced while a reason is written in any
+          // card, focused or not (between pressing Approve and its click the focus has
+          // left the field, and a card replaced then would lose the click); the decision
+          // clears its reason, and the next event or decision refreshes the inbox.
           const html = await r.text();
-          const typing = inbox.contains(document.activeElement)
-            && document.activeElement.tagName === "INPUT" && document.activeElement.value;
+          const typing = [...inbox.querySelectorAll("form.decide input[name=reason]")]
+            .some((field) => field.value);
           if (!typing) inbox.innerHTML = html;
         }
       } while (again);
